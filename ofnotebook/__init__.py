@@ -1,0 +1,94 @@
+"""ofnotebook: turn a notebook cell into a running OpenFunction function.
+
+In a notebook::
+
+    %load_ext ofnotebook
+
+    %%function --runtime sync
+    def greet(request):
+        return {"greeting": "hello " + request.args.get("name", "world")}
+
+    greet.invoke(params={"name": "ada"}).json()
+
+In a script: ``ofnotebook.deploy(greet, runtime="sync", target="local")``.
+
+Attributes are imported on first use (PEP 562), so ``%load_ext ofnotebook`` stays fast and
+never imports docker, kubernetes or ipywidgets.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import (
+    BackendUnavailableError,
+    CaptureError,
+    ConfigError,
+    DeployError,
+    InvocationError,
+    OfnotebookError,
+    PackageError,
+    RemoteFunctionError,
+    UnpicklableGlobalError,
+)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Capture": "ofnotebook.capture",
+    "ComponentSpec": "ofnotebook.spec",
+    "FunctionHandle": "ofnotebook.handle",
+    "FunctionSpec": "ofnotebook.spec",
+    "Package": "ofnotebook.package",
+    "deploy": "ofnotebook.api",
+    "deployments": "ofnotebook.api",
+    "get": "ofnotebook.api",
+    "stop": "ofnotebook.api",
+}
+
+__all__ = sorted([
+    "BackendUnavailableError",
+    "Capture",
+    "CaptureError",
+    "ComponentSpec",
+    "ConfigError",
+    "DeployError",
+    "FunctionHandle",
+    "FunctionSpec",
+    "InvocationError",
+    "OfnotebookError",
+    "Package",
+    "PackageError",
+    "RemoteFunctionError",
+    "UnpicklableGlobalError",
+    "deploy",
+    "deployments",
+    "get",
+    "load_ipython_extension",
+    "stop",
+    "unload_ipython_extension",
+])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ofnotebook' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext ofnotebook``: register ``%%function`` and ``%function``; nothing else."""
+    from .magics import FunctionMagics
+
+    ipython.register_magics(FunctionMagics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext ofnotebook``: remove the magics (running functions keep running)."""
+    magics = ipython.magics_manager.magics
+    for kind in ("line", "cell"):
+        magics[kind].pop("function", None)

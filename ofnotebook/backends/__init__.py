@@ -1,0 +1,72 @@
+"""Targets by name: a read-only registry of dotted paths, imported on first use.
+
+A backend object given by the caller always wins over a name. Third-party targets register
+through the ``ofnotebook.backends`` entry-point group. Backends needing an extra (docker,
+kubernetes) import it inside their own module, so ``%load_ext ofnotebook`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import threading
+from types import MappingProxyType
+from typing import Mapping
+
+from ..errors import BackendUnavailableError
+from .base import Backend
+
+_known: dict[str, tuple[str, str]] = {
+    "local": ("ofnotebook.backends.local:LocalBackend", "it ships with ofnotebook"),
+}
+#: name -> (dotted path, install hint); read-only view.
+known_backends: Mapping[str, tuple[str, str]] = MappingProxyType(_known)
+_instances: dict[str, Backend] = {}
+_lock = threading.Lock()
+
+
+def register_backend(name: str, path: str, hint: str = "", *, clobber: bool = False) -> None:
+    """Register ``"module:Class"`` under ``name``; re-registering needs ``clobber=True``."""
+    if name in _known and not clobber and _known[name][0] != path:
+        raise ValueError(f"Backend {name!r} is already registered as {_known[name][0]!r}; "
+                         f"pass clobber=True to replace it.")
+    _known[name] = (path, hint)
+
+
+def _entry_point_backends() -> None:
+    for ep in importlib.metadata.entry_points(group="ofnotebook.backends"):
+        _known.setdefault(ep.name, (ep.value, f"provided by {ep.dist.name if ep.dist else '?'}"))
+
+
+def get_backend(target: str | Backend) -> Backend:
+    """The backend for ``target``: the object itself, or the kernel-wide instance of a name."""
+    if isinstance(target, Backend):
+        return target
+    with _lock:
+        if target in _instances:
+            return _instances[target]
+        if target not in _known:
+            _entry_point_backends()
+        if target not in _known:
+            raise BackendUnavailableError(
+                f"Unknown target {target!r}; available: {', '.join(sorted(_known))}.")
+        path, hint = _known[target]
+        module_name, _, class_name = path.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                f"Target {target!r} needs a package that is not installed ({exc.name}); "
+                f"{hint}.") from exc
+        backend: Backend = cls()
+        _instances[target] = backend
+        return backend
+
+
+def active_backends() -> list[Backend]:
+    """Backends instantiated in this kernel, for listing and stopping deployments."""
+    with _lock:
+        return list(_instances.values())
+
+
+__all__ = ["Backend", "active_backends", "get_backend", "known_backends", "register_backend"]

@@ -1,0 +1,144 @@
+"""The backend contract: what every target (local, container, kubernetes, yaml) implements.
+
+A :class:`Backend` turns a :class:`~ofnotebook.package.Package` into a running
+:class:`Deployment`. The docstrings here are the specification; the conformance tests in
+``tests/backends`` hold each backend to it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Callable, ClassVar, Mapping
+
+from ..package import Package
+
+#: Deployment states, in the order they normally happen.
+STARTING, RUNNING, FAILED, STOPPED = "starting", "running", "failed", "stopped"
+
+
+@dataclass(frozen=True)
+class PhaseEvent:
+    """One step of a deployment: ``state`` is ``started``, ``finished`` or ``failed``.
+
+    ``at`` is a ``time.time()`` stamp; ``duration`` (seconds) is set on ``finished`` and
+    ``failed``. Widgets and text views subscribe to these to show progress as it happens.
+    """
+
+    phase: str
+    state: str
+    at: float
+    duration: float | None = None
+    detail: str = ""
+
+
+EventSink = Callable[[PhaseEvent], None]
+
+
+@dataclass
+class PhaseRecorder:
+    """Times phases and forwards every event to a sink (the handle)."""
+
+    sink: EventSink | None = None
+    events: list[PhaseEvent] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def emit(self, event: PhaseEvent) -> None:
+        with self._lock:
+            self.events.append(event)
+            if event.duration is not None and event.state == "finished":
+                self.timings[event.phase] = event.duration
+        if self.sink is not None:
+            self.sink(event)
+
+    def phase(self, name: str, detail: str = "") -> "_Phase":
+        """``with recorder.phase("package"):`` emits started, then finished or failed."""
+        return _Phase(self, name, detail)
+
+
+class _Phase:
+    def __init__(self, recorder: PhaseRecorder, name: str, detail: str) -> None:
+        self.recorder, self.name, self.detail = recorder, name, detail
+        self.start = 0.0
+
+    def __enter__(self) -> "_Phase":
+        self.start = time.perf_counter()
+        self.recorder.emit(PhaseEvent(self.name, "started", time.time(), detail=self.detail))
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        duration = time.perf_counter() - self.start
+        state = "finished" if exc is None else "failed"
+        self.recorder.emit(PhaseEvent(self.name, state, time.time(), duration,
+                                      detail=self.detail if exc is None else str(exc)))
+
+
+class Deployment:
+    """A function running (or having run) on a target.
+
+    ``url`` is where HTTP invocations go, ``status`` one of ``starting``, ``running``,
+    ``failed`` or ``stopped``; ``failure`` explains a ``failed`` status with the last log lines.
+    """
+
+    name: str
+    url: str
+    package: Package
+
+    @property
+    def status(self) -> str:
+        raise NotImplementedError("The 'status' property must be implemented.")
+
+    @property
+    def failure(self) -> str | None:
+        """Why the deployment failed (with its last log lines), or ``None``."""
+        raise NotImplementedError("The 'failure' property must be implemented.")
+
+    def logs(self, tail: int | None = None) -> list[str]:
+        """The function's recent stdout/stderr lines, oldest first (bounded)."""
+        raise NotImplementedError("The 'logs' method must be implemented.")
+
+    def subscribe_logs(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(line)`` for every new log line; returns an unsubscribe function."""
+        raise NotImplementedError("The 'subscribe_logs' method must be implemented.")
+
+    def stop(self) -> None:
+        """Stop the function and release everything it holds. Idempotent."""
+        raise NotImplementedError("The 'stop' method must be implemented.")
+
+
+class Backend:
+    """A target. ``deploy`` is the only required verb; ``close`` stops everything it started."""
+
+    name: ClassVar[str] = ""
+
+    def deploy(self, package: Package, *, env: Mapping[str, str], local_port: int | None,
+               recorder: PhaseRecorder) -> Deployment:
+        """Run ``package`` and return once it is ready, or raise ``DeployError``.
+
+        Deploying a package with the same name and the same digest and environment as a
+        running deployment returns that deployment unchanged; a different digest replaces it
+        (the new one is ready before the old one stops). Nothing is left running on failure.
+        """
+        raise NotImplementedError("The 'deploy' method must be implemented.")
+
+    def deployments(self) -> list[Deployment]:
+        """The deployments this backend currently manages."""
+        raise NotImplementedError("The 'deployments' method must be implemented.")
+
+    def stop(self, name: str) -> bool:
+        """Stop deployment ``name``; return whether there was one."""
+        raise NotImplementedError("The 'stop' method must be implemented.")
+
+    def close(self) -> None:
+        """Stop every deployment and helper process of this backend."""
+        raise NotImplementedError("The 'close' method must be implemented.")
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,322 @@
+"""The embedded ``local`` target: each function runs the runtime in a subprocess of this Python.
+
+Speed comes from a *standby* process: a runtime that has already imported Flask and cloudpickle
+and bound a free 127.0.0.1 port, waiting on stdin for a package. A deploy hands it the package
+(a few milliseconds) and starts the next standby in the background. A re-run with the same
+package digest and environment reuses the running process; a changed one replaces it once the
+new process answers its health probe.
+
+No process outlives the kernel: each is stopped at exit (atexit, SIGTERM then SIGKILL), and each
+watches its parent PID and exits on its own if the kernel is killed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Callable, ClassVar, Mapping
+
+from .. import config
+from ..context import context_env
+from ..errors import DeployError
+from ..package import Package
+from ..runtime import HEALTH_PATH
+from .base import FAILED, RUNNING, STARTING, STOPPED, Backend, Deployment, PhaseRecorder
+
+_LIVE_PROCESSES: "weakref.WeakSet[RuntimeProcess]" = weakref.WeakSet()
+_STOP_GRACE = 3.0
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["OFNOTEBOOK_LOCAL"] = "1"
+    # The child must import this very ofnotebook, even when it is not installed.
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+class RuntimeProcess:
+    """One ``python -m ofnotebook.runtime --standby`` subprocess and its log buffer."""
+
+    def __init__(self, *, log_lines: int) -> None:
+        self.logs: collections.deque[str] = collections.deque(maxlen=log_lines)
+        self._subscribers: list[Callable[[str], None]] = []
+        self._lock = threading.Lock()
+        self._port_ready = threading.Event()
+        self.exited = threading.Event()
+        self.port: int | None = None
+        self.returncode: int | None = None
+        self.stopping = False
+        self.proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "ofnotebook.runtime", "--standby",
+             "--parent-pid", str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=_child_env(), start_new_session=True, text=True, encoding="utf-8",
+            errors="replace", bufsize=1)
+        _LIVE_PROCESSES.add(self)
+        self._reader = threading.Thread(target=self._read, name=f"ofnotebook-log-{self.proc.pid}",
+                                        daemon=True)
+        self._reader.start()
+        self._finalizer = weakref.finalize(self, _terminate, self.proc)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.rstrip("\n")
+            if self.port is None and line.startswith('{"standby":'):
+                self.port = int(json.loads(line)["standby"])
+                self._port_ready.set()
+                continue
+            with self._lock:
+                self.logs.append(line)
+                subscribers = list(self._subscribers)
+            for callback in subscribers:
+                try:
+                    callback(line)
+                except Exception:  # a broken view must not stop log collection
+                    pass
+        self.returncode = self.proc.wait()
+        self.exited.set()
+        self._port_ready.set()
+
+    def wait_standby(self, timeout: float) -> int:
+        """Block until the process announced its port; raise ``DeployError`` if it did not."""
+        self._port_ready.wait(timeout)
+        if self.port is None:
+            self.stop()
+            raise DeployError(
+                "The local runtime process did not start within "
+                f"{timeout:.0f} s (OFNOTEBOOK_START_TIMEOUT). Last output:\n"
+                + "\n".join(list(self.logs)[-20:]))
+        return self.port
+
+    def send(self, order: dict[str, object]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(order) + "\n")
+        self.proc.stdin.flush()
+
+    def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def stop(self) -> None:
+        self.stopping = True
+        self._finalizer()
+        self._reader.join(timeout=_STOP_GRACE)
+
+
+def _terminate(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL after a grace period; always reaps the process."""
+    if proc.poll() is None:
+        try:
+            if proc.stdin:
+                proc.stdin.close()
+        except OSError:
+            pass
+        proc.terminate()
+        try:
+            proc.wait(_STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_healthy(process: RuntimeProcess, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.exited.is_set():
+            break
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=min(2.0, timeout))
+        try:
+            conn.request("GET", HEALTH_PATH)
+            if conn.getresponse().status == 200:
+                return
+        except (OSError, http.client.HTTPException):
+            time.sleep(0.005)
+        finally:
+            conn.close()
+    process.exited.wait(0.2)  # let the reader collect the last lines of a crash
+    raise DeployError("not ready")
+
+
+class LocalDeployment(Deployment):
+    """A function served by a local runtime process."""
+
+    def __init__(self, name: str, package: Package, process: RuntimeProcess, port: int,
+                 env: Mapping[str, str]) -> None:
+        self.name = name
+        self.package = package
+        self.process = process
+        self.port = port
+        self.env = dict(env)
+        self.url = f"http://127.0.0.1:{port}/"
+        self._stopped = False
+
+    @property
+    def key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return self.package.digest, tuple(sorted(self.env.items()))
+
+    @property
+    def status(self) -> str:
+        if self._stopped:
+            return STOPPED
+        if self.process.exited.is_set():
+            return FAILED
+        return RUNNING
+
+    @property
+    def failure(self) -> str | None:
+        if self.status != FAILED:
+            return None
+        tail = "\n".join(self.logs(tail=15))
+        return (f"the local process (pid {self.process.pid}) exited with code "
+                f"{self.process.returncode}. Last log lines:\n{tail}")
+
+    def logs(self, tail: int | None = None) -> list[str]:
+        lines = list(self.process.logs)
+        return lines[-tail:] if tail else lines
+
+    def subscribe_logs(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        return self.process.subscribe(callback)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self.process.stop()
+
+
+class LocalBackend(Backend):
+    """Runs functions as local subprocesses; keeps one warm standby process ready."""
+
+    name: ClassVar[str] = "local"
+
+    def __init__(self, *, start_timeout: float | None = None, log_lines: int | None = None,
+                 standby: bool = True) -> None:
+        self.start_timeout = float(config.get("start_timeout", start_timeout))
+        self.log_lines = int(config.get("log_lines", log_lines))
+        self.keep_standby = standby
+        self._deployments: dict[str, LocalDeployment] = {}
+        self._standby: RuntimeProcess | None = None
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def _take_process(self) -> RuntimeProcess:
+        with self._lock:
+            process, self._standby = self._standby, None
+        if process is None or process.exited.is_set():
+            process = RuntimeProcess(log_lines=self.log_lines)
+        return process
+
+    def _refill_standby(self) -> None:
+        with self._lock:
+            if self._closed or not self.keep_standby or self._standby is not None:
+                return
+            self._standby = RuntimeProcess(log_lines=self.log_lines)
+
+    # -- the contract ------------------------------------------------------------------------
+
+    def deploy(self, package: Package, *, env: Mapping[str, str], local_port: int | None,
+               recorder: PhaseRecorder) -> LocalDeployment:
+        name = package.spec.name
+        existing = self._deployments.get(name)
+        key = (package.digest, tuple(sorted(env.items())))
+        if (existing is not None and existing.status == RUNNING and existing.key == key
+                and local_port in (None, existing.port)):
+            return existing
+
+        with recorder.phase("start", detail="local process"):
+            process = self._take_process()
+            try:
+                port = process.wait_standby(self.start_timeout)
+                if local_port is not None:
+                    port = local_port
+                order_env = dict(env)
+                order_env.update(context_env(package.spec, port=port))
+                process.send({"package": str(package.path), "env": order_env,
+                              "port": local_port})
+            except (OSError, DeployError):
+                process.stop()
+                raise
+        threading.Thread(target=self._refill_standby, daemon=True).start()
+
+        with recorder.phase("ready", detail=f"http://127.0.0.1:{port}{HEALTH_PATH}"):
+            try:
+                _wait_healthy(process, port, self.start_timeout)
+            except DeployError:
+                process.stop()
+                tail = "\n".join(list(process.logs)[-15:]) or "(no output)"
+                raise DeployError(
+                    f"Function {name!r} did not become ready on the local target "
+                    f"(exit code {process.returncode}). Last log lines:\n{tail}",
+                    function_name=name, last_logs=list(process.logs)[-15:]) from None
+
+        deployment = LocalDeployment(name, package, process, port, env)
+        with self._lock:
+            previous = self._deployments.get(name)
+            self._deployments[name] = deployment
+        if previous is not None:
+            previous.stop()
+        return deployment
+
+    def deployments(self) -> list[Deployment]:
+        with self._lock:
+            return list(self._deployments.values())
+
+    def get(self, name: str) -> LocalDeployment | None:
+        return self._deployments.get(name)
+
+    def stop(self, name: str) -> bool:
+        with self._lock:
+            deployment = self._deployments.pop(name, None)
+        if deployment is None:
+            return False
+        deployment.stop()
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            deployments = list(self._deployments.values())
+            self._deployments.clear()
+            standby, self._standby = self._standby, None
+        for deployment in deployments:
+            deployment.stop()
+        if standby is not None:
+            standby.stop()
+
+
+def stop_all_processes() -> None:
+    """Stop every runtime process this kernel started (registered with ``atexit``)."""
+    for process in list(_LIVE_PROCESSES):
+        process.stop()
+
+
+def live_process_ids() -> list[int]:
+    """PIDs of runtime processes that are still running (used by tests and ``%function``)."""
+    return [p.pid for p in list(_LIVE_PROCESSES) if p.proc.poll() is None]
+
+
+atexit.register(stop_all_processes)

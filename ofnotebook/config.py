@@ -1,0 +1,116 @@
+"""Settings: an explicit argument wins, then ``OFNOTEBOOK_<KEY>`` in the environment, then the default.
+
+This is the only module that reads ``OFNOTEBOOK_*`` variables, so a backend never hides a
+setting the user cannot see in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Generic, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+class _Unset:
+    """Sentinel for "not given", distinct from ``None``."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+DEFAULT_TARGET = "local"
+DEFAULT_RUNTIME = "sync"
+DEFAULT_VERSION = "latest"
+DEFAULT_PORT = 8080
+DEFAULT_WARN_GLOBAL_MB = 10.0
+DEFAULT_MAX_GLOBAL_MB = 200.0
+DEFAULT_START_TIMEOUT = 30.0
+DEFAULT_INVOKE_TIMEOUT = 60.0
+DEFAULT_LOG_LINES = 2000
+
+
+def _to_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be positive")
+    return number
+
+
+def _to_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be positive")
+    return number
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """One setting: its env variable, its default and how to parse a string value."""
+
+    key: str
+    default: Callable[[], T]
+    parse: Callable[[str], T]
+    help: str
+
+    @property
+    def env_var(self) -> str:
+        return f"OFNOTEBOOK_{self.key.upper()}"
+
+    def resolve(self, explicit: Any = UNSET) -> T:
+        """Return the explicit value, else the env value, else the default."""
+        if explicit is not UNSET and explicit is not None:
+            return explicit  # type: ignore[no-any-return]
+        raw = os.environ.get(self.env_var)
+        if raw is None or raw == "":
+            return self.default()
+        try:
+            return self.parse(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"{self.env_var}={raw!r} is not a valid value for {self.key!r} ({exc}); "
+                f"expected {self.help}. Unset it or fix the value.", key=self.key) from exc
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ofnotebook"
+
+
+SETTINGS: dict[str, Setting[Any]] = {
+    s.key: s for s in (
+        Setting("target", lambda: DEFAULT_TARGET, str, "a target name such as 'local'"),
+        Setting("cache_dir", _default_cache_dir, Path, "a directory path"),
+        Setting("warn_global_mb", lambda: DEFAULT_WARN_GLOBAL_MB, _to_float,
+                "a positive number of megabytes"),
+        Setting("max_global_mb", lambda: DEFAULT_MAX_GLOBAL_MB, _to_float,
+                "a positive number of megabytes"),
+        Setting("start_timeout", lambda: DEFAULT_START_TIMEOUT, _to_float,
+                "a positive number of seconds"),
+        Setting("invoke_timeout", lambda: DEFAULT_INVOKE_TIMEOUT, _to_float,
+                "a positive number of seconds"),
+        Setting("log_lines", lambda: DEFAULT_LOG_LINES, _to_int,
+                "a positive number of lines"),
+    )
+}
+
+
+def get(key: str, explicit: Any = UNSET) -> Any:
+    """Resolve setting ``key`` (argument > ``OFNOTEBOOK_<KEY>`` > default)."""
+    try:
+        setting = SETTINGS[key]
+    except KeyError:
+        raise ConfigError(f"Unknown setting {key!r}; known: {', '.join(sorted(SETTINGS))}.",
+                          key=key) from None
+    return setting.resolve(explicit)
+
+
+def full_tracebacks() -> bool:
+    """True when ``OFNOTEBOOK_TRACEBACK`` asks for full Python tracebacks."""
+    return os.environ.get("OFNOTEBOOK_TRACEBACK", "") not in ("", "0")

@@ -1,0 +1,126 @@
+"""The ofnotebook exception tree.
+
+Every failure the library expects raises a subclass of :class:`OfnotebookError`, so a
+notebook shows one short message (see ``_render_traceback_``) instead of a traceback wall,
+while scripts, nbval and papermill runs still fail because the exception is raised::
+
+    OfnotebookError
+    ├── ConfigError             a setting has a bad value
+    ├── CaptureError            the function or its globals cannot be captured
+    │   └── UnpicklableGlobalError
+    ├── PackageError            the build context cannot be written
+    ├── BackendUnavailableError a target is unknown or its extra is not installed
+    ├── DeployError             the function did not start or stopped unexpectedly
+    └── InvocationError         a call to the deployed function failed in transport
+        └── RemoteFunctionError the function itself raised; carries the remote traceback
+
+Set ``OFNOTEBOOK_TRACEBACK=1`` to get full Python tracebacks in the notebook again.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+class OfnotebookError(Exception):
+    """Base class of every error ofnotebook raises on purpose."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython calls this instead of formatting the traceback; a list of lines is expected.
+        if os.environ.get("OFNOTEBOOK_TRACEBACK", "") not in ("", "0"):
+            import traceback
+
+            return traceback.format_exception(type(self), self, self.__traceback__)
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
+
+
+class ConfigError(OfnotebookError):
+    """Raised when a setting (argument or ``OFNOTEBOOK_*`` variable) has a bad value."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class CaptureError(OfnotebookError):
+    """Raised when the cell or its function cannot be captured for deployment."""
+
+
+class UnpicklableGlobalError(CaptureError):
+    """Raised when a global the function uses cannot be serialized (a lock, socket, client...)."""
+
+    def __init__(self, message: str, *, global_name: str, type_name: str) -> None:
+        super().__init__(message)
+        self.global_name = global_name
+        self.type_name = type_name
+
+
+class PackageError(OfnotebookError):
+    """Raised when the build context for a function cannot be produced."""
+
+
+class BackendUnavailableError(OfnotebookError):
+    """Raised when a target is unknown or needs an extra that is not installed."""
+
+
+class DeployError(OfnotebookError):
+    """Raised when a deployment fails to start, or its process dies."""
+
+    def __init__(self, message: str, *, function_name: str | None = None,
+                 last_logs: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.function_name = function_name
+        self.last_logs = list(last_logs or [])
+
+
+class InvocationError(OfnotebookError):
+    """Raised when a request to a deployed function cannot be completed."""
+
+    def __init__(self, message: str, *, function_name: str | None = None) -> None:
+        super().__init__(message)
+        self.function_name = function_name
+
+
+class RemoteFunctionError(InvocationError):
+    """Raised by ``invoke`` when the deployed function raised an exception.
+
+    ``ename``, ``evalue`` and ``traceback`` come from the runtime, so the notebook shows what
+    happened inside the function process.
+    """
+
+    def __init__(self, ename: str, evalue: str, traceback: str = "", *,
+                 function_name: str | None = None) -> None:
+        super().__init__(f"{ename}: {evalue}", function_name=function_name)
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = traceback
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_remote_error, (self.ename, self.evalue, self.traceback, self.function_name))
+
+    def _render_traceback_(self) -> list[str]:
+        where = f" in function {self.function_name!r}" if self.function_name else ""
+        lines = [f"\x1b[0;31mRemoteFunctionError\x1b[0m: the deployed function raised{where}:"]
+        lines.extend("    " + line for line in self.traceback.rstrip().splitlines())
+        if not self.traceback:
+            lines.append(f"    {self.ename}: {self.evalue}")
+        return lines
+
+
+def _rebuild_remote_error(ename: str, evalue: str, tb: str, function_name: str | None
+                          ) -> RemoteFunctionError:
+    return RemoteFunctionError(ename, evalue, tb, function_name=function_name)
+
+
+__all__ = [
+    "BackendUnavailableError",
+    "CaptureError",
+    "ConfigError",
+    "DeployError",
+    "InvocationError",
+    "OfnotebookError",
+    "PackageError",
+    "RemoteFunctionError",
+    "UnpicklableGlobalError",
+]

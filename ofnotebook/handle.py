@@ -1,0 +1,189 @@
+"""``FunctionHandle``: what the notebook holds after a deploy.
+
+Calling the handle runs the plain Python function in the kernel, as before the deploy;
+``invoke`` calls the deployed one over HTTP. The handle keeps the phase events of its deploy
+and lets views subscribe to them and to the function's logs.
+"""
+
+from __future__ import annotations
+
+import html
+import operator
+import threading
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import config
+from .backends.base import FAILED, Deployment, PhaseEvent
+from .errors import InvocationError, RemoteFunctionError
+from .runtime import ERROR_HEADER
+
+if TYPE_CHECKING:
+    import requests
+
+    from .backends.base import Backend
+    from .capture import Capture
+    from .package import Package
+
+_PHASE_ORDER = ("capture", "package", "build", "push", "start", "deploy", "ready")
+_session_local = threading.local()
+
+
+def _session() -> "requests.Session":
+    import requests
+
+    session = getattr(_session_local, "session", None)
+    if session is None:
+        session = _session_local.session = requests.Session()
+        session.trust_env = False  # loopback traffic must never go through a proxy
+    return session
+
+
+class FunctionHandle:
+    """A deployed function: call it locally, ``invoke`` it remotely, read its logs, stop it."""
+
+    def __init__(self, function: Callable[..., Any], *, deployment: Deployment,
+                 backend: "Backend", target: str, events: list[PhaseEvent], timings: dict[str, float], reused: bool = False
+                 ) -> None:
+        self.function = function
+        self.deployment = deployment
+        self.backend = backend
+        self.target = target
+        self.events = events
+        self.timings = timings
+        self.reused = reused
+        self.__doc__ = getattr(function, "__doc__", None)
+        self.__wrapped__ = function
+        self._subscribers: list[Callable[[PhaseEvent], None]] = []
+
+    # -- plain Python ------------------------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Another deployed function that uses this one captures the plain function.
+        return operator.getitem, ((self.function,), 0)
+
+    # -- facts -------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.deployment.name
+
+    @property
+    def package(self) -> "Package":
+        return self.deployment.package
+
+    @property
+    def capture(self) -> "Capture":
+        return self.deployment.package.capture
+
+    @property
+    def runtime(self) -> str:
+        return self.package.spec.runtime
+
+    @property
+    def url(self) -> str:
+        return self.deployment.url
+
+    @property
+    def status(self) -> str:
+        return self.deployment.status
+
+    @property
+    def digest(self) -> str:
+        return self.package.digest
+
+    # -- events ------------------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[PhaseEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every later phase event; returns an unsubscribe."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    def _publish(self, event: PhaseEvent) -> None:
+        self.events.append(event)
+        for callback in list(self._subscribers):
+            callback(event)
+
+    # -- verbs -------------------------------------------------------------------------------
+
+    def invoke(self, path: str = "/", *, method: str | None = None, params: Any = None,
+               json: Any = None, data: Any = None, headers: dict[str, str] | None = None,
+               timeout: float | None = None) -> "requests.Response":
+        """Send one HTTP request to the deployed function and return the response.
+
+        Raises :class:`RemoteFunctionError` (with the remote traceback) when the function
+        raised, and :class:`InvocationError` when it could not be reached.
+        """
+        import requests
+
+        if self.status == FAILED:
+            raise InvocationError(f"Function {self.name!r} is not running: "
+                                  f"{self.deployment.failure}", function_name=self.name)
+        url = self.url.rstrip("/") + "/" + path.lstrip("/")
+        verb = method or ("POST" if json is not None or data is not None else "GET")
+        seconds = float(config.get("invoke_timeout", timeout))
+        try:
+            response = _session().request(verb, url, params=params, json=json, data=data,
+                                          headers=headers, timeout=seconds)
+        except requests.Timeout as exc:
+            raise InvocationError(
+                f"Function {self.name!r} did not answer {verb} {path} within {seconds:g} s; "
+                f"pass timeout= or set OFNOTEBOOK_INVOKE_TIMEOUT.",
+                function_name=self.name) from exc
+        except requests.RequestException as exc:
+            why = self.deployment.failure or str(exc)
+            raise InvocationError(f"Could not reach function {self.name!r} at {url}: {why}",
+                                  function_name=self.name) from exc
+        if response.status_code == 500 and response.headers.get(ERROR_HEADER):
+            error = response.json().get("error", {})
+            raise RemoteFunctionError(error.get("type", "Exception"), error.get("message", ""),
+                                      error.get("traceback", ""), function_name=self.name)
+        return response
+
+    def logs(self, tail: int | None = None) -> str:
+        """The function's recent output (stdout and stderr), as one string."""
+        return "\n".join(self.deployment.logs(tail=tail))
+
+    def stop(self) -> None:
+        """Stop the deployed function. The handle stays callable as a plain function."""
+        if self.backend.deployments().count(self.deployment):
+            self.backend.stop(self.name)
+        self.deployment.stop()
+
+    # -- display -----------------------------------------------------------------------------
+
+    def _timing_text(self) -> str:
+        parts = [f"{phase} {self.timings[phase] * 1000:.0f} ms" for phase in _PHASE_ORDER
+                 if phase in self.timings]
+        return " · ".join(parts) + (" (unchanged, reused)" if self.reused else "")
+
+    def __repr__(self) -> str:
+        lines = [f"<FunctionHandle {self.name!r} [{self.runtime} · {self.target}] {self.status}",
+                 f"  url      {self.url}",
+                 f"  package  {self.package.short_digest}  lock: "
+                 f"{', '.join(self.capture.requirements)}",
+                 f"  timings  {self._timing_text()}>"]
+        if self.status == FAILED:
+            lines.insert(1, f"  failure  {self.deployment.failure}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        colour = {"running": "#1a7f37", "failed": "#cf222e", "stopped": "#6e7781"}.get(
+            self.status, "#9a6700")
+        esc = html.escape
+        rows = [
+            ("url", f'<a href="{esc(self.url)}" target="_blank">{esc(self.url)}</a>'),
+            ("package", f"<code>{esc(self.package.short_digest)}</code>"),
+            ("lock", esc(", ".join(self.capture.requirements))),
+            ("timings", esc(self._timing_text())),
+        ]
+        if self.status == FAILED:
+            rows.insert(0, ("failure", f"<pre>{esc(self.deployment.failure or '')}</pre>"))
+        body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th>"
+                       f"<td style='text-align:left'>{v}</td></tr>" for k, v in rows)
+        return (f"<div class='ofnotebook-handle'><b>{esc(self.name)}</b> "
+                f"<span style='color:#57606a'>{esc(self.runtime)} · {esc(self.target)}</span> "
+                f"<span style='background:{colour};color:white;border-radius:8px;"
+                f"padding:0 6px'>{esc(self.status)}</span><table>{body}</table></div>")

@@ -1,0 +1,131 @@
+"""``%%function`` and ``%function``: a thin syntax layer over :mod:`ofnotebook.api`.
+
+IPython's ``{var}`` and ``$var`` expansion stays on in the magic line, so
+``%%function {name} --env MODEL={model_path}`` works.
+"""
+
+from __future__ import annotations
+
+import ast
+import shlex
+from typing import Any
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from . import api
+from .errors import CaptureError, OfnotebookError
+
+
+def find_entry(python_source: str, entry: str | None) -> str:
+    """The function the cell deploys: ``entry``, else the cell's only top-level function."""
+    if entry:
+        return entry
+    try:
+        tree = ast.parse(python_source)
+    except SyntaxError:
+        tree = ast.Module(body=[], type_ignores=[])
+    names = [node.name for node in tree.body
+             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise CaptureError("The cell defines no top-level function; define one with 'def', "
+                           "or name the function to deploy with --entry NAME.")
+    raise CaptureError(f"The cell defines {len(names)} functions ({', '.join(names)}); "
+                       f"choose the one to deploy with --entry NAME.")
+
+
+@magics_class
+class FunctionMagics(Magics):
+    """Deploy the function a cell defines, and manage what this kernel deployed."""
+
+    @magic_arguments()
+    @argument("name", nargs="?", default=None,
+              help="Deployment name (lowercase letters, digits, '-'; at most 40 characters). "
+                   "Default: the function's name, made valid.")
+    @argument("--runtime", choices=["sync", "async"], default=None,
+              help="sync: served over HTTP (Knative in a cluster). Default: sync.")
+    @argument("--target", default=None,
+              help="Where to run it: local (default, or OFNOTEBOOK_TARGET).")
+    @argument("--entry", default=None, metavar="PYNAME",
+              help="The Python function to deploy when the cell defines several.")
+    @argument("--env", action="append", default=[], metavar="K=V",
+              help="An environment variable for the function; repeat for more.")
+    @argument("--requirements", nargs="+", default=[], metavar="PKG",
+              help="Extra distributions for the image, pinned at the installed version "
+                   "unless a version is given (pkg==1.2).")
+    @argument("--port", type=int, default=None,
+              help="Fixed local port for the function (the cluster port stays 8080).")
+    @argument("--version", default=None, help="Function version (spec.version). Default: latest.")
+    @cell_magic("function")
+    def function(self, line: str, cell: str) -> Any:
+        """Run the cell, then deploy the function it defines and bind its name to a handle.
+
+        The handle is still callable as the plain function; ``.invoke()`` calls the deployed
+        one; ``.url``, ``.status``, ``.logs()`` and ``.stop()`` manage it.
+        """
+        args = parse_argstring(self.function, line)
+        result = self.shell.run_cell(cell, store_history=False)
+        if not result.success:
+            raise CaptureError("The cell raised an exception (shown above); nothing was deployed.")
+        pyname = find_entry(self.shell.transform_cell(cell), args.entry)
+        fn = self.shell.user_ns.get(pyname)
+        if fn is None:
+            raise CaptureError(f"The cell did not define {pyname!r}; check --entry.")
+        fn = getattr(fn, "__wrapped__", fn)  # a re-run over an existing handle
+        handle = api.deploy(fn, args.name, runtime=args.runtime, target=args.target,
+                            entry=pyname, env=args.env, requirements=args.requirements,
+                            port=args.port, version=args.version)
+        self.shell.user_ns[pyname] = handle
+        return handle
+
+    @line_magic("function")
+    def function_line(self, line: str) -> Any:
+        """Manage deployments: ``%function list``, ``%function stop NAME``,
+        ``%function stop --all``, ``%function logs NAME [--tail N]``."""
+        words = shlex.split(line)
+        command, rest = (words[0], words[1:]) if words else ("list", [])
+        if command == "list":
+            return _Listing(api.deployments())
+        if command == "stop":
+            if rest == ["--all"]:
+                stopped = api.stop(all=True)
+            elif len(rest) == 1:
+                stopped = api.stop(rest[0])
+            else:
+                raise OfnotebookError("Usage: %function stop NAME  or  %function stop --all")
+            print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+            return None
+        if command == "logs" and rest:
+            tail = None
+            if len(rest) == 3 and rest[1] == "--tail":
+                tail = int(rest[2])
+            print(api.get(rest[0]).logs(tail=tail))
+            return None
+        raise OfnotebookError(f"Unknown %function command {line!r}; use list, "
+                              f"stop NAME, stop --all or logs NAME [--tail N].")
+
+
+class _Listing(list):  # type: ignore[type-arg]
+    """The handles ``%function list`` returns, shown as a table."""
+
+    def __repr__(self) -> str:
+        if not self:
+            return "no deployments"
+        rows = [("NAME", "RUNTIME", "TARGET", "STATUS", "URL")]
+        rows += [(h.name, h.runtime, h.target, h.status, h.url) for h in self]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        if not self:
+            return "<i>no deployments</i>"
+        head = "".join(f"<th>{c}</th>" for c in ("name", "runtime", "target", "status", "url"))
+        body = "".join(
+            f"<tr><td>{html.escape(h.name)}</td><td>{h.runtime}</td><td>{h.target}</td>"
+            f"<td>{h.status}</td><td><a href='{html.escape(h.url)}'>{html.escape(h.url)}</a>"
+            f"</td></tr>" for h in self)
+        return f"<table><tr>{head}</tr>{body}</table>"

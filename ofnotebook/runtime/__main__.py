@@ -1,0 +1,111 @@
+"""``python -m ofnotebook.runtime``: serve a packaged function.
+
+In a container: ``python -m ofnotebook.runtime --package /app`` reads ``FUNC_CONTEXT`` (or the
+package's own ``function/context.json`` when the environment has none) and listens on the
+context port on all interfaces.
+
+On the local target: ``--standby`` imports everything, binds 127.0.0.1 on a free port, prints
+``{"standby": PORT}`` and waits for one JSON line on stdin (``{"package": DIR, "env": {...}}``).
+A warm process is then ready to serve a new package in milliseconds. ``--parent-pid`` makes it
+exit when the notebook kernel that started it is gone, so no process is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import EXIT_BAD_PACKAGE
+from .context import ContextError, parse_context
+from .loader import PackageLoadError, context_from_package, load_function, read_manifest
+
+
+def _watch_parent(pid: int) -> None:
+    def loop() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != pid:
+                os._exit(0)
+
+    threading.Thread(target=loop, name="ofnotebook-parent-watch", daemon=True).start()
+
+
+def _fail(message: str) -> None:
+    print(f"ofnotebook runtime: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_BAD_PACKAGE)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ofnotebook.runtime")
+    parser.add_argument("--package", default=os.environ.get("OFNOTEBOOK_PACKAGE", "/app"))
+    parser.add_argument("--host", default=os.environ.get("OFNOTEBOOK_HOST", "0.0.0.0"))
+    parser.add_argument("--standby", action="store_true")
+    parser.add_argument("--parent-pid", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if args.parent_pid:
+        _watch_parent(args.parent_pid)
+
+    # Import the heavy parts before announcing readiness, so a standby process is truly warm.
+    import cloudpickle  # noqa: F401
+
+    from .http import create_app, make_http_server
+
+    sock: socket.socket | None = None
+    package = Path(args.package)
+    if args.standby:
+        sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+        print(json.dumps({"standby": sock.getsockname()[1]}), flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return  # the kernel released the standby process
+        order = json.loads(line)
+        os.environ.update(order.get("env") or {})
+        package = Path(order["package"])
+        if order.get("port"):
+            sock.close()  # the user asked for a fixed port
+            try:
+                sock = socket.create_server(("127.0.0.1", int(order["port"])), backlog=128)
+            except OSError as exc:
+                _fail(f"cannot listen on 127.0.0.1:{order['port']}: {exc}; pick another --port")
+                return
+
+    env = dict(os.environ)
+    if not env.get("FUNC_CONTEXT") and not env.get("FUNC_CONTEXT_V1BETA2"):
+        env.update(context_from_package(package))
+    try:
+        fctx = parse_context(env)
+        manifest = read_manifest(package)
+        loaded = load_function(package)
+    except (ContextError, PackageLoadError) as exc:
+        _fail(str(exc))
+        return
+    if fctx.is_async:
+        _fail("asynchronous functions are not served by this runtime version yet")
+    if sock is None:
+        try:
+            sock = socket.create_server((args.host, fctx.port), backlog=128)
+        except OSError as exc:
+            _fail(f"cannot listen on {args.host}:{fctx.port}: {exc}")
+            return
+    elif sock.getsockname()[1] != fctx.port:
+        print(f"ofnotebook runtime: warning: context port {fctx.port} differs from the "
+              f"standby port {sock.getsockname()[1]}", file=sys.stderr, flush=True)
+
+    app = create_app(loaded, fctx, digest=str(manifest.get("payload_sha256", "")))
+    server = make_http_server(app, sock)
+    print(f"ofnotebook runtime: serving {fctx.name} ({loaded.entry}, {loaded.signature}) "
+          f"on {sock.getsockname()[0]}:{sock.getsockname()[1]}", flush=True)
+    server.serve_forever(poll_interval=0.2)
+
+
+if __name__ == "__main__":
+    main()

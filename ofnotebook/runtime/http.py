@@ -1,0 +1,169 @@
+"""Serve a sync function over HTTP with Flask, the way Google's and OpenFunction's Python
+frameworks do: every path and method reaches the function; its return value becomes the
+response; an exception becomes a 500 that carries the remote traceback for ``invoke``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import json
+import os
+import socket
+import sys
+import traceback
+from typing import Any, Callable
+
+from flask import Flask, Response, request
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from . import ERROR_HEADER, HEALTH_PATH
+from .context import FunctionContext
+from .loader import LoadedFunction
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class _JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, plus the array and scalar types data scientists return (``tolist``)."""
+
+    @staticmethod
+    def default(o: Any) -> Any:
+        if hasattr(o, "tolist"):
+            return o.tolist()
+        if hasattr(o, "item") and callable(o.item):
+            return o.item()
+        if isinstance(o, (set, frozenset)):
+            return sorted(o, key=repr)
+        return DefaultJSONProvider.default(o)
+
+
+class HttpContext:
+    """What ``f(context)`` and ``f(ctx, data)`` receive for an HTTP call.
+
+    Compatible with OpenFunction's Python ``UserContext`` where it matters:
+    ``get_http_request()`` returns the Flask request.
+    """
+
+    def __init__(self, fctx: FunctionContext, req: Any) -> None:
+        self.name = fctx.name
+        self.version = fctx.version
+        self.runtime = fctx.runtime
+        self.outputs = fctx.outputs
+        self.request = req
+
+    def get_http_request(self) -> Any:
+        return self.request
+
+    def send(self, output_name: str, data: Any) -> Any:
+        raise RuntimeError(
+            f"output {output_name!r} cannot be sent: this function declares no Dapr outputs "
+            f"(declared: {', '.join(self.outputs) or 'none'})")
+
+
+def decode_body(req: Any) -> Any:
+    """The request body for ``f(ctx, data)``: JSON when declared, text when UTF-8, else bytes."""
+    raw = req.get_data(cache=True)
+    if not raw:
+        return None
+    if req.is_json:
+        return json.loads(raw)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def _call(loaded: LoadedFunction, fctx: FunctionContext) -> Any:
+    fn = loaded.function
+    kind = loaded.signature
+    if kind == "request":
+        result = fn(request)
+    elif kind == "context":
+        result = fn(HttpContext(fctx, request))
+    elif kind == "ctx_data":
+        result = fn(HttpContext(fctx, request), decode_body(request))
+    else:
+        result = fn()
+    if inspect.iscoroutine(result):
+        result = asyncio.run(result)
+    return result
+
+
+def _to_response(app: Flask, result: Any) -> Any:
+    if result is None:
+        return Response(status=204)
+    if isinstance(result, tuple):
+        body, *rest = result
+        return (_to_response(app, body), *rest)
+    if isinstance(result, (str, bytes, Response)):
+        return result
+    if isinstance(result, (dict, list)) or dataclasses.is_dataclass(result) or hasattr(
+            result, "tolist"):
+        return app.json.response(result)
+    try:
+        return app.json.response(result)
+    except TypeError as exc:
+        raise TypeError(f"the function returned a {type(result).__name__}, which cannot be "
+                        f"sent as a response; return str, bytes, dict, list or a Response") from exc
+
+
+def format_remote_traceback(exc: BaseException, sources: dict[str, list[str]]) -> str:
+    """The traceback from the user's code on, with the notebook's lines filled in."""
+    tb = traceback.TracebackException.from_exception(exc)
+    frames = []
+    for frame in tb.stack:
+        if frame.filename.startswith(_RUNTIME_DIR):
+            continue
+        lines = sources.get(frame.name) if frame.filename == "<dynamic-code>" else None
+        if lines is not None and frame.lineno and 0 < frame.lineno <= len(lines):
+            frame = traceback.FrameSummary("<notebook cell>", frame.lineno, frame.name,
+                                           line=lines[frame.lineno - 1])
+        frames.append(frame)
+    tb.stack = traceback.StackSummary.from_list(frames)
+    return "".join(tb.format())
+
+
+def create_app(loaded: LoadedFunction, fctx: FunctionContext, digest: str = "") -> Flask:
+    """The Flask app serving ``loaded`` on every path, plus the health probe."""
+    app = Flask(f"ofnotebook.{fctx.name}")
+    app.json = _JSONProvider(app)
+
+    @app.route(HEALTH_PATH, methods=["GET"])
+    def _health() -> Any:
+        return {"status": "ok", "name": fctx.name, "entry": loaded.entry, "digest": digest,
+                "pid": os.getpid()}
+
+    @app.route("/", defaults={"path": ""}, methods=METHODS)
+    @app.route("/<path:path>", methods=METHODS)
+    def _invoke(path: str) -> Any:
+        try:
+            return _to_response(app, _call(loaded, fctx))
+        except Exception as exc:  # the function's own failure: report it, keep serving
+            text = format_remote_traceback(exc, loaded.sources)
+            print(text, file=sys.stderr, end="", flush=True)
+            body = {"error": {"type": type(exc).__qualname__, "message": str(exc),
+                              "traceback": text}}
+            return Response(json.dumps(body), status=500, mimetype="application/json",
+                            headers={ERROR_HEADER: "1"})
+
+    return app
+
+
+class _Handler(WSGIRequestHandler):
+    # HTTP/1.1 keeps connections alive between invocations; Flask sets Content-Length.
+    protocol_version = "HTTP/1.1"
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        # Access lines would drown the function's own logs; errors are still printed.
+        return None
+
+
+def make_http_server(app: Callable[..., Any], sock: socket.socket) -> BaseWSGIServer:
+    """A threaded WSGI server on an already bound socket (so the port is known in advance)."""
+    host, port = sock.getsockname()[:2]
+    return make_server(host, port, app, threaded=True, request_handler=_Handler,
+                       fd=sock.fileno())

@@ -1,0 +1,123 @@
+"""What to deploy, independent of where: :class:`FunctionSpec` and its component specs.
+
+Specs are frozen, keyword-only dataclasses so that a spec can be hashed, compared and put into
+a package digest; they import no other ofnotebook layer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .config import DEFAULT_PORT, DEFAULT_RUNTIME, DEFAULT_VERSION
+from .errors import ConfigError
+
+RUNTIMES = ("sync", "async")
+
+#: Kubernetes-valid deployment names: a DNS-1123 label, kept short because the controller
+#: appends suffixes (``serving-xxxxx``, ``-dapr``, the namespace) to build other names.
+MAX_NAME_LENGTH = 40
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a valid deployment name, else raise ``ConfigError``."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError("The function name is empty; give one such as 'my-func'.", key="name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigError(
+            f"The function name {name!r} has {len(name)} characters; Kubernetes needs "
+            f"{MAX_NAME_LENGTH} or fewer here. Pick a shorter name.", key="name")
+    if not _NAME_RE.match(name):
+        raise ConfigError(
+            f"The function name {name!r} is not valid for Kubernetes: use lowercase letters, "
+            f"digits and '-', starting and ending with a letter or digit "
+            f"(for example {derive_name(name)!r}).", key="name")
+    return name
+
+
+def derive_name(python_name: str) -> str:
+    """Turn a Python identifier into a deployment name: ``greetUser_v2`` -> ``greet-user-v2``."""
+    text = re.sub(r"([a-z0-9])([A-Z])", r"\1-\2", python_name).lower()
+    text = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+    text = text[:MAX_NAME_LENGTH].rstrip("-")
+    if not text or not text[0].isalnum():
+        text = ("fn-" + text).strip("-")[:MAX_NAME_LENGTH]
+    return text or "fn"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComponentSpec:
+    """A Dapr component as the function sees it: an input, an output or a state store.
+
+    ``name`` is the name the function code uses (``ctx.send("notify", ...)``); ``type`` and
+    ``version`` and ``metadata`` map 1:1 to a Dapr ``Component`` spec. ``topic`` applies to
+    pub/sub; ``operation`` to output bindings.
+    """
+
+    name: str
+    type: str
+    version: str = "v1"
+    metadata: tuple[tuple[str, str], ...] = ()
+    topic: str | None = None
+    operation: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """``bindings``, ``pubsub`` or ``state``: the first part of the Dapr type."""
+        return self.type.split(".", 1)[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FunctionSpec:
+    """Everything about a deployment except the code: name, runtime, env, ports, components."""
+
+    name: str
+    runtime: str = DEFAULT_RUNTIME
+    entry: str = ""
+    version: str = DEFAULT_VERSION
+    port: int = DEFAULT_PORT
+    env: tuple[tuple[str, str], ...] = ()
+    requirements: tuple[str, ...] = ()
+    inputs: tuple[ComponentSpec, ...] = ()
+    outputs: tuple[ComponentSpec, ...] = ()
+    states: tuple[ComponentSpec, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(
+                f"Unknown runtime {self.runtime!r}; use one of {', '.join(RUNTIMES)}.",
+                key="runtime")
+        if not (isinstance(self.port, int) and 0 < self.port < 65536):
+            raise ConfigError(f"Port {self.port!r} is not a TCP port; use 1-65535.", key="port")
+        for key, _ in self.env:
+            if not _ENV_NAME_RE.match(key):
+                raise ConfigError(
+                    f"Environment variable name {key!r} is not valid; use letters, digits "
+                    f"and '_', not starting with a digit.", key="env")
+
+    @property
+    def env_dict(self) -> dict[str, str]:
+        return dict(self.env)
+
+
+def parse_env(items: Mapping[str, str] | list[str] | tuple[str, ...] | None
+              ) -> tuple[tuple[str, str], ...]:
+    """Accept ``{"K": "V"}`` or ``["K=V", ...]`` and return sorted ``(K, V)`` pairs."""
+    if not items:
+        return ()
+    if isinstance(items, Mapping):
+        pairs = [(str(k), str(v)) for k, v in items.items()]
+    else:
+        pairs = []
+        for item in items:
+            key, sep, value = str(item).partition("=")
+            if not sep or not key:
+                raise ConfigError(
+                    f"--env {item!r} is not KEY=VALUE; write it as --env {item or 'KEY'}=value.",
+                    key="env")
+            pairs.append((key, value))
+    return tuple(sorted(dict(pairs).items()))
