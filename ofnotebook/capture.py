@@ -307,6 +307,9 @@ def _report_globals(fn: types.FunctionType, warn_bytes: float
             report.append(CapturedGlobal(gname, "module", 0, "reference", owner))
             continue
         try:
+            if isinstance(value, io.IOBase):
+                # cloudpickle would ship a snapshot of a read-only file: never what was meant.
+                raise TypeError(f"cannot send an open file ({getattr(value, 'name', '?')!r})")
             size = len(cloudpickle.dumps(value))
         except Exception as exc:  # pickle raises TypeError, PicklingError, AttributeError...
             raise UnpicklableGlobalError(

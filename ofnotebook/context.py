@@ -56,7 +56,7 @@ def _uri(component: ComponentSpec) -> str:
 
 
 def _metadata(component: ComponentSpec) -> dict[str, str]:
-    return {k: v for k, v in component.metadata}
+    return {k: v for k, v in component.output_metadata}
 
 
 def context_v1beta1(spec: FunctionSpec, *, port: int | None = None) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def context_v1beta1(spec: FunctionSpec, *, port: int | None = None) -> dict[str,
         for c in spec.outputs:
             out: dict[str, Any] = {"uri": _uri(c), "componentName": component_name(spec, c),
                                    "componentType": c.type}
-            if c.metadata:
+            if c.output_metadata:
                 out["metadata"] = _metadata(c)
             if c.operation:
                 out["operation"] = c.operation
@@ -105,7 +105,7 @@ def context_v1beta2(spec: FunctionSpec, *, port: int | None = None) -> dict[str,
         for c in spec.outputs:
             out: dict[str, Any] = {"componentName": component_name(spec, c),
                                    "componentType": c.type}
-            if c.metadata:
+            if c.output_metadata:
                 out["metadata"] = _metadata(c)
             if c.operation:
                 out["operation"] = c.operation

@@ -54,7 +54,7 @@ class ComponentSpec:
 
     ``name`` is the name the function code uses (``ctx.send("notify", ...)``); ``type`` and
     ``version`` and ``metadata`` map 1:1 to a Dapr ``Component`` spec. ``topic`` applies to
-    pub/sub; ``operation`` to output bindings.
+    pub/sub; ``operation`` and ``output_metadata`` (sent with every event) to output bindings.
     """
 
     name: str
@@ -63,6 +63,7 @@ class ComponentSpec:
     metadata: tuple[tuple[str, str], ...] = ()
     topic: str | None = None
     operation: str | None = None
+    output_metadata: tuple[tuple[str, str], ...] = ()
 
     @property
     def kind(self) -> str:

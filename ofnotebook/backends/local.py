@@ -90,6 +90,7 @@ class RuntimeProcess:
                     callback(line)
                 except Exception:  # a broken view must not stop log collection
                     pass
+        self.proc.stdout.close()
         self.returncode = self.proc.wait()
         self.exited.set()
         self._port_ready.set()
@@ -129,12 +130,12 @@ class RuntimeProcess:
 
 def _terminate(proc: subprocess.Popen[str]) -> None:
     """SIGTERM, then SIGKILL after a grace period; always reaps the process."""
+    try:
+        if proc.stdin:
+            proc.stdin.close()
+    except OSError:  # a broken pipe to a process that already died
+        pass
     if proc.poll() is None:
-        try:
-            if proc.stdin:
-                proc.stdin.close()
-        except OSError:
-            pass
         proc.terminate()
         try:
             proc.wait(_STOP_GRACE)

@@ -1,0 +1,45 @@
+"""Shared fixtures: a clean environment per test, a private cache, and a process-leak check."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import pytest
+
+from tests.helpers import runtime_children
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No OFNOTEBOOK_/DOCKER_/KUBECONFIG setting of the developer leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith(("OFNOTEBOOK_", "DOCKER_")) or key == "KUBECONFIG":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("OFNOTEBOOK_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def local_backend() -> Iterator[object]:
+    """A private LocalBackend; after the test, it is closed and no process may remain."""
+    from ofnotebook.backends.local import LocalBackend
+
+    backend = LocalBackend(start_timeout=20)
+    try:
+        yield backend
+    finally:
+        backend.close()
+        leftovers = runtime_children()
+        assert not leftovers, f"runtime processes left behind: {leftovers}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_kernel_wide_backends() -> Iterator[None]:
+    """Backends made by ``get_backend("local")`` live for the session; close them at the end."""
+    yield
+    from ofnotebook.backends import active_backends
+
+    for backend in active_backends():
+        backend.close()
+
+

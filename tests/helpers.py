@@ -1,0 +1,57 @@
+"""Helpers shared by the tests (plain functions; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import linecache
+import os
+import socket
+import textwrap
+import types
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def make_function(source: str, namespace: dict[str, Any] | None = None,
+                  name: str = "f") -> types.FunctionType:
+    """Define functions the way a notebook does: code executed in a ``__main__``-like dict,
+    its text in linecache under a cell-like file name."""
+    ns: dict[str, Any] = {"__name__": "__main__"} if namespace is None else namespace
+    ns.setdefault("__name__", "__main__")
+    text = textwrap.dedent(source)
+    filename = f"<cell-{len(linecache.cache)}-{hash(text)}>"
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    exec(compile(text, filename, "exec"), ns)
+    return ns[name]  # type: ignore[no-any-return]
+
+
+def runtime_children() -> list[psutil.Process]:
+    """Runtime processes started by this test process that are still alive."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "ofnotebook.runtime" in " ".join(child.cmdline()) and child.status() != "zombie":
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def shared_file(relative: str) -> Path:
+    """A file from ../shared; fail under CI when it is missing, skip with the reason elsewhere."""
+    path = SHARED / relative
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing; CI must provide ../shared")
+        pytest.skip(f"{path} is not available outside CI (needs ../shared)")
+    return path
