@@ -33,7 +33,8 @@ SIGNATURES = ("request", "context", "ctx_data", "noarg")
 _MB = 1024 * 1024
 _STDLIB = frozenset(sys.stdlib_module_names) | {"__main__", "builtins", "__future__"}
 # The runtime needs these in the image whatever the function uses.
-RUNTIME_DISTRIBUTIONS = {"sync": ("cloudpickle", "flask"), "async": ("cloudpickle", "dapr")}
+RUNTIME_DISTRIBUTIONS = {"sync": ("cloudpickle", "flask", "waitress"),
+                         "async": ("cloudpickle", "dapr")}
 
 _HINTS = {
     "lock": "create the lock inside the function (or at module level of a helper module)",

@@ -94,7 +94,7 @@ def test_lock_pins_exactly_the_distributions_reached() -> None:
     assert dists["pyyaml"].version == importlib.metadata.version("PyYAML")
     assert dists["pyyaml"].modules == ("yaml",)
     assert "cloudpickle" in dists and "flask" in dists  # what the runtime itself needs
-    assert set(dists) == {"pyyaml", "cloudpickle", "flask"}  # no stdlib, nothing unused
+    assert set(dists) == {"pyyaml", "cloudpickle", "flask", "waitress"}  # no stdlib, nothing unused
     assert f"PyYAML=={yaml.__version__}" in cap.requirements
     assert "lock PyYAML" in cap.report()
 

@@ -202,6 +202,9 @@ class LocalDeployment(Deployment):
     def subscribe_logs(self, callback: Callable[[str], None]) -> Callable[[], None]:
         return self.process.subscribe(callback)
 
+    def mark_stopped(self) -> None:
+        self._stopped = True
+
     def stop(self) -> None:
         self._stopped = True
         self.process.stop()
@@ -219,6 +222,7 @@ class LocalBackend(Backend):
         self.keep_standby = standby
         self._deployments: dict[str, LocalDeployment] = {}
         self._standby: RuntimeProcess | None = None
+        self._processes: "weakref.WeakSet[RuntimeProcess]" = weakref.WeakSet()
         self._lock = threading.RLock()
         self._closed = False
 
@@ -229,13 +233,19 @@ class LocalBackend(Backend):
             process, self._standby = self._standby, None
         if process is None or process.exited.is_set():
             process = RuntimeProcess(log_lines=self.log_lines)
+            self._processes.add(process)
         return process
+
+    def prewarm(self) -> None:
+        """Start the standby process now, so that the next deploy skips the cold start."""
+        self._refill_standby()
 
     def _refill_standby(self) -> None:
         with self._lock:
             if self._closed or not self.keep_standby or self._standby is not None:
                 return
             self._standby = RuntimeProcess(log_lines=self.log_lines)
+            self._processes.add(self._standby)
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -279,7 +289,10 @@ class LocalBackend(Backend):
             previous = self._deployments.get(name)
             self._deployments[name] = deployment
         if previous is not None:
-            previous.stop()
+            # The new process already answers; stopping the old one need not hold the cell.
+            previous.mark_stopped()
+            threading.Thread(target=previous.stop, name=f"ofnotebook-stop-{name}",
+                             daemon=True).start()
         return deployment
 
     def deployments(self) -> list[Deployment]:
@@ -307,6 +320,8 @@ class LocalBackend(Backend):
             deployment.stop()
         if standby is not None:
             standby.stop()
+        for process in list(self._processes):  # replaced ones still stopping in the background
+            process.stop()
 
 
 def stop_all_processes() -> None:

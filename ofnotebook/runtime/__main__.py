@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     server = make_http_server(app, sock)
     print(f"ofnotebook runtime: serving {fctx.name} ({loaded.entry}, {loaded.signature}) "
           f"on {sock.getsockname()[0]}:{sock.getsockname()[1]}", flush=True)
-    server.serve_forever(poll_interval=0.2)
+    server.run()
 
 
 if __name__ == "__main__":

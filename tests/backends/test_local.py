@@ -39,8 +39,8 @@ def test_reuse_keeps_the_process_and_edit_replaces_it(local_backend: Any) -> Non
     assert _pid(again) == _pid(first)
     edited = ofnotebook.deploy(make_function(source.replace("one", "two")), "pids",
                                target=local_backend)
-    assert _pid(edited) != _pid(first)
-    assert not psutil.pid_exists(_pid(first)) or psutil.Process(_pid(first)).status() == "zombie"
+    assert _pid(edited) != _pid(first) and first.status == "stopped"
+    assert _pids_gone([_pid(first)], 5)  # stopped in the background once the new one answers
     assert edited.invoke().text == "two"
 
 

@@ -1,0 +1,166 @@
+"""``%%function`` and ``%function`` through a real IPython ``InteractiveShell``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+from ofnotebook.errors import CaptureError, ConfigError, OfnotebookError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def ip() -> Iterator[InteractiveShell]:
+    """A fresh shell with history off; the extension loaded; every deployment stopped after."""
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell.instance(config=config)
+    shell.reset()
+    shell.run_line_magic("load_ext", "ofnotebook")
+    try:
+        yield shell
+    finally:
+        shell.run_line_magic("function", "stop --all")
+        shell.run_line_magic("unload_ext", "ofnotebook")
+
+
+def run(ip: InteractiveShell, cell: str) -> Any:
+    result = ip.run_cell(cell)
+    result.raise_error()
+    return result.result
+
+
+GREET = '''
+def greet(request):
+    name = request.args.get("name", "world")
+    return {"greeting": f"hello {name}", "model": MODEL_VERSION}
+'''
+
+
+def test_the_quickstart_flow(ip: InteractiveShell) -> None:
+    run(ip, "MODEL_VERSION = 'v7'")
+    handle = ip.run_cell_magic("function", "--runtime sync", GREET)
+    assert ip.user_ns["greet"] is handle
+    assert handle.name == "greet" and handle.target == "local" and handle.status == "running"
+    assert handle.invoke(params={"name": "ada"}).json() == {"greeting": "hello ada",
+                                                            "model": "v7"}
+    # Still the plain function in the kernel.
+    run(ip, "class R:\n    args = {'name': 'local'}")
+    assert run(ip, "greet(R())") == {"greeting": "hello local", "model": "v7"}
+    assert "greet" in repr(handle) and "running" in handle._repr_html_()
+
+
+def test_rerun_unchanged_reuses_and_edit_replaces(ip: InteractiveShell) -> None:
+    run(ip, "MODEL_VERSION = 'v1'")
+    first = ip.run_cell_magic("function", "", GREET)
+    second = ip.run_cell_magic("function", "", GREET)
+    assert second.deployment is first.deployment and second.reused
+    third = ip.run_cell_magic("function", "", GREET.replace("hello", "hi"))
+    assert third.deployment is not first.deployment and first.status == "stopped"
+    assert third.invoke().json()["greeting"] == "hi world"
+
+
+def test_name_env_port_and_entry(ip: InteractiveShell) -> None:
+    cell = ("import os\n"
+            "def helper():\n    return os.environ['GREETING']\n"
+            "def main_fn(request):\n    return helper()\n")
+    handle = ip.run_cell_magic("function", "custom-name --entry main_fn --env GREETING=hey",
+                               cell)
+    assert handle.name == "custom-name" and ip.user_ns["main_fn"] is handle
+    assert handle.invoke().text == "hey"
+
+
+def test_var_expansion_in_the_magic_line(ip: InteractiveShell) -> None:
+    run(ip, "fn_name = 'expanded-name'")
+    handle = ip.run_cell_magic("function", "{fn_name}", "def f(request):\n    return 'x'\n")
+    assert handle.name == "expanded-name"
+
+
+def test_default_name_is_made_kubernetes_valid(ip: InteractiveShell) -> None:
+    handle = ip.run_cell_magic("function", "", "def My_Handler(request):\n    return 'x'\n")
+    assert handle.name == "my-handler"
+
+
+def test_ambiguous_cell_lists_the_candidates(ip: InteractiveShell) -> None:
+    with pytest.raises(CaptureError, match=r"2 functions \(a, b\).*--entry"):
+        ip.run_cell_magic("function", "", "def a(r): pass\ndef b(r): pass\n")
+
+
+def test_cell_without_a_function(ip: InteractiveShell) -> None:
+    with pytest.raises(CaptureError, match="no top-level function"):
+        ip.run_cell_magic("function", "", "x = 1\n")
+
+
+def test_failing_cell_deploys_nothing(ip: InteractiveShell) -> None:
+    with pytest.raises(CaptureError, match="nothing was deployed"):
+        ip.run_cell_magic("function", "", "def f(r): pass\nraise ValueError('boom')\n")
+    assert run(ip, "import ofnotebook; ofnotebook.deployments()") == []
+
+
+@pytest.mark.parametrize("line, message", [
+    ("Bad_Name", "not valid for Kubernetes"),
+    ("a" * 41, "41 characters"),
+    ("--env NOEQUALS", "not KEY=VALUE"),
+])
+def test_bad_arguments_are_rejected_before_anything_runs(ip: InteractiveShell, line: str,
+                                                         message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ip.run_cell_magic("function", line, "def f(r):\n    return 1\n")
+    assert run(ip, "import ofnotebook; ofnotebook.deployments()") == []
+
+
+def test_errors_render_as_one_short_line(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    result = ip.run_cell("%%function Bad_Name\ndef f(r):\n    return 1\n")
+    assert not result.success
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "ConfigError" in text and "not valid for Kubernetes" in text
+    assert "Traceback" not in text
+
+
+def test_line_magic_list_logs_stop(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+                                   ) -> None:
+    ip.run_cell_magic("function", "lister",
+                      "def f(request):\n    print('seen-in-logs', flush=True)\n    return 'ok'\n")
+    listing = ip.run_line_magic("function", "list")
+    assert "lister" in repr(listing) and "running" in repr(listing)
+    assert "<table>" in listing._repr_html_()
+    ip.user_ns["f"].invoke()
+    import time
+
+    deadline = time.monotonic() + 5
+    while "seen-in-logs" not in ip.user_ns["f"].logs() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ip.run_line_magic("function", "logs lister --tail 5")
+    assert "seen-in-logs" in capsys.readouterr().out
+    ip.run_line_magic("function", "stop lister")
+    assert "stopped: lister" in capsys.readouterr().out
+    assert repr(ip.run_line_magic("function", "list")) == "no deployments"
+    with pytest.raises(OfnotebookError, match="No deployment named 'lister'"):
+        ip.run_line_magic("function", "stop lister")
+    with pytest.raises(OfnotebookError, match="Unknown %function command"):
+        ip.run_line_magic("function", "frobnicate")
+
+
+def test_help_is_generated_from_the_parser(ip: InteractiveShell) -> None:
+    doc = ip.find_cell_magic("function").__doc__
+    for option in ("--runtime", "--target", "--entry", "--env", "--requirements", "--port"):
+        assert option in doc
+
+
+def test_load_ext_imports_no_heavy_packages() -> None:
+    code = ("import sys\nfrom IPython.core.interactiveshell import InteractiveShell\n"
+            "ip = InteractiveShell.instance()\nip.run_line_magic('load_ext', 'ofnotebook')\n"
+            "print(sorted(m for m in ('docker', 'kubernetes', 'ipywidgets', 'flask') "
+            "if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
