@@ -8,6 +8,7 @@ from . import config
 from .backends import active_backends, get_backend
 from .backends.base import Backend, PhaseRecorder
 from .capture import capture as capture_function
+from .components import parse_items
 from .errors import OfnotebookError
 from .handle import FunctionHandle
 from .package import package as build_package
@@ -20,38 +21,45 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
            target: str | Backend | None = None, entry: str | None = None,
            env: Mapping[str, str] | Iterable[str] | None = None,
            requirements: Iterable[str] = (), port: int | None = None,
-           version: str | None = None,
+           version: str | None = None, inputs: Any = None, outputs: Any = None,
+           states: Any = None,
            on_event: Callable[[Any], None] | None = None) -> FunctionHandle:
     """Deploy ``fn`` and return a :class:`FunctionHandle` once it is ready.
 
     ``name`` defaults to ``fn``'s name made Kubernetes-valid (``my_func`` -> ``my-func``);
     ``target`` defaults to ``OFNOTEBOOK_TARGET`` or ``"local"``; ``env`` is ``{"K": "V"}`` or
     ``["K=V"]``; ``requirements`` adds distributions to the lock; ``port`` fixes the local
-    port (the cluster port stays 8080). Raises an :class:`~ofnotebook.errors.OfnotebookError`
-    and leaves nothing running when any step fails.
+    port (the cluster port stays 8080). ``inputs``, ``outputs`` and ``states`` map names to
+    component URIs or :class:`~ofnotebook.components.Component` objects
+    (``{"logs": "kafka://127.0.0.1:9092/logs"}``; ``None`` means in-memory); inputs make the
+    function asynchronous. Raises an :class:`~ofnotebook.errors.OfnotebookError` and leaves
+    nothing running when any step fails.
     """
     target_obj = get_backend(target if target is not None else config.get("target"))
     target_name = target_obj.name or type(target_obj).__name__
+    deploy_name = name or derive_name(getattr(fn, "__name__", "function"))
     spec_kwargs: dict[str, Any] = {
-        "name": name or derive_name(getattr(fn, "__name__", "function")),
+        "name": deploy_name,
+        "inputs": parse_items(inputs, "input", app=deploy_name),
+        "outputs": parse_items(outputs, "output", app=deploy_name),
+        "states": parse_items(states, "state", app=deploy_name),
         "entry": entry or getattr(fn, "__name__", ""),
         "env": parse_env(env),
         "requirements": tuple(requirements),
     }
     if runtime is not None:
         spec_kwargs["runtime"] = runtime
+    elif spec_kwargs["inputs"]:
+        spec_kwargs["runtime"] = "async"
     if version is not None:
         spec_kwargs["version"] = version
     spec = FunctionSpec(**spec_kwargs)
-    if spec.runtime == "async":
-        raise OfnotebookError(
-            f"Function {spec.name!r}: asynchronous functions are not supported by this "
-            f"version yet; deploy it with runtime='sync'.")
 
     recorder = PhaseRecorder(sink=on_event)
     with recorder.phase("capture"):
         captured = capture_function(fn, runtime=spec.runtime, entry=spec.entry,
-                                    requirements=spec.requirements)
+                                    requirements=spec.requirements,
+                                    dapr=bool(spec.outputs or spec.states))
     with recorder.phase("package"):
         pkg = build_package(captured, spec)
     existing = _handles.get((target_name, spec.name))

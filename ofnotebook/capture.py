@@ -330,8 +330,8 @@ def _report_globals(fn: types.FunctionType, warn_bytes: float
 # Lock
 
 
-def _lock(modules: Iterable[str], extra_requirements: Iterable[str], runtime: str
-          ) -> tuple[tuple[LockEntry, ...], tuple[str, ...]]:
+def _lock(modules: Iterable[str], extra_requirements: Iterable[str], runtime: str,
+          dapr: bool = False) -> tuple[tuple[LockEntry, ...], tuple[str, ...]]:
     """Pin the distributions behind ``modules``; return the lock and unresolved requirements."""
     mapping = _packages_distributions()
     by_dist: dict[str, set[str]] = collections.defaultdict(set)
@@ -341,7 +341,7 @@ def _lock(modules: Iterable[str], extra_requirements: Iterable[str], runtime: st
             continue
         for dist in mapping.get(top, ()):
             by_dist[dist].add(top)
-    for dist in RUNTIME_DISTRIBUTIONS[runtime]:
+    for dist in RUNTIME_DISTRIBUTIONS[runtime] + (("dapr",) if dapr else ()):
         by_dist[dist].add("ofnotebook.runtime")
     passthrough: list[str] = []
     for requirement in extra_requirements:
@@ -372,9 +372,13 @@ def _lock(modules: Iterable[str], extra_requirements: Iterable[str], runtime: st
 
 
 def capture(fn: Callable[..., Any], *, runtime: str = "sync", entry: str | None = None,
-            requirements: Iterable[str] = (), max_global_mb: float | None = None,
+            requirements: Iterable[str] = (), dapr: bool = False,
+            max_global_mb: float | None = None,
             warn_global_mb: float | None = None) -> Capture:
-    """Capture ``fn`` for deployment; raise :class:`CaptureError` with the fix when it cannot be."""
+    """Capture ``fn`` for deployment; raise :class:`CaptureError` with the fix when it cannot be.
+
+    ``dapr`` adds the Dapr SDK to the lock, for sync functions that send to outputs.
+    """
     if not isinstance(fn, types.FunctionType):
         raise CaptureError(
             f"{fn!r} is not a Python function; deploy a function defined with 'def'.")
@@ -413,7 +417,7 @@ def capture(fn: Callable[..., Any], *, runtime: str = "sync", entry: str | None 
             f"the function, or raise OFNOTEBOOK_MAX_GLOBAL_MB.")
 
     modules = {m for m in referenced if not _is_local_module(_top(m))}
-    lock, passthrough = _lock(modules, requirements, runtime)
+    lock, passthrough = _lock(modules, requirements, runtime, dapr)
     if passthrough:
         lock = lock + tuple(LockEntry(req, "", ("--requirements",)) for req in passthrough)
     return Capture(

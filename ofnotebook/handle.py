@@ -21,10 +21,11 @@ if TYPE_CHECKING:
     import requests
 
     from .backends.base import Backend
+    from .backends.events import EventTracker, OutputEvent
     from .capture import Capture
     from .package import Package
 
-_PHASE_ORDER = ("capture", "package", "build", "push", "start", "deploy", "ready")
+_PHASE_ORDER = ("capture", "package", "build", "push", "dapr", "start", "deploy", "ready")
 _session_local = threading.local()
 
 
@@ -118,6 +119,11 @@ class FunctionHandle:
         """
         import requests
 
+        if self.runtime == "async":
+            raise InvocationError(
+                f"Function {self.name!r} is asynchronous: it is triggered by its inputs, not "
+                f"over HTTP. Send it a test event with .publish(input_name, data).",
+                function_name=self.name)
         if self.status == FAILED:
             raise InvocationError(f"Function {self.name!r} is not running: "
                                   f"{self.deployment.failure}", function_name=self.name)
@@ -141,6 +147,62 @@ class FunctionHandle:
             raise RemoteFunctionError(error.get("type", "Exception"), error.get("message", ""),
                                       error.get("traceback", ""), function_name=self.name)
         return response
+
+    # -- events (functions with Dapr inputs, outputs or state) ------------------------------
+
+    def publish(self, input_name: str, data: Any) -> None:
+        """Send a test event into input ``input_name``, through its broker where it has one.
+
+        ``data`` is sent as JSON (dict, list, numbers), text (str) or raw bytes.
+        """
+        from .runtime.outputs import encode
+
+        payload, content_type = encode(data)
+        self.deployment.publish(input_name, payload, content_type)
+
+    @property
+    def outputs(self) -> list["OutputEvent"]:
+        """What the function sent to its outputs, oldest first (live, bounded)."""
+        return list(self._events().outputs)
+
+    def wait_for_outputs(self, n: int = 1, timeout: float = 10.0) -> list["OutputEvent"]:
+        """Block until the function has sent at least ``n`` outputs; return the outputs."""
+        try:
+            return self._events().wait_for_outputs(n, timeout)
+        except TimeoutError as exc:
+            stats = self.stats
+            raise InvocationError(
+                f"Function {self.name!r} sent {exc}; events in {stats['events_in']}, retries "
+                f"{stats['retries']}, dead letters {stats['dead_letters']}. Last log lines:\n"
+                + self.logs(tail=10), function_name=self.name) from None
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counts of events in, delivered, out, retries, dead letters and errors."""
+        return self._events().stats()
+
+    @property
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Events that could not be delivered after every retry (never dropped silently)."""
+        return list(self._events().dead_letters)
+
+    def get_state(self, key: str, store: str | None = None) -> Any:
+        """Read ``key`` from a state store of the function (the only one if ``store`` is None)."""
+        stores = [c.name for c in self.package.spec.states]
+        if store is None:
+            if len(stores) != 1:
+                raise InvocationError(f"Function {self.name!r} has state stores "
+                                      f"{stores or 'none'}; name one with store=.",
+                                      function_name=self.name)
+            store = stores[0]
+        return self.deployment.read_state(store, key).get("data")
+
+    def _events(self) -> "EventTracker":
+        events = getattr(self.deployment, "events", None)
+        if events is None:
+            raise InvocationError(f"Target {self.target!r} does not report events.",
+                                  function_name=self.name)
+        return events
 
     def logs(self, tail: int | None = None) -> str:
         """The function's recent output (stdout and stderr), as one string."""

@@ -17,6 +17,14 @@ from . import api
 from .errors import CaptureError, OfnotebookError
 
 
+def join_continuations(line: str, cell: str) -> tuple[str, str]:
+    """Let the magic line continue over several lines ending in a backslash."""
+    rest = cell.split("\n")
+    while line.rstrip().endswith("\\") and rest:
+        line = line.rstrip()[:-1] + " " + rest.pop(0).strip()
+    return line.rstrip().rstrip("\\"), "\n".join(rest)
+
+
 def find_entry(python_source: str, entry: str | None) -> str:
     """The function the cell deploys: ``entry``, else the cell's only top-level function."""
     if entry:
@@ -45,7 +53,16 @@ class FunctionMagics(Magics):
               help="Deployment name (lowercase letters, digits, '-'; at most 40 characters). "
                    "Default: the function's name, made valid.")
     @argument("--runtime", choices=["sync", "async"], default=None,
-              help="sync: served over HTTP (Knative in a cluster). Default: sync.")
+              help="sync: served over HTTP (Knative in a cluster); async: triggered by its "
+                   "inputs (Dapr, KEDA in a cluster). Default: async with inputs, else sync.")
+    @argument("--input", action="append", default=[], metavar="NAME=URI",
+              help="An input (Dapr input binding or subscription), e.g. "
+                   "logs=kafka://127.0.0.1:9092/logs; NAME alone is in-memory. Repeatable.")
+    @argument("--output", action="append", default=[], metavar="NAME=URI",
+              help="An output for ctx.send(NAME, data), e.g. notify=http://host/alerts or "
+                   "events=redis://127.0.0.1:6379/events. Repeatable.")
+    @argument("--state", action="append", default=[], metavar="NAME=URI",
+              help="A state store, e.g. cache=redis://127.0.0.1:6379. Repeatable.")
     @argument("--target", default=None,
               help="Where to run it: local (default, or OFNOTEBOOK_TARGET).")
     @argument("--entry", default=None, metavar="PYNAME",
@@ -65,6 +82,7 @@ class FunctionMagics(Magics):
         The handle is still callable as the plain function; ``.invoke()`` calls the deployed
         one; ``.url``, ``.status``, ``.logs()`` and ``.stop()`` manage it.
         """
+        line, cell = join_continuations(line, cell)
         args = parse_argstring(self.function, line)
         result = self.shell.run_cell(cell, store_history=False)
         if not result.success:
@@ -76,7 +94,8 @@ class FunctionMagics(Magics):
         fn = getattr(fn, "__wrapped__", fn)  # a re-run over an existing handle
         handle = api.deploy(fn, args.name, runtime=args.runtime, target=args.target,
                             entry=pyname, env=args.env, requirements=args.requirements,
-                            port=args.port, version=args.version)
+                            port=args.port, version=args.version, inputs=args.input,
+                            outputs=args.output, states=args.state)
         self.shell.user_ns[pyname] = handle
         return handle
 

@@ -94,6 +94,10 @@ class FunctionSpec:
                 key="runtime")
         if not (isinstance(self.port, int) and 0 < self.port < 65536):
             raise ConfigError(f"Port {self.port!r} is not a TCP port; use 1-65535.", key="port")
+        if self.runtime == "sync" and self.inputs:
+            raise ConfigError(
+                f"Function {self.name!r} has inputs ({', '.join(c.name for c in self.inputs)}), "
+                f"which only trigger asynchronous functions; use runtime 'async'.", key="runtime")
         for key, _ in self.env:
             if not _ENV_NAME_RE.match(key):
                 raise ConfigError(

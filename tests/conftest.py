@@ -28,8 +28,10 @@ def local_backend() -> Iterator[object]:
     try:
         yield backend
     finally:
+        spawned = [p.pid for p in list(backend._processes)]
         backend.close()
-        leftovers = runtime_children()
+        alive = {p.pid for p in runtime_children()}
+        leftovers = sorted(set(spawned) & alive)
         assert not leftovers, f"runtime processes left behind: {leftovers}"
 
 

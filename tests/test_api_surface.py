@@ -8,7 +8,7 @@ import pytest
 
 import ofnotebook
 from ofnotebook import config
-from ofnotebook.errors import ConfigError, OfnotebookError, RemoteFunctionError
+from ofnotebook.errors import ConfigError, RemoteFunctionError
 from ofnotebook.spec import FunctionSpec, derive_name, parse_env, validate_name
 
 
@@ -44,12 +44,12 @@ def test_unknown_target_lists_the_available_ones() -> None:
         ofnotebook.deploy(lambda r: 1, "x", target="nowhere")
 
 
-def test_async_runtime_is_refused_clearly() -> None:
+def test_inputs_on_a_sync_function_are_refused() -> None:
     def handler(ctx, data):  # noqa: ANN001, ANN202
         return data
 
-    with pytest.raises(OfnotebookError, match="asynchronous functions are not supported"):
-        ofnotebook.deploy(handler, runtime="async")
+    with pytest.raises(ConfigError, match="only trigger asynchronous functions"):
+        ofnotebook.deploy(handler, runtime="sync", inputs={"logs": "memory://logs"})
 
 
 @pytest.mark.parametrize("python_name, expected", [

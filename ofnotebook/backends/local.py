@@ -23,14 +23,19 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Callable, ClassVar, Mapping
 
 from .. import config
 from ..context import context_env
-from ..errors import DeployError
+from ..errors import DeployError, InvocationError, OfnotebookError
 from ..package import Package
+from ..spec import FunctionSpec
 from ..runtime import HEALTH_PATH
-from .base import FAILED, RUNNING, STARTING, STOPPED, Backend, Deployment, PhaseRecorder
+from .base import FAILED, RUNNING, STOPPED, Backend, Deployment, PhaseRecorder
+from .events import EventTracker
+
+if TYPE_CHECKING:
+    from .standin import StandIn
 
 _LIVE_PROCESSES: "weakref.WeakSet[RuntimeProcess]" = weakref.WeakSet()
 _STOP_GRACE = 3.0
@@ -162,22 +167,73 @@ def _wait_healthy(process: RuntimeProcess, port: int, timeout: float) -> None:
     raise DeployError("not ready")
 
 
+def needs_dapr(spec: FunctionSpec) -> bool:
+    """Async functions and functions with outputs or state stores talk to Dapr."""
+    return spec.runtime == "async" or bool(spec.inputs or spec.outputs or spec.states)
+
+
+def deployment_key(package: Package, env: Mapping[str, str]) -> tuple[object, ...]:
+    """What decides whether a running deployment can be reused as it is."""
+    spec = package.spec
+    return (package.digest, tuple(sorted(env.items())),
+            repr((spec.inputs, spec.outputs, spec.states)))
+
+
+def _wait_listening(process: RuntimeProcess, port: int, timeout: float) -> None:
+    """An async function serves gRPC: ready once its port accepts connections."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not process.exited.is_set():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.01)
+    process.exited.wait(0.2)
+    raise DeployError("not ready")
+
+
 class LocalDeployment(Deployment):
-    """A function served by a local runtime process."""
+    """A function served by a local runtime process (and the stand-in, for Dapr functions)."""
 
     def __init__(self, name: str, package: Package, process: RuntimeProcess, port: int,
-                 env: Mapping[str, str]) -> None:
+                 env: Mapping[str, str], standin: "StandIn | None" = None) -> None:
         self.name = name
         self.package = package
         self.process = process
         self.port = port
         self.env = dict(env)
-        self.url = f"http://127.0.0.1:{port}/"
+        is_async = package.spec.runtime == "async"
+        self.url = f"grpc://127.0.0.1:{port}" if is_async else f"http://127.0.0.1:{port}/"
         self._stopped = False
+        self.standin = standin
+        self.events = EventTracker()
+        self._unsubscribe = standin.subscribe(name, self.events) if standin else None
 
     @property
-    def key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
-        return self.package.digest, tuple(sorted(self.env.items()))
+    def key(self) -> tuple[object, ...]:
+        return deployment_key(self.package, self.env)
+
+    # -- Dapr ------------------------------------------------------------------------------
+
+    def _need_standin(self) -> "StandIn":
+        if self.standin is None:
+            raise OfnotebookError(f"Function {self.name!r} has no inputs, outputs or state "
+                                  f"stores; declare them with --input/--output/--state.")
+        return self.standin
+
+    def publish(self, input_name: str, data: bytes, content_type: str) -> None:
+        try:
+            self._need_standin().inject(self.name, input_name, data, content_type)
+        except DeployError as exc:
+            raise InvocationError(str(exc), function_name=self.name) from None
+
+    def read_state(self, store: str, key: str) -> dict[str, object]:
+        try:
+            return self._need_standin().read_state(self.name, store, key)
+        except DeployError as exc:
+            raise InvocationError(str(exc), function_name=self.name) from None
 
     @property
     def status(self) -> str:
@@ -204,9 +260,17 @@ class LocalDeployment(Deployment):
 
     def mark_stopped(self) -> None:
         self._stopped = True
+        if self._unsubscribe:
+            self._unsubscribe()
 
-    def stop(self) -> None:
-        self._stopped = True
+    def stop(self, unregister: bool = True) -> None:
+        was_stopped = self._stopped
+        self.mark_stopped()
+        if unregister and not was_stopped and self.standin is not None:
+            try:
+                self.standin.unregister(self.name)
+            except DeployError:
+                pass  # the stand-in is gone already: nothing left to release there
         self.process.stop()
 
 
@@ -251,13 +315,20 @@ class LocalBackend(Backend):
 
     def deploy(self, package: Package, *, env: Mapping[str, str], local_port: int | None,
                recorder: PhaseRecorder) -> LocalDeployment:
-        name = package.spec.name
+        spec = package.spec
+        name = spec.name
         existing = self._deployments.get(name)
-        key = (package.digest, tuple(sorted(env.items())))
-        if (existing is not None and existing.status == RUNNING and existing.key == key
+        if (existing is not None and existing.status == RUNNING
+                and existing.key == deployment_key(package, env)
                 and local_port in (None, existing.port)):
             return existing
 
+        standin = None
+        if needs_dapr(spec):
+            with recorder.phase("dapr", detail="local Dapr stand-in"):
+                from .standin import get_standin
+
+                standin = get_standin()
         with recorder.phase("start", detail="local process"):
             process = self._take_process()
             try:
@@ -265,7 +336,9 @@ class LocalBackend(Backend):
                 if local_port is not None:
                     port = local_port
                 order_env = dict(env)
-                order_env.update(context_env(package.spec, port=port))
+                if standin is not None:
+                    order_env.update(standin.env())
+                order_env.update(context_env(spec, port=port))
                 process.send({"package": str(package.path), "env": order_env,
                               "port": local_port})
             except (OSError, DeployError):
@@ -273,26 +346,33 @@ class LocalBackend(Backend):
                 raise
         threading.Thread(target=self._refill_standby, daemon=True).start()
 
-        with recorder.phase("ready", detail=f"http://127.0.0.1:{port}{HEALTH_PATH}"):
+        with recorder.phase("ready", detail=f"127.0.0.1:{port}"):
             try:
-                _wait_healthy(process, port, self.start_timeout)
-            except DeployError:
+                if spec.runtime == "async":
+                    _wait_listening(process, port, self.start_timeout)
+                else:
+                    _wait_healthy(process, port, self.start_timeout)
+                if standin is not None:
+                    standin.register(name, port, spec, self.start_timeout)
+            except DeployError as exc:
                 process.stop()
                 tail = "\n".join(list(process.logs)[-15:]) or "(no output)"
+                why = "" if str(exc) == "not ready" else f"{exc}. "
                 raise DeployError(
                     f"Function {name!r} did not become ready on the local target "
-                    f"(exit code {process.returncode}). Last log lines:\n{tail}",
+                    f"(exit code {process.returncode}). {why}Last log lines:\n{tail}",
                     function_name=name, last_logs=list(process.logs)[-15:]) from None
 
-        deployment = LocalDeployment(name, package, process, port, env)
+        deployment = LocalDeployment(name, package, process, port, env, standin)
         with self._lock:
             previous = self._deployments.get(name)
             self._deployments[name] = deployment
         if previous is not None:
             # The new process already answers; stopping the old one need not hold the cell.
+            # It stays registered under the same app id, now pointing at the new port.
             previous.mark_stopped()
-            threading.Thread(target=previous.stop, name=f"ofnotebook-stop-{name}",
-                             daemon=True).start()
+            threading.Thread(target=previous.stop, kwargs={"unregister": False},
+                             name=f"ofnotebook-stop-{name}", daemon=True).start()
         return deployment
 
     def deployments(self) -> list[Deployment]:

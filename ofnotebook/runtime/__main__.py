@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     # Import the heavy parts before announcing readiness, so a standby process is truly warm.
     import cloudpickle  # noqa: F401
 
-    from .http import create_app, make_http_server
+    if args.standby:
+        from . import http  # noqa: F401  (Flask and waitress, for the sync case)
 
     sock: socket.socket | None = None
     package = Path(args.package)
@@ -89,7 +90,14 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc))
         return
     if fctx.is_async:
-        _fail("asynchronous functions are not served by this runtime version yet")
+        # gRPC binds the port itself: hand it over from the standby socket.
+        host = args.host if sock is None else "127.0.0.1"
+        if sock is not None:
+            sock.close()
+        from .callbacks import serve_async
+
+        serve_async(loaded, fctx, host)
+        return
     if sock is None:
         try:
             sock = socket.create_server((args.host, fctx.port), backlog=128)
@@ -99,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     elif sock.getsockname()[1] != fctx.port:
         print(f"ofnotebook runtime: warning: context port {fctx.port} differs from the "
               f"standby port {sock.getsockname()[1]}", file=sys.stderr, flush=True)
+
+    from .http import create_app, make_http_server
 
     app = create_app(loaded, fctx, digest=str(manifest.get("payload_sha256", "")))
     server = make_http_server(app, sock)

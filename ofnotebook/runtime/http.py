@@ -21,6 +21,7 @@ from flask.json.provider import DefaultJSONProvider
 from . import ERROR_HEADER, HEALTH_PATH
 from .context import FunctionContext
 from .loader import LoadedFunction
+from .outputs import DaprBridge, DaprContext
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -40,27 +41,23 @@ class _JSONProvider(DefaultJSONProvider):
         return DefaultJSONProvider.default(o)
 
 
-class HttpContext:
+class HttpContext(DaprContext):
     """What ``f(context)`` and ``f(ctx, data)`` receive for an HTTP call.
 
     Compatible with OpenFunction's Python ``UserContext`` where it matters:
     ``get_http_request()`` returns the Flask request.
     """
 
-    def __init__(self, fctx: FunctionContext, req: Any) -> None:
+    def __init__(self, fctx: FunctionContext, req: Any, bridge: DaprBridge) -> None:
         self.name = fctx.name
         self.version = fctx.version
         self.runtime = fctx.runtime
         self.outputs = fctx.outputs
         self.request = req
+        self._bridge = bridge
 
     def get_http_request(self) -> Any:
         return self.request
-
-    def send(self, output_name: str, data: Any) -> Any:
-        raise RuntimeError(
-            f"output {output_name!r} cannot be sent: this function declares no Dapr outputs "
-            f"(declared: {', '.join(self.outputs) or 'none'})")
 
 
 def decode_body(req: Any) -> Any:
@@ -76,15 +73,15 @@ def decode_body(req: Any) -> Any:
         return raw
 
 
-def _call(loaded: LoadedFunction, fctx: FunctionContext) -> Any:
+def _call(loaded: LoadedFunction, fctx: FunctionContext, bridge: DaprBridge) -> Any:
     fn = loaded.function
     kind = loaded.signature
     if kind == "request":
         result = fn(request)
     elif kind == "context":
-        result = fn(HttpContext(fctx, request))
+        result = fn(HttpContext(fctx, request, bridge))
     elif kind == "ctx_data":
-        result = fn(HttpContext(fctx, request), decode_body(request))
+        result = fn(HttpContext(fctx, request, bridge), decode_body(request))
     else:
         result = fn()
     if inspect.iscoroutine(result):
@@ -130,6 +127,7 @@ def create_app(loaded: LoadedFunction, fctx: FunctionContext, digest: str = "") 
     """The Flask app serving ``loaded`` on every path, plus the health probe."""
     app = Flask(f"ofnotebook.{fctx.name}")
     app.json = _JSONProvider(app)
+    bridge = DaprBridge(fctx)
 
     @app.route(HEALTH_PATH, methods=["GET"])
     def _health() -> Any:
@@ -140,7 +138,7 @@ def create_app(loaded: LoadedFunction, fctx: FunctionContext, digest: str = "") 
     @app.route("/<path:path>", methods=METHODS)
     def _invoke(path: str) -> Any:
         try:
-            return _to_response(app, _call(loaded, fctx))
+            return _to_response(app, _call(loaded, fctx, bridge))
         except Exception as exc:  # the function's own failure: report it, keep serving
             text = format_remote_traceback(exc, loaded.sources)
             print(text, file=sys.stderr, end="", flush=True)

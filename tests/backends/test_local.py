@@ -98,7 +98,8 @@ def test_a_payload_that_fails_to_load_leaves_nothing(local_backend: Any) -> None
     assert "cannot rebuild me" in str(info.value) and "did not become ready" in str(info.value)
     assert local_backend.deployments() == []
     standby = local_backend._standby
-    alive = [p.pid for p in runtime_children()]
+    mine = {p.pid for p in list(local_backend._processes)}
+    alive = [p.pid for p in runtime_children() if p.pid in mine]
     assert alive == ([standby.pid] if standby else [])
 
 

@@ -1,0 +1,88 @@
+"""What a deployed function did, as the stand-in reports it: events in, outputs, retries,
+dead letters. A tracker per deployment keeps bounded lists the handle and views read."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+MAX_OUTPUTS = 1000
+
+
+@dataclass(frozen=True)
+class OutputEvent:
+    """One event the function sent to an output (binding or pub/sub)."""
+
+    time: float
+    name: str
+    data: Any
+    encoding: str
+    component: str = ""
+    type: str = ""
+    topic: str = ""
+    operation: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.time))
+        return f"<OutputEvent {stamp} {self.name} {self.data!r}>"
+
+
+class EventTracker:
+    """Collects one app's events from the stand-in; ``wait_for_outputs`` blocks on them."""
+
+    def __init__(self, maxlen: int = MAX_OUTPUTS) -> None:
+        self.outputs: collections.deque[OutputEvent] = collections.deque(maxlen=maxlen)
+        self.dead_letters: collections.deque[dict[str, Any]] = collections.deque(maxlen=maxlen)
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.total_outputs = 0
+        self._cond = threading.Condition()
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("kind", "")
+        with self._cond:
+            self.counts[kind] += 1
+            if kind == "out":
+                self.outputs.append(OutputEvent(
+                    time=event["time"], name=event.get("name", ""), data=event.get("data"),
+                    encoding=event.get("encoding", ""), component=event.get("component", ""),
+                    type=event.get("type", ""), topic=event.get("topic", ""),
+                    operation=event.get("operation", ""), metadata=event.get("metadata") or {}))
+                self.total_outputs += 1
+            elif kind == "dead-letter":
+                self.dead_letters.append(event)
+            self._cond.notify_all()
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(event)
+
+    def listen(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        with self._cond:
+            self._listeners.append(callback)
+
+        def remove() -> None:
+            with self._cond:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+        return remove
+
+    def wait_for_outputs(self, n: int, timeout: float) -> list[OutputEvent]:
+        """Block until at least ``n`` outputs were recorded; return them (oldest first)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.total_outputs < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{self.total_outputs} of {n} outputs within {timeout:g} s")
+                self._cond.wait(remaining)
+            return list(self.outputs)
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {"events_in": self.counts["in"], "delivered": self.counts["delivered"],
+                    "events_out": self.counts["out"], "retries": self.counts["retry"],
+                    "dead_letters": self.counts["dead-letter"], "errors": self.counts["error"]}

@@ -1,0 +1,213 @@
+"""The kernel's side of the local Dapr-API stand-in: start it, register apps, follow events.
+
+One stand-in process per kernel (``python -m ofnotebook.sidecar``), started on the first
+deployment that needs Dapr. A background thread long-polls its event log and hands each event
+to the deployments that subscribed for their app, so outputs show up in the notebook within
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import subprocess
+import sys
+import threading
+import weakref
+from typing import Any, Callable
+
+from ..context import component_name
+from ..errors import DeployError
+from ..spec import FunctionSpec
+from .local import _child_env, _terminate
+
+_START_TIMEOUT = 30.0
+
+
+def components_payload(spec: FunctionSpec) -> list[dict[str, Any]]:
+    """What the stand-in needs to know about each component of ``spec``."""
+    payload = []
+    for role, items in (("input", spec.inputs), ("output", spec.outputs), ("state", spec.states)):
+        for c in items:
+            payload.append({"role": role, "name": c.name, "componentName": component_name(spec, c),
+                            "type": c.type, "version": c.version, "metadata": dict(c.metadata),
+                            "topic": c.topic or ""})
+    return payload
+
+
+class StandIn:
+    """A running stand-in process: its ports, its control API and its event stream."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "ofnotebook.sidecar", "--parent-pid", str(os.getpid())],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=_child_env(), start_new_session=True, text=True, bufsize=1)
+        self._finalizer = weakref.finalize(self, _terminate, self.proc)
+        self.logs: list[str] = []
+        ports = self._read_ports()
+        self.http_port: int = ports["http"]
+        self.grpc_port: int = ports["grpc"]
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        self.token = os.environ.get("DAPR_API_TOKEN") or None
+        import requests
+
+        self._session = requests.Session()
+        self._session.trust_env = False
+        if self.token:
+            self._session.headers["dapr-api-token"] = self.token
+        self._subscribers: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self.last_seq = 0
+        threading.Thread(target=self._drain, name="standin-output", daemon=True).start()
+        threading.Thread(target=self._follow, name="standin-events", daemon=True).start()
+
+    def _read_ports(self) -> dict[str, int]:
+        assert self.proc.stdout is not None
+        result: dict[str, int] = {}
+        done = threading.Event()
+
+        def read_first() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                if line.startswith('{"http"'):
+                    result.update(json.loads(line))
+                    break
+                self.logs.append(line.rstrip())
+            done.set()
+
+        threading.Thread(target=read_first, daemon=True).start()
+        if not done.wait(_START_TIMEOUT) or not result:
+            self.close()
+            raise DeployError("The local Dapr stand-in did not start. Its output:\n"
+                              + "\n".join(self.logs[-20:]))
+        return result
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.logs.append(line.rstrip())
+            del self.logs[:-500]
+        self.proc.stdout.close()
+
+    # -- env for functions -------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        """What a function process needs to reach this stand-in with the unmodified SDK."""
+        env = {"DAPR_RUNTIME_HOST": "127.0.0.1", "DAPR_HTTP_PORT": str(self.http_port),
+               "DAPR_GRPC_PORT": str(self.grpc_port),
+               "DAPR_API_METHOD_INVOCATION_PROTOCOL": "grpc", "DAPR_HEALTH_TIMEOUT": "10"}
+        if self.token:
+            env["DAPR_API_TOKEN"] = self.token
+        return env
+
+    # -- control API -------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import requests
+
+        try:
+            response = self._session.request(method, self.base + path, timeout=kwargs.pop(
+                "timeout", 60), **kwargs)
+        except requests.RequestException as exc:
+            raise DeployError(f"The local Dapr stand-in is not reachable ({exc}); "
+                              f"its last output:\n" + "\n".join(self.logs[-10:])) from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("error", response.text)
+            except ValueError:
+                message = response.text
+            raise DeployError(message)
+        return response
+
+    def register(self, app_id: str, port: int, spec: FunctionSpec, timeout: float) -> Any:
+        body = {"port": port, "timeout": timeout, "components": components_payload(spec)}
+        return self._call("PUT", f"/ofnotebook/apps/{app_id}", json=body,
+                          timeout=timeout + 30).json()
+
+    def unregister(self, app_id: str) -> None:
+        if not self._closed.is_set() and self.proc.poll() is None:
+            self._call("DELETE", f"/ofnotebook/apps/{app_id}")
+
+    def inject(self, app_id: str, input_name: str, data: bytes, content_type: str) -> None:
+        self._call("POST", f"/ofnotebook/apps/{app_id}/inputs/{input_name}", data=data,
+                   headers={"Content-Type": content_type})
+
+    def read_state(self, app_id: str, store: str, key: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/ofnotebook/apps/{app_id}/states/{store}/{key}").json())
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/ofnotebook/stats").json())
+
+    # -- events ------------------------------------------------------------------------------
+
+    def subscribe(self, app_id: str, callback: Callable[[dict[str, Any]], None]
+                  ) -> Callable[[], None]:
+        with self._lock:
+            self._subscribers.setdefault(app_id, []).append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers.get(app_id, []):
+                    self._subscribers[app_id].remove(callback)
+        return unsubscribe
+
+    def _follow(self) -> None:
+        import requests
+
+        while not self._closed.is_set() and self.proc.poll() is None:
+            try:
+                response = self._session.get(
+                    f"{self.base}/ofnotebook/events",
+                    params={"after": self.last_seq, "wait": 5}, timeout=15)
+                body = response.json()
+            except (requests.RequestException, ValueError):
+                self._closed.wait(0.2)
+                continue
+            for event in body.get("events", []):
+                self.last_seq = max(self.last_seq, int(event["seq"]))
+                with self._lock:
+                    callbacks = list(self._subscribers.get(event["app"], ()))
+                for callback in callbacks:
+                    try:
+                        callback(event)
+                    except Exception:  # a broken view must not stop the stream
+                        pass
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        self._closed.set()
+        self._finalizer()
+        try:
+            self._session.close()
+        except AttributeError:  # closed before the session existed
+            pass
+
+
+_instance: StandIn | None = None
+_instance_lock = threading.Lock()
+
+
+def get_standin() -> StandIn:
+    """The kernel's stand-in, started on first use (and again if it died)."""
+    global _instance
+    with _instance_lock:
+        if _instance is None or not _instance.alive:
+            _instance = StandIn()
+        return _instance
+
+
+def stop_standin() -> None:
+    global _instance
+    with _instance_lock:
+        if _instance is not None:
+            _instance.close()
+            _instance = None
+
+
+atexit.register(stop_standin)

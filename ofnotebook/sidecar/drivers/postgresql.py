@@ -1,0 +1,339 @@
+"""PostgreSQL ``state.postgresql`` (v1 layout) and the ``bindings.postgresql`` output binding, with
+the SQL daprd's components run, so a real daprd can take over the same tables.
+
+* state (Dapr v1): table ``tableName`` (default ``state``) with columns ``key text PRIMARY KEY,
+  value jsonb, isbinary boolean, insertdate, updatedate, expiredate``; the etag is the row's
+  ``xmin``. Values arrive as bytes, so they are stored as daprd's gRPC API stores bytes:
+  ``isbinary = true`` and ``value`` = the base64 text as a JSON string. Rows with
+  ``isbinary = false`` (written through daprd's HTTP API) read back as their JSON text. Expired
+  rows (``expiredate`` in the past) read as missing.
+* Migrations: the table is created with ``expiredate`` at once (Dapr's migrations 0 and 1), and the
+  ``migrations`` row of ``metadataTableName`` (default ``dapr_metadata``) is raised to ``2``, so a
+  daprd started later on the same database does not try to add the column again.
+* binding: operations ``exec``, ``query`` (``sql`` and optional ``params``, a JSON array bound to
+  ``$1, $2...``) and ``close``; ``query`` returns the rows as a JSON array of arrays.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from decimal import Decimal
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .base import ComponentError, Driver
+
+try:
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+except ImportError:  # pragma: no cover - the optional extra is missing
+    psycopg = None
+
+log = logging.getLogger(__name__)
+
+_OPERATIONS = ("exec", "query", "close")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?")
+_PAIR = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']*)")
+_RENAMED = {"database": "dbname"}  # pgx accepts both; libpq only dbname
+
+
+def _conninfo(raw: str, extra: Mapping[str, str]) -> str:
+    """Turn a pgx connection string (URL or key=value) into one libpq accepts: pgx-only keys
+    (``pool_*``) are dropped, ``database`` becomes ``dbname``, ``connect_timeout`` defaults to 3."""
+    raw = raw.strip()
+    if raw.startswith(("postgres://", "postgresql://")):
+        parts = urlsplit(raw)
+        query = [(k, v) for k, v in parse_qsl(parts.query) if not k.startswith("pool_")]
+        params = conninfo_to_dict(urlunsplit(parts._replace(query=urlencode(query))))
+    else:
+        params, pos = {}, 0
+        while pos < len(raw.rstrip()):
+            match = _PAIR.match(raw, pos)
+            if not match:
+                raise ValueError(f"cannot parse {raw[pos:]!r}")
+            key, value = match.groups()
+            if value.startswith("'"):
+                value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            params[_RENAMED.get(key, key)] = value
+            pos = match.end()
+        params = {k: v for k, v in params.items() if not k.startswith("pool_")}
+    params.update(extra)
+    params.setdefault("connect_timeout", "3")
+    return make_conninfo("", **params)
+
+
+def _go_duration(seconds: float) -> str:
+    """Go's ``time.Duration.String()``, as daprd reports the ``duration`` metadata."""
+    ns = int(seconds * 1e9)
+
+    def num(x: float) -> str:
+        return f"{x:.9f}".rstrip("0").rstrip(".")
+
+    if ns < 1000:
+        return f"{ns}ns"
+    if ns < 1_000_000:
+        return f"{num(ns / 1e3)}µs"
+    if ns < 1_000_000_000:
+        return f"{num(ns / 1e6)}ms"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    text = f"{hours}h" if hours else ""
+    text += f"{minutes}m" if hours or minutes else ""
+    return text + f"{num(rest / 1e9)}s"
+
+
+def _jsonable(value: Any) -> Any:
+    """A query result value as pgx's ``rows.Values()`` marshals it with ``encoding/json``."""
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date):
+        return f"{value.isoformat()}T00:00:00Z"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, (dt.time, dt.timedelta, uuid.UUID)):
+        return str(value)
+    return value
+
+
+def _param(value: Any) -> str | None:
+    """A JSON param as text of unknown type: PostgreSQL infers the type, as with pgx."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(value)
+
+
+class PostgresDriver(Driver):
+    """One connection (autocommit) shared under a lock; it is reopened when it breaks."""
+
+    types = ("state.postgresql", "bindings.postgresql", "bindings.postgres")
+
+    def __init__(self, component: Any) -> None:
+        super().__init__(component)
+        self._conn: Any = None
+        self._lock = threading.RLock()
+        self._closed = False
+        self._binding_closed = False
+
+    def _ident(self, key: str, default: str) -> str:
+        name = self.component.get(key, default)
+        if not _IDENT.fullmatch(name):
+            raise ComponentError(f"component {self.name!r}: metadata {key}={name!r} is not a "
+                                 "table name ([schema.]name, letters, digits and _)")
+        return name
+
+    def start(self) -> None:
+        if psycopg is None:
+            raise ComponentError(f"component {self.name!r} ({self.component.type}) needs the "
+                                 "'psycopg' package: pip install 'ofnotebook[brokers]'")
+        state = self.component.type == "state.postgresql"
+        if state and self.component.version not in ("", "v1"):
+            raise ComponentError(f"component {self.name!r}: state.postgresql "
+                                 f"{self.component.version} is not supported locally; use "
+                                 "version v1 (tableName) in the component spec")
+        raw = self.component.require("connectionString")
+        extra = {k: self.component.get(k) for k in ("password", "sslrootcert")
+                 if self.component.get(k)}
+        try:
+            self._conninfo = _conninfo(raw, extra)
+            params = conninfo_to_dict(self._conninfo)
+        except (ValueError, psycopg.Error) as exc:
+            raise ComponentError(f"component {self.name!r}: metadata connectionString is not "
+                                 f"valid ({exc}); use e.g. 'host=127.0.0.1 user=postgres "
+                                 "port=5432 dbname=test'") from None
+        self._address = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
+        if state:
+            self._table = self._ident("tableName", "state")
+            self._meta = self._ident("metadataTableName", "dapr_metadata")
+        self._conn = self._connect()
+        if state:
+            self._run(self._migrate)
+
+    def _connect(self) -> Any:
+        try:
+            return psycopg.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+            raise ComponentError(
+                f"component {self.name!r} ({self.component.type}) cannot connect to PostgreSQL "
+                f"at {self._address}: {reason}. Start PostgreSQL there or fix metadata "
+                "connectionString (e.g. 'host=127.0.0.1 user=postgres port=5432 dbname=test')."
+            ) from None
+
+    def close(self) -> None:
+        self._closed = True
+        locked = self._lock.acquire(timeout=2.0)  # a long query must not hang close()
+        try:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        except Exception:  # close() must never raise
+            log.exception("closing PostgreSQL component %r", self.name)
+        finally:
+            if locked:
+                self._lock.release()
+
+    def _run(self, work: Callable[[Any], Any], retry: bool = False) -> Any:
+        """Run ``work(connection)``; a broken connection is reopened (and idempotent work retried)."""
+        with self._lock:
+            if self._closed or (self._conn is None and not hasattr(self, "_conninfo")):
+                raise ComponentError(f"component {self.name!r} is not started or already closed")
+            for attempt in (1, 2):
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    if self._conn is not None:
+                        self._conn.close()
+                    self._conn = None
+                    self._conn = self._connect()
+                try:
+                    return work(self._conn)
+                except psycopg.OperationalError as exc:
+                    if not (self._conn.broken or self._conn.closed) or not retry or attempt == 2:
+                        raise ComponentError(f"component {self.name!r}: PostgreSQL at "
+                                             f"{self._address} failed: {exc}") from None
+                except psycopg.Error as exc:
+                    raise ComponentError(f"component {self.name!r}: {exc}") from None
+
+    def _migrate(self, conn: Any) -> None:
+        statements = (
+            f"CREATE TABLE IF NOT EXISTS {self._meta} (key text NOT NULL PRIMARY KEY, "
+            "value text NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {self._table} (key text NOT NULL PRIMARY KEY, "
+            "value jsonb NOT NULL, isbinary boolean NOT NULL, "
+            "insertdate TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW(), "
+            "updatedate TIMESTAMP WITH TIME ZONE NULL, expiredate TIMESTAMP WITH TIME ZONE NULL)",
+            f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS expiredate "
+            "TIMESTAMP WITH TIME ZONE",
+            f"INSERT INTO {self._meta} (key, value) VALUES ('migrations', '2') ON CONFLICT (key) "
+            f"DO UPDATE SET value = '2' WHERE {self._meta}.value IN ('0', '1')",
+        )
+        for statement in statements:
+            try:
+                conn.execute(statement)
+            except psycopg.errors.UniqueViolation:
+                pass  # another sidecar created the same table at the same moment (as Dapr)
+
+    def _need(self, kinds: tuple[str, ...], what: str) -> None:
+        if self.component.type not in kinds:
+            raise self._unsupported(what)
+
+    # -- state store (Dapr v1) --------------------------------------------------------------
+    def get_state(self, key: str) -> tuple[bytes | None, str]:
+        self._need(("state.postgresql",), "reading state")
+        row = self._run(lambda conn: conn.execute(
+            f"SELECT value::text, isbinary, xmin::text FROM {self._table} WHERE key = %s "
+            "AND (expiredate IS NULL OR expiredate >= CURRENT_TIMESTAMP)", (key,)).fetchone(),
+            retry=True)
+        if row is None:
+            return None, ""
+        text, isbinary, etag = row
+        if isbinary:
+            return base64.b64decode(json.loads(text)), etag
+        return text.encode(), etag
+
+    def _etag(self, key: str, etag: str) -> str:
+        if not etag.isdigit() or int(etag) >= 2**32:
+            raise ComponentError(f"invalid etag {etag!r} for key {key!r}: PostgreSQL etags are "
+                                 "the numbers get_state returns")
+        return etag
+
+    def _mismatch(self, key: str, etag: str) -> ComponentError:
+        return ComponentError(f"etag mismatch for key {key!r}: the row changed since etag "
+                              f"{etag!r} was read; read it again and retry")
+
+    def save_state(self, key: str, value: bytes, etag: str | None = None) -> None:
+        self._need(("state.postgresql",), "saving state")
+        payload = json.dumps(base64.b64encode(value).decode())
+        if not etag:
+            sql = (f"INSERT INTO {self._table} AS t (key, value, isbinary, expiredate) "
+                   "VALUES (%s, %s::jsonb, true, NULL) ON CONFLICT (key) DO UPDATE SET "
+                   "value = excluded.value, isbinary = excluded.isbinary, "
+                   "updatedate = CURRENT_TIMESTAMP, expiredate = NULL")
+            params: tuple[str, ...] = (key, payload)
+        else:
+            sql = (f"UPDATE {self._table} SET value = %s::jsonb, isbinary = true, "
+                   "updatedate = CURRENT_TIMESTAMP, expiredate = NULL WHERE key = %s "
+                   "AND xmin = %s::xid AND (expiredate IS NULL OR expiredate > CURRENT_TIMESTAMP)")
+            params = (payload, key, self._etag(key, etag))
+        rows = self._run(lambda conn: conn.execute(sql, params).rowcount)
+        if rows != 1:
+            if etag:
+                raise self._mismatch(key, etag)
+            raise ComponentError(f"component {self.name!r}: no item was updated for {key!r}")
+
+    def delete_state(self, key: str, etag: str | None = None) -> None:
+        self._need(("state.postgresql",), "deleting state")
+        if not etag:
+            self._run(lambda conn: conn.execute(f"DELETE FROM {self._table} WHERE key = %s",
+                                                (key,)), retry=True)
+            return
+        params = (key, self._etag(key, etag))
+        rows = self._run(lambda conn: conn.execute(
+            f"DELETE FROM {self._table} WHERE key = %s AND xmin = %s::xid", params).rowcount)
+        if rows != 1:
+            raise self._mismatch(key, etag)
+
+    # -- output binding ---------------------------------------------------------------------
+    def invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
+               ) -> tuple[bytes, dict[str, str]]:
+        self._need(("bindings.postgresql", "bindings.postgres"), "output binding calls")
+        if operation == "close":  # as daprd: closes the component; later calls fail
+            self._binding_closed = True
+            self.close()
+            return b"", {}
+        if self._binding_closed:
+            raise ComponentError(f"component {self.name!r} is closed (a 'close' operation ran)")
+        if operation not in _OPERATIONS:
+            raise ComponentError(f"invalid operation type: {operation!r}. Expected exec, query, "
+                                 f"or close (component {self.name!r})")
+        sql = metadata.get("sql", "")
+        if not sql:
+            raise ComponentError("required metadata not set: sql (the statement to run)")
+        try:
+            args = json.loads(metadata["params"]) if metadata.get("params") else []
+            if not isinstance(args, list):
+                raise ValueError("not a JSON array")
+        except ValueError as exc:
+            raise ComponentError(f"invalid metadata property params: failed to unserialize into "
+                                 f"an array: {exc}") from None
+        params = [_param(v) for v in args]
+        start, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
+
+        def work(conn: Any) -> Any:
+            with psycopg.RawCursor(conn) as cur:  # $1, $2... placeholders, as pgx
+                cur.execute(sql, params or None)
+                if operation == "query":
+                    return cur.fetchall() if cur.description else []
+                count = cur.rowcount
+                while cur.nextset():  # several statements: the last one counts, as pgx
+                    count = cur.rowcount
+                return count
+
+        result = self._run(work)
+        end = dt.datetime.now(dt.timezone.utc)
+        meta = {"operation": operation, "sql": sql,
+                "start-time": start.isoformat().replace("+00:00", "Z"),
+                "end-time": end.isoformat().replace("+00:00", "Z"),
+                "duration": _go_duration(time.perf_counter() - t0)}
+        if operation == "exec":
+            meta["rows-affected"] = str(max(result, 0))
+            return b"", meta
+        body = json.dumps([_jsonable(list(row)) for row in result], separators=(",", ":"))
+        return body.encode(), meta

@@ -1,0 +1,387 @@
+"""RabbitMQ pub/sub and bindings through pika, behaving as daprd's ``rabbitmq`` components.
+
+* ``pubsub.rabbitmq``: an exchange per topic (``exchangeKind``, default fanout; ``durable``
+  default true and ``deletedWhenUnused`` default true, as daprd's code), a queue per consumer,
+  ``{consumerID}-{topic}`` (``consumerID`` defaults to the component name; daprd to the app ID),
+  bound to it. Publishing declares the exchange and publishes to it (``routingKey``,
+  ``ttlInSeconds``, ``priority``, ``contentType``, ``messageId``... from the request metadata).
+* ``bindings.rabbitmq``: ``host`` (alias ``connectionString``) and ``queueName`` are required.
+  ``create`` publishes to that queue (persistent, request metadata as AMQP headers); ``read``
+  consumes it and passes the string headers as metadata, URL-query-escaped as daprd does.
+
+One ``BlockingConnection`` per driver, used only by its I/O thread: publishes and acks from other
+threads are handed over with ``add_callback_threadsafe``. Acknowledgements are manual (unless
+``autoAck``): a message not acknowledged is requeued by the broker when the channel closes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import logging
+import queue
+import ssl
+import threading
+from typing import Any, Callable, Mapping, TypeVar
+from urllib.parse import quote, quote_plus, urlsplit
+
+from .base import ComponentConfig, ComponentError, Deliver, Driver, InboundEvent
+
+try:
+    import pika
+    import pika.exceptions
+except ImportError:  # pragma: no cover - the optional extra is missing
+    pika = None
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+WAIT = 10.0
+KINDS = ("fanout", "topic", "direct", "headers")
+
+
+def _bool(value: str, default: bool) -> bool:
+    """Go's ``strconv.ParseBool``; daprd keeps the default on a value it cannot parse."""
+    low = value.strip().lower()
+    return True if low in ("1", "t", "true") else False if low in ("0", "f", "false") else default
+
+
+def _find(md: Mapping[str, str], *keys: str) -> str:
+    """A request metadata value by any of ``keys``, case-insensitively (daprd's tryGetProperty)."""
+    lowered = {k.lower(): v for k, v in md.items() if v}
+    return next((lowered[k.lower()] for k in keys if k.lower() in lowered), "")
+
+
+class _Pump:
+    """Calls ``deliver`` on its own thread, so a slow app never stalls the I/O thread
+    (heartbeats, acknowledgements)."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Deliver, InboundEvent] | None] = queue.SimpleQueue()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, deliver: Deliver, event: InboundEvent) -> None:
+        self._queue.put((deliver, event))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None and not self._stopped.is_set():
+            try:
+                item[0](item[1])
+            except Exception:  # noqa: BLE001 - one bad event must not stop the consumer
+                log.exception("delivering a RabbitMQ message failed")
+
+    def close(self) -> None:
+        self._stopped.set()  # queued events stay unacknowledged: the broker requeues them
+        self._queue.put(None)
+        self._thread.join(1.0)
+
+
+class RabbitMQDriver(Driver):
+    """``pubsub.rabbitmq`` and ``bindings.rabbitmq`` on a real RabbitMQ."""
+
+    types = ("pubsub.rabbitmq", "bindings.rabbitmq")
+
+    def __init__(self, component: ComponentConfig) -> None:
+        super().__init__(component)
+        self.is_binding = component.type.lower().startswith("bindings.")
+        self._conn: Any = None
+        self._io: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._pub: Any = None
+        self._declared: set[str] = set()
+        self._subs: list[tuple[str, Deliver]] = []
+        self._pump: _Pump | None = None
+
+    # -- configuration --------------------------------------------------------------------
+    def _parse(self) -> None:
+        c = self.component
+        if self.is_binding:
+            self.url = c.get("host") or c.get("connectionString") or c.require("host")
+            self.queue = c.require("queueName")
+            self.durable = _bool(c.get("durable"), False)
+            self.auto_delete = _bool(c.get("deleteWhenUnused"), False)
+            self.exclusive = _bool(c.get("exclusive"), False)
+        else:
+            self.url = c.get("connectionString") or c.get("host")
+            if not self.url and not c.get("hostname"):
+                raise ComponentError(
+                    f"component {self.name!r} ({c.type}) needs metadata 'connectionString' (for "
+                    "example amqp://guest:guest@127.0.0.1:5672) or 'hostname'/'username'/"
+                    "'password'; add it to the component spec")
+            if not self.url:
+                user = quote(c.get("username"), safe="")
+                auth = f"{user}:{quote(c.get('password'), safe='')}@" if user else ""
+                self.url = f"{c.get('protocol', 'amqp')}://{auth}{c.require('hostname')}"
+            self.consumer_id = c.get("consumerID", self.name)
+            self.durable = _bool(c.get("durable"), True)
+            self.auto_delete = _bool(c.get("deletedWhenUnused"), True)
+            self.kind = c.get("exchangeKind", "fanout")
+            if self.kind not in KINDS:
+                raise ComponentError(f"component {self.name!r}: metadata 'exchangeKind' must be "
+                                     f"one of {', '.join(KINDS)} (got {self.kind!r})")
+            self.auto_ack = _bool(c.get("autoAck"), False)
+            self.dead_letter = _bool(c.get("enableDeadLetter"), False)
+            self.props_to_md = _bool(c.get("publishMessagePropertiesToMetadata"), False)
+            self.delivery_mode = self._int("deliveryMode", 0, 2)
+            self.max_len = self._int("maxLen", 0)
+            self.max_len_bytes = self._int("maxLenBytes", 0)
+        self.prefetch = self._int("prefetchCount", 0, 65535)
+        self.ttl = self._int("ttlInSeconds", 0)
+        self.max_priority = self._int("maxPriority", 0, 255) if self.is_binding else 0
+        wait_key = "reconnectWaitInSeconds" if self.is_binding else "reconnectWaitSeconds"
+        self.reconnect_wait = float(self._int(wait_key, 5 if self.is_binding else 3) or 3)
+        address = urlsplit(self.url)
+        self.address = f"{address.hostname or '?'}:{address.port or 5672}"
+
+    def _int(self, key: str, default: int, top: int = 2**62) -> int:
+        raw = self.component.get(key, str(default)).strip().removesuffix("s")
+        if not raw.isdigit() or int(raw) > top:
+            raise ComponentError(f"component {self.name!r}: metadata {key!r} must be a number "
+                                 f"from 0 to {top} (got {self.component.get(key)!r})")
+        return int(raw)
+
+    def _connect(self) -> Any:
+        try:
+            params = pika.URLParameters(self.url)
+        except Exception as exc:  # noqa: BLE001 - pika raises several kinds for a bad URL
+            raise ComponentError(f"component {self.name!r}: bad RabbitMQ connection string "
+                                 f"{self.url!r}: {exc}") from exc
+        params.socket_timeout = 3
+        params.stack_timeout = 5
+        params.connection_attempts = 1
+        params.heartbeat = 10  # daprd's heartBeat default
+        if self.component.get("clientName"):
+            params.client_properties = {"connection_name": self.component.get("clientName")}
+        if urlsplit(self.url).scheme == "amqps":
+            context = ssl.create_default_context(cadata=self.component.get("caCert") or None)
+            params.ssl_options = pika.SSLOptions(context, params.host)
+        try:
+            return pika.BlockingConnection(params)
+        except pika.exceptions.AMQPError as exc:
+            raise ComponentError(
+                f"component {self.name!r} ({self.component.type}) cannot connect to RabbitMQ at "
+                f"{self.address}: {exc!r}; start it (rabbitmq-server -detached) or fix the "
+                f"metadata {'host' if self.is_binding else 'connectionString'!r}") from exc
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        if pika is None:
+            raise ComponentError(f"component {self.name!r} ({self.component.type}) needs pika: "
+                                 "pip install 'ofnotebook[brokers]'")
+        self._parse()
+        self._conn = self._connect()
+        try:
+            if self.is_binding:
+                self._declare_queue(self._publisher())  # as daprd's Init
+        except Exception as exc:
+            self.close()
+            raise ComponentError(f"component {self.name!r}: declaring queue {self.queue!r} "
+                                 f"failed: {exc!r}") from exc
+        self._pump = _Pump(f"rabbitmq-{self.name}")
+        self._io = threading.Thread(target=self._run, name=f"rabbitmq-io-{self.name}",
+                                    daemon=True)
+        self._io.start()
+
+    def _run(self) -> None:
+        """The I/O thread: the only one that touches the connection and its channels."""
+        while not self._stop.is_set():
+            try:
+                self._conn.process_data_events(time_limit=0.25)
+            except Exception as exc:  # noqa: BLE001 - connection lost: reconnect
+                if self._stop.is_set():
+                    break
+                log.warning("RabbitMQ connection of %s lost (%r); reconnecting", self.name, exc)
+                self._reconnect()
+        try:
+            if self._conn is not None and self._conn.is_open:
+                self._conn.close()  # closes the channels: unacknowledged messages are requeued
+        except Exception:  # noqa: BLE001 - close must not raise
+            log.debug("closing RabbitMQ connection of %s", self.name, exc_info=True)
+
+    def _reconnect(self) -> None:
+        while not self._stop.wait(self.reconnect_wait):
+            try:
+                self._conn = self._connect()
+                self._pub, self._declared = None, set()
+                if self.is_binding:
+                    self._declare_queue(self._publisher())
+                for topic, deliver in self._subs:
+                    self._consume(topic, deliver)
+                return
+            except Exception as exc:  # noqa: BLE001 - keep trying until closed
+                log.warning("reconnecting %s to RabbitMQ failed: %r", self.name, exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._pump is not None:
+            self._pump.close()
+        if self._io is not None:
+            try:
+                self._conn.add_callback_threadsafe(lambda: None)  # wake the I/O thread now
+            except Exception:  # noqa: BLE001 - already closed
+                pass
+            self._io.join(5.0)
+        elif self._conn is not None and self._conn.is_open:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - close must not raise
+                log.debug("closing RabbitMQ connection of %s", self.name, exc_info=True)
+        self._io = self._pump = None
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the I/O thread and return its result."""
+        if self._conn is None or self._stop.is_set():
+            raise ComponentError(f"component {self.name!r} is not started (or already closed)")
+        if self._io is None or threading.current_thread() is self._io:
+            return fn()
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    future.set_exception(exc)
+
+        try:
+            self._conn.add_callback_threadsafe(run)
+            return future.result(WAIT)
+        except concurrent.futures.TimeoutError as exc:
+            future.cancel()
+            raise ComponentError(f"component {self.name!r}: RabbitMQ at {self.address} did not "
+                                 f"answer within {WAIT:.0f}s") from exc
+        except pika.exceptions.AMQPError as exc:
+            self._pub = None  # a channel error closed it: open a new one next time
+            raise ComponentError(f"component {self.name!r}: RabbitMQ error: {exc!r}") from exc
+
+    # -- I/O thread helpers -------------------------------------------------------------------
+    def _publisher(self) -> Any:
+        if self._pub is None or not self._pub.is_open:
+            self._pub = self._conn.channel()
+            if _bool(self.component.get("publisherConfirm"), False):
+                self._pub.confirm_delivery()
+        return self._pub
+
+    def _declare_queue(self, ch: Any) -> None:
+        args: dict[str, Any] = {}
+        if self.ttl:
+            args["x-message-ttl"] = self.ttl * 1000
+        if self.max_priority:
+            args["x-max-priority"] = self.max_priority
+        ch.queue_declare(self.queue, durable=self.durable, auto_delete=self.auto_delete,
+                         exclusive=self.exclusive, arguments=args)
+
+    def _exchange(self, ch: Any, name: str, kind: str, durable: bool) -> None:
+        if name not in self._declared:
+            ch.exchange_declare(name, exchange_type=kind, durable=durable,
+                                auto_delete=self.auto_delete)
+            self._declared.add(name)
+
+    def _consume(self, topic: str, deliver: Deliver) -> None:
+        ch = self._conn.channel()
+        if self.is_binding:
+            ch.basic_qos(prefetch_count=self.prefetch, global_qos=True)
+            ch.basic_consume(self.queue, functools.partial(self._on_message, topic, deliver))
+            return
+        queue_name = f"{self.consumer_id}-{topic}"
+        self._exchange(ch, topic, self.kind, self.durable)
+        args: dict[str, Any] = {"x-queue-type": "classic"}
+        if self.max_len:
+            args["x-max-length"] = self.max_len
+        if self.max_len_bytes:
+            args["x-max-length-bytes"] = self.max_len_bytes
+        if self.dead_letter:  # as daprd: dlx-{queue} (fanout, durable) -> dlq-{queue} (lazy)
+            dlx, dlq = f"dlx-{queue_name}", f"dlq-{queue_name}"
+            self._exchange(ch, dlx, "fanout", True)
+            ch.queue_declare(dlq, durable=True, auto_delete=self.auto_delete,
+                             arguments={**args, "x-queue-mode": "lazy"})
+            ch.queue_bind(dlq, dlx)
+            args["x-dead-letter-exchange"] = dlx
+        ch.queue_declare(queue_name, durable=self.durable, auto_delete=self.auto_delete,
+                         arguments=args)
+        if self.prefetch:
+            ch.basic_qos(prefetch_count=self.prefetch)
+        ch.queue_bind(queue_name, topic, routing_key="")
+        ch.basic_consume(queue_name, functools.partial(self._on_message, topic, deliver),
+                         auto_ack=self.auto_ack, consumer_tag=queue_name)
+
+    def _on_message(self, topic: str, deliver: Deliver, ch: Any, method: Any, props: Any,
+                    body: bytes) -> None:
+        md: dict[str, str] = {}
+        headers = props.headers or {}
+        if self.is_binding:
+            md = {quote_plus(str(k)): quote_plus(v.decode() if isinstance(v, bytes) else v)
+                  for k, v in headers.items() if isinstance(v, (str, bytes))}
+        elif self.props_to_md:
+            for key, value in (("messageid", props.message_id), ("type", props.type),
+                               ("correlationid", props.correlation_id),
+                               ("contenttype", props.content_type)):
+                if value:
+                    md[key] = value
+            md.update({str(k): v.decode() if isinstance(v, bytes) else str(v)
+                       for k, v in headers.items() if v is not None})
+        acker = None
+        if self.is_binding or not self.auto_ack:
+            acker = functools.partial(self._ack, ch, method.delivery_tag)
+        assert self._pump is not None
+        self._pump.put(deliver, InboundEvent(data=body, metadata=md, topic=topic, _ack=acker))
+
+    def _ack(self, ch: Any, tag: int) -> None:
+        def ack() -> None:
+            if ch.is_open:  # else the broker already requeued it with the closed channel
+                ch.basic_ack(tag)
+
+        try:
+            self._conn.add_callback_threadsafe(ack)
+        except Exception:  # noqa: BLE001 - closed: the broker requeued the message
+            log.debug("RabbitMQ ack of %s after close", self.name, exc_info=True)
+
+    # -- Driver API -------------------------------------------------------------------------
+    def _properties(self, md: Mapping[str, str], **extra: Any) -> Any:
+        ttl = _find(md, "ttlInSeconds") or (str(self.ttl) if self.ttl and not self.is_binding
+                                            else "")
+        priority = _find(md, "priority")
+        return pika.BasicProperties(
+            content_type=_find(md, "contentType") or "text/plain",
+            expiration=str(int(ttl) * 1000) if ttl.isdigit() else None,
+            priority=int(priority) if priority.isdigit() else None, **extra)
+
+    def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
+        if self.is_binding:
+            raise self._unsupported("publishing")
+        props = self._properties(
+            metadata, delivery_mode=self.delivery_mode or None,
+            message_id=_find(metadata, "messageId") or None,
+            correlation_id=_find(metadata, "correlationId") or None,
+            type=_find(metadata, "type") or None)
+
+        def send() -> None:
+            ch = self._publisher()
+            self._exchange(ch, topic, self.kind, self.durable)
+            ch.basic_publish(topic, metadata.get("routingKey", ""), data, props)
+
+        self._call(send)
+
+    def subscribe(self, topic: str, deliver: Deliver) -> None:
+        if self.is_binding:
+            raise self._unsupported("subscriptions")
+        self._call(lambda: self._consume(topic, deliver))
+        self._subs.append((topic, deliver))
+
+    def invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
+               ) -> tuple[bytes, dict[str, str]]:
+        if not self.is_binding:
+            raise self._unsupported("output binding calls")
+        if operation != "create":
+            raise ComponentError(f"component {self.name!r} ({self.component.type}) supports "
+                                 f"operation 'create', not {operation!r}")
+        props = self._properties(metadata, delivery_mode=2, headers=dict(metadata))
+        self._call(lambda: self._publisher().basic_publish("", self.queue, data, props))
+        return b"", {}
+
+    def read(self, deliver: Deliver) -> None:
+        if not self.is_binding:
+            raise self._unsupported("input binding events")
+        self._call(lambda: self._consume(self.queue, deliver))
+        self._subs.append((self.queue, deliver))
