@@ -14,7 +14,7 @@ from tests.helpers import runtime_children
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No OFNOTEBOOK_/DOCKER_/KUBECONFIG setting of the developer leaks into a test."""
     for key in list(os.environ):
-        if key.startswith(("OFNOTEBOOK_", "DOCKER_")) or key == "KUBECONFIG":
+        if key.startswith(("OFNOTEBOOK_", "DOCKER_", "DAPR_")) or key == "KUBECONFIG":
             monkeypatch.delenv(key)
     monkeypatch.setenv("OFNOTEBOOK_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
 

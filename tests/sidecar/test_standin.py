@@ -1,0 +1,156 @@
+"""The stand-in as an unmodified Dapr SDK sees it: a real stand-in process, ``DaprClient``."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any, Iterator
+
+import grpc
+import pytest
+import requests
+
+from ofnotebook.backends.standin import StandIn, components_payload
+from ofnotebook.context import component_name
+from ofnotebook.errors import DeployError
+from ofnotebook.spec import ComponentSpec, FunctionSpec
+
+BUS = f"standin-{uuid.uuid4().hex[:6]}"
+OUT = ComponentSpec(name="out", type="bindings.in-memory", metadata=(("bus", BUS),),
+                    operation="create")
+EVENTS = ComponentSpec(name="events", type="pubsub.in-memory", metadata=(("bus", BUS),),
+                       topic="orders")
+STORE = ComponentSpec(name="store", type="state.in-memory", metadata=(("bus", BUS),))
+SPEC = FunctionSpec(name="sdk-user", outputs=(OUT, EVENTS), states=(STORE,))
+
+
+@pytest.fixture
+def standin(request: pytest.FixtureRequest) -> Iterator[StandIn]:
+    token = getattr(request, "param", None)
+    old = os.environ.get("DAPR_API_TOKEN")
+    if token:
+        os.environ["DAPR_API_TOKEN"] = token
+    try:
+        proc = StandIn()
+    finally:
+        if token:
+            os.environ.pop("DAPR_API_TOKEN")
+        if old:
+            os.environ["DAPR_API_TOKEN"] = old
+    proc.register("sdk-user", 0, SPEC, timeout=5)
+    yield proc
+    proc.close()
+    assert proc.proc.wait(5) is not None
+
+
+@pytest.fixture
+def sdk_env(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> StandIn:
+    for key, value in standin.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("DAPR_API_TOKEN", raising=False)
+    return standin
+
+
+def _events(standin: StandIn, kind: str) -> list[dict[str, Any]]:
+    body = requests.get(f"{standin.base}/ofnotebook/events", params={"after": 0},
+                        headers={"dapr-api-token": standin.token or ""}, timeout=5).json()
+    return [e for e in body["events"] if e["kind"] == kind]
+
+
+def test_unmodified_dapr_client(sdk_env: StandIn) -> None:
+    from dapr.clients import DaprClient
+
+    out_name = component_name(SPEC, OUT)
+    with DaprClient() as client:
+        client.invoke_binding(out_name, "create", b'{"n": 1}', {"k": "v"})
+        client.publish_event(component_name(SPEC, EVENTS), "orders", '{"id": 7}',
+                             data_content_type="application/json")
+        store = component_name(SPEC, STORE)
+        client.save_state(store, "key1", "value1")
+        assert client.get_state(store, "key1").data == b"value1"
+        client.delete_state(store, "key1")
+        assert client.get_state(store, "key1").data == b""
+        metadata = client.get_metadata()
+        assert {c.name for c in metadata.registered_components} == {
+            c["componentName"] for c in components_payload(SPEC)}
+        with pytest.raises(grpc.RpcError) as info:
+            client.invoke_binding("not-registered", "create", b"x")
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    outs = _events(sdk_env, "out")
+    assert [(e["name"], e["data"]) for e in outs] == [("out", {"n": 1}), ("events", {"id": 7})]
+    assert outs[0]["metadata"] == {"k": "v"} and outs[1]["topic"] == "orders"
+
+
+def test_http_api(standin: StandIn) -> None:
+    base = standin.base
+    assert requests.get(f"{base}/v1.0/healthz/outbound", timeout=5).status_code == 204
+    out_name = component_name(SPEC, OUT)
+    response = requests.post(f"{base}/v1.0/bindings/{out_name}", timeout=5,
+                             json={"operation": "create", "data": {"x": 1}})
+    assert response.status_code in (200, 204)
+    store = component_name(SPEC, STORE)
+    assert requests.post(f"{base}/v1.0/state/{store}", json=[{"key": "a", "value": {"v": 2}}],
+                         timeout=5).status_code == 204
+    got = requests.get(f"{base}/v1.0/state/{store}/a", timeout=5)
+    assert got.json() == {"v": 2} and got.headers["ETag"]
+    assert requests.delete(f"{base}/v1.0/state/{store}/a", timeout=5).status_code == 204
+    assert requests.get(f"{base}/v1.0/state/{store}/a", timeout=5).status_code == 204
+    assert requests.post(f"{base}/v1.0/publish/{component_name(SPEC, EVENTS)}/orders",
+                         data="hello", headers={"Content-Type": "text/plain"},
+                         timeout=5).status_code == 204
+    names = {c["name"] for c in requests.get(f"{base}/v1.0/metadata", timeout=5).json()[
+        "components"]}
+    assert out_name in names
+
+
+@pytest.mark.parametrize("standin", ["s3cret"], indirect=True)
+def test_api_token_is_required(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dapr.clients import DaprClient
+
+    for key, value in standin.env().items():
+        monkeypatch.setenv(key, value)
+    base = standin.base
+    assert requests.get(f"{base}/v1.0/healthz/outbound", timeout=5).status_code == 204
+    assert requests.get(f"{base}/v1.0/metadata", timeout=5).status_code == 401
+    assert requests.get(f"{base}/v1.0/metadata", headers={"dapr-api-token": "s3cret"},
+                        timeout=5).status_code == 200
+    out_name = component_name(SPEC, OUT)
+    with DaprClient() as client:  # DAPR_API_TOKEN is in the environment
+        client.invoke_binding(out_name, "create", b"with token")
+    monkeypatch.setenv("DAPR_API_TOKEN", "wrong")
+    with DaprClient() as client, pytest.raises(grpc.RpcError) as info:
+        client.invoke_binding(out_name, "create", b"without")
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_unsupported_component_type_names_the_supported_ones(standin: StandIn) -> None:
+    spec = FunctionSpec(name="exotic", outputs=(
+        ComponentSpec(name="q", type="bindings.azure.storagequeues", operation="create"),))
+    with pytest.raises(DeployError) as info:
+        standin.register("exotic", 0, spec, timeout=5)
+    message = str(info.value)
+    assert "cannot run on the local target" in message and "bindings.kafka" in message
+    assert "exotic" not in standin.stats()["apps"]
+
+
+def test_standin_stops_with_its_kernel(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    code = ("import sys, time\nsys.path.insert(0, %r)\n"
+            "from ofnotebook.backends.standin import get_standin\n"
+            "print(get_standin().proc.pid, flush=True)\ntime.sleep(60)\n"
+            % os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    kernel = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert kernel.stdout is not None
+    pid = int(kernel.stdout.readline())
+    assert psutil.pid_exists(pid)
+    kernel.kill()
+    kernel.communicate(timeout=10)
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie":
+        assert time.monotonic() < deadline, "the stand-in outlived its kernel"
+        time.sleep(0.05)
