@@ -12,6 +12,9 @@ the SQL daprd's components run, so a real daprd can take over the same tables.
   daprd started later on the same database does not try to add the column again.
 * binding: operations ``exec``, ``query`` (``sql`` and optional ``params``, a JSON array bound to
   ``$1, $2...``) and ``close``; ``query`` returns the rows as a JSON array of arrays.
+* Not daprd: one connection instead of a pool (``maxConns``, ``timeout``, ``queryExecMode`` are
+  ignored; ``connect_timeout`` defaults to 3 s), ``state.postgresql`` v2 is refused, and TTLs
+  are honoured on read but never set (the driver interface has no request metadata).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ _PAIR = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']
 _RENAMED = {"database": "dbname"}  # pgx accepts both; libpq only dbname
 
 
-def _conninfo(raw: str, extra: Mapping[str, str]) -> str:
+def _conninfo(raw: str) -> str:
     """Turn a pgx connection string (URL or key=value) into one libpq accepts: pgx-only keys
     (``pool_*``) are dropped, ``database`` becomes ``dbname``, ``connect_timeout`` defaults to 3."""
     raw = raw.strip()
@@ -64,7 +67,6 @@ def _conninfo(raw: str, extra: Mapping[str, str]) -> str:
             params[_RENAMED.get(key, key)] = value
             pos = match.end()
         params = {k: v for k, v in params.items() if not k.startswith("pool_")}
-    params.update(extra)
     params.setdefault("connect_timeout", "3")
     return make_conninfo("", **params)
 
@@ -129,6 +131,7 @@ class PostgresDriver(Driver):
     def __init__(self, component: Any) -> None:
         super().__init__(component)
         self._conn: Any = None
+        self._conninfo = ""
         self._lock = threading.RLock()
         self._closed = False
         self._binding_closed = False
@@ -149,11 +152,9 @@ class PostgresDriver(Driver):
             raise ComponentError(f"component {self.name!r}: state.postgresql "
                                  f"{self.component.version} is not supported locally; use "
                                  "version v1 (tableName) in the component spec")
-        raw = self.component.require("connectionString")
-        extra = {k: self.component.get(k) for k in ("password", "sslrootcert")
-                 if self.component.get(k)}
+        raw = self.component.get("url") or self.component.require("connectionString")  # alias
         try:
-            self._conninfo = _conninfo(raw, extra)
+            self._conninfo = _conninfo(raw)
             params = conninfo_to_dict(self._conninfo)
         except (ValueError, psycopg.Error) as exc:
             raise ComponentError(f"component {self.name!r}: metadata connectionString is not "
@@ -165,24 +166,30 @@ class PostgresDriver(Driver):
             self._meta = self._ident("metadataTableName", "dapr_metadata")
         self._conn = self._connect()
         if state:
-            self._run(self._migrate)
+            try:
+                self._run(self._migrate)
+            except ComponentError:
+                self.close()
+                raise
 
     def _connect(self) -> Any:
         try:
             return psycopg.connect(self._conninfo, autocommit=True)
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+            reason = " ".join(line.strip() for line in str(exc).splitlines()) or repr(exc)
             raise ComponentError(
                 f"component {self.name!r} ({self.component.type}) cannot connect to PostgreSQL "
-                f"at {self._address}: {reason}. Start PostgreSQL there or fix metadata "
+                f"at {self._address}: {reason} Start PostgreSQL there or fix metadata "
                 "connectionString (e.g. 'host=127.0.0.1 user=postgres port=5432 dbname=test')."
             ) from None
 
     def close(self) -> None:
         self._closed = True
-        locked = self._lock.acquire(timeout=2.0)  # a long query must not hang close()
+        locked = self._lock.acquire(timeout=1.0)  # a long query must not hang close()
         try:
             if self._conn is not None:
+                if not locked:  # stop the running statement on the server too
+                    self._conn.cancel_safe(timeout=1.0)
                 self._conn.close()
                 self._conn = None
         except Exception:  # close() must never raise
@@ -194,18 +201,20 @@ class PostgresDriver(Driver):
     def _run(self, work: Callable[[Any], Any], retry: bool = False) -> Any:
         """Run ``work(connection)``; a broken connection is reopened (and idempotent work retried)."""
         with self._lock:
-            if self._closed or (self._conn is None and not hasattr(self, "_conninfo")):
+            if self._closed or not self._conninfo:
                 raise ComponentError(f"component {self.name!r} is not started or already closed")
             for attempt in (1, 2):
-                if self._conn is None or self._conn.closed or self._conn.broken:
-                    if self._conn is not None:
-                        self._conn.close()
+                conn = self._conn
+                if conn is None or conn.closed or conn.broken:
+                    if conn is not None:
+                        conn.close()
                     self._conn = None
-                    self._conn = self._connect()
+                    conn = self._conn = self._connect()
                 try:
-                    return work(self._conn)
+                    return work(conn)
                 except psycopg.OperationalError as exc:
-                    if not (self._conn.broken or self._conn.closed) or not retry or attempt == 2:
+                    if not (conn.broken or conn.closed) or not retry or attempt == 2 \
+                            or self._closed:
                         raise ComponentError(f"component {self.name!r}: PostgreSQL at "
                                              f"{self._address} failed: {exc}") from None
                 except psycopg.Error as exc:
@@ -272,7 +281,7 @@ class PostgresDriver(Driver):
                    "updatedate = CURRENT_TIMESTAMP, expiredate = NULL WHERE key = %s "
                    "AND xmin = %s::xid AND (expiredate IS NULL OR expiredate > CURRENT_TIMESTAMP)")
             params = (payload, key, self._etag(key, etag))
-        rows = self._run(lambda conn: conn.execute(sql, params).rowcount)
+        rows = self._run(lambda conn: conn.execute(sql, params).rowcount, retry=not etag)
         if rows != 1:
             if etag:
                 raise self._mismatch(key, etag)

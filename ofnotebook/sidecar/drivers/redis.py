@@ -1,0 +1,407 @@
+"""Redis ``pubsub.redis`` (Streams), ``bindings.redis`` and ``state.redis``, stored as daprd does,
+so a real daprd can take over the same Redis.
+
+* pub/sub: XADD with the CloudEvent in field ``data`` (``metadata`` JSON too when the publish had
+  some); group and consumer both named ``consumerID`` (default: the component name; daprd: the app
+  ID), created at ``0`` with MKSTREAM; XACK on ``event.ack()``. Unacked entries stay pending: they
+  are replayed (XREADGROUP from ``0``) when a consumer (re)starts or reconnects, and entries idle
+  past ``processingTimeout`` at any consumer are XAUTOCLAIMed every ``redeliverInterval``. An entry
+  in flight in this process is never delivered twice.
+* state: one HASH per key, fields ``data`` and ``version`` (the etag). binding: SET/GET/DEL/INCR.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from functools import partial
+from typing import Any, Mapping
+
+from .base import ComponentError, Deliver, Driver, InboundEvent
+
+try:
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+except ImportError:  # pragma: no cover - the optional extra is missing
+    redis = None
+
+log = logging.getLogger(__name__)
+
+_BLOCK_MS = 500  # XREADGROUP BLOCK: short, so close() returns promptly
+_MAX_PAUSE = 1.0  # reconnect backoff cap: a local server comes back fast
+_OPERATIONS = ("create", "get", "delete", "increment")
+_TRUE = ("1", "true", "t", "yes", "on")
+_NET = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) if redis else ()
+
+# Dapr's setDefaultQuery/delDefaultQuery semantics: without an etag (ARGV[1] == "0") the write
+# wins unless daprd marked the key first-write; a given etag must equal the stored version.
+_ETAG = 'local etag = redis.pcall("HGET", KEYS[1], "version")\n'
+_SET_SCRIPT = _ETAG + """if type(etag) == "table" then redis.call("DEL", KEYS[1]) end
+local fwr = redis.pcall("HGET", KEYS[1], "first-write")
+if not etag or type(etag) == "table" or etag == "" or etag == ARGV[1]
+    or (not fwr and ARGV[1] == "0") then
+  redis.call("HSET", KEYS[1], "data", ARGV[2])
+  local version = redis.call("HINCRBY", KEYS[1], "version", 1)
+  local ttl = tonumber(ARGV[3])
+  if ttl > 0 then redis.call("EXPIRE", KEYS[1], ttl)
+  elseif ttl < 0 then redis.call("PERSIST", KEYS[1]) end
+  return version
+end
+return redis.error_reply("etag mismatch")"""
+_DEL_SCRIPT = _ETAG + """if not etag or type(etag) == "table" or etag == ARGV[1] or etag == ""
+    or ARGV[1] == "0" then return redis.call("DEL", KEYS[1]) end
+return redis.error_reply("etag mismatch")"""
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600,
+          "d": 86400}
+
+
+class RedisDriver(Driver):
+    """One Redis component; each subscription runs in a daemon thread with its own connection."""
+
+    types = ("pubsub.redis", "bindings.redis", "state.redis")
+
+    def __init__(self, component: Any) -> None:
+        super().__init__(component)
+        self._client: Any = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._consumers: dict[str, _StreamConsumer] = {}
+
+    def _bad(self, key: str, value: str, expected: str) -> ComponentError:
+        return ComponentError(f"component {self.name!r} ({self.component.type}): metadata {key}="
+                              f"{value!r} is not {expected}; fix it in the component spec")
+
+    def _number(self, key: str, default: float, duration: bool = False) -> float:
+        """An integer, or for durations seconds: like Dapr, a bare number means milliseconds."""
+        raw = self.component.get(key).strip()
+        if not raw:
+            return default
+        if re.fullmatch(r"-?\d+", raw):
+            return int(raw) / 1000 if duration else int(raw)
+        if not duration:
+            raise self._bad(key, raw, "an integer")
+        if not re.fullmatch(f"(?:{_DURATION.pattern})+", raw):
+            raise self._bad(key, raw, "a duration such as 500ms, 30s or 1m")
+        return sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(raw))
+
+    def _configure(self) -> None:
+        meta = self.component
+        if meta.get("redisType", "node") != "node" or meta.get("failover").lower() in _TRUE:
+            raise ComponentError(f"component {self.name!r}: only a single Redis node is supported "
+                                 "locally; remove redisType=cluster/failover for local runs")
+        raw = meta.require("redisHost").strip()
+        match = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?|([^:,\s]+)(?::(\d+))?", raw)
+        if not match:
+            raise self._bad("redisHost", raw, "host:port (one Redis node, e.g. 127.0.0.1:6379)")
+        self._host = match.group(1) or match.group(3)
+        self._port = int(match.group(2) or match.group(4) or meta.get("redisPort", "6379"))
+        self._address = f"{self._host}:{self._port}"
+        self._db = int(self._number("redisDB", 0))
+        self._max_len = int(self._number("maxLenApprox", 0))
+        self._stream_ttl = self._number("streamTTL", 0, duration=True)
+        self._ttl = int(self._number("ttlInSeconds", 0))
+        self._depth = max(1, int(self._number("queueDepth", 100)))
+        # Dapr's code defaults (its metadata.yaml lists them the other way round).
+        self._processing = self._number("processingTimeout", 60, duration=True)
+        self._redeliver = self._number("redeliverInterval", 15, duration=True)
+        self._group = meta.get("consumerID", self.name)
+
+    def _new_client(self, retries: int) -> Any:
+        tls: dict[str, Any] = {}
+        if self.component.get("enableTLS").lower() in _TRUE:
+            skip = self.component.get("insecureSkipTLSVerify").lower() in _TRUE
+            tls = {"ssl": True, "ssl_cert_reqs": "none" if skip else "required"}
+        return redis.Redis(
+            host=self._host, port=self._port, db=self._db,
+            username=self.component.get("redisUsername") or None,
+            password=self.component.get("redisPassword") or None,
+            socket_connect_timeout=2.0, socket_timeout=5.0,
+            retry=Retry(ExponentialBackoff(cap=0.512, base=0.008), retries), **tls)  # Dapr's
+
+    def start(self) -> None:
+        if redis is None:
+            raise ComponentError(f"component {self.name!r} ({self.component.type}) needs the "
+                                 "'redis' package: pip install 'ofnotebook[brokers]'")
+        self._configure()
+        client = self._new_client(retries=0)  # fail fast: no retries for the first PING
+        try:
+            client.ping()
+        except redis.exceptions.RedisError as exc:
+            client.close()
+            if isinstance(exc, _NET) and not isinstance(exc, redis.exceptions.AuthenticationError):
+                raise ComponentError(
+                    f"component {self.name!r} ({self.component.type}) cannot reach Redis at "
+                    f"{self._address}: {exc}. Start Redis there (e.g. `redis-server --port "
+                    f"{self._port}`) or point metadata redisHost at a running server.") from None
+            raise ComponentError(f"component {self.name!r} ({self.component.type}): Redis at "
+                                 f"{self._address} refused the connection: {exc}; fix "
+                                 "redisPassword/redisUsername") from None
+        client.set_retry(Retry(ExponentialBackoff(cap=0.512, base=0.008), 2))
+        self._client = client
+        self._set_script = client.register_script(_SET_SCRIPT)
+        self._del_script = client.register_script(_DEL_SCRIPT)
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        try:
+            deadline = time.monotonic() + 4.0
+            for consumer in list(self._consumers.values()):
+                consumer.thread.join(max(0.1, deadline - time.monotonic()))
+            if self._client is not None:
+                self._client.close()
+        except Exception:  # close() must never raise
+            log.exception("closing Redis component %r", self.name)
+
+    def _need(self, kind: str, what: str) -> Any:
+        if self.component.type != kind:
+            raise self._unsupported(what)
+        if self._client is None or self._stop.is_set():
+            raise ComponentError(f"component {self.name!r} is not started or already closed")
+        return self._client
+
+    def _failed(self, what: str, exc: Exception) -> ComponentError:
+        if isinstance(exc, _NET):
+            return ComponentError(f"component {self.name!r}: Redis at {self._address} is "
+                                  f"unreachable while {what}: {exc}; is the server running?")
+        return ComponentError(f"component {self.name!r}: {what} failed: {exc}")
+
+    def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
+        client = self._need("pubsub.redis", "publishing")
+        fields: dict[str, Any] = {"data": data}
+        if metadata:
+            fields["metadata"] = json.dumps(dict(metadata))
+        trim: dict[str, Any] = {}
+        if self._max_len > 0:
+            trim = {"maxlen": self._max_len, "approximate": True}
+        elif self._stream_ttl > 0:
+            trim = {"minid": f"{int((time.time() - self._stream_ttl) * 1000)}-0"}
+        for pause in (0.2, 0.5, 1.0, None):  # ride out a Redis restart
+            try:
+                client.xadd(topic, fields, **trim)
+                return
+            except redis.exceptions.RedisError as exc:
+                if pause is None or not isinstance(exc, _NET) or self._stop.is_set():
+                    raise self._failed(f"publishing to {topic!r}", exc) from None
+                time.sleep(pause)
+
+    def _create_group(self, client: Any, topic: str) -> None:
+        try:
+            client.xgroup_create(topic, self._group, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def subscribe(self, topic: str, deliver: Deliver) -> None:
+        client = self._need("pubsub.redis", "subscriptions")
+        with self._lock:
+            if topic in self._consumers:
+                raise ComponentError(f"component {self.name!r} is already subscribed to {topic!r}")
+            try:
+                self._create_group(client, topic)
+            except redis.exceptions.RedisError as exc:
+                raise self._failed(f"creating group {self._group!r} on {topic!r}", exc) from None
+            consumer = self._consumers[topic] = _StreamConsumer(self, topic, deliver)
+        consumer.thread.start()
+
+    def invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
+               ) -> tuple[bytes, dict[str, str]]:
+        client = self._need("bindings.redis", "output binding calls")
+        if operation not in _OPERATIONS:
+            raise ComponentError(f"invalid operation type: {operation!r}; component {self.name!r} "
+                                 f"(bindings.redis) supports {', '.join(_OPERATIONS)}")
+        key = metadata.get("key", "")
+        if not key:
+            raise ComponentError("redis binding: missing key in request metadata; pass "
+                                 "metadata key=<redis key>")
+        ttl = metadata.get("ttlInSeconds", "") or "0"
+        if not re.fullmatch(r"-?\d+", ttl):
+            raise ComponentError(f"incorrect value for metadata ttlInSeconds: {ttl!r}")
+        try:
+            if operation == "get":
+                get = client.getdel if metadata.get("delete") == "true" else client.get
+                return get(key) or b"", {}
+            if operation == "delete":
+                client.delete(key)
+            elif operation == "create":
+                client.set(key, data)
+            else:
+                client.incr(key)
+            if int(ttl) > 0 and operation in ("create", "increment"):
+                client.expire(key, int(ttl))
+        except redis.exceptions.RedisError as exc:
+            raise self._failed(f"{operation} on key {key!r}", exc) from None
+        return b"", {}
+
+    def get_state(self, key: str) -> tuple[bytes | None, str]:
+        client = self._need("state.redis", "reading state")
+        try:
+            try:
+                fields = client.hgetall(key)
+            except redis.exceptions.ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                return client.get(key), ""  # a plain string written without etags, as Dapr reads
+        except redis.exceptions.RedisError as exc:
+            raise self._failed(f"reading state {key!r}", exc) from None
+        if not fields:
+            return None, ""
+        return fields.get(b"data", b""), fields.get(b"version", b"").decode()
+
+    def _eval(self, script: Any, key: str, etag: str | None, *args: Any) -> None:
+        try:
+            script(keys=[key], args=[etag or "0", *args])
+        except redis.exceptions.RedisError as exc:
+            if isinstance(exc, redis.exceptions.ResponseError) and "etag mismatch" in str(exc):
+                raise ComponentError(f"etag mismatch for key {key!r}: the stored version is not "
+                                     f"{etag!r}; read the key again and retry") from None
+            raise self._failed(f"writing state {key!r}", exc) from None
+
+    def save_state(self, key: str, value: bytes, etag: str | None = None) -> None:
+        self._need("state.redis", "saving state")
+        if etag and not re.fullmatch(r"-?\d+", etag):
+            raise ComponentError(f"invalid etag {etag!r} for key {key!r}: Redis etags are the "
+                                 "integers get_state returns")
+        # the component-wide ttlInSeconds is applied as Dapr does, but atomically
+        self._eval(self._set_script, key, etag, value, self._ttl)
+
+    def delete_state(self, key: str, etag: str | None = None) -> None:
+        self._need("state.redis", "deleting state")
+        self._eval(self._del_script, key, etag)
+
+
+class _StreamConsumer:
+    """The XREADGROUP loop of one topic; reconnects with backoff and never dies."""
+
+    def __init__(self, driver: RedisDriver, topic: str, deliver: Deliver) -> None:
+        self.driver, self.topic, self.deliver = driver, topic, deliver
+        self.group = driver._group
+        self.client = driver._new_client(retries=0)  # own connection; the loop has its backoff
+        self.lock = threading.Lock()
+        self.inflight: set[bytes] = set()  # delivered, not acked yet: never delivered twice
+        self.unacked: set[bytes] = set()  # acks that failed while Redis was away
+        self.thread = threading.Thread(target=self._run, daemon=True,
+                                       name=f"ofnotebook-redis-{driver.name}-{topic}")
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self.client.close()
+
+    def _loop(self) -> None:
+        d, stop = self.driver, self.driver._stop
+        reclaim = d._processing > 0 and d._redeliver > 0  # "0" disables redelivery, as in Dapr
+        pause, setup, next_reclaim, down = 0.1, True, 0.0, False
+        while not stop.is_set():
+            try:
+                if setup:  # (re)connected: the stream and group may be gone after a restart
+                    d._create_group(self.client, self.topic)
+                    self._flush_acks()
+                    self._replay()
+                    setup, next_reclaim = False, 0.0
+                    if down:
+                        log.info("redis %s: reconnected to %s", d.name, d._address)
+                        down = False
+                if reclaim and time.monotonic() >= next_reclaim:
+                    self._reclaim()
+                    next_reclaim = time.monotonic() + d._redeliver
+                self._flush_acks()
+                reply = self.client.xreadgroup(self.group, self.group, {self.topic: ">"},
+                                               count=d._depth, block=_BLOCK_MS)
+                for _stream, entries in reply or []:
+                    self._handle(entries)
+                pause = 0.1
+            except Exception as exc:  # keep consuming whatever happens
+                setup = True
+                if "NOGROUP" in str(exc):
+                    log.warning("redis %s: group %r on %r is gone (server restarted or stream "
+                                "deleted); recreating it", d.name, self.group, self.topic)
+                    stop.wait(0.05)
+                    continue
+                if isinstance(exc, _NET):
+                    if not down:
+                        log.warning("redis %s: lost %s (%s); retrying", d.name, d._address, exc)
+                    down = True
+                else:
+                    log.error("redis %s: reading %r failed: %r", d.name, self.topic, exc)
+                stop.wait(pause)
+                pause = min(pause * 2, _MAX_PAUSE)
+
+    def _replay(self) -> None:
+        """Deliver the entries pending at this consumer (delivered earlier, never acked)."""
+        last: Any = "0"
+        while not self.driver._stop.is_set():
+            reply = self.client.xreadgroup(self.group, self.group, {self.topic: last},
+                                           count=self.driver._depth)
+            entries = reply[0][1] if reply else []
+            if not entries:
+                return
+            self._handle(entries)
+            last = entries[-1][0]
+
+    def _reclaim(self) -> None:
+        """XAUTOCLAIM entries idle longer than processingTimeout at any consumer of the group."""
+        d, start = self.driver, "0-0"
+        while not d._stop.is_set():
+            next_start, entries, *_ = self.client.xautoclaim(
+                self.topic, self.group, self.group, min_idle_time=int(d._processing * 1000),
+                start_id=start, count=d._depth)
+            self._handle(entries)
+            if next_start in (b"0-0", "0-0"):
+                return
+            start = next_start
+
+    def _handle(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        for entry_id, fields in entries:
+            if not fields:  # trimmed or deleted while pending: drop it from the PEL, as Dapr does
+                self.client.xack(self.topic, self.group, entry_id)
+                continue
+            with self.lock:
+                if entry_id in self.inflight:
+                    continue
+                self.inflight.add(entry_id)
+            try:
+                metadata = {str(k): str(v) for k, v in json.loads(fields[b"metadata"]).items()}
+            except (KeyError, ValueError, AttributeError):  # none, or not a JSON object
+                metadata = {}
+            event = InboundEvent(data=fields.get(b"data", b""), metadata=metadata,
+                                 topic=self.topic, _ack=partial(self.ack, entry_id))
+            try:
+                self.deliver(event)
+            except Exception:
+                log.exception("redis %s: delivering %r failed; it stays pending",
+                              self.driver.name, entry_id)
+                with self.lock:
+                    self.inflight.discard(entry_id)
+
+    def ack(self, entry_id: bytes) -> None:
+        """XACK, called from the stand-in's thread; if Redis is away, retried on reconnect."""
+        d = self.driver
+        if d._stop.is_set():
+            return  # left pending: the group's next consumer gets it again (at-least-once)
+        try:
+            d._client.xack(self.topic, self.group, entry_id)
+        except redis.exceptions.RedisError as exc:
+            log.warning("redis %s: XACK %r failed (%s); retrying later", d.name, entry_id, exc)
+            with self.lock:
+                self.unacked.add(entry_id)
+            return
+        with self.lock:
+            self.inflight.discard(entry_id)
+
+    def _flush_acks(self) -> None:
+        with self.lock:
+            pending = list(self.unacked)
+        for entry_id in pending:
+            self.client.xack(self.topic, self.group, entry_id)
+            with self.lock:
+                self.unacked.discard(entry_id)
+                self.inflight.discard(entry_id)
