@@ -52,8 +52,7 @@ def _find(md: Mapping[str, str], *keys: str) -> str:
 
 
 class _Pump:
-    """Calls ``deliver`` on its own thread, so a slow app never stalls the I/O thread
-    (heartbeats, acknowledgements)."""
+    """Calls ``deliver`` on its own thread: a slow app never stalls heartbeats or acks."""
 
     def __init__(self, name: str) -> None:
         self._queue: queue.SimpleQueue[tuple[Deliver, InboundEvent] | None] = queue.SimpleQueue()
@@ -93,7 +92,6 @@ class RabbitMQDriver(Driver):
         self._subs: list[tuple[str, Deliver]] = []
         self._pump: _Pump | None = None
 
-    # -- configuration --------------------------------------------------------------------
     def _parse(self) -> None:
         c = self.component
         if self.is_binding:
@@ -105,10 +103,9 @@ class RabbitMQDriver(Driver):
         else:
             self.url = c.get("connectionString") or c.get("host")
             if not self.url and not c.get("hostname"):
-                raise ComponentError(
-                    f"component {self.name!r} ({c.type}) needs metadata 'connectionString' (for "
-                    "example amqp://guest:guest@127.0.0.1:5672) or 'hostname'/'username'/"
-                    "'password'; add it to the component spec")
+                raise ComponentError(f"component {self.name!r} ({c.type}) needs metadata "
+                                     "'connectionString' (amqp://user:pass@host:5672) or "
+                                     "'hostname', 'username' and 'password'")
             if not self.url:
                 user = quote(c.get("username"), safe="")
                 auth = f"{user}:{quote(c.get('password'), safe='')}@" if user else ""
@@ -164,11 +161,10 @@ class RabbitMQDriver(Driver):
                 f"{self.address}: {exc!r}; start it (rabbitmq-server -detached) or fix the "
                 f"metadata {'host' if self.is_binding else 'connectionString'!r}") from exc
 
-    # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         if pika is None:
-            raise ComponentError(f"component {self.name!r} ({self.component.type}) needs pika: "
-                                 "pip install 'ofnotebook[brokers]'")
+            raise ComponentError(f"component {self.name!r} needs pika: pip install "
+                                 "'ofnotebook[brokers]'")
         self._parse()
         self._conn = self._connect()
         try:
@@ -216,17 +212,15 @@ class RabbitMQDriver(Driver):
         self._stop.set()
         if self._pump is not None:
             self._pump.close()
-        if self._io is not None:
-            try:
-                self._conn.add_callback_threadsafe(lambda: None)  # wake the I/O thread now
-            except Exception:  # noqa: BLE001 - already closed
-                pass
-            self._io.join(5.0)
-        elif self._conn is not None and self._conn.is_open:
-            try:
+        try:
+            if self._io is not None:  # the I/O thread closes the connection: wake it now
+                self._conn.add_callback_threadsafe(lambda: None)
+            elif self._conn is not None and self._conn.is_open:
                 self._conn.close()
-            except Exception:  # noqa: BLE001 - close must not raise
-                log.debug("closing RabbitMQ connection of %s", self.name, exc_info=True)
+        except Exception:  # noqa: BLE001 - close must not raise
+            log.debug("closing RabbitMQ connection of %s", self.name, exc_info=True)
+        if self._io is not None:
+            self._io.join(3.5)  # with the pump's 1 s: close stays under 5 s
         self._io = self._pump = None
 
     def _call(self, fn: Callable[[], T]) -> T:
@@ -255,7 +249,6 @@ class RabbitMQDriver(Driver):
             self._pub = None  # a channel error closed it: open a new one next time
             raise ComponentError(f"component {self.name!r}: RabbitMQ error: {exc!r}") from exc
 
-    # -- I/O thread helpers -------------------------------------------------------------------
     def _publisher(self) -> Any:
         if self._pub is None or not self._pub.is_open:
             self._pub = self._conn.channel()
@@ -321,23 +314,17 @@ class RabbitMQDriver(Driver):
                     md[key] = value
             md.update({str(k): v.decode() if isinstance(v, bytes) else str(v)
                        for k, v in headers.items() if v is not None})
-        acker = None
-        if self.is_binding or not self.auto_ack:
-            acker = functools.partial(self._ack, ch, method.delivery_tag)
+        manual = self.is_binding or not self.auto_ack
+        acker = functools.partial(self._ack, ch, method.delivery_tag) if manual else None
         assert self._pump is not None
         self._pump.put(deliver, InboundEvent(data=body, metadata=md, topic=topic, _ack=acker))
 
     def _ack(self, ch: Any, tag: int) -> None:
-        def ack() -> None:
-            if ch.is_open:  # else the broker already requeued it with the closed channel
-                ch.basic_ack(tag)
-
-        try:
-            self._conn.add_callback_threadsafe(ack)
+        try:  # a closed channel: the broker requeued the message already
+            self._conn.add_callback_threadsafe(lambda: ch.basic_ack(tag) if ch.is_open else None)
         except Exception:  # noqa: BLE001 - closed: the broker requeued the message
             log.debug("RabbitMQ ack of %s after close", self.name, exc_info=True)
 
-    # -- Driver API -------------------------------------------------------------------------
     def _properties(self, md: Mapping[str, str], **extra: Any) -> Any:
         ttl = _find(md, "ttlInSeconds") or (str(self.ttl) if self.ttl and not self.is_binding
                                             else "")

@@ -1,0 +1,323 @@
+"""NATS JetStream pub/sub through nats-py, behaving as daprd's ``pubsub.jetstream``.
+
+``natsURL`` is required. Publishing is ``js.publish(topic, data)`` with the CloudEvent ``id`` as
+``Nats-Msg-Id`` (JetStream deduplication, as daprd). Subscribing creates (or updates) the durable
+push consumer ``durableName`` (default: the component name; daprd has no default) filtered on the
+topic, with ``deliverPolicy`` (all, new, last, sequence, time; default all), ``ackWait``,
+``maxDeliver``, ``maxAckPending``, ``ackPolicy`` (explicit), ``queueGroupName`` as deliver group
+and a manual ack on ``event.ack()``: an event not acknowledged is redelivered after ``ackWait``.
+Event metadata is ``{"Topic": <subject>}``.
+
+Difference from daprd: daprd finds the stream by subject (``streamName`` optional), so the
+stream must already exist, and fails otherwise. Locally, when no stream covers the topic (or
+``streamName`` names a missing one), the driver creates one (file storage, subjects ``[topic]``)
+so that a notebook needs no ``nats stream add`` first.
+
+nats-py is asyncio: each driver runs one event loop in a daemon thread and the Driver methods
+hand coroutines to it with ``run_coroutine_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime
+import json
+import logging
+import queue
+import re
+import threading
+from typing import Any, Coroutine, Mapping, TypeVar
+
+from .base import ComponentConfig, ComponentError, Deliver, Driver, InboundEvent
+
+try:
+    import nats
+    import nats.errors
+    import nats.js.errors
+    from nats.js import api
+except ImportError:  # pragma: no cover - the optional extra is missing
+    nats = None
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+WAIT = 10.0
+CONNECT_WAIT = 3.0
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _seconds(key: str, value: str) -> float:
+    """A Go duration ("30s", "1m30s", "500ms"), or a plain number of seconds."""
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ComponentError(f"metadata {key!r} must be a duration such as 30s (got {value!r})")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+class _Pump:
+    """Calls ``deliver`` on its own thread: a slow app never stalls pings or acks."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Deliver, InboundEvent] | None] = queue.SimpleQueue()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, deliver: Deliver, event: InboundEvent) -> None:
+        self._queue.put((deliver, event))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None and not self._stopped.is_set():
+            try:
+                item[0](item[1])
+            except Exception:  # noqa: BLE001 - one bad event must not stop the consumer
+                log.exception("delivering a JetStream message failed")
+
+    def close(self) -> None:
+        self._stopped.set()  # queued events stay unacknowledged: redelivered after ackWait
+        self._queue.put(None)
+        self._thread.join(1.0)
+
+
+class JetStreamDriver(Driver):
+    """``pubsub.jetstream`` on a real NATS server with JetStream enabled."""
+
+    types = ("pubsub.jetstream",)
+
+    def __init__(self, component: ComponentConfig) -> None:
+        super().__init__(component)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._nc: Any = None
+        self._js: Any = None
+        self._subs: list[Any] = []
+        self._streams: dict[str, str] = {}
+        self._pump: _Pump | None = None
+        self._last_error = ""
+        self._failed: asyncio.Future[None] | None = None
+
+    def _consumer_config(self, topic: str) -> Any:
+        c = self.component
+        policy = c.get("deliverPolicy", "all")
+        if policy not in ("all", "last", "new", "sequence", "time"):
+            raise ComponentError(f"component {self.name!r}: metadata 'deliverPolicy' must be one "
+                                 f"of all, last, new, sequence, time (got {policy!r})")
+        ack = {"explicit": api.AckPolicy.EXPLICIT, "all": api.AckPolicy.ALL,
+               "none": api.AckPolicy.NONE}.get(c.get("ackPolicy", "explicit"),
+                                              api.AckPolicy.EXPLICIT)
+        cfg = api.ConsumerConfig(
+            durable_name=self.durable,
+            deliver_group=c.get("queueGroupName") or None, filter_subject=topic,
+            deliver_policy=api.DeliverPolicy({"sequence": "by_start_sequence",
+                                              "time": "by_start_time"}.get(policy, policy)),
+            ack_policy=ack, flow_control=c.get("flowControl").lower() == "true" or None,
+            mem_storage=c.get("memoryStorage").lower() == "true" or None)
+        for key, attr in (("startSequence", "opt_start_seq"), ("maxDeliver", "max_deliver"),
+                          ("maxAckPending", "max_ack_pending"), ("replicas", "num_replicas"),
+                          ("rateLimit", "rate_limit_bps"), ("startTime", "opt_start_time")):
+            if c.get(key):
+                try:
+                    setattr(cfg, attr, int(c.get(key)))
+                except ValueError:
+                    raise ComponentError(f"component {self.name!r}: metadata {key!r} must be a "
+                                         f"whole number (got {c.get(key)!r})") from None
+        if cfg.opt_start_time is not None:  # unix seconds, as daprd
+            cfg.opt_start_time = datetime.datetime.fromtimestamp(cfg.opt_start_time,
+                                                                 tz=datetime.timezone.utc)
+        for key, attr in (("ackWait", "ack_wait"), ("heartbeat", "idle_heartbeat")):
+            if c.get(key):
+                setattr(cfg, attr, _seconds(key, c.get(key)))
+        if c.get("backOff"):
+            cfg.backoff = [_seconds("backOff", v) for v in c.get("backOff").strip("[]").split(",")]
+        return cfg
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT) -> T:
+        if self._loop is None or not self._loop.is_running():
+            coro.close()
+            raise ComponentError(f"component {self.name!r} is not started (or already closed)")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError as exc:
+            future.cancel()
+            raise ComponentError(f"component {self.name!r}: NATS at {self.address} did not answer "
+                                 f"within {timeout:.0f}s") from exc
+        except (nats.errors.Error, ValueError) as exc:
+            raise ComponentError(f"component {self.name!r}: NATS JetStream error: {exc!r}") from exc
+
+    def _loop_main(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    async def _error(self, exc: Exception) -> None:
+        self._last_error = repr(exc)
+        log.debug("NATS error for %s: %r", self.name, exc)
+        if self._failed is not None and not self._failed.done():
+            self._failed.set_result(None)  # the first connection attempt failed: stop there
+
+    async def _connect(self) -> None:
+        c = self.component
+        options: dict[str, Any] = {"name": c.get("name", "dapr.io - pubsub.jetstream")}
+        if c.get("token"):
+            options["token"] = c.get("token")
+        self._nc = nats.NATS()
+        self._failed = asyncio.get_running_loop().create_future()
+        connect = asyncio.ensure_future(self._nc.connect(
+            [u.strip() for u in self.url.split(",")], connect_timeout=2, reconnect_time_wait=1,
+            max_reconnect_attempts=-1, error_cb=self._error, **options))
+        await asyncio.wait([connect, self._failed], timeout=CONNECT_WAIT,
+                           return_when=asyncio.FIRST_COMPLETED)
+        self._failed.cancel()
+        self._failed = None
+        if not connect.done() or connect.cancelled() or connect.exception() is not None:
+            connect.cancel()
+            await asyncio.gather(connect, return_exceptions=True)
+            await self._nc.close()
+            raise ComponentError(
+                f"component {self.name!r} ({c.type}) cannot reach NATS at {self.address}: "
+                f"{self._last_error or 'no answer'}; start it (nats-server -js) or fix metadata "
+                f"'natsURL'")
+        self._js = self._nc.jetstream(domain=c.get("domain") or None,
+                                      prefix=c.get("apiPrefix") or "$JS.API")
+        try:
+            await self._js.account_info()
+        except nats.errors.Error as exc:
+            await self._nc.close()
+            raise ComponentError(f"component {self.name!r}: NATS at {self.address} has no "
+                                 f"JetStream ({exc}); start nats-server with -js") from exc
+
+    async def _stream_for(self, topic: str) -> str:
+        """The stream holding ``topic``, created when missing (daprd would fail instead)."""
+        if topic in self._streams:
+            return self._streams[topic]
+        name = self.component.get("streamName")
+        try:
+            if name:
+                await self._js.stream_info(name)
+            else:
+                name = await self._js.find_stream_name_by_subject(topic)
+        except nats.js.errors.NotFoundError:
+            name = name or re.sub(r"[^A-Za-z0-9_-]", "_", topic.replace("*", "ALL")
+                                  .replace(">", "REST"))
+            log.info("creating JetStream stream %r for subject %r", name, topic)
+            await self._js.add_stream(name=name, subjects=[topic])
+        self._streams[topic] = name
+        return name
+
+    def start(self) -> None:
+        if nats is None:
+            raise ComponentError(f"component {self.name!r} needs nats-py: pip install "
+                                 "'ofnotebook[brokers]'")
+        self.url = self.component.require("natsURL")
+        self.address = self.url.split("://", 1)[-1].rsplit("@", 1)[-1]
+        self.durable = re.sub(r"[.*>\s]", "_", self.component.get("durableName", self.name))
+        for key in ("jwt", "seedKey", "tls_client_cert", "tls_client_key"):
+            if self.component.get(key):
+                raise ComponentError(f"component {self.name!r}: metadata {key!r} (JWT or TLS "
+                                     "client authentication) is not supported locally; use "
+                                     "'token' or no authentication")
+        self._consumer_config(self.durable)  # bad metadata fails now, not at subscribe
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop_main, args=(self._loop,),
+                                        name=f"jetstream-{self.name}", daemon=True)
+        self._thread.start()
+        try:
+            self._run(self._connect(), CONNECT_WAIT + 2)
+        except BaseException:
+            self.close()
+            raise
+        self._pump = _Pump(f"jetstream-deliver-{self.name}")
+
+    def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
+        headers = None
+        try:
+            event = json.loads(data)
+            if isinstance(event, dict) and isinstance(event.get("id"), str) and event["id"]:
+                headers = {"Nats-Msg-Id": event["id"]}
+        except ValueError:
+            pass  # not a CloudEvent: no deduplication, as daprd
+
+        async def send() -> None:
+            await self._stream_for(topic)
+            await self._js.publish(topic, data, headers=headers)
+
+        self._run(send())
+
+    def subscribe(self, topic: str, deliver: Deliver) -> None:
+        cfg = self._consumer_config(topic)
+        manual = cfg.ack_policy != api.AckPolicy.NONE
+        loop = self._loop
+
+        async def on_msg(msg: Any) -> None:
+            def ack() -> None:  # the coroutine is made on the loop: none is left unawaited
+                try:
+                    loop.call_soon_threadsafe(lambda: loop.create_task(msg.ack()))
+                except RuntimeError:  # loop closed: redelivered after ackWait
+                    log.debug("JetStream ack of %s after close", self.name)
+
+            assert self._pump is not None
+            self._pump.put(deliver, InboundEvent(data=msg.data, metadata={"Topic": msg.subject},
+                                                 topic=topic, _ack=ack if manual else None))
+
+        async def bind() -> None:
+            cfg.deliver_subject = self._nc.new_inbox()
+            stream = await self._stream_for(topic)
+            try:
+                info = await self._js.consumer_info(stream, self.durable)
+            except nats.js.errors.NotFoundError:
+                info = None
+            if info is not None and info.config.filter_subject not in (None, topic):
+                raise ComponentError(
+                    f"component {self.name!r}: durable consumer {self.durable!r} of stream "
+                    f"{stream!r} already follows {info.config.filter_subject!r}; set a "
+                    f"different 'durableName' to subscribe to {topic!r}")
+            if info is not None and info.push_bound and not cfg.deliver_group:
+                raise ComponentError(
+                    f"component {self.name!r}: durable consumer {self.durable!r} is in use by "
+                    f"another subscriber; set a different 'durableName' or a 'queueGroupName'")
+            if info is None or not info.push_bound:  # else join the queue group as it is
+                info = await self._js.add_consumer(stream, cfg)
+            self._subs.append(await self._js.subscribe_bind(
+                stream=stream, config=info.config, consumer=info.name, cb=on_msg,
+                manual_ack=True))
+
+        self._run(bind())
+
+    def close(self) -> None:
+        if self._pump is not None:
+            self._pump.close()
+        loop, thread = self._loop, self._thread
+        if loop is not None and loop.is_running():
+            try:
+                self._run(self._shutdown(), 2)
+            except Exception:  # noqa: BLE001 - close must not raise
+                log.debug("closing NATS connection of %s", self.name, exc_info=True)
+            loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(1.5)  # pump 1 s + 2 s + 1.5 s: close stays under 5 s
+        self._loop = self._thread = self._pump = None
+
+    async def _shutdown(self) -> None:
+        for sub in self._subs:  # the durable consumer stays, as daprd's Unsubscribe leaves it
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001
+                log.debug("unsubscribing %s", self.name, exc_info=True)
+        self._subs.clear()
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await self._nc.flush(1)  # acknowledgements already handed over
+            except Exception:  # noqa: BLE001
+                pass
+            await self._nc.close()

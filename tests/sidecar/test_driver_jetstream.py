@@ -1,0 +1,302 @@
+"""JetStreamDriver against the real NATS server with JetStream on 127.0.0.1:4222 (no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from ofnotebook.sidecar.drivers.base import ComponentConfig, ComponentError, InboundEvent
+
+nats = pytest.importorskip("nats")
+
+from ofnotebook.sidecar.drivers.jetstream import JetStreamDriver  # noqa: E402
+
+URL = "nats://127.0.0.1:4222"
+
+
+def _server_up() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 4222), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _server_up(), reason="NATS is not running on 4222 (see "
+                                "machine-services.md: nats-server -a 127.0.0.1 -p 4222 -js)")
+
+
+def _uid() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _admin(action: Any) -> Any:
+    """Run ``action(js)`` on a short-lived connection of its own."""
+    async def run() -> Any:
+        nc = await nats.connect(URL)
+        try:
+            return await action(nc.jetstream())
+        finally:
+            await nc.close()
+    return asyncio.run(run())
+
+
+def _event(data: Any) -> bytes:
+    """A CloudEvent like the stand-in publishes: its ``id`` becomes ``Nats-Msg-Id``."""
+    return json.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "source": "t",
+                       "type": "com.dapr.event.sent", "data": data}).encode()
+
+
+class Server:
+    """Drivers made by a test and the streams to delete after it."""
+
+    def __init__(self) -> None:
+        self.drivers: list[JetStreamDriver] = []
+        self.streams: set[str] = set()
+        self.subjects: set[str] = set()
+
+    def make(self, **md: str) -> JetStreamDriver:
+        name = md.pop("name", f"js-{_uid()}")
+        driver = JetStreamDriver(ComponentConfig(name=name, type="pubsub.jetstream",
+                                                 metadata={"natsURL": URL, **md}))
+        self.drivers.append(driver)
+        driver.start()
+        return driver
+
+    def topic(self) -> str:
+        topic = f"ofn.{_uid()}"
+        self.subjects.add(topic)
+        return topic
+
+    def cleanup(self) -> None:
+        for driver in self.drivers:
+            t0 = time.monotonic()
+            driver.close()
+            assert time.monotonic() - t0 < 5
+
+        async def delete(js: Any) -> None:
+            names = set(self.streams)
+            for subject in self.subjects:
+                try:
+                    names.add(await js.find_stream_name_by_subject(subject))
+                except nats.js.errors.NotFoundError:
+                    pass
+            for name in names:
+                try:
+                    await js.delete_stream(name)
+                except nats.js.errors.NotFoundError:
+                    pass
+        _admin(delete)
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    s = Server()
+    yield s
+    s.cleanup()
+
+
+def _get(q: queue.Queue[InboundEvent], timeout: float = 5.0) -> InboundEvent:
+    return q.get(timeout=timeout)
+
+
+def test_publish_to_subscribe_round_trip_creates_the_stream(server: Server) -> None:
+    topic = server.topic()
+    pub, sub = server.make(), server.make()
+    early, late = _event("early"), _event("late")
+    pub.publish(topic, early, {})  # no stream yet: the driver creates one (daprd would fail)
+    got: queue.Queue[InboundEvent] = queue.Queue()
+    sub.subscribe(topic, got.put)
+    pub.publish(topic, late, {})
+    first, second = _get(got), _get(got)
+    assert (first.data, second.data) == (early, late)  # deliverPolicy all (the default)
+    assert first.metadata == {"Topic": topic} and first.topic == topic
+    first.ack()
+    second.ack()
+
+
+def test_cloudevent_id_deduplicates(server: Server) -> None:
+    topic = server.topic()
+    driver = server.make()
+    got: queue.Queue[InboundEvent] = queue.Queue()
+    driver.subscribe(topic, got.put)
+    data = _event({"n": 1})
+    driver.publish(topic, data, {})
+    driver.publish(topic, data, {})  # same Nats-Msg-Id: stored once
+    driver.publish(topic, b"not a cloudevent", {})
+    assert _get(got).data == data
+    assert _get(got).data == b"not a cloudevent"
+    with pytest.raises(queue.Empty):
+        got.get(timeout=0.3)
+
+
+def test_unacked_event_is_redelivered_after_ack_wait_and_restart(server: Server) -> None:
+    topic, durable = server.topic(), f"d-{_uid()}"
+    md = {"durableName": durable, "ackWait": "1s"}
+    first = server.make(**md)
+    got: queue.Queue[InboundEvent] = queue.Queue()
+    first.subscribe(topic, got.put)
+    data = _event("once")
+    first.publish(topic, data, {})
+    assert _get(got).data == data
+    t0 = time.monotonic()
+    assert _get(got).data == data  # not acknowledged: redelivered after ackWait
+    assert time.monotonic() - t0 > 0.5
+    first.close()  # still not acknowledged
+
+    second = server.make(**md)
+    got = queue.Queue()
+    second.subscribe(topic, got.put)
+    event = _get(got)
+    assert event.data == data
+    event.ack()
+    time.sleep(0.2)
+    second.close()
+
+    third = server.make(**md)
+    got = queue.Queue()
+    third.subscribe(topic, got.put)
+    with pytest.raises(queue.Empty):
+        got.get(timeout=1.5)  # acknowledged: never again, even after ackWait
+
+
+def test_deliver_policy_new_skips_older_messages(server: Server) -> None:
+    topic = server.topic()
+    driver = server.make(deliverPolicy="new")
+    driver.publish(topic, _event("old"), {})
+    got: queue.Queue[InboundEvent] = queue.Queue()
+    driver.subscribe(topic, got.put)
+    new = _event("new")
+    driver.publish(topic, new, {})
+    event = _get(got)
+    assert event.data == new
+    event.ack()
+
+
+def test_named_stream_is_created_and_durable_conflict_is_explained(server: Server) -> None:
+    stream, base, durable = f"S{_uid()}", f"ofn.{_uid()}", f"d-{_uid()}"
+    server.streams.add(stream)
+
+    async def create(js: Any) -> None:
+        await js.add_stream(name=stream, subjects=[f"{base}.*"])
+    _admin(create)
+    driver = server.make(streamName=stream, durableName=durable)
+    driver.subscribe(f"{base}.a", lambda e: None)
+    with pytest.raises(ComponentError, match="durableName"):
+        driver.subscribe(f"{base}.b", lambda e: None)
+
+    missing = f"M{_uid()}"
+    server.streams.add(missing)
+    other = server.make(streamName=missing)
+    topic = f"ofn.{_uid()}"
+    other.publish(topic, _event(1), {})
+
+    async def subjects(js: Any) -> list[str]:
+        return list((await js.stream_info(missing)).config.subjects)
+    assert _admin(subjects) == [topic]
+
+
+def test_unreachable_server_fails_fast_with_the_address() -> None:
+    port = _free_port()
+    driver = JetStreamDriver(ComponentConfig(name="j", type="pubsub.jetstream",
+                                             metadata={"natsURL": f"nats://127.0.0.1:{port}"}))
+    t0 = time.monotonic()
+    with pytest.raises(ComponentError, match=f"127.0.0.1:{port}"):
+        driver.start()
+    assert time.monotonic() - t0 < 5
+    driver.close()
+    driver.close()
+
+
+@pytest.mark.parametrize(("md", "key"), [
+    ({}, "natsURL"),
+    ({"natsURL": URL, "deliverPolicy": "sometimes"}, "deliverPolicy"),
+    ({"natsURL": URL, "ackWait": "soon"}, "ackWait"),
+    ({"natsURL": URL, "maxDeliver": "many"}, "maxDeliver"),
+    ({"natsURL": URL, "jwt": "x", "seedKey": "y"}, "jwt"),
+])
+def test_bad_metadata_names_the_key(md: dict[str, str], key: str) -> None:
+    driver = JetStreamDriver(ComponentConfig(name="j", type="pubsub.jetstream", metadata=md))
+    with pytest.raises(ComponentError, match=key):
+        driver.start()
+    driver.close()
+
+
+def test_unsupported_calls_raise(server: Server) -> None:
+    driver = server.make()
+    with pytest.raises(ComponentError):
+        driver.invoke("create", b"", {})
+    with pytest.raises(ComponentError):
+        driver.read(lambda e: None)
+
+
+def _wait_port(port: int) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@pytest.mark.skipif(shutil.which("nats-server") is None, reason="no nats-server binary")
+def test_reconnects_after_a_server_restart_and_closes_fast_when_it_is_down(
+        tmp_path: Path) -> None:
+    """A private server on a free port (the shared one is left alone): stopped and started
+    again, the driver reconnects and its consumer resumes; stopped for good, close() is quick."""
+    port = _free_port()
+    cmd = ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(tmp_path)]
+
+    def server() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(port)
+        return proc
+
+    proc = server()
+    driver = JetStreamDriver(ComponentConfig(name=f"j-{_uid()}", type="pubsub.jetstream",
+                                             metadata={"natsURL": f"nats://127.0.0.1:{port}"}))
+    try:
+        driver.start()
+        got: queue.Queue[InboundEvent] = queue.Queue()
+        driver.subscribe("ofn.restart", got.put)
+        proc.terminate()
+        proc.wait()
+        proc = server()
+        deadline = time.monotonic() + 10
+        while True:  # the client reconnects on its own within a few seconds
+            try:
+                driver.publish("ofn.restart", _event("again"), {})
+                break
+            except ComponentError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        event = _get(got)
+        assert json.loads(event.data)["data"] == "again"
+        event.ack()
+        proc.terminate()
+        proc.wait()
+        t0 = time.monotonic()
+        driver.close()
+        assert time.monotonic() - t0 < 5
+    finally:
+        driver.close()
+        proc.terminate()
+        proc.wait()
