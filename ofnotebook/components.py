@@ -156,7 +156,9 @@ def parse_uri(name: str, uri: str, role: str, *, app: str = "") -> Component:
     if scheme == "bindings+amqp":
         return Component("bindings.rabbitmq", {"connectionString": connection,
                                                "queueName": topic, **query})
+    # Queues that outlive their consumer keep unacknowledged events across restarts.
     return Component("pubsub.rabbitmq", {"connectionString": connection, "consumerID": group,
+                                         "durable": "true", "deletedWhenUnused": "false",
                                          **query}, topic=topic)
 
 

@@ -24,6 +24,8 @@ Every method not supported by a component type raises ``ComponentError``.
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Mapping
@@ -75,6 +77,34 @@ class InboundEvent:
 
 
 Deliver = Callable[[InboundEvent], None]
+_log = logging.getLogger(__name__)
+
+
+class DeliveryPump:
+    """Calls ``deliver`` on its own thread, so a slow app never stalls a client's network
+    thread (keepalives, heartbeats, acks). Events still queued at ``close`` stay
+    unacknowledged, so the broker redelivers them."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Deliver, InboundEvent] | None] = queue.SimpleQueue()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, deliver: Deliver, event: InboundEvent) -> None:
+        self._queue.put((deliver, event))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None and not self._stopped.is_set():
+            try:
+                item[0](item[1])
+            except Exception:  # one bad event must not stop the consumer
+                _log.exception("delivering a message failed")
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._queue.put(None)
+        self._thread.join(1.0)
 
 
 class Driver:

@@ -24,12 +24,12 @@ import concurrent.futures
 import datetime
 import json
 import logging
-import queue
 import re
 import threading
 from typing import Any, Coroutine, Mapping, TypeVar
 
-from .base import ComponentConfig, ComponentError, Deliver, Driver, InboundEvent
+from .base import (ComponentConfig, ComponentError, Deliver, DeliveryPump, Driver,
+                   InboundEvent)
 
 try:
     import nats
@@ -57,31 +57,6 @@ def _seconds(key: str, value: str) -> float:
     return sum(float(n) * _UNITS[u] for n, u in parts)
 
 
-class _Pump:
-    """Calls ``deliver`` on its own thread: a slow app never stalls pings or acks."""
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[tuple[Deliver, InboundEvent] | None] = queue.SimpleQueue()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def put(self, deliver: Deliver, event: InboundEvent) -> None:
-        self._queue.put((deliver, event))
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None and not self._stopped.is_set():
-            try:
-                item[0](item[1])
-            except Exception:  # noqa: BLE001 - one bad event must not stop the consumer
-                log.exception("delivering a JetStream message failed")
-
-    def close(self) -> None:
-        self._stopped.set()  # queued events stay unacknowledged: redelivered after ackWait
-        self._queue.put(None)
-        self._thread.join(1.0)
-
-
 class JetStreamDriver(Driver):
     """``pubsub.jetstream`` on a real NATS server with JetStream enabled."""
 
@@ -95,7 +70,7 @@ class JetStreamDriver(Driver):
         self._js: Any = None
         self._subs: list[Any] = []
         self._streams: dict[str, str] = {}
-        self._pump: _Pump | None = None
+        self._pump: DeliveryPump | None = None
         self._last_error = ""
         self._failed: asyncio.Future[None] | None = None
 
@@ -237,7 +212,7 @@ class JetStreamDriver(Driver):
         except BaseException:
             self.close()
             raise
-        self._pump = _Pump(f"jetstream-deliver-{self.name}")
+        self._pump = DeliveryPump(f"jetstream-deliver-{self.name}")
 
     def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
         headers = None

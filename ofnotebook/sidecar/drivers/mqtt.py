@@ -16,13 +16,13 @@ default) a message not acknowledged is redelivered when the consumer connects ag
 from __future__ import annotations
 
 import logging
-import queue
 import ssl
 import threading
 from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
-from .base import ComponentConfig, ComponentError, Deliver, Driver, InboundEvent
+from .base import (ComponentConfig, ComponentError, Deliver, DeliveryPump, Driver,
+                   InboundEvent)
 
 try:
     import paho.mqtt.client as mqtt
@@ -55,31 +55,6 @@ def _claim_id(wanted: str) -> str:
     if client_id != wanted:
         log.warning("MQTT client ID %r is in use in this process; using %r", wanted, client_id)
     return client_id
-
-
-class _Pump:
-    """Calls ``deliver`` on its own thread: a slow app never stalls keepalives or acks."""
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[tuple[Deliver, InboundEvent] | None] = queue.SimpleQueue()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def put(self, deliver: Deliver, event: InboundEvent) -> None:
-        self._queue.put((deliver, event))
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None and not self._stopped.is_set():
-            try:
-                item[0](item[1])
-            except Exception:  # noqa: BLE001 - one bad event must not stop the consumer
-                log.exception("delivering an MQTT message failed")
-
-    def close(self) -> None:
-        self._stopped.set()  # queued events stay unacknowledged: the broker redelivers them
-        self._queue.put(None)
-        self._thread.join(1.0)
 
 
 class _Client:
@@ -209,7 +184,7 @@ class MqttDriver(Driver):
         self.is_binding = component.type.lower().startswith("bindings.")
         self._main: _Client | None = None
         self._consumer: _Client | None = None
-        self._pump: _Pump | None = None
+        self._pump: DeliveryPump | None = None
         self._handlers: dict[str, Deliver] = {}
         self._binding_deliver: Deliver | None = None
         self._backlog: list[Any] = []
@@ -243,7 +218,7 @@ class MqttDriver(Driver):
             raise ComponentError(f"component {self.name!r} needs paho-mqtt: pip install "
                                  "'ofnotebook[brokers]'")
         self._parse()
-        self._pump = _Pump(f"mqtt-{self.name}")
+        self._pump = DeliveryPump(f"mqtt-{self.name}")
         suffix = "-producer" if self.is_binding else ""
         self._main = _Client(self, self.client_id + suffix, self._on_message)
         try:

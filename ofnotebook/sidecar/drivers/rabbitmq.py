@@ -19,13 +19,13 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import logging
-import queue
 import ssl
 import threading
 from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import quote, quote_plus, urlsplit
 
-from .base import ComponentConfig, ComponentError, Deliver, Driver, InboundEvent
+from .base import (ComponentConfig, ComponentError, Deliver, DeliveryPump, Driver,
+                   InboundEvent)
 
 try:
     import pika
@@ -51,31 +51,6 @@ def _find(md: Mapping[str, str], *keys: str) -> str:
     return next((lowered[k.lower()] for k in keys if k.lower() in lowered), "")
 
 
-class _Pump:
-    """Calls ``deliver`` on its own thread: a slow app never stalls heartbeats or acks."""
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[tuple[Deliver, InboundEvent] | None] = queue.SimpleQueue()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def put(self, deliver: Deliver, event: InboundEvent) -> None:
-        self._queue.put((deliver, event))
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None and not self._stopped.is_set():
-            try:
-                item[0](item[1])
-            except Exception:  # noqa: BLE001 - one bad event must not stop the consumer
-                log.exception("delivering a RabbitMQ message failed")
-
-    def close(self) -> None:
-        self._stopped.set()  # queued events stay unacknowledged: the broker requeues them
-        self._queue.put(None)
-        self._thread.join(1.0)
-
-
 class RabbitMQDriver(Driver):
     """``pubsub.rabbitmq`` and ``bindings.rabbitmq`` on a real RabbitMQ."""
 
@@ -90,7 +65,7 @@ class RabbitMQDriver(Driver):
         self._pub: Any = None
         self._declared: set[str] = set()
         self._subs: list[tuple[str, Deliver]] = []
-        self._pump: _Pump | None = None
+        self._pump: DeliveryPump | None = None
 
     def _parse(self) -> None:
         c = self.component
@@ -174,7 +149,7 @@ class RabbitMQDriver(Driver):
             self.close()
             raise ComponentError(f"component {self.name!r}: declaring queue {self.queue!r} "
                                  f"failed: {exc!r}") from exc
-        self._pump = _Pump(f"rabbitmq-{self.name}")
+        self._pump = DeliveryPump(f"rabbitmq-{self.name}")
         self._io = threading.Thread(target=self._run, name=f"rabbitmq-io-{self.name}",
                                     daemon=True)
         self._io.start()
