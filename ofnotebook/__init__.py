@@ -37,9 +37,11 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Capture": "ofnotebook.capture",
+    "Component": "ofnotebook.components",
     "ComponentSpec": "ofnotebook.spec",
     "FunctionHandle": "ofnotebook.handle",
     "FunctionSpec": "ofnotebook.spec",
+    "OutputEvent": "ofnotebook.backends.events",
     "Package": "ofnotebook.package",
     "deploy": "ofnotebook.api",
     "deployments": "ofnotebook.api",
@@ -51,6 +53,7 @@ __all__ = sorted([
     "BackendUnavailableError",
     "Capture",
     "CaptureError",
+    "Component",
     "ComponentSpec",
     "ConfigError",
     "DeployError",
@@ -58,6 +61,7 @@ __all__ = sorted([
     "FunctionSpec",
     "InvocationError",
     "OfnotebookError",
+    "OutputEvent",
     "Package",
     "PackageError",
     "RemoteFunctionError",
