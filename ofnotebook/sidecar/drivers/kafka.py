@@ -2,32 +2,31 @@
 
 It behaves as daprd's kafka components (components-contrib ``common/component/kafka``):
 
-* the output binding's ``create`` and pub/sub ``publish`` produce one record and wait for the
-  broker's acknowledgement. Metadata ``partitionKey`` (daprd's name), ``__key`` or ``key`` becomes
-  the record key, and every metadata entry is also sent as a header, as daprd does. Data ``null``
-  is sent as a tombstone (no value), as daprd does;
+* binding ``create`` and pub/sub ``publish`` produce one record and wait for the broker. Metadata
+  ``partitionKey`` (daprd's name), ``__key`` or ``key`` becomes the record key; every metadata
+  entry is also a header, and data ``null`` is a tombstone, as in daprd;
 * inbound events carry the headers plus ``__key`` (when set), ``__topic``, ``__partition``,
-  ``__offset`` and ``__timestamp`` (Unix milliseconds);
-* topics that do not exist are created with one partition, so the local order is total;
-* ``authType`` is required. Only ``none`` works locally; the others raise a ``ComponentError``.
+  ``__offset`` and ``__timestamp`` (Unix ms);
+* missing topics are created with one partition, so the local order is total;
+* ``authType`` is required; only ``none`` works locally.
 
-Why real consumer groups rather than assigning partitions by hand: against tansu 0.6 with
-librdkafka 2.16, a JoinGroup answers after about max(1 s, session.timeout.ms / 2). That is 23 s
-with librdkafka's 45 s default, 5 s with daprd's 10 s and about 1.1 s with the 2 s used here. At
-that speed, groups keep daprd's semantics: members of a group share the partitions, and offsets
-live in the broker. A broker that reports a higher ``group.min.session.timeout.ms`` (Apache Kafka:
-6 s) gets that value instead.
+Why real consumer groups and not partitions assigned by hand: against tansu 0.6 with librdkafka
+2.16, a JoinGroup answers after about max(1 s, session.timeout.ms / 2). That is 23 s with
+librdkafka's 45 s default, 5 s with daprd's 10 s and ~1.1 s with the 2 s used here. At that speed
+groups keep daprd's semantics (members share partitions; offsets live in the broker). A broker
+reporting a higher ``group.min.session.timeout.ms`` (Apache Kafka: 6 s) gets that instead.
 
-At-least-once delivery, acknowledged in order: offsets are committed only from ``ack()``. For
-each partition the driver commits the lowest offset still waiting for its ack, or the next offset
-when nothing is pending, so a message whose ack never came is read again by the group's next
-consumer. ``subscribe()`` and ``read()`` return once the group has assigned partitions. With
-``initialOffset=newest``, the first assignment commits the start position, so a later rebalance
-(a new subscription re-joins the group) cannot skip messages published after they return.
+At-least-once, in order: a partition's committed offset only advances on ``ack()``. It moves to
+the lowest offset still waiting for its ack, so whatever was never acked is read again by the
+group's next consumer. ``subscribe()``/``read()`` return once the group has assigned partitions.
+With ``initialOffset=newest`` the first assignment commits its start position, so a later
+rebalance cannot skip what was published after they returned. Events reach ``deliver`` through a
+``DeliveryPump``; fetching pauses while the pump's backlog is long, so poll() never blocks.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -36,8 +35,8 @@ from typing import Any, Mapping
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from ofnotebook.sidecar.drivers.base import (ComponentConfig, ComponentError, Deliver, Driver,
-                                              InboundEvent)
+from ofnotebook.sidecar.drivers.base import (ComponentConfig, ComponentError, Deliver,
+                                              DeliveryPump, Driver, InboundEvent)
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +47,17 @@ CONNECT_TIMEOUT = 3.0  # s: how long start() waits for the broker's metadata
 PRODUCE_TIMEOUT_MS = 5000  # librdkafka gives up on a record after this
 JOIN_TIMEOUT = 15.0  # s: how long subscribe()/read() wait for the group's assignment
 CLOSE_TIMEOUT = 4.0
+BACKLOG = 64  # events waiting for deliver() before fetching pauses
 SESSION_MS, HEARTBEAT_MS = 2000, 300  # fast joins on tansu (see the module docstring)
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+class _LibrdkafkaLog:
+    """librdkafka logs each refused reconnect at ERROR: keep it at DEBUG, the driver reports."""
+
+    def log(self, _level: int, fmt: str, *args: object) -> None:
+        log.debug("librdkafka: " + fmt, *args)
 
 
 def _duration_ms(text: str, key: str) -> int:
@@ -74,12 +81,14 @@ class KafkaDriver(Driver):
         super().__init__(component)
         self._producer: Producer | None = None
         self._admin: AdminClient | None = None
-        self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
+        self._pump: DeliveryPump | None = None
+        self._backlog = 0  # events handed to the pump that deliver() has not returned from
+        self._paused = False
         self._stop = threading.Event()
-        # Guards handlers, offsets and the consumer's lifetime (commit vs close); reentrant because
-        # librdkafka may run the rebalance callback inside close().
-        self._lock = threading.RLock()
+        # Guards handlers and offsets. Only the poll thread touches the consumer: with
+        # confluent-kafka 2.16 a commit() from another thread blocks while poll() loops.
+        self._lock = threading.Lock()
         self._assigned = threading.Condition(self._lock)
         self._handlers: dict[str, Deliver] = {}
         self._wanted = self._applied = self._assigned_version = 0
@@ -87,8 +96,8 @@ class KafkaDriver(Driver):
         self._pending: dict[tuple[str, int], set[int]] = {}
         self._next: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
-        self._closed = False
-        self._last_error: int | None = None
+        self._to_commit: dict[tuple[str, int], int] = {}
+        self._errors_seen: set[int] = set()  # consumer errors logged since the last message
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -108,35 +117,36 @@ class KafkaDriver(Driver):
             raise ComponentError(f"component {self.name!r}: initialOffset must be newest or "
                                  f"oldest, not {offset!r}")
         self._oldest = offset == "oldest"
+        timing = {k: _duration_ms(cfg.get(k), k) for k in ("sessionTimeout", "heartbeatInterval")
+                  if cfg.get(k)}
         # daprd: consumerGroup, else the consumerID the runtime fills in (the app id).
         self._group = cfg.get("consumerGroup") or cfg.get("consumerID") or self.name
-        self._base = {"bootstrap.servers": self._brokers, "client.id": cfg.get("clientID", "ofnotebook"),
-                      "logger": log}
+        self._base = {"bootstrap.servers": self._brokers, "logger": _LibrdkafkaLog(),
+                      "client.id": cfg.get("clientID", "ofnotebook")}
         admin = AdminClient(dict(self._base))
         try:
             meta = admin.list_topics(timeout=CONNECT_TIMEOUT)
         except KafkaException as exc:
             raise ComponentError(
-                f"component {self.name!r} ({cfg.type}): no Kafka broker answered at {self._brokers} "
-                f"within {CONNECT_TIMEOUT:.0f} s ({exc.args[0].str()}). Start a broker there (for "
-                "example `tansu broker --listener-url tcp://127.0.0.1:9092 "
+                f"component {self.name!r} ({cfg.type}): no Kafka broker answered at "
+                f"{self._brokers} within {CONNECT_TIMEOUT:.0f} s ({exc.args[0].str()}). Start a "
+                "broker there (for example `tansu broker --listener-url tcp://127.0.0.1:9092 "
                 "--advertised-listener-url tcp://127.0.0.1:9092`) or fix the metadata 'brokers'"
             ) from None
         self._admin = admin
-        session = _duration_ms(cfg.get("sessionTimeout"), "sessionTimeout") \
-            if cfg.get("sessionTimeout") else max(SESSION_MS, self._min_session_ms(meta))
-        heartbeat = _duration_ms(cfg.get("heartbeatInterval"), "heartbeatInterval") \
-            if cfg.get("heartbeatInterval") else max(HEARTBEAT_MS, session // 7)
+        session = timing.get("sessionTimeout") or max(SESSION_MS, self._min_session_ms(meta))
+        heartbeat = timing.get("heartbeatInterval") or max(HEARTBEAT_MS, session // 7)
         self._session = (session, min(heartbeat, session // 3))
         self._producer = Producer({**self._base, "acks": "all", "linger.ms": 0,
                                    "message.timeout.ms": PRODUCE_TIMEOUT_MS})
 
     def _min_session_ms(self, meta: Any) -> int:
-        """The broker's ``group.min.session.timeout.ms`` when it reports it (Kafka does, tansu not)."""
+        """The broker's ``group.min.session.timeout.ms`` if reported (Kafka does, tansu not)."""
         try:
             resource = ConfigResource(ResourceType.BROKER, str(next(iter(meta.brokers))))
             futures = self._admin.describe_configs([resource], request_timeout=CONNECT_TIMEOUT)
-            entry = futures[resource].result(timeout=CONNECT_TIMEOUT).get("group.min.session.timeout.ms")
+            configs = futures[resource].result(timeout=CONNECT_TIMEOUT)
+            entry = configs.get("group.min.session.timeout.ms")
             return int(entry.value) if entry is not None and entry.value else 0
         except Exception:  # noqa: BLE001 - an optional probe: the default applies
             return 0
@@ -145,19 +155,21 @@ class KafkaDriver(Driver):
         self._stop.set()
         with self._lock:
             self._assigned.notify_all()
-        thread, self._thread = self._thread, None
+        thread, self._thread, pump, self._pump = self._thread, None, self._pump, None
         if thread is not None:
             thread.join(CLOSE_TIMEOUT)
             if thread.is_alive():
                 log.warning("kafka component %r: the consumer did not stop within %.0f s",
                             self.name, CLOSE_TIMEOUT)
+        if pump is not None:
+            pump.close()  # events still queued stay unacknowledged: the group reads them again
         producer, self._producer, self._admin = self._producer, None, None
         if producer is not None:
             try:
                 producer.purge()  # publishes already waited for their result: nothing is lost
                 producer.close()
             except Exception:  # noqa: BLE001 - close never raises
-                log.debug("kafka component %r: closing the producer failed", self.name, exc_info=True)
+                log.debug("kafka component %r: producer close failed", self.name, exc_info=True)
 
     # -- output: binding create, pub/sub publish --------------------------------------------
 
@@ -203,8 +215,9 @@ class KafkaDriver(Driver):
             future.result(timeout=CONNECT_TIMEOUT + 2)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise ComponentError(f"component {self.name!r}: cannot create Kafka topic {topic!r} "
-                                     f"at {self._brokers}: {exc.args[0].str()}") from None
+                raise ComponentError(f"component {self.name!r}: cannot create Kafka topic "
+                                     f"{topic!r} at {self._brokers}: {exc.args[0].str()}"
+                                     ) from None
         self._topics.add(topic)
 
     def _require(self, client: Any) -> Any:
@@ -227,7 +240,6 @@ class KafkaDriver(Driver):
 
     def _consume(self, topics: list[str], deliver: Deliver) -> None:
         """Join the group for ``topics`` too; return once the group has assigned partitions."""
-        self._require(self._admin)
         for topic in topics:
             self._ensure_topic(topic)
         with self._lock:
@@ -237,12 +249,13 @@ class KafkaDriver(Driver):
             wanted = self._wanted
             if self._thread is None:
                 session, heartbeat = self._session
-                self._consumer = Consumer({
+                consumer = Consumer({
                     **self._base, "group.id": self._group, "enable.auto.commit": False,
                     "auto.offset.reset": "earliest" if self._oldest else "latest",
                     "session.timeout.ms": session, "heartbeat.interval.ms": heartbeat,
                     "fetch.wait.max.ms": 100, "on_commit": self._on_commit})
-                self._thread = threading.Thread(target=self._loop, args=(self._consumer,),
+                self._pump = DeliveryPump(f"kafka-deliver-{self.name}")
+                self._thread = threading.Thread(target=self._loop, args=(consumer, self._pump),
                                                 name=f"kafka-{self.name}", daemon=True)
                 self._thread.start()
             done = self._assigned.wait_for(
@@ -252,7 +265,7 @@ class KafkaDriver(Driver):
                         "messages published now may be missed", self.name, self._group,
                         ", ".join(topics), JOIN_TIMEOUT)
 
-    def _loop(self, consumer: Consumer) -> None:
+    def _loop(self, consumer: Consumer, pump: DeliveryPump) -> None:
         """Poll, (re)subscribe when topics were added, and hand messages to their handler."""
         try:
             while not self._stop.is_set():
@@ -260,26 +273,48 @@ class KafkaDriver(Driver):
                     with self._lock:
                         topics, self._applied = sorted(self._handlers), self._wanted
                     consumer.subscribe(topics, on_assign=self._on_assign)
+                self._commit(consumer, asynchronous=True)
+                self._flow(consumer)
                 msg = consumer.poll(0.1)
                 if msg is None:
                     continue
                 error = msg.error()
                 if error is not None:
-                    if error.code() != self._last_error:
+                    if error.code() not in self._errors_seen:
                         log.warning("kafka component %r: %s", self.name, error.str())
-                    self._last_error = error.code()
+                    self._errors_seen.add(error.code())
                     continue
-                self._last_error = None
-                self._dispatch(msg)
+                self._errors_seen.clear()
+                self._dispatch(msg, pump)
         except Exception:  # noqa: BLE001 - a daemon thread: report, then close below
             log.exception("kafka component %r: the consumer loop failed", self.name)
         finally:
-            with self._lock:  # no commit from ack() may run while the consumer closes
-                self._closed = True
-                try:
-                    consumer.close()
-                except Exception:  # noqa: BLE001
-                    log.debug("kafka component %r: consumer close failed", self.name, exc_info=True)
+            try:
+                self._commit(consumer, asynchronous=False)  # the acks that came last
+                consumer.close()
+            except Exception:  # noqa: BLE001
+                log.debug("kafka component %r: consumer close failed", self.name, exc_info=True)
+
+    def _commit(self, consumer: Consumer, asynchronous: bool) -> None:
+        """Commit the positions ``ack()`` recorded (on the poll thread, see ``__init__``)."""
+        with self._lock:
+            marks, self._to_commit = self._to_commit, {}
+        if not marks:
+            return
+        try:
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in marks.items()],
+                            asynchronous=asynchronous)
+        except KafkaException as exc:  # not fatal: those messages are redelivered later
+            log.warning("kafka component %r: offset commit failed: %s", self.name, exc)
+
+    def _flow(self, consumer: Consumer) -> None:
+        """Back-pressure without blocking poll(): pause fetching while the backlog is long."""
+        if not self._paused and self._backlog >= BACKLOG:
+            consumer.pause(consumer.assignment())
+            self._paused = True
+        elif self._paused and self._backlog <= BACKLOG // 2:
+            consumer.resume(consumer.assignment())
+            self._paused = False
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Start at the committed offset; with none, pin the ``initialOffset`` position by
@@ -306,8 +341,9 @@ class KafkaDriver(Driver):
                 self._committed[(tp.topic, tp.partition)] = tp.offset
             self._assigned_version = self._applied
             self._assigned.notify_all()
+        self._paused = False  # a new assignment fetches; _flow pauses it again if need be
 
-    def _dispatch(self, msg: Message) -> None:
+    def _dispatch(self, msg: Message, pump: DeliveryPump) -> None:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         tp = (topic, partition)
         with self._lock:
@@ -315,7 +351,8 @@ class KafkaDriver(Driver):
                 return  # handed over before a rebalance and still pending: do not duplicate it
             self._next[tp] = offset + 1
             self._pending.setdefault(tp, set()).add(offset)
-            deliver = self._handlers.get(topic)
+            deliver = self._handlers[topic]
+            self._backlog += 1
         metadata: dict[str, str] = {}
         if msg.key() is not None:
             metadata["__key"] = msg.key().decode("utf-8", "replace")
@@ -327,33 +364,28 @@ class KafkaDriver(Driver):
         value = msg.value()
         event = InboundEvent(data=b"null" if value is None else value, metadata=metadata,
                              topic=topic, _ack=lambda: self._ack(tp, offset))
-        if deliver is None:
-            log.warning("kafka component %r: no handler for topic %r", self.name, topic)
-            return
+        pump.put(functools.partial(self._deliver, deliver), event)
+
+    def _deliver(self, deliver: Deliver, event: InboundEvent) -> None:
+        """On the pump's thread: the stand-in's deliver() blocks while an ordered event is in
+        flight, which must not stall poll() (heartbeats, commits, leaving the group on close)."""
         try:
             deliver(event)
-        except Exception:  # noqa: BLE001 - unacked: the group reads it again after a restart
-            log.exception("kafka component %r: delivering %s[%d]@%d failed", self.name, topic,
-                          partition, offset)
+        finally:
+            with self._lock:
+                self._backlog -= 1
 
     def _ack(self, tp: tuple[str, int], offset: int) -> None:
-        """Commit up to the lowest offset of ``tp`` still waiting for its ack."""
+        """Record ``tp``'s lowest offset still waiting for its ack; the poll thread commits it
+        within ~0.1 s, and ``close()`` commits what is left."""
         with self._lock:
             pending = self._pending.get(tp, set())
             pending.discard(offset)
             mark = min(pending) if pending else self._next.get(tp, offset + 1)
-            if self._closed or self._consumer is None or mark <= self._committed.get(tp, -1):
-                return
-            self._committed[tp] = mark
-            try:
-                self._consumer.commit(offsets=[TopicPartition(tp[0], tp[1], mark)],
-                                      asynchronous=True)
-            except (KafkaException, RuntimeError) as exc:
-                log.warning("kafka component %r: committing %s[%d]@%d failed: %s", self.name,
-                            tp[0], tp[1], mark, exc)
+            if mark > self._committed.get(tp, -1):
+                self._committed[tp] = self._to_commit[tp] = mark
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        failed = [tp for tp in partitions if tp.error is not None]
-        if error is not None or failed:
+        if error is not None or any(tp.error is not None for tp in partitions):
             log.warning("kafka component %r: offset commit failed: %s", self.name,
-                        error.str() if error is not None else failed)
+                        error or partitions)
