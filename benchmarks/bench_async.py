@@ -32,11 +32,8 @@ output, recorded in the stand-in's event log -> long-polled by this process into
    "real" function (parses an access-log line with a regex and sends a small dict). The ratio
    real/relay says how much of the rate the function's own work costs; the function body alone
    is also timed in-process, for scale only (it is not a baseline: it skips the whole path).
-   Every figure is the median over ``--reps`` repetitions, configurations interleaved. The
-   stand-in's event log (20,000 records, 3 per event) is full from the second repetition on and
-   throughput drops as it fills (every long poll scans it), so the medians are the steady
-   state of a stand-in that has been running a while; the table also lists each repetition, and
-   the first configuration of repetition 1 ran with a nearly empty log.
+   Every figure is the median over ``--reps`` repetitions, configurations interleaved; the
+   table also lists each repetition.
 2. ``publish`` -> visible in ``handle.outputs``: one event at a time, the clock stops when
    ``handle.wait_for_outputs`` returns (it wakes as the tracker appends the output); p50/p95.
 3. RSS (psutil) of the stand-in process and of the async runtime processes, right after they

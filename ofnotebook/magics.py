@@ -1,27 +1,33 @@
 """``%%function`` and ``%function``: a thin syntax layer over :mod:`ofnotebook.api`.
 
-IPython's ``{var}`` and ``$var`` expansion stays on in the magic line, so
-``%%function {name} --env MODEL={model_path}`` works.
+IPython's ``{var}`` and ``$var`` expansion stays on in the magic line and its backslash
+continuations, so ``%%function {name} --env MODEL={model_path}`` works.
 """
 
 from __future__ import annotations
 
 import ast
 import shlex
-from typing import Any
+from typing import Any, Callable
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.utils.text import DollarFormatter
 
 from . import api
 from .errors import CaptureError, OfnotebookError
 
 
-def join_continuations(line: str, cell: str) -> tuple[str, str]:
-    """Let the magic line continue over several lines ending in a backslash."""
+def join_continuations(line: str, cell: str,
+                       expand: Callable[[str], str] = lambda text: text) -> tuple[str, str]:
+    """Let the magic line continue over several lines ending in a backslash.
+
+    IPython expands ``{var}`` and ``$var`` in the first line only; ``expand`` does the same
+    for the continuation lines, so a URI can use notebook variables on any of them.
+    """
     rest = cell.split("\n")
     while line.rstrip().endswith("\\") and rest:
-        line = line.rstrip()[:-1] + " " + rest.pop(0).strip()
+        line = line.rstrip()[:-1] + " " + expand(rest.pop(0).strip())
     return line.rstrip().rstrip("\\"), "\n".join(rest)
 
 
@@ -82,7 +88,7 @@ class FunctionMagics(Magics):
         The handle is still callable as the plain function; ``.invoke()`` calls the deployed
         one; ``.url``, ``.status``, ``.logs()`` and ``.stop()`` manage it.
         """
-        line, cell = join_continuations(line, cell)
+        line, cell = join_continuations(line, cell, self._expand)
         args = parse_argstring(self.function, line)
         result = self.shell.run_cell(cell, store_history=False)
         if not result.success:
@@ -98,6 +104,14 @@ class FunctionMagics(Magics):
                             outputs=args.output, states=args.state)
         self.shell.user_ns[pyname] = handle
         return handle
+
+    def _expand(self, text: str) -> str:
+        """``{var}``/``$var`` from the user's namespace, as IPython does for the magic line
+        (unchanged when it does not format, as IPython leaves it)."""
+        try:
+            return DollarFormatter().vformat(text, args=[], kwargs=self.shell.user_ns)
+        except Exception:
+            return text
 
     @line_magic("function")
     def function_line(self, line: str) -> Any:

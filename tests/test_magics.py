@@ -83,6 +83,18 @@ def test_var_expansion_in_the_magic_line(ip: InteractiveShell) -> None:
     assert handle.name == "expanded-name"
 
 
+def test_backslash_continuations_are_expanded_too(ip: InteractiveShell) -> None:
+    run(ip, "fn_name = 'continued-name'\ngreeting = 'from-a-variable'")
+    run(ip, "%%function \\\n"
+            "    {fn_name} \\\n"
+            "    --env GREETING={greeting}\n"
+            "import os\n"
+            "def f(request):\n    return os.environ['GREETING']\n")
+    handle = ip.user_ns["f"]
+    assert handle.name == "continued-name"
+    assert handle.invoke().text == "from-a-variable"
+
+
 def test_default_name_is_made_kubernetes_valid(ip: InteractiveShell) -> None:
     handle = ip.run_cell_magic("function", "", "def My_Handler(request):\n    return 'x'\n")
     assert handle.name == "my-handler"

