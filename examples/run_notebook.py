@@ -3,11 +3,13 @@
     python examples/run_notebook.py notebooks/quickstart.ipynb [--write]
 
 Exits non-zero when a cell fails, so a failed deploy fails the run. ``--write`` stores the
-fresh outputs in the notebook (the reference nbval compares against).
+fresh outputs in the notebook (the reference nbval compares against). Headless means no widget
+front end, so the kernel draws the text fallback (``OFNOTEBOOK_WIDGETS=off``) unless told.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from nbclient.exceptions import CellExecutionError
 
 
 def main(path: str, write: bool = False) -> int:
+    os.environ.setdefault("OFNOTEBOOK_WIDGETS", "off")
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(Path(path).parent)}})

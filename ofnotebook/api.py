@@ -68,8 +68,20 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
     handle = FunctionHandle(fn, deployment=deployment, backend=target_obj, target=target_name,
                             events=list(recorder.events), timings=dict(recorder.timings),
                             reused=reused)
+    handle.redeploy_args = {"name": spec.name, "runtime": runtime, "target": target,
+                            "entry": entry, "env": env, "requirements": tuple(requirements),
+                            "port": port, "version": version, "inputs": inputs,
+                            "outputs": outputs, "states": states}
     _handles[(target_name, spec.name)] = handle
     return handle
+
+
+def redeploy(handle: FunctionHandle, on_event: Callable[[Any], None] | None = None) -> None:
+    """Stop ``handle``'s deployment and deploy its function again; ``handle`` follows it."""
+    handle.stop()
+    fresh = deploy(handle.function, on_event=on_event, **handle.redeploy_args)
+    handle._adopt(fresh)
+    _handles[(handle.target, handle.name)] = handle
 
 
 def deployments() -> list[FunctionHandle]:

@@ -34,6 +34,7 @@ DEFAULT_MAX_GLOBAL_MB = 200.0
 DEFAULT_START_TIMEOUT = 30.0
 DEFAULT_INVOKE_TIMEOUT = 60.0
 DEFAULT_LOG_LINES = 2000
+WIDGET_MODES = ("auto", "on", "off")
 
 
 def _to_float(value: str) -> float:
@@ -78,6 +79,12 @@ class Setting(Generic[T]):
                 f"expected {self.help}. Unset it or fix the value.", key=self.key) from exc
 
 
+def _widget_mode(value: str) -> str:
+    if value.lower() not in WIDGET_MODES:
+        raise ValueError(f"not one of {', '.join(WIDGET_MODES)}")
+    return value.lower()
+
+
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "ofnotebook"
@@ -97,6 +104,8 @@ SETTINGS: dict[str, Setting[Any]] = {
                 "a positive number of seconds"),
         Setting("log_lines", lambda: DEFAULT_LOG_LINES, _to_int,
                 "a positive number of lines"),
+        Setting("widgets", lambda: "auto", _widget_mode,
+                "auto (widgets in a Jupyter kernel), on or off (text only)"),
     )
 }
 

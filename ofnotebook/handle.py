@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import operator
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import config
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from .backends.events import EventTracker, OutputEvent
     from .capture import Capture
     from .package import Package
+    from .view import Invocation
+    from .widget import FunctionView
 
 _PHASE_ORDER = ("capture", "package", "build", "push", "dapr", "start", "deploy", "ready")
 _session_local = threading.local()
@@ -55,6 +58,10 @@ class FunctionHandle:
         self.__doc__ = getattr(function, "__doc__", None)
         self.__wrapped__ = function
         self._subscribers: list[Callable[[PhaseEvent], None]] = []
+        self._invocation_listeners: list[Callable[["Invocation"], None]] = []
+        self.last_invocation: Invocation | None = None
+        self.redeploy_args: dict[str, Any] = {}  # set by api.deploy, used by redeploy()
+        self._view: FunctionView | None = None
 
     # -- plain Python ------------------------------------------------------------------------
 
@@ -107,6 +114,26 @@ class FunctionHandle:
         for callback in list(self._subscribers):
             callback(event)
 
+    def subscribe_invocations(self, callback: Callable[["Invocation"], None]
+                              ) -> Callable[[], None]:
+        """Call ``callback(invocation)`` after every ``invoke``; returns an unsubscribe."""
+        self._invocation_listeners.append(callback)
+
+        def remove() -> None:
+            if callback in self._invocation_listeners:
+                self._invocation_listeners.remove(callback)
+        return remove
+
+    def _record(self, verb: str, path: str, started: float, status: int | None,
+                body: str = "", error: str = "", traceback: str = "") -> None:
+        from .view import Invocation, preview
+
+        call = Invocation(verb, path, status, (time.perf_counter() - started) * 1000,
+                          preview(body, 2000), error, traceback)
+        self.last_invocation = call
+        for callback in list(self._invocation_listeners):
+            callback(call)
+
     # -- verbs -------------------------------------------------------------------------------
 
     def invoke(self, path: str = "/", *, method: str | None = None, params: Any = None,
@@ -130,22 +157,31 @@ class FunctionHandle:
         url = self.url.rstrip("/") + "/" + path.lstrip("/")
         verb = method or ("POST" if json is not None or data is not None else "GET")
         seconds = float(config.get("invoke_timeout", timeout))
+        started = time.perf_counter()
         try:
             response = _session().request(verb, url, params=params, json=json, data=data,
                                           headers=headers, timeout=seconds)
         except requests.Timeout as exc:
-            raise InvocationError(
+            failure = InvocationError(
                 f"Function {self.name!r} did not answer {verb} {path} within {seconds:g} s; "
-                f"pass timeout= or set OFNOTEBOOK_INVOKE_TIMEOUT.",
-                function_name=self.name) from exc
+                f"pass timeout= or set OFNOTEBOOK_INVOKE_TIMEOUT.", function_name=self.name)
+            self._record(verb, path, started, None, error=str(failure))
+            raise failure from exc
         except requests.RequestException as exc:
             why = self.deployment.failure or str(exc)
-            raise InvocationError(f"Could not reach function {self.name!r} at {url}: {why}",
-                                  function_name=self.name) from exc
+            failure = InvocationError(f"Could not reach function {self.name!r} at {url}: {why}",
+                                      function_name=self.name)
+            self._record(verb, path, started, None, error=str(failure))
+            raise failure from exc
         if response.status_code == 500 and response.headers.get(ERROR_HEADER):
             error = response.json().get("error", {})
-            raise RemoteFunctionError(error.get("type", "Exception"), error.get("message", ""),
-                                      error.get("traceback", ""), function_name=self.name)
+            remote = RemoteFunctionError(error.get("type", "Exception"),
+                                         error.get("message", ""), error.get("traceback", ""),
+                                         function_name=self.name)
+            self._record(verb, path, started, 500, error=f"{remote.ename}: {remote.evalue}",
+                         traceback=remote.traceback)
+            raise remote
+        self._record(verb, path, started, response.status_code, body=response.text)
         return response
 
     # -- events (functions with Dapr inputs, outputs or state) ------------------------------
@@ -213,6 +249,40 @@ class FunctionHandle:
         if self.backend.deployments().count(self.deployment):
             self.backend.stop(self.name)
         self.deployment.stop()
+
+    def redeploy(self, on_event: Callable[[PhaseEvent], None] | None = None) -> None:
+        """Stop and deploy the same function again, in place: this handle follows the new
+        deployment (what the view's Redeploy button does, e.g. after a crash)."""
+        from . import api
+
+        api.redeploy(self, on_event=on_event)
+
+    def _adopt(self, other: "FunctionHandle") -> None:
+        """Take over ``other``'s deployment (a redeploy of this handle's function)."""
+        self.deployment, self.backend = other.deployment, other.backend
+        self.events, self.timings, self.reused = other.events, other.timings, other.reused
+
+    # -- the live view -----------------------------------------------------------------------
+
+    @property
+    def view(self) -> "FunctionView":
+        """The live ipywidgets view of this function (created on first use)."""
+        if self._view is None:
+            from .widget import FunctionView
+
+            self._view = FunctionView(self.name, self.runtime, self.target)
+            self._view.attach(self)
+        return self._view
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        from .view import widgets_enabled
+
+        if not widgets_enabled():
+            return None  # IPython falls back to __repr__ and _repr_html_
+        bundle = self.view._repr_mimebundle_(**kwargs)
+        if bundle is not None:
+            bundle["text/plain"] = repr(self)
+        return bundle
 
     # -- display -----------------------------------------------------------------------------
 

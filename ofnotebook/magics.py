@@ -14,8 +14,10 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.utils.text import DollarFormatter
 
-from . import api
+from . import api, config
 from .errors import CaptureError, OfnotebookError
+from .spec import derive_name
+from .view import TextProgress, widgets_enabled
 
 
 def join_continuations(line: str, cell: str,
@@ -98,12 +100,37 @@ class FunctionMagics(Magics):
         if fn is None:
             raise CaptureError(f"The cell did not define {pyname!r}; check --entry.")
         fn = getattr(fn, "__wrapped__", fn)  # a re-run over an existing handle
-        handle = api.deploy(fn, args.name, runtime=args.runtime, target=args.target,
-                            entry=pyname, env=args.env, requirements=args.requirements,
-                            port=args.port, version=args.version, inputs=args.input,
-                            outputs=args.output, states=args.state)
+        kwargs = dict(runtime=args.runtime, target=args.target, entry=pyname, env=args.env,
+                      requirements=args.requirements, port=args.port, version=args.version,
+                      inputs=args.input, outputs=args.output, states=args.state)
+        if not widgets_enabled():
+            handle = api.deploy(fn, args.name, on_event=TextProgress().on_phase, **kwargs)
+            self.shell.user_ns[pyname] = handle
+            return handle
+        return self._deploy_with_view(fn, pyname, args, kwargs)
+
+    def _deploy_with_view(self, fn: Any, pyname: str, args: Any, kwargs: dict[str, Any]
+                          ) -> None:
+        """Show the live view at once, so the phases appear as they happen; the cell's
+        output is that view (the text/plain twin is the handle's repr once deployed)."""
+        from IPython.display import display
+
+        from .widget import FunctionView
+
+        runtime = args.runtime or ("async" if args.input else "sync")
+        view = FunctionView(args.name or derive_name(pyname), runtime,
+                            args.target or str(config.get("target")))
+        shown = display(view, display_id=True)
+        try:
+            handle = api.deploy(fn, args.name, on_event=view.on_phase, **kwargs)
+        except Exception as exc:  # shown in the view; the cell prints the short message too
+            view.fail(exc)
+            shown.update(view)
+            raise
+        handle._view = view
+        view.attach(handle)
+        shown.update(handle)
         self.shell.user_ns[pyname] = handle
-        return handle
 
     def _expand(self, text: str) -> str:
         """``{var}``/``$var`` from the user's namespace, as IPython does for the magic line

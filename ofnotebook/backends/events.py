@@ -26,6 +26,14 @@ class OutputEvent:
     operation: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def from_record(cls, event: dict[str, Any]) -> "OutputEvent":
+        """From an ``out`` record of the stand-in's event log."""
+        return cls(time=event["time"], name=event.get("name", ""), data=event.get("data"),
+                   encoding=event.get("encoding", ""), component=event.get("component", ""),
+                   type=event.get("type", ""), topic=event.get("topic", ""),
+                   operation=event.get("operation", ""), metadata=event.get("metadata") or {})
+
     def __repr__(self) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(self.time))
         return f"<OutputEvent {stamp} {self.name} {self.data!r}>"
@@ -47,11 +55,7 @@ class EventTracker:
         with self._cond:
             self.counts[kind] += 1
             if kind == "out":
-                self.outputs.append(OutputEvent(
-                    time=event["time"], name=event.get("name", ""), data=event.get("data"),
-                    encoding=event.get("encoding", ""), component=event.get("component", ""),
-                    type=event.get("type", ""), topic=event.get("topic", ""),
-                    operation=event.get("operation", ""), metadata=event.get("metadata") or {}))
+                self.outputs.append(OutputEvent.from_record(event))
                 self.total_outputs += 1
             elif kind == "dead-letter":
                 self.dead_letters.append(event)

@@ -1,0 +1,7 @@
+"""nbval runs the tutorials headless, as nbconvert and papermill do: no widget front end, so the
+text fallback (``OFNOTEBOOK_WIDGETS=off``) is what gets compared. The widget path runs in a
+real JupyterLab in tests/browser."""
+
+import os
+
+os.environ["OFNOTEBOOK_WIDGETS"] = "off"
