@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -45,3 +45,21 @@ def stop_kernel_wide_backends() -> Iterator[None]:
         backend.close()
 
 
+
+
+@pytest.fixture
+def ip() -> Iterator[Any]:
+    """A fresh shell with history off; the extension loaded; every deployment stopped after."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell.instance(config=config)
+    shell.reset()
+    shell.run_line_magic("load_ext", "ofnotebook")
+    try:
+        yield shell
+    finally:
+        shell.run_line_magic("function", "stop --all")
+        shell.run_line_magic("unload_ext", "ofnotebook")

@@ -5,30 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
 
 from ofnotebook.errors import CaptureError, ConfigError, OfnotebookError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def ip() -> Iterator[InteractiveShell]:
-    """A fresh shell with history off; the extension loaded; every deployment stopped after."""
-    config = Config()
-    config.HistoryManager.enabled = False
-    shell = InteractiveShell.instance(config=config)
-    shell.reset()
-    shell.run_line_magic("load_ext", "ofnotebook")
-    try:
-        yield shell
-    finally:
-        shell.run_line_magic("function", "stop --all")
-        shell.run_line_magic("unload_ext", "ofnotebook")
 
 
 def run(ip: InteractiveShell, cell: str) -> Any:

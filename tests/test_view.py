@@ -10,8 +10,6 @@ import tracemalloc
 from typing import Any, Callable
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
 
 import ofnotebook
 from ofnotebook.backends.base import PhaseEvent
@@ -160,34 +158,20 @@ def test_view_state_text_twin() -> None:
     assert state.render_text() == "f [async · local] deploying\n  phases   ✓capture 4 ms · ready …"
 
 
-@pytest.fixture
-def shell() -> Any:
-    config = Config()
-    config.HistoryManager.enabled = False
-    ip = InteractiveShell.instance(config=config)
-    ip.reset()
-    ip.run_line_magic("load_ext", "ofnotebook")
-    try:
-        yield ip
-    finally:
-        ip.run_line_magic("function", "stop --all")
-        ip.run_line_magic("unload_ext", "ofnotebook")
-
-
-def test_outside_a_kernel_the_magic_prints_text(shell: Any, capsys: pytest.CaptureFixture[str]
+def test_outside_a_kernel_the_magic_prints_text(ip: Any, capsys: pytest.CaptureFixture[str]
                                                 ) -> None:
     assert not widgets_enabled()
-    handle = shell.run_cell_magic("function", "text-mode", "def f(request):\n    return 'x'\n")
+    handle = ip.run_cell_magic("function", "text-mode", "def f(request):\n    return 'x'\n")
     assert handle._view is None and capsys.readouterr().out == ""  # local phases are quick
     assert handle._repr_mimebundle_() is None  # IPython uses __repr__ / _repr_html_
 
 
 def test_with_widgets_on_the_cell_output_is_the_live_view(
-        shell: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        ip: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("OFNOTEBOOK_WIDGETS", "on")
-    result = shell.run_cell_magic("function", "widget-mode", "def f(request):\n    return 'y'\n")
+    result = ip.run_cell_magic("function", "widget-mode", "def f(request):\n    return 'y'\n")
     assert result is None  # the view was displayed; no second copy as the cell's result
-    handle = shell.user_ns["f"]
+    handle = ip.user_ns["f"]
     assert handle._view is not None and handle._view.handle is handle
     assert "ofn-status-running" in handle._view.header.value
     bundle = handle._repr_mimebundle_()
@@ -199,16 +183,16 @@ def test_with_widgets_on_the_cell_output_is_the_live_view(
     assert "widget-mode [sync · local] deploying" in printed and "<FunctionHandle" in printed
 
 
-def test_a_failed_deploy_shows_in_the_view(shell: Any, monkeypatch: pytest.MonkeyPatch,
+def test_a_failed_deploy_shows_in_the_view(ip: Any, monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("OFNOTEBOOK_WIDGETS", "on")
-    shell.run_cell("%%function bad-output --output out=nosuch://x\n"
+    ip.run_cell("%%function bad-output --output out=nosuch://x\n"
                    "def f(ctx, data):\n    return 1\n")
     printed = capsys.readouterr()
     assert "bad-output [sync · local] failed" in printed.out
     assert "nosuch://x" in printed.out
     assert "Traceback" not in printed.err + printed.out  # one short message, no wall
-    assert "f" not in shell.user_ns or not hasattr(shell.user_ns["f"], "deployment")
+    assert "f" not in ip.user_ns or not hasattr(ip.user_ns["f"], "deployment")
 
 
 def test_widgets_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
