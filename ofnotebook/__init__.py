@@ -23,6 +23,7 @@ from typing import Any
 
 from .errors import (
     BackendUnavailableError,
+    BuildError,
     CaptureError,
     ConfigError,
     DeployError,
@@ -51,6 +52,7 @@ _LAZY = {
 
 __all__ = sorted([
     "BackendUnavailableError",
+    "BuildError",
     "Capture",
     "CaptureError",
     "Component",

@@ -22,7 +22,7 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
            env: Mapping[str, str] | Iterable[str] | None = None,
            requirements: Iterable[str] = (), port: int | None = None,
            version: str | None = None, inputs: Any = None, outputs: Any = None,
-           states: Any = None,
+           states: Any = None, base_image: str | None = None,
            on_event: Callable[[Any], None] | None = None) -> FunctionHandle:
     """Deploy ``fn`` and return a :class:`FunctionHandle` once it is ready.
 
@@ -32,7 +32,8 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
     port (the cluster port stays 8080). ``inputs``, ``outputs`` and ``states`` map names to
     component URIs or :class:`~ofnotebook.components.Component` objects
     (``{"logs": "kafka://127.0.0.1:9092/logs"}``; ``None`` means in-memory); inputs make the
-    function asynchronous. Raises an :class:`~ofnotebook.errors.OfnotebookError` and leaves
+    function asynchronous. ``base_image`` is the image targets build on (default
+    ``OFNOTEBOOK_BASE_IMAGE`` or ``python:<major>.<minor>-slim`` of this Python). Raises an :class:`~ofnotebook.errors.OfnotebookError` and leaves
     nothing running when any step fails.
     """
     target_obj = get_backend(target if target is not None else config.get("target"))
@@ -61,7 +62,7 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
                                     requirements=spec.requirements,
                                     dapr=bool(spec.outputs or spec.states))
     with recorder.phase("package"):
-        pkg = build_package(captured, spec)
+        pkg = build_package(captured, spec, base_image=base_image)
     existing = _handles.get((target_name, spec.name))
     deployment = target_obj.deploy(pkg, env=spec.env_dict, local_port=port, recorder=recorder)
     reused = existing is not None and existing.deployment is deployment
@@ -71,7 +72,7 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
     handle.redeploy_args = {"name": spec.name, "runtime": runtime, "target": target,
                             "entry": entry, "env": env, "requirements": tuple(requirements),
                             "port": port, "version": version, "inputs": inputs,
-                            "outputs": outputs, "states": states}
+                            "outputs": outputs, "states": states, "base_image": base_image}
     _handles[(target_name, spec.name)] = handle
     return handle
 

@@ -34,7 +34,8 @@ _MB = 1024 * 1024
 _STDLIB = frozenset(sys.stdlib_module_names) | {"__main__", "builtins", "__future__"}
 # The runtime needs these in the image whatever the function uses.
 RUNTIME_DISTRIBUTIONS = {"sync": ("cloudpickle", "flask", "waitress"),
-                         "async": ("cloudpickle", "dapr")}
+                         # dapr.ext.grpc (the AppCallback server) needs dapr[grpc]'s cloudevents
+                         "async": ("cloudpickle", "dapr", "cloudevents")}
 
 _HINTS = {
     "lock": "create the lock inside the function (or at module level of a helper module)",

@@ -104,6 +104,9 @@ SETTINGS: dict[str, Setting[Any]] = {
                 "a positive number of seconds"),
         Setting("log_lines", lambda: DEFAULT_LOG_LINES, _to_int,
                 "a positive number of lines"),
+        Setting("base_image", lambda: "", str,
+                "an image reference; default python:<major>.<minor>-slim of the notebook"),
+        Setting("registry", lambda: "", str, "a registry host[:port] to push images to"),
         Setting("widgets", lambda: "auto", _widget_mode,
                 "auto (widgets in a Jupyter kernel), on or off (text only)"),
     )

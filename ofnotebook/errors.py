@@ -11,6 +11,7 @@ while scripts, nbval and papermill runs still fail because the exception is rais
     ├── PackageError            the build context cannot be written
     ├── BackendUnavailableError a target is unknown or its extra is not installed
     ├── DeployError             the function did not start or stopped unexpectedly
+    │   └── BuildError          its image could not be built, pushed or checked
     └── InvocationError         a call to the deployed function failed in transport
         └── RemoteFunctionError the function itself raised; carries the remote traceback
 
@@ -74,6 +75,10 @@ class DeployError(OfnotebookError):
         self.last_logs = list(last_logs or [])
 
 
+class BuildError(DeployError):
+    """Raised when an image cannot be built or pushed, or its base does not fit the notebook."""
+
+
 class InvocationError(OfnotebookError):
     """Raised when a request to a deployed function cannot be completed."""
 
@@ -115,6 +120,7 @@ def _rebuild_remote_error(ename: str, evalue: str, tb: str, function_name: str |
 
 __all__ = [
     "BackendUnavailableError",
+    "BuildError",
     "CaptureError",
     "ConfigError",
     "DeployError",

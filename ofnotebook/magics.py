@@ -83,6 +83,9 @@ class FunctionMagics(Magics):
     @argument("--port", type=int, default=None,
               help="Fixed local port for the function (the cluster port stays 8080).")
     @argument("--version", default=None, help="Function version (spec.version). Default: latest.")
+    @argument("--base-image", default=None, metavar="IMAGE",
+              help="Base image for image targets. Default: OFNOTEBOOK_BASE_IMAGE or "
+                   "python:<major>.<minor>-slim of this Python.")
     @cell_magic("function")
     def function(self, line: str, cell: str) -> Any:
         """Run the cell, then deploy the function it defines and bind its name to a handle.
@@ -102,7 +105,8 @@ class FunctionMagics(Magics):
         fn = getattr(fn, "__wrapped__", fn)  # a re-run over an existing handle
         kwargs = dict(runtime=args.runtime, target=args.target, entry=pyname, env=args.env,
                       requirements=args.requirements, port=args.port, version=args.version,
-                      inputs=args.input, outputs=args.output, states=args.state)
+                      inputs=args.input, outputs=args.output, states=args.state,
+                      base_image=args.base_image)
         if not widgets_enabled():
             handle = api.deploy(fn, args.name, on_event=TextProgress().on_phase, **kwargs)
             self.shell.user_ns[pyname] = handle

@@ -68,6 +68,7 @@ class Package:
     digest: str
     spec: FunctionSpec
     capture: Capture = field(repr=False, compare=False)
+    base_image: str = ""  # the Dockerfile's FROM
 
     @property
     def short_digest(self) -> str:
@@ -123,6 +124,8 @@ def digest_files(files: dict[str, bytes]) -> str:
 def package(capture: Capture, spec: FunctionSpec, *, cache_dir: Path | None = None,
             base_image: str | None = None) -> Package:
     """Write (or reuse) the build context for ``capture`` + ``spec`` and return it."""
+    base_image = base_image or str(config.get("base_image") or "") or \
+        default_base_image(capture.python_version)
     files = build_files(capture, spec, base_image=base_image)
     digest = digest_files(files)
     root = Path(config.get("cache_dir", cache_dir)) / "packages" / spec.name
@@ -145,4 +148,5 @@ def package(capture: Capture, spec: FunctionSpec, *, cache_dir: Path | None = No
             raise PackageError(
                 f"Cannot write the build context for {spec.name!r} under {root}: {exc}. "
                 f"Point OFNOTEBOOK_CACHE_DIR at a writable directory.") from exc
-    return Package(path=target, digest=digest, spec=spec, capture=capture)
+    return Package(path=target, digest=digest, spec=spec, capture=capture,
+                   base_image=base_image)

@@ -80,6 +80,9 @@ class ViewState:
         self._versions[part] += 1
 
     def on_phase(self, event: PhaseEvent) -> None:
+        if event.state == "progress":  # a build or push log line: into the log pane
+            self.on_log(f"[{event.phase}] {event.detail}")
+            return
         with self._lock:
             self.phases[event.phase] = event
             if event.state == "failed":
@@ -266,7 +269,7 @@ class TextProgress:
         self.stream = stream or sys.stdout
 
     def on_phase(self, event: PhaseEvent) -> None:
-        if event.phase not in self.LONG_PHASES:
+        if event.phase not in self.LONG_PHASES or event.state == "progress":
             return
         if event.state == "started":
             detail = f" ({event.detail})" if event.detail else ""

@@ -40,7 +40,7 @@ def test_bad_setting_names_key_value_and_variable(monkeypatch: pytest.MonkeyPatc
 def test_unknown_target_lists_the_available_ones() -> None:
     from ofnotebook.errors import BackendUnavailableError
 
-    with pytest.raises(BackendUnavailableError, match="available: local"):
+    with pytest.raises(BackendUnavailableError, match="available: container, local"):
         ofnotebook.deploy(lambda r: 1, "x", target="nowhere")
 
 

@@ -18,6 +18,8 @@ from .base import Backend
 
 _known: dict[str, tuple[str, str]] = {
     "local": ("ofnotebook.backends.local:LocalBackend", "it ships with ofnotebook"),
+    "container": ("ofnotebook.backends.container:ContainerBackend",
+                  "pip install 'ofnotebook[docker]'"),
 }
 #: name -> (dotted path, install hint); read-only view.
 known_backends: Mapping[str, tuple[str, str]] = MappingProxyType(_known)

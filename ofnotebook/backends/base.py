@@ -21,7 +21,8 @@ STARTING, RUNNING, FAILED, STOPPED = "starting", "running", "failed", "stopped"
 
 @dataclass(frozen=True)
 class PhaseEvent:
-    """One step of a deployment: ``state`` is ``started``, ``finished`` or ``failed``.
+    """One step of a deployment: ``state`` is ``started``, ``finished`` or ``failed``, or
+    ``progress`` for a log line of a running step (a build line, in ``detail``).
 
     ``at`` is a ``time.time()`` stamp; ``duration`` (seconds) is set on ``finished`` and
     ``failed``. Widgets and text views subscribe to these to show progress as it happens.

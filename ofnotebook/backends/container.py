@@ -1,0 +1,325 @@
+"""The ``container`` target: the package's image, run by a Docker-compatible engine.
+
+Same handle API as the local target. A sync function's port 8080 is published on 127.0.0.1
+only. An async function (or one with Dapr outputs) must reach the kernel's local Dapr stand-in,
+which listens on 127.0.0.1, so its container shares the host's network and the runtime binds
+127.0.0.1 on a free port. Every container carries this kernel's session label and is removed
+when the kernel exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import socket
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+
+from .. import config, images
+from ..context import context_env
+from ..errors import DeployError
+from ..package import Package
+from ..runtime import HEALTH_PATH
+from .base import FAILED, RUNNING, STOPPED, Backend, Deployment, PhaseEvent, PhaseRecorder
+from .events import EventTracker
+
+if TYPE_CHECKING:
+    import docker
+
+SESSION = uuid.uuid4().hex[:12]
+LABEL_SESSION = "io.ofnotebook.session"
+LABEL_FUNCTION = "io.ofnotebook.function"
+CONTAINER_PORT = 8080
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def needs_host_network(package: Package) -> bool:
+    spec = package.spec
+    return spec.runtime == "async" or bool(spec.outputs or spec.states)
+
+
+class ContainerDeployment(Deployment):
+    """One running container; its logs are followed into a bounded buffer."""
+
+    def __init__(self, name: str, package: Package, image: images.BuiltImage, reference: str,
+                 container: Any, port: int, env: Mapping[str, str], log_lines: int,
+                 standin: Any = None) -> None:
+        self.name, self.package, self.image, self.reference = name, package, image, reference
+        self.container, self.port, self.env = container, port, dict(env)
+        self.standin = standin
+        scheme = "grpc" if package.spec.runtime == "async" else "http"
+        self.url = f"{scheme}://127.0.0.1:{port}/"
+        self.key = (package.digest, tuple(sorted(env.items())))
+        self._logs: collections.deque[str] = collections.deque(maxlen=log_lines)
+        self._subscribers: list[Callable[[str], None]] = []
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._exit_code: int | None = None
+        self.events = EventTracker()
+        self._unsubscribe = standin.subscribe(name, self.events) if standin else None
+        threading.Thread(target=self._follow, name=f"ofnotebook-logs-{name}",
+                         daemon=True).start()
+
+    def _follow(self) -> None:
+        try:
+            for chunk in self.container.logs(stream=True, follow=True):
+                for line in chunk.decode(errors="replace").splitlines():
+                    self._append(line)
+        except Exception:  # the container was removed: the stream ends
+            pass
+
+    def _append(self, line: str) -> None:
+        with self._lock:
+            self._logs.append(line)
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            callback(line)
+
+    # -- the contract ------------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        if self._stopped:
+            return STOPPED
+        if self._exit_code is not None:
+            return FAILED
+        try:
+            self.container.reload()
+        except Exception:
+            self._exit_code = -1  # removed behind our back
+            return FAILED
+        state = self.container.attrs.get("State", {})
+        if state.get("Running"):
+            return RUNNING
+        self._exit_code = int(state.get("ExitCode", -1))
+        return FAILED
+
+    @property
+    def failure(self) -> str | None:
+        if self.status != FAILED:
+            return None
+        tail = "\n".join(self.logs(tail=15))
+        return (f"the container {self.container.name} exited with code {self._exit_code}. "
+                f"Last log lines:\n{tail}")
+
+    def logs(self, tail: int | None = None) -> list[str]:
+        with self._lock:
+            lines = list(self._logs)
+        return lines[-tail:] if tail else lines
+
+    def subscribe_logs(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def remove() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+        return remove
+
+    def publish(self, input_name: str, data: bytes, content_type: str) -> None:
+        if self.standin is None:
+            raise DeployError(f"Function {self.name!r} has no inputs to publish to.",
+                              function_name=self.name)
+        self.standin.inject(self.name, input_name, data, content_type)
+
+    def read_state(self, store: str, key: str) -> dict[str, Any]:
+        if self.standin is None:
+            raise DeployError(f"Function {self.name!r} has no state store.",
+                              function_name=self.name)
+        return self.standin.read_state(self.name, store, key)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self.standin is not None:
+            try:
+                self.standin.unregister(self.name)
+            except DeployError:
+                pass
+        _remove(self.container)
+
+
+def _remove(container: Any) -> None:
+    import docker
+
+    try:
+        container.remove(force=True)  # SIGKILL then remove: the image keeps nothing to save
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if "no such container" not in str(exc).lower():
+            raise
+
+
+class ContainerBackend(Backend):
+    """Build the package's image (reused by digest), optionally push it, run it."""
+
+    name: ClassVar[str] = "container"
+
+    def __init__(self, *, start_timeout: float | None = None, log_lines: int | None = None,
+                 registry: str | None = None) -> None:
+        self.start_timeout = float(config.get("start_timeout", start_timeout))
+        self.log_lines = int(config.get("log_lines", log_lines))
+        self.registry = str(config.get("registry", registry) or "")
+        self._deployments: dict[str, ContainerDeployment] = {}
+        self._lock = threading.RLock()
+
+    def deploy(self, package: Package, *, env: Mapping[str, str], local_port: int | None,
+               recorder: PhaseRecorder) -> ContainerDeployment:
+        spec = package.spec
+        existing = self._deployments.get(spec.name)
+        if (existing is not None and existing.status == RUNNING
+                and existing.key == (package.digest, tuple(sorted(env.items())))
+                and local_port in (None, existing.port)):
+            return existing
+        client = images.engine()
+
+        def line(text: str, phase: str = "build") -> None:
+            recorder.emit(PhaseEvent(phase, "progress", time.time(), detail=text))
+
+        with recorder.phase("build", detail=images.image_tag(package)):
+            built = images.build(package, on_line=line, client=client)
+        reference = built.tag
+        if self.registry:
+            with recorder.phase("push", detail=self.registry):
+                reference = images.push(built, self.registry, client,
+                                        on_line=lambda text: line(text, "push"))
+
+        standin = None
+        host_network = needs_host_network(package)
+        if host_network:
+            with recorder.phase("dapr", detail="local Dapr stand-in"):
+                from .standin import get_standin
+
+                standin = get_standin()
+        with recorder.phase("deploy", detail="container"):
+            port = local_port or (_free_port() if host_network else 0)
+            run_env = dict(env)
+            run_env.update(context_env(spec, port=port if host_network else CONTAINER_PORT))
+            if standin is not None:
+                run_env.update(standin.env())
+            container = self._run(client, reference, package, run_env, port, host_network)
+            if not host_network:
+                container.reload()
+                bound = container.attrs["NetworkSettings"]["Ports"][f"{CONTAINER_PORT}/tcp"]
+                port = int(bound[0]["HostPort"])
+        deployment = ContainerDeployment(spec.name, package, built, reference, container, port,
+                                         env, self.log_lines, standin)
+        with recorder.phase("ready", detail=f"127.0.0.1:{port}"):
+            try:
+                self._wait_ready(deployment)
+                if standin is not None:
+                    standin.register(spec.name, port, spec, self.start_timeout)
+            except DeployError as exc:
+                try:  # straight from the engine: the follower may not have caught the end
+                    tail = container.logs(tail=15).decode(errors="replace").splitlines()
+                except Exception:
+                    tail = deployment.logs(tail=15)
+                deployment.stop()
+                raise DeployError(
+                    f"Function {spec.name!r} did not become ready in its container. {exc} "
+                    f"Last log lines:\n" + ("\n".join(tail) or "(no output)"),
+                    function_name=spec.name, last_logs=tail) from None
+        with self._lock:
+            previous = self._deployments.get(spec.name)
+            self._deployments[spec.name] = deployment
+        if previous is not None:
+            previous._stopped = True  # replaced: the new container answers already
+            threading.Thread(target=_remove, args=(previous.container,), daemon=True).start()
+        return deployment
+
+    def _run(self, client: "docker.DockerClient", reference: str, package: Package,
+             env: dict[str, str], port: int, host_network: bool) -> Any:
+        spec = package.spec
+        options: dict[str, Any] = dict(
+            detach=True, environment=env, init=True,
+            name=f"ofn-{spec.name}-{package.digest[:8]}-{uuid.uuid4().hex[:6]}",
+            labels={LABEL_SESSION: SESSION, LABEL_FUNCTION: spec.name})
+        if host_network:
+            options.update(network_mode="host", command=["--host", "127.0.0.1"])
+        else:
+            options["ports"] = {f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port or None)}
+        try:
+            return client.containers.run(reference, **options)
+        except Exception as exc:
+            _remove_created(client, options["name"])
+            raise DeployError(f"The engine could not start a container for {spec.name!r}: "
+                              f"{getattr(exc, 'explanation', None) or exc}",
+                              function_name=spec.name) from None
+
+    def _wait_ready(self, deployment: ContainerDeployment) -> None:
+        import requests
+
+        deadline = time.monotonic() + self.start_timeout
+        session = requests.Session()
+        session.trust_env = False
+        is_async = deployment.package.spec.runtime == "async"
+        while time.monotonic() < deadline:
+            if deployment.status == FAILED:
+                raise DeployError(f"The container exited with code {deployment._exit_code}.")
+            try:
+                if is_async:
+                    with socket.create_connection(("127.0.0.1", deployment.port), timeout=0.5):
+                        return
+                elif session.get(f"http://127.0.0.1:{deployment.port}{HEALTH_PATH}",
+                                 timeout=1).status_code == 200:
+                    return
+            except (OSError, requests.RequestException):
+                pass
+            time.sleep(0.05)
+        raise DeployError(f"It did not answer within {self.start_timeout:g} s.")
+
+    def deployments(self) -> list[Deployment]:
+        with self._lock:
+            return list(self._deployments.values())
+
+    def stop(self, name: str) -> bool:
+        with self._lock:
+            deployment = self._deployments.pop(name, None)
+        if deployment is None:
+            return False
+        deployment.stop()
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            deployments = list(self._deployments.values())
+            self._deployments.clear()
+        for deployment in deployments:
+            deployment.stop()
+
+
+def _remove_created(client: "docker.DockerClient", name: str) -> None:
+    import docker
+
+    try:
+        client.containers.get(name).remove(force=True)
+    except docker.errors.APIError:
+        pass
+
+
+def remove_session_containers() -> None:
+    """Remove every container this kernel started (registered with ``atexit``)."""
+    if not images._engines:
+        return  # never talked to an engine: nothing to remove
+    try:
+        client = images.engine()
+        for container in client.containers.list(
+                all=True, filters={"label": f"{LABEL_SESSION}={SESSION}"}):
+            _remove(container)
+    except Exception:
+        pass
+
+
+atexit.register(remove_session_containers)

@@ -1,0 +1,202 @@
+"""Images and the ``container`` target against a real engine (Podman's Docker API in CI), the
+real base image .ci/setup-containers builds, and a real registry on 127.0.0.1:5000.
+
+Without an engine these tests skip with the reason (deselect them with ``-m 'not
+container'``); under CI a missing engine fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+import ofnotebook
+from ofnotebook import images
+from ofnotebook.backends.container import LABEL_SESSION, SESSION, ContainerBackend
+from ofnotebook.errors import BackendUnavailableError, BuildError, InvocationError
+from tests.helpers import make_function
+
+pytestmark = pytest.mark.container
+REGISTRY = "127.0.0.1:5000"
+
+
+@pytest.fixture(scope="module")
+def client() -> Any:
+    try:
+        return images.engine()
+    except BackendUnavailableError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide a container engine (.ci/setup-containers): {exc}")
+        pytest.skip(f"no container engine here: {exc}")
+
+
+@pytest.fixture
+def backend(client: Any) -> Iterator[ContainerBackend]:
+    made = ContainerBackend(start_timeout=30)
+    before = {image.id for image in client.images.list()}
+    try:
+        yield made
+    finally:
+        made.close()
+        left = client.containers.list(all=True, filters={"label": f"{LABEL_SESSION}={SESSION}"})
+        assert not left, f"containers left behind: {[c.name for c in left]}"
+        for image in client.images.list(name="ofnotebook/*"):
+            if image.id not in before:
+                client.images.remove(image.id, force=True)
+
+
+def unique() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def function(body: str = "'v1'") -> Any:
+    source = ("def hello(request):\n"
+              "    print('hello from the container', request.args.get('who'), flush=True)\n"
+              f"    return {{'version': {body}, 'run': RUN}}\n")
+    return make_function(source, {"RUN": unique()}, name="hello")
+
+
+def common_prefix(a: list[str], b: list[str]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def test_build_reuse_and_a_code_edit_rebuilds_only_the_code_layers(
+        backend: ContainerBackend, client: Any) -> None:
+    fn = function()
+    name = f"img-{unique()}"
+    first = ofnotebook.deploy(fn, name, target=backend)
+    assert first.deployment.image.built and first.status == "running"
+    assert [e.detail for e in first.events if e.state == "progress"], "no build lines streamed"
+    assert first.invoke().json()["version"] == "v1"
+
+    again = ofnotebook.deploy(fn, name, target=backend)  # unchanged cell: same container
+    assert again.deployment is first.deployment
+    assert not images.build(first.package).built  # the digest's image exists: no build
+
+    edited = ofnotebook.deploy(function("'v2'"), name, target=backend)
+    assert edited.deployment.image.built and edited.invoke().json()["version"] == "v2"
+    assert first.status == "stopped"  # replaced
+    base_layers = len(images.layers(first.package.base_image))
+    old, new = images.layers(first.deployment.image.tag), images.layers(
+        edited.deployment.image.tag)
+    shared = common_prefix(old, new)
+    # the base, requirements.txt and the pip install layer are the very same layers ...
+    assert shared >= base_layers + 2, (shared, base_layers, old, new)
+    # ... and only the code layers at the top differ
+    assert old != new and len(new) - shared <= 2
+
+
+def test_run_invoke_follow_logs_and_report_a_killed_container(backend: ContainerBackend,
+                                                              client: Any) -> None:
+    handle = ofnotebook.deploy(function(), f"run-{unique()}", target=backend)
+    assert handle.url.startswith("http://127.0.0.1:")
+    container = handle.deployment.container
+    container.reload()
+    published = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"]
+    assert {p["HostIp"] for p in published} == {"127.0.0.1"}  # loopback only
+    assert handle.invoke(params={"who": "ada"}).status_code == 200
+    deadline = time.monotonic() + 10
+    while "hello from the container ada" not in handle.logs():
+        assert time.monotonic() < deadline, handle.logs()
+        time.sleep(0.05)
+    container.kill()
+    deadline = time.monotonic() + 10
+    while handle.status != "failed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "exited with code" in (handle.deployment.failure or "")
+    with pytest.raises(InvocationError, match="not running"):
+        handle.invoke()
+    handle.stop()
+    with pytest.raises(Exception):
+        client.containers.get(container.id)
+
+
+def test_a_failing_pip_step_quotes_the_step_and_leaves_no_tag(backend: ContainerBackend,
+                                                             client: Any) -> None:
+    name = f"badpip-{unique()}"
+    with pytest.raises(BuildError) as caught:
+        ofnotebook.deploy(function(), name, target=backend,
+                          requirements=["ofnotebook-no-such-distribution==0.0.1"])
+    message = str(caught.value)
+    assert "RUN pip install" in message and "ofnotebook-no-such-distribution" in message
+    assert not client.images.list(name=f"ofnotebook/{name}")
+    assert not backend.deployments()
+
+
+def test_a_python_mismatch_is_refused_before_building(backend: ContainerBackend,
+                                                      client: Any) -> None:
+    base = f"ofnotebook-test-base:{unique()}"
+    image = client.images.get("python:3.11-slim" if not os.environ.get("OFNOTEBOOK_BASE_IMAGE")
+                              else os.environ["OFNOTEBOOK_BASE_IMAGE"])
+    # a base that says it has another Python (the label wins over running the image)
+    container = client.containers.create(image.id, command=["true"])
+    try:
+        container.commit(repository=base.split(":")[0], tag=base.split(":")[1],
+                         changes=['LABEL io.ofnotebook.python="3.9.18"'])
+    finally:
+        container.remove(force=True)
+    name = f"mismatch-{unique()}"
+    try:
+        with pytest.raises(BuildError, match=r"Python 3\.9\.18, the notebook runs 3\.11"):
+            ofnotebook.deploy(function(), name, target=backend, base_image=base)
+        assert not client.images.list(name=f"ofnotebook/{name}")
+    finally:
+        client.images.remove(base, force=True)
+
+
+def test_the_base_image_python_is_read_by_running_it(client: Any) -> None:
+    version = images.base_python(client, "python:3.11-slim")
+    assert version.startswith("3.11.")
+
+
+def test_push_to_a_real_registry_and_deploy_by_digest(client: Any) -> None:
+    try:
+        requests.get(f"http://{REGISTRY}/v2/", timeout=2).raise_for_status()
+    except requests.RequestException as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run a registry on {REGISTRY} (.ci/setup-containers): {exc}")
+        pytest.skip(f"no registry on {REGISTRY}: {exc}")
+    backend = ContainerBackend(start_timeout=30, registry=REGISTRY)
+    name = f"push-{unique()}"
+    try:
+        handle = ofnotebook.deploy(function(), name, target=backend)
+        reference = handle.deployment.reference
+        assert reference.startswith(f"{REGISTRY}/ofnotebook/{name}@sha256:")
+        assert handle.invoke().status_code == 200
+        phases = [e.phase for e in handle.events if e.state == "finished"]
+        assert phases.index("build") < phases.index("push") < phases.index("deploy")
+        # the registry serves the manifest by digest, and the image pulls back
+        repo, digest = reference.split("/", 1)[1].split("@")
+        manifest = requests.get(f"http://{REGISTRY}/v2/{repo}/manifests/{digest}", timeout=5,
+                                headers={"Accept": "application/vnd.oci.image.manifest.v1+json,"
+                                         "application/vnd.docker.distribution.manifest.v2+json"})
+        assert manifest.status_code == 200
+        handle.stop()
+        client.images.remove(reference, force=True)
+        assert client.images.pull(reference).id
+    finally:
+        backend.close()
+        for image in client.images.list(name="ofnotebook/" + name):
+            client.images.remove(image.id, force=True)
+
+
+def test_an_async_container_reaches_the_local_dapr_standin(backend: ContainerBackend) -> None:
+    fn = make_function("def double(ctx, data):\n    ctx.send('out', data['n'] * 2)\n",
+                       name="double")
+    topic = unique()
+    handle = ofnotebook.deploy(fn, f"async-{topic}", target=backend,
+                               inputs={"numbers": f"memory://ctr-in-{topic}"},
+                               outputs={"out": f"memory://ctr-out-{topic}"})
+    assert handle.runtime == "async" and handle.status == "running"
+    handle.publish("numbers", {"n": 21})
+    assert [o.data for o in handle.wait_for_outputs(1, timeout=30)] == [42]
+    assert handle.stats["events_in"] == 1
