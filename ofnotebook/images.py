@@ -10,8 +10,10 @@ lock, so it matches by construction); labels record both on every image built he
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import re
+import tarfile
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -126,11 +128,50 @@ class BuiltImage:
     built: bool
 
 
+CODE_STEP = "COPY function /app/function"
+
+
+def split_context(package: Package) -> tuple[str, dict[str, bytes], dict[str, bytes]]:
+    """The package's build context as two: the dependencies image (everything but the code,
+    tagged by its own content digest, so code edits and other functions with the same lock
+    share it) and the code on top of it (one ``COPY``)."""
+    from .package import digest_files
+
+    root = package.path
+    dockerfile = (root / "Dockerfile").read_text()
+    deps = {"Dockerfile": "".join(line for line in dockerfile.splitlines(True)
+                                  if line.strip() != CODE_STEP).encode(),
+            "requirements.txt": (root / "requirements.txt").read_bytes()}
+    code: dict[str, bytes] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            rel = str(path.relative_to(root))
+            if rel.startswith("ofnotebook/"):
+                deps[rel] = path.read_bytes()
+            elif rel.startswith("function/"):
+                code[rel] = path.read_bytes()
+    deps_tag = f"ofnotebook/deps:{digest_files(deps)[:16]}"
+    code["Dockerfile"] = f"FROM {deps_tag}\n{CODE_STEP}\n".encode()
+    return deps_tag, deps, code
+
+
+def _tar(files: dict[str, bytes]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for rel, data in sorted(files.items()):
+            info = tarfile.TarInfo(rel)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
 def build(package: Package, on_line: Callable[[str], None] = lambda line: None,
           client: "docker.DockerClient | None" = None, *, nocache: bool = False) -> BuiltImage:
     """The image for ``package``, built only if no image has its digest tag yet
     (``nocache``: build every layer afresh, even then; benchmarks use it as the baseline).
 
+    Two builds: the dependencies image (reused whenever it exists), then the code layer.
     Raises :class:`BuildError` quoting the failing step and its last log lines; a failed
     build leaves no tag behind.
     """
@@ -145,11 +186,26 @@ def build(package: Package, on_line: Callable[[str], None] = lambda line: None,
             pass
     base = base_image_for(package)
     check_python(package, base_python(client, base), base)
-    lines: list[str] = []
-    image_id = ""
+    deps_tag, deps, code = split_context(package)
     try:
-        for chunk in client.api.build(path=str(package.path), tag=tag, decode=True, rm=True,
-                                      forcerm=True, pull=False, nocache=nocache):
+        exists = not nocache and bool(client.images.get(deps_tag))
+    except docker.errors.ImageNotFound:
+        exists = False
+    if not exists:
+        _stream_build(client, package, deps, deps_tag, on_line, nocache)
+    image_id = _stream_build(client, package, code, tag, on_line, nocache)
+    return BuiltImage(tag, image_id, built=True)
+
+
+def _stream_build(client: "docker.DockerClient", package: Package, files: dict[str, bytes],
+                  tag: str, on_line: Callable[[str], None], nocache: bool) -> str:
+    import docker
+
+    lines: list[str] = []
+    try:
+        for chunk in client.api.build(fileobj=_tar(files), custom_context=True, tag=tag,
+                                      decode=True, rm=True, forcerm=True, pull=False,
+                                      nocache=nocache):
             if "error" in chunk:
                 raise BuildError(_build_failure(package, str(chunk["error"]), lines),
                                  function_name=package.spec.name)
@@ -159,8 +215,6 @@ def build(package: Package, on_line: Callable[[str], None] = lambda line: None,
                     if line.strip():
                         lines.append(line.rstrip())
                         on_line(line.rstrip())
-            aux = chunk.get("aux") or {}
-            image_id = aux.get("ID", image_id)
     except docker.errors.APIError as exc:
         _untag(client, tag)
         raise BuildError(_build_failure(package, exc.explanation or str(exc), lines),
@@ -169,11 +223,10 @@ def build(package: Package, on_line: Callable[[str], None] = lambda line: None,
         _untag(client, tag)
         raise
     try:
-        image = client.images.get(tag)
+        return str(client.images.get(tag).id)
     except docker.errors.ImageNotFound:
         raise BuildError(_build_failure(package, "the engine reported no image", lines),
                          function_name=package.spec.name) from None
-    return BuiltImage(tag, image.id or image_id, built=True)
 
 
 _STEP = re.compile(r"^(STEP \d+/\d+:|Step \d+/\d+ :)")

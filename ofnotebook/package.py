@@ -28,19 +28,19 @@ DEFAULT_BASE_IMAGE = "python:{major}.{minor}-slim"
 
 _DOCKERFILE = """\
 # Build context written by ofnotebook for function {name!r}.
-# Dependencies come before code, so editing the function rebuilds only the last layers.
+# Settings first, then dependencies, then code: a code edit rebuilds only the last layer.
 FROM {base_image}
 LABEL io.ofnotebook.python="{python}" io.ofnotebook.cloudpickle="{cloudpickle}"
-ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \\
+    OFNOTEBOOK_PACKAGE=/app
 WORKDIR /app
+EXPOSE {port}
+STOPSIGNAL SIGINT
+ENTRYPOINT ["python", "-m", "ofnotebook.runtime"]
 COPY requirements.txt /app/requirements.txt
 RUN pip install --no-cache-dir -r /app/requirements.txt
 COPY ofnotebook /app/ofnotebook
 COPY function /app/function
-ENV OFNOTEBOOK_PACKAGE=/app
-EXPOSE {port}
-STOPSIGNAL SIGINT
-ENTRYPOINT ["python", "-m", "ofnotebook.runtime"]
 """
 _STUB_INIT = b'"""Only the runtime of ofnotebook ships in the image."""\n'
 

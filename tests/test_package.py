@@ -47,7 +47,9 @@ def test_dockerfile_installs_dependencies_before_code(tmp_path: Path) -> None:
     order = [next(i for i, l in enumerate(lines) if l.startswith(prefix)) for prefix in (
         "COPY requirements.txt", "RUN pip install", "COPY ofnotebook", "COPY function")]
     assert order == sorted(order)
-    assert lines[-1] == 'ENTRYPOINT ["python", "-m", "ofnotebook.runtime"]'
+    # settings come before the layers, so a code edit rebuilds the code layer only
+    assert lines.index('ENTRYPOINT ["python", "-m", "ofnotebook.runtime"]') < order[0]
+    assert lines[-1] == "COPY function /app/function"
 
 
 def test_digest_is_stable_and_content_addressed(tmp_path: Path) -> None:
