@@ -22,7 +22,7 @@ def phase(name: str, state: str, duration: float | None = None, detail: str = ""
     return PhaseEvent(name, state, time.time(), duration, detail)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"

@@ -7,6 +7,7 @@ A :class:`Backend` turns a :class:`~ofnotebook.package.Package` into a running
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass, field
@@ -76,6 +77,40 @@ class _Phase:
         state = "finished" if exc is None else "failed"
         self.recorder.emit(PhaseEvent(self.name, state, time.time(), duration,
                                       detail=self.detail if exc is None else str(exc)))
+
+
+class LogBuffer:
+    """A function's recent log lines (bounded) and the callbacks following them live."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=maxlen)
+        self._subscribers: list[Callable[[str], None]] = []
+        self._lock = threading.Lock()
+
+    def append(self, line: str) -> None:
+        with self._lock:
+            self.lines.append(line)
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(line)
+            except Exception:  # a broken view must not stop log collection
+                pass
+
+    def tail(self, n: int | None = None) -> list[str]:
+        with self._lock:
+            lines = list(self.lines)
+        return lines[-n:] if n else lines
+
+    def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+        return unsubscribe
 
 
 class Deployment:

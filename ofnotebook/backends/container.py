@@ -10,7 +10,6 @@ when the kernel exits.
 from __future__ import annotations
 
 import atexit
-import collections
 import socket
 import threading
 import time
@@ -22,8 +21,9 @@ from ..context import context_env
 from ..errors import DeployError
 from ..package import Package
 from ..runtime import HEALTH_PATH
-from .base import FAILED, RUNNING, STOPPED, Backend, Deployment, PhaseEvent, PhaseRecorder
-from .events import EventTracker
+from .base import (FAILED, RUNNING, STOPPED, Backend, Deployment, LogBuffer, PhaseEvent,
+                   PhaseRecorder)
+from .events import StandInUser
 
 if TYPE_CHECKING:
     import docker
@@ -45,7 +45,7 @@ def needs_host_network(package: Package) -> bool:
     return spec.runtime == "async" or bool(spec.outputs or spec.states)
 
 
-class ContainerDeployment(Deployment):
+class ContainerDeployment(StandInUser, Deployment):
     """One running container; its logs are followed into a bounded buffer."""
 
     def __init__(self, name: str, package: Package, image: images.BuiltImage, reference: str,
@@ -53,17 +53,13 @@ class ContainerDeployment(Deployment):
                  standin: Any = None) -> None:
         self.name, self.package, self.image, self.reference = name, package, image, reference
         self.container, self.port, self.env = container, port, dict(env)
-        self.standin = standin
-        scheme = "grpc" if package.spec.runtime == "async" else "http"
-        self.url = f"{scheme}://127.0.0.1:{port}/"
+        is_async = package.spec.runtime == "async"
+        self.url = f"grpc://127.0.0.1:{port}" if is_async else f"http://127.0.0.1:{port}/"
         self.key = (package.digest, tuple(sorted(env.items())))
-        self._logs: collections.deque[str] = collections.deque(maxlen=log_lines)
-        self._subscribers: list[Callable[[str], None]] = []
-        self._lock = threading.Lock()
+        self.log_buffer = LogBuffer(log_lines)
         self._stopped = False
         self._exit_code: int | None = None
-        self.events = EventTracker()
-        self._unsubscribe = standin.subscribe(name, self.events) if standin else None
+        self._attach_standin(standin)
         threading.Thread(target=self._follow, name=f"ofnotebook-logs-{name}",
                          daemon=True).start()
 
@@ -71,16 +67,9 @@ class ContainerDeployment(Deployment):
         try:
             for chunk in self.container.logs(stream=True, follow=True):
                 for line in chunk.decode(errors="replace").splitlines():
-                    self._append(line)
+                    self.log_buffer.append(line)
         except Exception:  # the container was removed: the stream ends
             pass
-
-    def _append(self, line: str) -> None:
-        with self._lock:
-            self._logs.append(line)
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            callback(line)
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -110,43 +99,16 @@ class ContainerDeployment(Deployment):
                 f"Last log lines:\n{tail}")
 
     def logs(self, tail: int | None = None) -> list[str]:
-        with self._lock:
-            lines = list(self._logs)
-        return lines[-tail:] if tail else lines
+        return self.log_buffer.tail(tail)
 
     def subscribe_logs(self, callback: Callable[[str], None]) -> Callable[[], None]:
-        with self._lock:
-            self._subscribers.append(callback)
-
-        def remove() -> None:
-            with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-        return remove
-
-    def publish(self, input_name: str, data: bytes, content_type: str) -> None:
-        if self.standin is None:
-            raise DeployError(f"Function {self.name!r} has no inputs to publish to.",
-                              function_name=self.name)
-        self.standin.inject(self.name, input_name, data, content_type)
-
-    def read_state(self, store: str, key: str) -> dict[str, Any]:
-        if self.standin is None:
-            raise DeployError(f"Function {self.name!r} has no state store.",
-                              function_name=self.name)
-        return self.standin.read_state(self.name, store, key)
+        return self.log_buffer.subscribe(callback)
 
     def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-        if self.standin is not None:
-            try:
-                self.standin.unregister(self.name)
-            except DeployError:
-                pass
+        self._leave_standin()
         _remove(self.container)
 
 

@@ -90,3 +90,53 @@ class EventTracker:
             return {"events_in": self.counts["in"], "delivered": self.counts["delivered"],
                     "events_out": self.counts["out"], "retries": self.counts["retry"],
                     "dead_letters": self.counts["dead-letter"], "errors": self.counts["error"]}
+
+
+class StandInUser:
+    """For deployments whose function talks Dapr through the kernel's local stand-in: its
+    events tracker, test events, state reads, and leaving the stand-in when stopped."""
+
+    name: str
+    standin: Any = None
+
+    def _attach_standin(self, standin: Any) -> None:
+        self.standin = standin
+        self.events = EventTracker()
+        self._unsubscribe_events = standin.subscribe(self.name, self.events) if standin else None
+
+    def _need_standin(self) -> Any:
+        if self.standin is None:
+            from ..errors import OfnotebookError
+
+            raise OfnotebookError(f"Function {self.name!r} has no inputs, outputs or state "
+                                  f"stores; declare them with --input/--output/--state.")
+        return self.standin
+
+    def publish(self, input_name: str, data: bytes, content_type: str) -> None:
+        from ..errors import DeployError, InvocationError
+
+        try:
+            self._need_standin().inject(self.name, input_name, data, content_type)
+        except DeployError as exc:
+            raise InvocationError(str(exc), function_name=self.name) from None
+
+    def read_state(self, store: str, key: str) -> dict[str, Any]:
+        from ..errors import DeployError, InvocationError
+
+        try:
+            return self._need_standin().read_state(self.name, store, key)  # type: ignore[no-any-return]
+        except DeployError as exc:
+            raise InvocationError(str(exc), function_name=self.name) from None
+
+    def _leave_standin(self, unregister: bool = True) -> None:
+        """Stop following events; ``unregister`` also removes the app from the stand-in."""
+        from ..errors import DeployError
+
+        if self._unsubscribe_events is not None:
+            self._unsubscribe_events()
+            self._unsubscribe_events = None
+        if unregister and self.standin is not None:
+            try:
+                self.standin.unregister(self.name)
+            except DeployError:
+                pass  # the stand-in is gone already: nothing left to release there

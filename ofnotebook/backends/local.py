@@ -13,7 +13,6 @@ watches its parent PID and exits on its own if the kernel is killed.
 from __future__ import annotations
 
 import atexit
-import collections
 import http.client
 import json
 import os
@@ -27,12 +26,12 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Mapping
 
 from .. import config
 from ..context import context_env
-from ..errors import DeployError, InvocationError, OfnotebookError
+from ..errors import DeployError
 from ..package import Package
 from ..spec import FunctionSpec
 from ..runtime import HEALTH_PATH
-from .base import FAILED, RUNNING, STOPPED, Backend, Deployment, PhaseRecorder
-from .events import EventTracker
+from .base import FAILED, RUNNING, STOPPED, Backend, Deployment, LogBuffer, PhaseRecorder
+from .events import StandInUser
 
 if TYPE_CHECKING:
     from .standin import StandIn
@@ -55,9 +54,9 @@ class RuntimeProcess:
     """One ``python -m ofnotebook.runtime --standby`` subprocess and its log buffer."""
 
     def __init__(self, *, log_lines: int) -> None:
-        self.logs: collections.deque[str] = collections.deque(maxlen=log_lines)
-        self._subscribers: list[Callable[[str], None]] = []
-        self._lock = threading.Lock()
+        self.log_buffer = LogBuffer(log_lines)
+        self.logs = self.log_buffer.lines
+        self.subscribe = self.log_buffer.subscribe
         self._port_ready = threading.Event()
         self.exited = threading.Event()
         self.port: int | None = None
@@ -87,14 +86,7 @@ class RuntimeProcess:
                 self.port = int(json.loads(line)["standby"])
                 self._port_ready.set()
                 continue
-            with self._lock:
-                self.logs.append(line)
-                subscribers = list(self._subscribers)
-            for callback in subscribers:
-                try:
-                    callback(line)
-                except Exception:  # a broken view must not stop log collection
-                    pass
+            self.log_buffer.append(line)
         self.proc.stdout.close()
         self.returncode = self.proc.wait()
         self.exited.set()
@@ -115,17 +107,6 @@ class RuntimeProcess:
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(order) + "\n")
         self.proc.stdin.flush()
-
-    def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
-        with self._lock:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-
-        return unsubscribe
 
     def stop(self) -> None:
         self.stopping = True
@@ -194,7 +175,7 @@ def _wait_listening(process: RuntimeProcess, port: int, timeout: float) -> None:
     raise DeployError("not ready")
 
 
-class LocalDeployment(Deployment):
+class LocalDeployment(StandInUser, Deployment):
     """A function served by a local runtime process (and the stand-in, for Dapr functions)."""
 
     def __init__(self, name: str, package: Package, process: RuntimeProcess, port: int,
@@ -207,33 +188,11 @@ class LocalDeployment(Deployment):
         is_async = package.spec.runtime == "async"
         self.url = f"grpc://127.0.0.1:{port}" if is_async else f"http://127.0.0.1:{port}/"
         self._stopped = False
-        self.standin = standin
-        self.events = EventTracker()
-        self._unsubscribe = standin.subscribe(name, self.events) if standin else None
+        self._attach_standin(standin)
 
     @property
     def key(self) -> tuple[object, ...]:
         return deployment_key(self.package, self.env)
-
-    # -- Dapr ------------------------------------------------------------------------------
-
-    def _need_standin(self) -> "StandIn":
-        if self.standin is None:
-            raise OfnotebookError(f"Function {self.name!r} has no inputs, outputs or state "
-                                  f"stores; declare them with --input/--output/--state.")
-        return self.standin
-
-    def publish(self, input_name: str, data: bytes, content_type: str) -> None:
-        try:
-            self._need_standin().inject(self.name, input_name, data, content_type)
-        except DeployError as exc:
-            raise InvocationError(str(exc), function_name=self.name) from None
-
-    def read_state(self, store: str, key: str) -> dict[str, object]:
-        try:
-            return self._need_standin().read_state(self.name, store, key)
-        except DeployError as exc:
-            raise InvocationError(str(exc), function_name=self.name) from None
 
     @property
     def status(self) -> str:
@@ -252,25 +211,19 @@ class LocalDeployment(Deployment):
                 f"{self.process.returncode}. Last log lines:\n{tail}")
 
     def logs(self, tail: int | None = None) -> list[str]:
-        lines = list(self.process.logs)
-        return lines[-tail:] if tail else lines
+        return self.process.log_buffer.tail(tail)
 
     def subscribe_logs(self, callback: Callable[[str], None]) -> Callable[[], None]:
         return self.process.subscribe(callback)
 
     def mark_stopped(self) -> None:
         self._stopped = True
-        if self._unsubscribe:
-            self._unsubscribe()
+        self._leave_standin(unregister=False)
 
     def stop(self, unregister: bool = True) -> None:
         was_stopped = self._stopped
         self.mark_stopped()
-        if unregister and not was_stopped and self.standin is not None:
-            try:
-                self.standin.unregister(self.name)
-            except DeployError:
-                pass  # the stand-in is gone already: nothing left to release there
+        self._leave_standin(unregister=unregister and not was_stopped)
         self.process.stop()
 
 

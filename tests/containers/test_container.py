@@ -103,12 +103,12 @@ def test_run_invoke_follow_logs_and_report_a_killed_container(backend: Container
     published = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"]
     assert {p["HostIp"] for p in published} == {"127.0.0.1"}  # loopback only
     assert handle.invoke(params={"who": "ada"}).status_code == 200
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while "hello from the container ada" not in handle.logs():
         assert time.monotonic() < deadline, handle.logs()
         time.sleep(0.05)
     container.kill()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while handle.status != "failed":
         assert time.monotonic() < deadline
         time.sleep(0.05)
