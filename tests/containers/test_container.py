@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -203,3 +204,30 @@ def test_an_async_container_reaches_the_local_dapr_standin(backend: ContainerBac
     handle.publish("numbers", {"n": 21})
     assert [o.data for o in handle.wait_for_outputs(1, timeout=30)] == [42]
     assert handle.stats["events_in"] == 1
+
+
+def test_containers_are_removed_when_the_kernel_exits(client: Any, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    name = f"atexit-{unique()}"
+    script = tmp_path / "kernel.py"
+    script.write_text(textwrap.dedent(f"""
+        import warnings
+        warnings.simplefilter("ignore")
+        import ofnotebook
+        ns = {{}}
+        exec("def f(request):\\n    return 'up'\\n", ns)
+        handle = ofnotebook.deploy(ns["f"], {name!r}, target="container")
+        assert handle.invoke().text == "up"
+        print("deployed", flush=True)
+    """))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=180, env=env)
+    assert done.returncode == 0 and "deployed" in done.stdout, done.stderr
+    left = client.containers.list(all=True, filters={"label": f"io.ofnotebook.function={name}"})
+    assert not left, [c.name for c in left]
+    for image in client.images.list(name=f"ofnotebook/{name}"):
+        client.images.remove(image.id)
