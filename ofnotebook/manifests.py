@@ -1,0 +1,227 @@
+"""OpenFunction ``Function`` manifests from a :class:`FunctionSpec`, and their validation.
+
+One manifest serves the ``kubernetes`` target (sent to the API server) and the ``yaml`` target
+(written for GitOps). The shapes follow ``reference/openfunction-contract.md`` §1.4 and §8:
+image by digest, the ``function`` container, ``triggers.http`` for sync functions,
+``triggers.dapr`` with ``workloadType: Deployment`` for async ones, inline Dapr components under
+``bindings``/``pubsub``/``states`` built from the same component specs the local target uses,
+empty lists and maps omitted. :func:`validate` checks a manifest against the CRD's structural
+schema and reports every field the API server would prune, before anything is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import ConfigError
+from .spec import ComponentSpec, FunctionSpec
+
+GROUP = "core.openfunction.io"
+VERSIONS = ("v1beta2", "v1beta1")
+MANAGED_BY = {"app.kubernetes.io/managed-by": "ofnotebook"}
+DAPR_MODES = ("standalone", "sidecar")
+
+
+class ManifestError(ConfigError):
+    """A manifest the API server would reject or silently change."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterOptions:
+    """How the function runs in a cluster; everything the spec itself does not say.
+
+    ``secrets`` maps an environment variable to ``(secret name, key)``: the manifest holds a
+    ``secretKeyRef``, never the value. ``keda_triggers`` are KEDA ``ScaleTriggers`` (for
+    example Kafka lag); a ScaledObject is created only when they are given.
+    """
+
+    namespace: str = "default"
+    image_credentials: str | None = None
+    dapr_mode: str = "standalone"
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    keda_triggers: tuple[Mapping[str, Any], ...] = ()
+    keda_polling_interval: int | None = None
+    keda_cooldown_period: int | None = None
+    secrets: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    cpu: str | None = None
+    memory: str | None = None
+    gpus: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dapr_mode not in DAPR_MODES:
+            raise ConfigError(f"Dapr mode {self.dapr_mode!r} is not one of "
+                              f"{', '.join(DAPR_MODES)}.", key="dapr_mode")
+        if (self.min_replicas is not None and self.max_replicas is not None
+                and self.min_replicas > self.max_replicas):
+            raise ConfigError(f"min_replicas {self.min_replicas} is above max_replicas "
+                              f"{self.max_replicas}.", key="replicas")
+
+
+def component_spec(component: ComponentSpec) -> dict[str, Any]:
+    """A Dapr ``ComponentSpec`` (``type``, ``version``, ``metadata``) as the CRD wants it."""
+    return {"type": component.type, "version": component.version,
+            "metadata": [{"name": k, "value": v} for k, v in component.metadata]}
+
+
+def uses_dapr(spec: FunctionSpec) -> bool:
+    return bool(spec.inputs or spec.outputs or spec.states)
+
+
+def function_manifest(spec: FunctionSpec, image: str, options: ClusterOptions | None = None,
+                      *, api_version: str = "v1beta2") -> dict[str, Any]:
+    """The ``Function`` for ``spec`` running ``image`` (prefer a ``repo@sha256:`` reference)."""
+    options = options or ClusterOptions()
+    if api_version != "v1beta2":
+        raise ConfigError(f"Function {api_version} manifests are not written yet; use "
+                          f"v1beta2 (served and stored by OpenFunction v1.2.0).",
+                          key="api_version")
+    container: dict[str, Any] = {"name": "function", "imagePullPolicy": "IfNotPresent"}
+    env = [{"name": k, "value": v} for k, v in spec.env]
+    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+            for k, (secret, key) in sorted(options.secrets.items())]
+    if env:
+        container["env"] = env
+    limits: dict[str, Any] = {}
+    if options.cpu:
+        limits["cpu"] = options.cpu
+    if options.memory:
+        limits["memory"] = options.memory
+    if options.gpus:
+        limits["nvidia.com/gpu"] = options.gpus
+    if limits:
+        container["resources"] = {"limits": limits}
+
+    serving: dict[str, Any] = {}
+    if uses_dapr(spec):
+        serving["annotations"] = {"openfunction.io/enable-dapr": "true",
+                                  "openfunction.io/dapr-service-mode": options.dapr_mode}
+    if spec.runtime == "async":
+        serving["workloadType"] = "Deployment"  # otherwise "Running" is reported at once
+    serving["template"] = {"containers": [container]}
+    if spec.runtime == "async":
+        triggers = []
+        for c in spec.inputs:
+            trigger = {"name": c.name, "type": c.type}
+            if c.topic:
+                trigger["topic"] = c.topic
+            triggers.append(trigger)
+        serving["triggers"] = {"dapr": triggers}
+    else:
+        serving["triggers"] = {"http": {"port": spec.port}}
+    outputs = []
+    for c in spec.outputs:
+        out: dict[str, Any] = {"name": c.name, "type": c.type}
+        if c.topic:
+            out["topic"] = c.topic
+        if c.operation:
+            out["operation"] = c.operation
+        if c.output_metadata:
+            out["metadata"] = dict(c.output_metadata)
+        outputs.append({"dapr": out})
+    if outputs:
+        serving["outputs"] = outputs
+    for kind in ("bindings", "pubsub"):
+        inline = {c.name: component_spec(c) for c in spec.inputs + spec.outputs
+                  if c.kind == kind}
+        if inline:
+            serving[kind] = inline
+    if spec.states:
+        serving["states"] = {c.name: {"spec": component_spec(c)} for c in spec.states}
+    scale: dict[str, Any] = {}
+    if options.min_replicas is not None:
+        scale["minReplicas"] = options.min_replicas
+    if options.max_replicas is not None:
+        scale["maxReplicas"] = options.max_replicas
+    if options.keda_triggers:
+        scaled_object = {k: v for k, v in (("pollingInterval", options.keda_polling_interval),
+                                           ("cooldownPeriod", options.keda_cooldown_period))
+                         if v is not None}
+        keda: dict[str, Any] = {"triggers": [dict(t) for t in options.keda_triggers]}
+        if scaled_object:
+            keda["scaledObject"] = scaled_object
+        scale["keda"] = keda
+    if scale:
+        serving["scaleOptions"] = scale
+
+    body: dict[str, Any] = {"version": spec.version, "image": image}
+    if options.image_credentials:
+        body["imageCredentials"] = {"name": options.image_credentials}
+    body["serving"] = serving
+    return {"apiVersion": f"{GROUP}/{api_version}", "kind": "Function",
+            "metadata": {"name": spec.name, "namespace": options.namespace,
+                         "labels": {**MANAGED_BY, **dict(options.labels)}},
+            "spec": body}
+
+
+# -- validation against the CRD -----------------------------------------------------------------
+
+def crd_schema(crd: Mapping[str, Any], version: str) -> dict[str, Any]:
+    """The ``openAPIV3Schema`` of ``version`` in a CustomResourceDefinition document."""
+    for entry in crd["spec"]["versions"]:
+        if entry["name"] == version:
+            return dict(entry["schema"]["openAPIV3Schema"])
+    raise ManifestError(f"The CRD serves no version {version!r}.")
+
+
+def validate(manifest: Mapping[str, Any], crd: Mapping[str, Any]) -> None:
+    """Raise :class:`ManifestError` listing every schema violation and every field the API
+    server would prune (unknown fields are dropped silently by a structural schema)."""
+    import jsonschema
+
+    version = str(manifest.get("apiVersion", "")).rpartition("/")[2]
+    schema = crd_schema(crd, version)
+    problems = [f"{'.'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}"
+                for error in jsonschema.Draft4Validator(_json_schema(schema)).iter_errors(
+                    manifest)]
+    problems += [f"{path}: unknown field, the API server would prune it"
+                 for path in pruned_fields(manifest, schema)]
+    if problems:
+        name = manifest.get("metadata", {}).get("name", "?")
+        raise ManifestError(f"The Function manifest for {name!r} does not fit the CRD "
+                            f"({version}):\n  " + "\n  ".join(sorted(problems)))
+
+
+def pruned_fields(value: Any, schema: Mapping[str, Any], path: str = "") -> list[str]:
+    """Paths in ``value`` that a structural schema does not declare (what pruning removes)."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    found: list[str] = []
+    if isinstance(value, dict) and schema.get("type") == "object":
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            if path == "" and key in ("apiVersion", "kind"):
+                continue
+            if path == "" and key == "metadata" or where.startswith("metadata."):
+                continue  # ObjectMeta is validated by the API server, not the CRD
+            if props is not None and key in props:
+                found += pruned_fields(item, props[key], where)
+            elif isinstance(extra, dict):
+                found += pruned_fields(item, extra, where)
+            elif props is not None or extra is False:
+                found.append(where)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            found += pruned_fields(item, schema["items"], f"{path}[{index}]")
+    return found
+
+
+def _json_schema(schema: Any) -> Any:
+    """OpenAPI v3 (Kubernetes flavour) to JSON Schema: ``int-or-string`` and ``nullable``."""
+    if isinstance(schema, list):
+        return [_json_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _json_schema(v) for k, v in schema.items() if not k.startswith("x-kubernetes")}
+    if schema.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        out.pop("format", None)
+    if schema.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    out.pop("nullable", None)
+    return out

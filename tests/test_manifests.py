@@ -1,0 +1,169 @@
+"""Function manifests against the real OpenFunction v1.2.0 CRD (../shared/schemas) and the
+minimal manifests of reference/openfunction-contract.md §1.4."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+
+from ofnotebook.components import parse_items
+from ofnotebook.manifests import ClusterOptions, ManifestError, function_manifest, validate
+from ofnotebook.spec import FunctionSpec
+from tests.helpers import shared_file
+
+BROKERS = "kafka-server-kafka-brokers.default.svc:9092"
+IMAGE = "registry.example.com/demo/fn@sha256:" + "a" * 64
+
+
+@pytest.fixture(scope="module")
+def crd() -> dict[str, Any]:
+    return yaml.safe_load(shared_file("schemas/openfunction-function-crd.yaml").read_text())
+
+
+def log_handler() -> tuple[FunctionSpec, ClusterOptions]:
+    """The seed's Kafka log handler, with the KEDA options of the seed."""
+    spec = FunctionSpec(
+        name="logs-handler", runtime="async", version="v1.0.0",
+        inputs=parse_items({"logs": f"kafka://{BROKERS}/logs?group=logs-handler"}, "input",
+                           app="logs-handler"),
+        outputs=parse_items({"notify": "http://notify.default.svc:8999/api/v2/alerts"},
+                            "output", app="logs-handler"))
+    options = ClusterOptions(
+        namespace="demo", min_replicas=0, max_replicas=10, keda_polling_interval=15,
+        keda_cooldown_period=60,
+        keda_triggers=({"type": "kafka", "metadata": {
+            "topic": "logs", "bootstrapServers": BROKERS, "consumerGroup": "logs-handler",
+            "lagThreshold": "20"}},))
+    return spec, options
+
+
+def sync_with_kafka_output() -> FunctionSpec:
+    return FunctionSpec(name="sync-out", version="v1.0.0",
+                        outputs=parse_items({"kafka-out": f"kafka://{BROKERS}/sample-topic"},
+                                            "output", app="sync-out"))
+
+
+def test_the_async_log_handler_matches_the_reference_and_the_crd(crd: dict[str, Any]) -> None:
+    spec, options = log_handler()
+    manifest = function_manifest(spec, IMAGE, options)
+    validate(manifest, crd)
+    assert manifest["apiVersion"] == "core.openfunction.io/v1beta2"
+    assert manifest["metadata"] == {"name": "logs-handler", "namespace": "demo",
+                                    "labels": {"app.kubernetes.io/managed-by": "ofnotebook"}}
+    serving = manifest["spec"]["serving"]
+    # reference §1.4 (b): explicit Deployment, dapr triggers naming inline bindings
+    assert serving["workloadType"] == "Deployment"
+    assert serving["template"]["containers"][0]["name"] == "function"
+    assert serving["triggers"] == {"dapr": [{"name": "logs", "type": "bindings.kafka"}]}
+    assert serving["outputs"] == [{"dapr": {"name": "notify", "type": "bindings.http",
+                                            "operation": "create"}}]
+    kafka = serving["bindings"]["logs"]
+    assert kafka["type"] == "bindings.kafka" and kafka["version"] == "v1"
+    assert {"name": "topics", "value": "logs"} in kafka["metadata"]
+    assert {"name": "consumerGroup", "value": "logs-handler"} in kafka["metadata"]
+    assert serving["annotations"]["openfunction.io/enable-dapr"] == "true"
+    assert serving["scaleOptions"] == {
+        "minReplicas": 0, "maxReplicas": 10,
+        "keda": {"triggers": [{"type": "kafka", "metadata": {
+            "topic": "logs", "bootstrapServers": BROKERS, "consumerGroup": "logs-handler",
+            "lagThreshold": "20"}}],
+            "scaledObject": {"pollingInterval": 15, "cooldownPeriod": 60}}}
+    assert "states" not in serving and "pubsub" not in serving  # empty ones omitted
+
+
+def test_the_sync_function_with_a_kafka_output_matches_the_reference(crd: dict[str, Any]
+                                                                     ) -> None:
+    manifest = function_manifest(sync_with_kafka_output(), IMAGE,
+                                 ClusterOptions(namespace="demo", dapr_mode="sidecar",
+                                                image_credentials="regcred",
+                                                min_replicas=0, max_replicas=5))
+    validate(manifest, crd)
+    spec = manifest["spec"]
+    # reference §1.4 (a)
+    assert spec["image"] == IMAGE and spec["imageCredentials"] == {"name": "regcred"}
+    assert spec["serving"]["triggers"] == {"http": {"port": 8080}}
+    assert spec["serving"]["outputs"] == [{"dapr": {"name": "kafka-out",
+                                                    "type": "bindings.kafka",
+                                                    "operation": "create"}}]
+    assert spec["serving"]["annotations"] == {"openfunction.io/enable-dapr": "true",
+                                              "openfunction.io/dapr-service-mode": "sidecar"}
+    assert {"name": "publishTopic", "value": "sample-topic"} in \
+        spec["serving"]["bindings"]["kafka-out"]["metadata"]
+    assert "workloadType" not in spec["serving"]
+    assert spec["serving"]["scaleOptions"] == {"minReplicas": 0, "maxReplicas": 5}
+
+
+def test_a_plain_http_function_has_no_dapr_and_nothing_empty(crd: dict[str, Any]) -> None:
+    manifest = function_manifest(FunctionSpec(name="plain"), IMAGE)
+    validate(manifest, crd)
+    serving = manifest["spec"]["serving"]
+    assert set(serving) == {"template", "triggers"}
+    assert serving["template"] == {"containers": [{"name": "function",
+                                                   "imagePullPolicy": "IfNotPresent"}]}
+
+
+def test_secrets_are_references_and_gpus_are_limits(crd: dict[str, Any]) -> None:
+    spec = FunctionSpec(name="gpu-fn", env=(("MODEL", "small"),))
+    manifest = function_manifest(spec, IMAGE, ClusterOptions(
+        secrets={"API_TOKEN": ("model-secrets", "token")}, cpu="2", memory="4Gi", gpus=1))
+    validate(manifest, crd)
+    container = manifest["spec"]["serving"]["template"]["containers"][0]
+    assert container["env"] == [
+        {"name": "MODEL", "value": "small"},
+        {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "model-secrets",
+                                                              "key": "token"}}}]
+    assert container["resources"] == {"limits": {"cpu": "2", "memory": "4Gi",
+                                                 "nvidia.com/gpu": 1}}
+
+
+def test_state_stores_and_pubsub_are_inline_components(crd: dict[str, Any]) -> None:
+    spec = FunctionSpec(
+        name="stateful", runtime="async",
+        inputs=parse_items({"orders": "redis://redis.default.svc:6379/orders"}, "input",
+                           app="stateful"),
+        states=parse_items({"cache": "redis://redis.default.svc:6379"}, "state",
+                           app="stateful"))
+    manifest = function_manifest(spec, IMAGE)
+    validate(manifest, crd)
+    serving = manifest["spec"]["serving"]
+    assert serving["pubsub"]["orders"]["type"] == "pubsub.redis"
+    assert serving["triggers"]["dapr"] == [{"name": "orders", "type": "pubsub.redis",
+                                            "topic": "orders"}]
+    assert serving["states"]["cache"]["spec"]["type"] == "state.redis"
+
+
+def test_a_field_the_api_server_would_prune_is_an_error(crd: dict[str, Any]) -> None:
+    manifest = function_manifest(FunctionSpec(name="plain"), IMAGE)
+    bad = copy.deepcopy(manifest)
+    bad["spec"]["serving"]["replicas"] = 3  # not a Function field
+    bad["spec"]["serving"]["template"]["containers"][0]["gpu"] = 1
+    with pytest.raises(ManifestError) as caught:
+        validate(bad, crd)
+    message = str(caught.value)
+    assert "spec.serving.replicas: unknown field, the API server would prune it" in message
+    assert "spec.serving.template.containers[0].gpu: unknown field" in message
+
+
+def test_schema_violations_are_listed(crd: dict[str, Any]) -> None:
+    manifest = function_manifest(FunctionSpec(name="plain"), IMAGE,
+                                 ClusterOptions(min_replicas=1))
+    bad = copy.deepcopy(manifest)
+    del bad["spec"]["image"]
+    bad["spec"]["serving"]["scaleOptions"]["minReplicas"] = "one"
+    with pytest.raises(ManifestError) as caught:
+        validate(bad, crd)
+    message = str(caught.value)
+    assert "'image' is a required property" in message
+    assert "spec.serving.scaleOptions.minReplicas: 'one' is not of type 'integer'" in message
+
+
+def test_bad_cluster_options_are_refused() -> None:
+    from ofnotebook.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="standalone, sidecar"):
+        ClusterOptions(dapr_mode="proxy")
+    with pytest.raises(ConfigError, match="min_replicas 5 is above max_replicas 2"):
+        ClusterOptions(min_replicas=5, max_replicas=2)
