@@ -107,6 +107,10 @@ SETTINGS: dict[str, Setting[Any]] = {
         Setting("base_image", lambda: "", str,
                 "an image reference; default python:<major>.<minor>-slim of the notebook"),
         Setting("registry", lambda: "", str, "a registry host[:port] to push images to"),
+        Setting("yaml_dir", lambda: Path("ofnotebook-manifests"), Path,
+                "a directory the yaml target writes functions into"),
+        Setting("function_crd", lambda: "", str,
+                "the path of the OpenFunction Function CRD to validate manifests against"),
         Setting("widgets", lambda: "auto", _widget_mode,
                 "auto (widgets in a Jupyter kernel), on or off (text only)"),
     )

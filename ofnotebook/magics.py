@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import shlex
+from pathlib import Path
 from typing import Any, Callable
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -147,7 +148,8 @@ class FunctionMagics(Magics):
     @line_magic("function")
     def function_line(self, line: str) -> Any:
         """Manage deployments: ``%function list``, ``%function stop NAME``,
-        ``%function stop --all``, ``%function logs NAME [--tail N]``."""
+        ``%function stop --all``, ``%function logs NAME [--tail N]``, ``%function export NAME
+        DIR`` (the yaml target's folder for a function deployed elsewhere)."""
         words = shlex.split(line)
         command, rest = (words[0], words[1:]) if words else ("list", [])
         if command == "list":
@@ -161,6 +163,12 @@ class FunctionMagics(Magics):
                 raise OfnotebookError("Usage: %function stop NAME  or  %function stop --all")
             print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
             return None
+        if command == "export" and len(rest) == 2:
+            from .backends.gitops import write_function
+
+            handle = api.get(rest[0])
+            print(f"written: {write_function(handle.package, Path(rest[1]))}")
+            return None
         if command == "logs" and rest:
             tail = None
             if len(rest) == 3 and rest[1] == "--tail":
@@ -168,7 +176,8 @@ class FunctionMagics(Magics):
             print(api.get(rest[0]).logs(tail=tail))
             return None
         raise OfnotebookError(f"Unknown %function command {line!r}; use list, "
-                              f"stop NAME, stop --all or logs NAME [--tail N].")
+                              f"stop NAME, stop --all, logs NAME [--tail N] or "
+                              f"export NAME DIR.")
 
 
 class _Listing(list):  # type: ignore[type-arg]

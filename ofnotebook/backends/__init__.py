@@ -20,6 +20,7 @@ _known: dict[str, tuple[str, str]] = {
     "local": ("ofnotebook.backends.local:LocalBackend", "it ships with ofnotebook"),
     "container": ("ofnotebook.backends.container:ContainerBackend",
                   "pip install 'ofnotebook[docker]'"),
+    "yaml": ("ofnotebook.backends.gitops:YamlBackend", "pip install 'ofnotebook[kubernetes]'"),
 }
 #: name -> (dotted path, install hint); read-only view.
 known_backends: Mapping[str, tuple[str, str]] = MappingProxyType(_known)

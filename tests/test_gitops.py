@@ -1,0 +1,98 @@
+"""The ``yaml`` target and ``%function export``: folders for GitOps review."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import ofnotebook
+from ofnotebook.backends.gitops import WRITTEN, YamlBackend
+from ofnotebook.errors import ConfigError
+from ofnotebook.manifests import ManifestError
+from tests.helpers import make_function, shared_file
+
+
+@pytest.fixture
+def crd_env(monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = shared_file("schemas/openfunction-function-crd.yaml")
+    monkeypatch.setenv("OFNOTEBOOK_FUNCTION_CRD", str(path))
+    monkeypatch.setenv("OFNOTEBOOK_REGISTRY", "registry.example.com:5000")
+    return path
+
+
+def test_the_yaml_target_writes_a_valid_function_and_its_build_context(
+        tmp_path: Path, crd_env: Path) -> None:
+    fn = make_function("def handle(ctx, data):\n    ctx.send('out', data)\n", name="handle")
+    handle = ofnotebook.deploy(fn, "gitops-fn", target=YamlBackend(tmp_path),
+                               inputs={"logs": "kafka://kafka.default.svc:9092/logs?group=g"},
+                               outputs={"out": "kafka://kafka.default.svc:9092/alerts"},
+                               env={"MODE": "prod"})
+    folder = tmp_path / "gitops-fn"
+    assert handle.status == WRITTEN and handle.url == folder.resolve().as_uri()
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "build", "function.yaml"]
+    manifest = yaml.safe_load((folder / "function.yaml").read_text())
+    image = f"registry.example.com:5000/ofnotebook/gitops-fn:{handle.digest[:16]}"
+    assert manifest["spec"]["image"] == image
+    assert manifest["spec"]["serving"]["triggers"]["dapr"] == [{"name": "logs",
+                                                                "type": "bindings.kafka"}]
+    container = manifest["spec"]["serving"]["template"]["containers"][0]
+    assert container["env"] == [{"name": "MODE", "value": "prod"}]
+    # the build context is byte for byte the package the container target builds
+    for rel in handle.package.files:
+        assert (folder / "build" / rel).read_bytes() == (handle.package.path / rel).read_bytes()
+    readme = (folder / "README.md").read_text()
+    assert f"docker build -t {image} build/" in readme and "kubectl apply -f function.yaml" \
+        in readme
+    assert [e.phase for e in handle.events if e.state == "finished"][-1] == "write"
+
+
+def test_a_re_export_replaces_the_folder_whole(tmp_path: Path, crd_env: Path) -> None:
+    backend = YamlBackend(tmp_path)
+    ofnotebook.deploy(make_function("def f(request):\n    return 1\n"), "again", target=backend)
+    stale = tmp_path / "again" / "build" / "stale.txt"
+    stale.write_text("left from an older export")
+    ofnotebook.deploy(make_function("def f(request):\n    return 2\n"), "again", target=backend)
+    assert not stale.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_an_unreadable_crd_path_is_a_clear_error(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OFNOTEBOOK_FUNCTION_CRD", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="OFNOTEBOOK_FUNCTION_CRD=.*cannot be read"):
+        ofnotebook.deploy(make_function("def f(request):\n    return 1\n"), "nocrd",
+                          target=YamlBackend(tmp_path / "out"))
+    assert not (tmp_path / "out" / "nocrd").exists()
+
+
+def test_a_manifest_that_does_not_fit_the_crd_writes_nothing(
+        tmp_path: Path, crd_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ofnotebook.manifests as manifests
+
+    real = manifests.function_manifest
+
+    def with_a_typo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        manifest = real(*args, **kwargs)
+        manifest["spec"]["serving"]["workloadTypo"] = "Deployment"
+        return manifest
+
+    monkeypatch.setattr("ofnotebook.backends.gitops.function_manifest", with_a_typo)
+    with pytest.raises(ManifestError, match="spec.serving.workloadTypo: unknown field"):
+        ofnotebook.deploy(make_function("def f(request):\n    return 1\n"), "typo",
+                          target=YamlBackend(tmp_path))
+    assert not (tmp_path / "typo").exists()
+
+
+def test_function_export_writes_a_locally_deployed_function(ip: Any, tmp_path: Path,
+                                                            crd_env: Path,
+                                                            capsys: pytest.CaptureFixture[str]
+                                                            ) -> None:
+    ip.run_cell_magic("function", "exported", "def f(request):\n    return 'x'\n")
+    ip.run_line_magic("function", f"export exported {tmp_path}")
+    assert f"written: {tmp_path / 'exported'}" in capsys.readouterr().out
+    manifest = yaml.safe_load((tmp_path / "exported" / "function.yaml").read_text())
+    assert manifest["metadata"]["name"] == "exported"
+    assert manifest["spec"]["serving"]["triggers"] == {"http": {"port": 8080}}
