@@ -178,3 +178,38 @@ class Backend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class TrackedBackend(Backend):
+    """A backend keeping its deployments by name: ``deployments``, ``stop`` and ``close``
+    done once for the targets that need nothing more."""
+
+    def __init__(self) -> None:
+        self._deployments: dict[str, Deployment] = {}
+        self._lock = threading.RLock()
+
+    def _track(self, deployment: Deployment) -> Deployment | None:
+        """Record ``deployment`` under its name; return the one it replaces, if any."""
+        with self._lock:
+            previous = self._deployments.get(deployment.name)
+            self._deployments[deployment.name] = deployment
+        return previous
+
+    def deployments(self) -> list[Deployment]:
+        with self._lock:
+            return list(self._deployments.values())
+
+    def stop(self, name: str) -> bool:
+        with self._lock:
+            deployment = self._deployments.pop(name, None)
+        if deployment is None:
+            return False
+        deployment.stop()
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            deployments = list(self._deployments.values())
+            self._deployments.clear()
+        for deployment in deployments:
+            deployment.stop()

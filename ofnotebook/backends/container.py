@@ -21,8 +21,8 @@ from ..context import context_env
 from ..errors import DeployError
 from ..package import Package
 from ..runtime import HEALTH_PATH
-from .base import (FAILED, RUNNING, STOPPED, Backend, Deployment, LogBuffer, PhaseEvent,
-                   PhaseRecorder)
+from .base import (FAILED, RUNNING, STOPPED, Deployment, LogBuffer, PhaseEvent, PhaseRecorder,
+                   TrackedBackend)
 from .events import StandInUser
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def _remove(container: Any) -> None:
             raise
 
 
-class ContainerBackend(Backend):
+class ContainerBackend(TrackedBackend):
     """Build the package's image (reused by digest), optionally push it, run it."""
 
     name: ClassVar[str] = "container"
@@ -134,14 +134,13 @@ class ContainerBackend(Backend):
         self.start_timeout = float(config.get("start_timeout", start_timeout))
         self.log_lines = int(config.get("log_lines", log_lines))
         self.registry = str(config.get("registry", registry) or "")
-        self._deployments: dict[str, ContainerDeployment] = {}
-        self._lock = threading.RLock()
+        super().__init__()
 
     def deploy(self, package: Package, *, env: Mapping[str, str], local_port: int | None,
                recorder: PhaseRecorder) -> ContainerDeployment:
         spec = package.spec
         existing = self._deployments.get(spec.name)
-        if (existing is not None and existing.status == RUNNING
+        if (isinstance(existing, ContainerDeployment) and existing.status == RUNNING
                 and existing.key == (package.digest, tuple(sorted(env.items())))
                 and local_port in (None, existing.port)):
             return existing
@@ -193,10 +192,8 @@ class ContainerBackend(Backend):
                     f"Function {spec.name!r} did not become ready in its container. {exc} "
                     f"Last log lines:\n" + ("\n".join(tail) or "(no output)"),
                     function_name=spec.name, last_logs=tail) from None
-        with self._lock:
-            previous = self._deployments.get(spec.name)
-            self._deployments[spec.name] = deployment
-        if previous is not None:
+        previous = self._track(deployment)
+        if isinstance(previous, ContainerDeployment):
             previous._stopped = True  # replaced: the new container answers already
             threading.Thread(target=_remove, args=(previous.container,), daemon=True).start()
         return deployment
@@ -241,25 +238,6 @@ class ContainerBackend(Backend):
                 pass
             time.sleep(0.05)
         raise DeployError(f"It did not answer within {self.start_timeout:g} s.")
-
-    def deployments(self) -> list[Deployment]:
-        with self._lock:
-            return list(self._deployments.values())
-
-    def stop(self, name: str) -> bool:
-        with self._lock:
-            deployment = self._deployments.pop(name, None)
-        if deployment is None:
-            return False
-        deployment.stop()
-        return True
-
-    def close(self) -> None:
-        with self._lock:
-            deployments = list(self._deployments.values())
-            self._deployments.clear()
-        for deployment in deployments:
-            deployment.stop()
 
 
 def _remove_created(client: "docker.DockerClient", name: str) -> None:

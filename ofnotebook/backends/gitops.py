@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from typing import Callable, ClassVar, Mapping
 
@@ -20,7 +19,7 @@ from .. import config
 from ..errors import ConfigError, DeployError
 from ..manifests import ClusterOptions, function_manifest, validate
 from ..package import Package
-from .base import STOPPED, Backend, Deployment, PhaseRecorder
+from .base import STOPPED, Deployment, PhaseRecorder, TrackedBackend
 
 WRITTEN = "written"
 
@@ -121,7 +120,7 @@ class YamlDeployment(Deployment):
         self._status = STOPPED  # the files stay: they are the point
 
 
-class YamlBackend(Backend):
+class YamlBackend(TrackedBackend):
     """Writes each deployed function under ``folder`` (``OFNOTEBOOK_YAML_DIR``)."""
 
     name: ClassVar[str] = "yaml"
@@ -130,29 +129,12 @@ class YamlBackend(Backend):
                  options: ClusterOptions | None = None) -> None:
         self.folder = Path(config.get("yaml_dir", folder))
         self.options = options
-        self._deployments: dict[str, YamlDeployment] = {}
-        self._lock = threading.Lock()
+        super().__init__()
 
     def deploy(self, package: Package, *, env: Mapping[str, str], local_port: int | None,
                recorder: PhaseRecorder) -> YamlDeployment:
         with recorder.phase("write", detail=str(self.folder)):
             target = write_function(package, self.folder, self.options, env)
         deployment = YamlDeployment(package.spec.name, package, target)
-        with self._lock:
-            self._deployments[package.spec.name] = deployment
+        self._track(deployment)
         return deployment
-
-    def deployments(self) -> list[Deployment]:
-        with self._lock:
-            return list(self._deployments.values())
-
-    def stop(self, name: str) -> bool:
-        with self._lock:
-            deployment = self._deployments.pop(name, None)
-        if deployment is not None:
-            deployment.stop()
-        return deployment is not None
-
-    def close(self) -> None:
-        with self._lock:
-            self._deployments.clear()

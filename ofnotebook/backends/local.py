@@ -30,7 +30,8 @@ from ..errors import DeployError
 from ..package import Package
 from ..spec import FunctionSpec
 from ..runtime import HEALTH_PATH
-from .base import FAILED, RUNNING, STOPPED, Backend, Deployment, LogBuffer, PhaseRecorder
+from .base import (FAILED, RUNNING, STOPPED, Deployment, LogBuffer, PhaseRecorder,
+                   TrackedBackend)
 from .events import StandInUser
 
 if TYPE_CHECKING:
@@ -227,7 +228,7 @@ class LocalDeployment(StandInUser, Deployment):
         self.process.stop()
 
 
-class LocalBackend(Backend):
+class LocalBackend(TrackedBackend):
     """Runs functions as local subprocesses; keeps one warm standby process ready."""
 
     name: ClassVar[str] = "local"
@@ -237,10 +238,9 @@ class LocalBackend(Backend):
         self.start_timeout = float(config.get("start_timeout", start_timeout))
         self.log_lines = int(config.get("log_lines", log_lines))
         self.keep_standby = standby
-        self._deployments: dict[str, LocalDeployment] = {}
         self._standby: RuntimeProcess | None = None
         self._processes: "weakref.WeakSet[RuntimeProcess]" = weakref.WeakSet()
-        self._lock = threading.RLock()
+        super().__init__()
         self._closed = False
 
     # -- processes ---------------------------------------------------------------------------
@@ -271,7 +271,7 @@ class LocalBackend(Backend):
         spec = package.spec
         name = spec.name
         existing = self._deployments.get(name)
-        if (existing is not None and existing.status == RUNNING
+        if (isinstance(existing, LocalDeployment) and existing.status == RUNNING
                 and existing.key == deployment_key(package, env)
                 and local_port in (None, existing.port)):
             return existing
@@ -317,10 +317,8 @@ class LocalBackend(Backend):
                     function_name=name, last_logs=list(process.logs)[-15:]) from None
 
         deployment = LocalDeployment(name, package, process, port, env, standin)
-        with self._lock:
-            previous = self._deployments.get(name)
-            self._deployments[name] = deployment
-        if previous is not None:
+        previous = self._track(deployment)
+        if isinstance(previous, LocalDeployment):
             # The new process already answers; stopping the old one need not hold the cell.
             # It stays registered under the same app id, now pointing at the new port.
             previous.mark_stopped()
@@ -328,20 +326,8 @@ class LocalBackend(Backend):
                              name=f"ofnotebook-stop-{name}", daemon=True).start()
         return deployment
 
-    def deployments(self) -> list[Deployment]:
-        with self._lock:
-            return list(self._deployments.values())
-
-    def get(self, name: str) -> LocalDeployment | None:
+    def get(self, name: str) -> Deployment | None:
         return self._deployments.get(name)
-
-    def stop(self, name: str) -> bool:
-        with self._lock:
-            deployment = self._deployments.pop(name, None)
-        if deployment is None:
-            return False
-        deployment.stop()
-        return True
 
     def close(self) -> None:
         with self._lock:
