@@ -21,6 +21,8 @@ _known: dict[str, tuple[str, str]] = {
     "container": ("ofnotebook.backends.container:ContainerBackend",
                   "pip install 'ofnotebook[docker]'"),
     "yaml": ("ofnotebook.backends.gitops:YamlBackend", "pip install 'ofnotebook[kubernetes]'"),
+    "kubernetes": ("ofnotebook.backends.kubernetes:KubernetesBackend",
+                   "pip install 'ofnotebook[kubernetes]'"),
 }
 #: name -> (dotted path, install hint); read-only view.
 known_backends: Mapping[str, tuple[str, str]] = MappingProxyType(_known)

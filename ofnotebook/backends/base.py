@@ -146,6 +146,18 @@ class Deployment:
         raise NotImplementedError("The 'stop' method must be implemented.")
 
 
+class BufferedDeployment(Deployment):
+    """A deployment whose log lines collect in ``self.log_buffer`` (set by the subclass)."""
+
+    log_buffer: LogBuffer
+
+    def logs(self, tail: int | None = None) -> list[str]:
+        return self.log_buffer.tail(tail)
+
+    def subscribe_logs(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        return self.log_buffer.subscribe(callback)
+
+
 class Backend:
     """A target. ``deploy`` is the only required verb; ``close`` stops everything it started."""
 

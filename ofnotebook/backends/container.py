@@ -14,15 +14,15 @@ import socket
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from .. import config, images
 from ..context import context_env
 from ..errors import DeployError
 from ..package import Package
 from ..runtime import HEALTH_PATH
-from .base import (FAILED, RUNNING, STOPPED, Deployment, LogBuffer, PhaseEvent, PhaseRecorder,
-                   TrackedBackend)
+from .base import (FAILED, RUNNING, STOPPED, BufferedDeployment, LogBuffer, PhaseEvent,
+                   PhaseRecorder, TrackedBackend)
 from .events import StandInUser
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def needs_host_network(package: Package) -> bool:
     return spec.runtime == "async" or bool(spec.outputs or spec.states)
 
 
-class ContainerDeployment(StandInUser, Deployment):
+class ContainerDeployment(StandInUser, BufferedDeployment):
     """One running container; its logs are followed into a bounded buffer."""
 
     def __init__(self, name: str, package: Package, image: images.BuiltImage, reference: str,
@@ -97,12 +97,6 @@ class ContainerDeployment(StandInUser, Deployment):
         tail = "\n".join(self.logs(tail=15))
         return (f"the container {self.container.name} exited with code {self._exit_code}. "
                 f"Last log lines:\n{tail}")
-
-    def logs(self, tail: int | None = None) -> list[str]:
-        return self.log_buffer.tail(tail)
-
-    def subscribe_logs(self, callback: Callable[[str], None]) -> Callable[[], None]:
-        return self.log_buffer.subscribe(callback)
 
     def stop(self) -> None:
         if self._stopped:

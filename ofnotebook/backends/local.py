@@ -22,7 +22,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, ClassVar, Mapping
 
 from .. import config
 from ..context import context_env
@@ -30,8 +30,8 @@ from ..errors import DeployError
 from ..package import Package
 from ..spec import FunctionSpec
 from ..runtime import HEALTH_PATH
-from .base import (FAILED, RUNNING, STOPPED, Deployment, LogBuffer, PhaseRecorder,
-                   TrackedBackend)
+from .base import (FAILED, RUNNING, STOPPED, BufferedDeployment, Deployment, LogBuffer,
+                   PhaseRecorder, TrackedBackend)
 from .events import StandInUser
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ def _wait_listening(process: RuntimeProcess, port: int, timeout: float) -> None:
     raise DeployError("not ready")
 
 
-class LocalDeployment(StandInUser, Deployment):
+class LocalDeployment(StandInUser, BufferedDeployment):
     """A function served by a local runtime process (and the stand-in, for Dapr functions)."""
 
     def __init__(self, name: str, package: Package, process: RuntimeProcess, port: int,
@@ -184,6 +184,7 @@ class LocalDeployment(StandInUser, Deployment):
         self.name = name
         self.package = package
         self.process = process
+        self.log_buffer = process.log_buffer
         self.port = port
         self.env = dict(env)
         is_async = package.spec.runtime == "async"
@@ -210,12 +211,6 @@ class LocalDeployment(StandInUser, Deployment):
         tail = "\n".join(self.logs(tail=15))
         return (f"the local process (pid {self.process.pid}) exited with code "
                 f"{self.process.returncode}. Last log lines:\n{tail}")
-
-    def logs(self, tail: int | None = None) -> list[str]:
-        return self.process.log_buffer.tail(tail)
-
-    def subscribe_logs(self, callback: Callable[[str], None]) -> Callable[[], None]:
-        return self.process.subscribe(callback)
 
     def mark_stopped(self) -> None:
         self._stopped = True
