@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from .view import Invocation
     from .widget import FunctionView
 
-_PHASE_ORDER = ("capture", "package", "build", "push", "dapr", "start", "deploy", "ready")
+_PHASE_ORDER = ("capture", "package", "build", "push", "write", "apply", "dapr", "start",
+                "deploy", "ready")
 _session_local = threading.local()
 
 

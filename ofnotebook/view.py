@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from .handle import FunctionHandle
 
 #: Phases in the order they happen on any target; unknown phases are appended as they come.
-PHASES = ("capture", "lock", "package", "build", "push", "dapr", "start", "deploy", "ready")
+PHASES = ("capture", "lock", "package", "build", "push", "write", "apply", "dapr", "start",
+          "deploy", "ready")
 LOG_LINES = 500
 OUTPUT_ROWS = 50
 PREVIEW_CHARS = 120
@@ -263,7 +264,7 @@ class TextProgress:
     when they start and end, so a slow deploy never looks frozen. Local phases take
     milliseconds and print nothing: the handle's repr lists every timing once deployed."""
 
-    LONG_PHASES = ("build", "push", "deploy")
+    LONG_PHASES = ("build", "push", "deploy")  # image builds and cluster rollouts
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stdout

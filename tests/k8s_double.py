@@ -12,7 +12,8 @@ documented state machine (reference §2.2): build ``Skipped`` for image-only fun
 ``Running`` before its pods are ready, and never ``Failed`` (its pod shows CrashLoopBackOff).
 
 Test knobs: an image containing ``crash`` crashes; ``slow`` never gets ready. ``forbid`` holds
-(verb, resource) pairs answered 403; ``calls`` records every request.
+(verb, resource) pairs answered 403; ``crd_installed = False`` plays a cluster without
+OpenFunction; ``calls`` records every request.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class KubeDouble:
         self.logs: dict[str, list[str]] = {}
         self.events: list[tuple[int, str, str, dict[str, Any]]] = []  # rv, ns, type, object
         self.forbid: set[tuple[str, str]] = set()
+        self.crd_installed = True
         self.calls: list[tuple[str, str]] = []
         self.rv = 1
         self.cond = threading.Condition()
@@ -232,6 +234,9 @@ class KubeDouble:
 
         @app.get(CRD_PATH)
         def _crd() -> Any:
+            if not self.crd_installed:
+                return _status(404, "NotFound", f'customresourcedefinitions.apiextensions.k8s.io'
+                               f' "functions.core.openfunction.io" not found')
             return self.crd
 
         @app.post(FN_PATH)

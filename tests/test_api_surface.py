@@ -40,7 +40,8 @@ def test_bad_setting_names_key_value_and_variable(monkeypatch: pytest.MonkeyPatc
 def test_unknown_target_lists_the_available_ones() -> None:
     from ofnotebook.errors import BackendUnavailableError
 
-    with pytest.raises(BackendUnavailableError, match="available: container, local"):
+    with pytest.raises(BackendUnavailableError,
+                       match="available: container, kubernetes, local, yaml"):
         ofnotebook.deploy(lambda r: 1, "x", target="nowhere")
 
 

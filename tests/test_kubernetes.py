@@ -4,6 +4,7 @@ was used: see the README for what this does and does not prove."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -207,3 +208,66 @@ def test_the_yaml_targets_output_applies_cleanly(cluster: KubeDouble, kubeconfig
                                                   "functions", manifest)
     # nothing pruned: what was written is what the API server keeps
     assert created["spec"] == manifest["spec"]
+
+
+def test_the_image_is_built_pushed_and_declared_by_digest(cluster: KubeDouble,
+                                                         kubeconfig: str) -> None:
+    """End to end with the real engine and registry of .ci/setup-containers."""
+    import requests
+
+    from ofnotebook import images
+    from ofnotebook.errors import BackendUnavailableError
+
+    try:
+        images.engine()
+        requests.get("http://127.0.0.1:5000/v2/", timeout=2).raise_for_status()
+    except (BackendUnavailableError, requests.RequestException) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide the engine and registry (.ci/setup-containers): {exc}")
+        pytest.skip(f"no container engine or registry here: {exc}")
+    target = KubernetesBackend(kubeconfig=kubeconfig, registry="127.0.0.1:5000", timeout=30)
+    handle = ofnotebook.deploy(sync_fn(), "built-k8s", target=target)
+    image = cluster.functions[("demo", "built-k8s")]["spec"]["image"]
+    assert image.startswith("127.0.0.1:5000/ofnotebook/built-k8s@sha256:")
+    finished = [e.phase for e in handle.events if e.state == "finished"]
+    assert finished.index("build") < finished.index("push") < finished.index("apply") \
+        < finished.index("deploy")
+    handle.stop()
+    client = images.engine()
+    for found in client.images.list(name="ofnotebook/built-k8s"):
+        client.images.remove(found.id)
+
+
+def test_without_a_registry_the_kubernetes_target_says_what_to_set(cluster: KubeDouble,
+                                                                   kubeconfig: str) -> None:
+    from ofnotebook.errors import BuildError
+
+    target = KubernetesBackend(kubeconfig=kubeconfig, registry="", timeout=5)
+    cluster.calls.clear()
+    with pytest.raises(BuildError, match="OFNOTEBOOK_REGISTRY"):
+        ofnotebook.deploy(sync_fn(), "no-registry", target=target)
+    assert cluster.calls == []
+
+
+def test_a_cluster_without_openfunction_is_named(cluster: KubeDouble, kubeconfig: str) -> None:
+    cluster.crd_installed = False
+    with pytest.raises(DeployError, match="is OpenFunction v1.2.0 installed"):
+        ofnotebook.deploy(sync_fn(), "no-crd", target=backend(kubeconfig))
+    assert ("POST", "/apis/core.openfunction.io/v1beta2/namespaces/demo/functions") \
+        not in cluster.calls
+
+
+def test_an_unreachable_api_server_is_named(tmp_path: Path) -> None:
+    from tests.helpers import free_port
+
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "clusters": [{"name": "gone", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "u"}}]}))
+    target = KubernetesBackend(kubeconfig=str(path), build=False, timeout=5)
+    target.custom.api_client.configuration.retries = 0
+    target.extensions.api_client.configuration.retries = 0
+    with pytest.raises(DeployError, match="could not be reached; check the kubeconfig"):
+        ofnotebook.deploy(sync_fn(), "unreachable", target=target)
