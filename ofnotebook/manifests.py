@@ -49,6 +49,7 @@ class ClusterOptions:
     memory: str | None = None
     gpus: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
+    api_version: str = "v1beta2"  # what the yaml target writes; the cluster stores v1beta2
 
     def __post_init__(self) -> None:
         if self.dapr_mode not in DAPR_MODES:
@@ -71,13 +72,14 @@ def uses_dapr(spec: FunctionSpec) -> bool:
 
 
 def function_manifest(spec: FunctionSpec, image: str, options: ClusterOptions | None = None,
-                      *, api_version: str = "v1beta2") -> dict[str, Any]:
-    """The ``Function`` for ``spec`` running ``image`` (prefer a ``repo@sha256:`` reference)."""
+                      *, api_version: str | None = None) -> dict[str, Any]:
+    """The ``Function`` for ``spec`` running ``image`` (prefer a ``repo@sha256:`` reference),
+    in ``api_version`` (default: the options', v1beta2)."""
     options = options or ClusterOptions()
-    if api_version != "v1beta2":
-        raise ConfigError(f"Function {api_version} manifests are not written yet; use "
-                          f"v1beta2 (served and stored by OpenFunction v1.2.0).",
-                          key="api_version")
+    api_version = api_version or options.api_version
+    if api_version not in VERSIONS:
+        raise ConfigError(f"Function {api_version!r} is not an OpenFunction API version; use "
+                          f"v1beta2 (stored by v1.2.0) or v1beta1.", key="api_version")
     container: dict[str, Any] = {"name": "function", "imagePullPolicy": "IfNotPresent"}
     env = [{"name": k, "value": v} for k, v in spec.env]
     env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
@@ -150,10 +152,61 @@ def function_manifest(spec: FunctionSpec, image: str, options: ClusterOptions | 
     if options.image_credentials:
         body["imageCredentials"] = {"name": options.image_credentials}
     body["serving"] = serving
+    if api_version == "v1beta1":
+        body = _as_v1beta1(spec, body)
     return {"apiVersion": f"{GROUP}/{api_version}", "kind": "Function",
             "metadata": {"name": spec.name, "namespace": options.namespace,
                          "labels": {**MANAGED_BY, **dict(options.labels)}},
             "spec": body}
+
+
+def _as_v1beta1(spec: FunctionSpec, body: dict[str, Any]) -> dict[str, Any]:
+    """The same Function in v1beta1, written so the webhook's conversion to v1beta2 loses
+    nothing (reference §1.5): every output's component is inline (others are dropped), KEDA
+    triggers sit under ``serving.triggers`` with ``scaleOptions.keda`` set (else dropped), and
+    async functions get a ``scaledObject`` with ``workloadType: Deployment`` (else the
+    converted Function reports Running at once)."""
+    serving = dict(body["serving"])
+    old: dict[str, Any] = {"runtime": "async" if spec.runtime == "async" else "knative"}
+    for key in ("annotations", "template", "bindings", "pubsub"):
+        if key in serving:
+            old[key] = serving[key]
+    if spec.runtime == "async":
+        old["inputs"] = [{"name": c.name, "component": c.name, **({"topic": c.topic}
+                                                                 if c.topic else {})}
+                         for c in spec.inputs]
+    outputs = []
+    for c in spec.outputs:
+        out: dict[str, Any] = {"name": c.name, "component": c.name}
+        if c.topic:
+            out["topic"] = c.topic
+        if c.operation:
+            out["operation"] = c.operation
+        if c.output_metadata:
+            out["params"] = dict(c.output_metadata)
+        outputs.append(out)
+    if outputs:
+        old["outputs"] = outputs
+    if spec.states:
+        old["states"] = {c.name: component_spec(c) for c in spec.states}
+    scale = dict(serving.get("scaleOptions", {}))
+    keda = dict(scale.pop("keda", {}))
+    if keda.get("triggers"):
+        old["triggers"] = keda.pop("triggers")
+    if spec.runtime == "async" or old.get("triggers"):
+        scaled = dict(keda.get("scaledObject", {}))
+        if spec.runtime == "async":
+            scaled["workloadType"] = "Deployment"
+        keda["scaledObject"] = scaled
+    if keda:
+        scale["keda"] = keda
+    if scale:
+        old["scaleOptions"] = scale
+    result = {k: v for k, v in body.items() if k != "serving"}
+    if spec.runtime != "async":
+        result["port"] = spec.port
+    result["serving"] = old
+    return result
 
 
 # -- validation against the CRD -----------------------------------------------------------------

@@ -167,3 +167,34 @@ def test_bad_cluster_options_are_refused() -> None:
         ClusterOptions(dapr_mode="proxy")
     with pytest.raises(ConfigError, match="min_replicas 5 is above max_replicas 2"):
         ClusterOptions(min_replicas=5, max_replicas=2)
+
+
+def test_v1beta1_on_request_fits_its_schema_and_avoids_the_conversion_traps(
+        crd: dict[str, Any]) -> None:
+    spec, options = log_handler()
+    manifest = function_manifest(spec, IMAGE, options, api_version="v1beta1")
+    validate(manifest, crd)
+    assert manifest["apiVersion"] == "core.openfunction.io/v1beta1"
+    serving = manifest["spec"]["serving"]
+    assert serving["runtime"] == "async"
+    assert serving["inputs"] == [{"name": "logs", "component": "logs"}]
+    # every output's component is inline: the conversion drops the others
+    assert serving["outputs"] == [{"name": "notify", "component": "notify",
+                                   "operation": "create"}]
+    assert set(serving["bindings"]) == {"logs", "notify"}
+    # KEDA triggers live in serving.triggers, kept because scaleOptions.keda is set
+    assert serving["triggers"][0]["type"] == "kafka"
+    assert serving["scaleOptions"]["keda"]["scaledObject"] == {
+        "pollingInterval": 15, "cooldownPeriod": 60, "workloadType": "Deployment"}
+
+    sync = function_manifest(sync_with_kafka_output(), IMAGE, api_version="v1beta1")
+    validate(sync, crd)
+    assert sync["spec"]["port"] == 8080 and sync["spec"]["serving"]["runtime"] == "knative"
+    assert "scaleOptions" not in sync["spec"]["serving"]
+
+
+def test_an_unknown_api_version_is_refused() -> None:
+    from ofnotebook.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="v1beta2 .* or v1beta1"):
+        function_manifest(FunctionSpec(name="x"), IMAGE, api_version="v2")

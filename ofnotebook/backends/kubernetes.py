@@ -233,7 +233,7 @@ class KubernetesBackend(TrackedBackend):
         image = self.image_for(package, recorder) if self.build_images else \
             images.image_tag(package)
         with recorder.phase("apply", detail=f"{self.namespace}/{spec.name}"):
-            manifest = function_manifest(spec, image, self.options)
+            manifest = function_manifest(spec, image, self.options, api_version=VERSION)
             validate(manifest, self.crd())
             before = self._apply(manifest)
         with recorder.phase("deploy", detail="OpenFunction"):
