@@ -67,6 +67,19 @@ def component_spec(component: ComponentSpec) -> dict[str, Any]:
             "metadata": [{"name": k, "value": v} for k, v in component.metadata]}
 
 
+def _output_fields(c: ComponentSpec, metadata_key: str) -> dict[str, Any]:
+    """An output's topic, operation and per-event metadata (``metadata`` in v1beta2,
+    ``params`` in v1beta1), each only when set."""
+    fields: dict[str, Any] = {}
+    if c.topic:
+        fields["topic"] = c.topic
+    if c.operation:
+        fields["operation"] = c.operation
+    if c.output_metadata:
+        fields[metadata_key] = dict(c.output_metadata)
+    return fields
+
+
 def uses_dapr(spec: FunctionSpec) -> bool:
     return bool(spec.inputs or spec.outputs or spec.states)
 
@@ -113,16 +126,8 @@ def function_manifest(spec: FunctionSpec, image: str, options: ClusterOptions | 
         serving["triggers"] = {"dapr": triggers}
     else:
         serving["triggers"] = {"http": {"port": spec.port}}
-    outputs = []
-    for c in spec.outputs:
-        out: dict[str, Any] = {"name": c.name, "type": c.type}
-        if c.topic:
-            out["topic"] = c.topic
-        if c.operation:
-            out["operation"] = c.operation
-        if c.output_metadata:
-            out["metadata"] = dict(c.output_metadata)
-        outputs.append({"dapr": out})
+    outputs = [{"dapr": {"name": c.name, "type": c.type, **_output_fields(c, "metadata")}}
+               for c in spec.outputs]
     if outputs:
         serving["outputs"] = outputs
     for kind in ("bindings", "pubsub"):
@@ -175,16 +180,8 @@ def _as_v1beta1(spec: FunctionSpec, body: dict[str, Any]) -> dict[str, Any]:
         old["inputs"] = [{"name": c.name, "component": c.name, **({"topic": c.topic}
                                                                  if c.topic else {})}
                          for c in spec.inputs]
-    outputs = []
-    for c in spec.outputs:
-        out: dict[str, Any] = {"name": c.name, "component": c.name}
-        if c.topic:
-            out["topic"] = c.topic
-        if c.operation:
-            out["operation"] = c.operation
-        if c.output_metadata:
-            out["params"] = dict(c.output_metadata)
-        outputs.append(out)
+    outputs = [{"name": c.name, "component": c.name, **_output_fields(c, "params")}
+               for c in spec.outputs]
     if outputs:
         old["outputs"] = outputs
     if spec.states:
