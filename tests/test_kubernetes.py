@@ -210,6 +210,7 @@ def test_the_yaml_targets_output_applies_cleanly(cluster: KubeDouble, kubeconfig
     assert created["spec"] == manifest["spec"]
 
 
+@pytest.mark.container
 def test_the_image_is_built_pushed_and_declared_by_digest(cluster: KubeDouble,
                                                          kubeconfig: str) -> None:
     """End to end with the real engine and registry of .ci/setup-containers."""
