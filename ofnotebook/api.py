@@ -23,6 +23,7 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
            requirements: Iterable[str] = (), port: int | None = None,
            version: str | None = None, inputs: Any = None, outputs: Any = None,
            states: Any = None, base_image: str | None = None,
+           target_options: Mapping[str, Any] | None = None,
            on_event: Callable[[Any], None] | None = None) -> FunctionHandle:
     """Deploy ``fn`` and return a :class:`FunctionHandle` once it is ready.
 
@@ -33,10 +34,12 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
     component URIs or :class:`~ofnotebook.components.Component` objects
     (``{"logs": "kafka://127.0.0.1:9092/logs"}``; ``None`` means in-memory); inputs make the
     function asynchronous. ``base_image`` is the image targets build on (default
-    ``OFNOTEBOOK_BASE_IMAGE`` or ``python:<major>.<minor>-slim`` of this Python). Raises an :class:`~ofnotebook.errors.OfnotebookError` and leaves
+    ``OFNOTEBOOK_BASE_IMAGE`` or ``python:<major>.<minor>-slim`` of this Python).
+    ``target_options`` go to the target (``{"registry": ..., "namespace": ...}``). Raises an :class:`~ofnotebook.errors.OfnotebookError` and leaves
     nothing running when any step fails.
     """
-    target_obj = get_backend(target if target is not None else config.get("target"))
+    target_obj = get_backend(target if target is not None else config.get("target"),
+                             **dict(target_options or {}))
     target_name = target_obj.name or type(target_obj).__name__
     deploy_name = name or derive_name(getattr(fn, "__name__", "function"))
     spec_kwargs: dict[str, Any] = {
@@ -72,7 +75,8 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
     handle.redeploy_args = {"name": spec.name, "runtime": runtime, "target": target,
                             "entry": entry, "env": env, "requirements": tuple(requirements),
                             "port": port, "version": version, "inputs": inputs,
-                            "outputs": outputs, "states": states, "base_image": base_image}
+                            "outputs": outputs, "states": states, "base_image": base_image,
+                            "target_options": target_options}
     _handles[(target_name, spec.name)] = handle
     return handle
 

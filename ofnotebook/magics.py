@@ -84,6 +84,13 @@ class FunctionMagics(Magics):
     @argument("--port", type=int, default=None,
               help="Fixed local port for the function (the cluster port stays 8080).")
     @argument("--version", default=None, help="Function version (spec.version). Default: latest.")
+    @argument("--registry", default=None, metavar="HOST[:PORT]",
+              help="Registry to push the image to (container, kubernetes; default "
+                   "OFNOTEBOOK_REGISTRY).")
+    @argument("--namespace", default=None,
+              help="Kubernetes namespace (kubernetes; default: the kubeconfig context's).")
+    @argument("--out", default=None, metavar="DIR",
+              help="Folder the yaml target writes into (default OFNOTEBOOK_YAML_DIR).")
     @argument("--base-image", default=None, metavar="IMAGE",
               help="Base image for image targets. Default: OFNOTEBOOK_BASE_IMAGE or "
                    "python:<major>.<minor>-slim of this Python.")
@@ -107,7 +114,10 @@ class FunctionMagics(Magics):
         kwargs = dict(runtime=args.runtime, target=args.target, entry=pyname, env=args.env,
                       requirements=args.requirements, port=args.port, version=args.version,
                       inputs=args.input, outputs=args.output, states=args.state,
-                      base_image=args.base_image)
+                      base_image=args.base_image,
+                      target_options={k: v for k, v in (("registry", args.registry),
+                                                        ("namespace", args.namespace),
+                                                        ("folder", args.out)) if v})
         if not widgets_enabled():
             handle = api.deploy(fn, args.name, on_event=TextProgress().on_phase, **kwargs)
             self.shell.user_ns[pyname] = handle

@@ -96,3 +96,17 @@ def test_function_export_writes_a_locally_deployed_function(ip: Any, tmp_path: P
     manifest = yaml.safe_load((tmp_path / "exported" / "function.yaml").read_text())
     assert manifest["metadata"]["name"] == "exported"
     assert manifest["spec"]["serving"]["triggers"] == {"http": {"port": 8080}}
+
+
+def test_target_options_from_the_magic(ip: Any, tmp_path: Path, crd_env: Path) -> None:
+    out = tmp_path / "gitops"
+    handle = ip.run_cell_magic("function", f"from-magic --target yaml --out {out}",
+                               "def f(request):\n    return 'x'\n")
+    assert handle.status == WRITTEN and (out / "from-magic" / "function.yaml").is_file()
+    # the same options give the same kernel-wide target; an option a target lacks is refused
+    again = ip.run_cell_magic("function", f"from-magic --target yaml --out {out}",
+                              "def f(request):\n    return 'y'\n")
+    assert again.backend is handle.backend
+    with pytest.raises(ConfigError, match="'yaml' takes no --namespace option"):
+        ip.run_cell_magic("function", "bad-option --target yaml --namespace demo",
+                          "def f(request):\n    return 'x'\n")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import threading
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, ConfigError
 from .base import Backend
 
 _known: dict[str, tuple[str, str]] = {
@@ -26,7 +27,7 @@ _known: dict[str, tuple[str, str]] = {
 }
 #: name -> (dotted path, install hint); read-only view.
 known_backends: Mapping[str, tuple[str, str]] = MappingProxyType(_known)
-_instances: dict[str, Backend] = {}
+_instances: dict[tuple[str, tuple[tuple[str, Any], ...]], Backend] = {}
 _lock = threading.Lock()
 
 
@@ -43,13 +44,15 @@ def _entry_point_backends() -> None:
         _known.setdefault(ep.name, (ep.value, f"provided by {ep.dist.name if ep.dist else '?'}"))
 
 
-def get_backend(target: str | Backend) -> Backend:
-    """The backend for ``target``: the object itself, or the kernel-wide instance of a name."""
+def get_backend(target: str | Backend, **options: Any) -> Backend:
+    """The backend for ``target``: the object itself, or the kernel-wide instance of a name
+    (one per distinct ``options``, such as ``registry=`` or ``namespace=``)."""
     if isinstance(target, Backend):
         return target
+    key = (target, tuple(sorted((k, v) for k, v in options.items() if v is not None)))
     with _lock:
-        if target in _instances:
-            return _instances[target]
+        if key in _instances:
+            return _instances[key]
         if target not in _known:
             _entry_point_backends()
         if target not in _known:
@@ -63,8 +66,15 @@ def get_backend(target: str | Backend) -> Backend:
             raise BackendUnavailableError(
                 f"Target {target!r} needs a package that is not installed ({exc.name}); "
                 f"{hint}.") from exc
-        backend: Backend = cls()
-        _instances[target] = backend
+        given = dict(key[1])
+        accepted = set(inspect.signature(cls).parameters)
+        unknown = sorted(set(given) - accepted)
+        if unknown:
+            raise ConfigError(
+                f"Target {target!r} takes no {', '.join('--' + u.replace('_', '-') for u in unknown)}"
+                f" option; it takes: {', '.join(sorted(accepted)) or 'none'}.", key=unknown[0])
+        backend: Backend = cls(**given)
+        _instances[key] = backend
         return backend
 
 
