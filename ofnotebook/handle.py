@@ -276,9 +276,14 @@ class FunctionHandle:
         return self._view
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        from .errors import ConfigError
         from .view import widgets_enabled
 
-        if not widgets_enabled():
+        try:
+            enabled = widgets_enabled()
+        except ConfigError:  # a bad OFNOTEBOOK_WIDGETS must not break displaying the handle
+            enabled = False
+        if not enabled:
             return None  # IPython falls back to __repr__ and _repr_html_
         bundle = self.view._repr_mimebundle_(**kwargs)
         if bundle is not None:

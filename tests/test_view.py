@@ -199,3 +199,11 @@ def test_widgets_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OFNOTEBOOK_WIDGETS", "maybe")
     with pytest.raises(ofnotebook.ConfigError, match="OFNOTEBOOK_WIDGETS='maybe'.*auto"):
         widgets_enabled()
+
+
+def test_a_bad_widgets_setting_never_breaks_displaying_a_handle(
+        local_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    handle = ofnotebook.deploy(make_function("def f(request):\n    return 1\n"), "bad-setting",
+                               target=local_backend)
+    monkeypatch.setenv("OFNOTEBOOK_WIDGETS", "maybe")
+    assert handle._repr_mimebundle_() is None and "bad-setting" in repr(handle)
