@@ -35,6 +35,8 @@ DEFAULT_START_TIMEOUT = 30.0
 DEFAULT_INVOKE_TIMEOUT = 60.0
 DEFAULT_LOG_LINES = 2000
 WIDGET_MODES = ("auto", "on", "off")
+BUILD_MODES = ("auto", "engine", "registry", "cluster")
+DEFAULT_PLATFORM = "linux/amd64"
 
 
 def _to_float(value: str) -> float:
@@ -85,6 +87,20 @@ def _widget_mode(value: str) -> str:
     return value.lower()
 
 
+def _build_mode(value: str) -> str:
+    if value.lower() not in BUILD_MODES:
+        raise ValueError(f"not one of {', '.join(BUILD_MODES)}")
+    return value.lower()
+
+
+def _platform(value: str) -> str:
+    """``os/arch[/variant]`` as in an image index (``linux/amd64``, ``linux/arm64/v8``)."""
+    parts = value.strip().lower().split("/")
+    if len(parts) not in (2, 3) or not all(p.isalnum() for p in parts):
+        raise ValueError("expected os/arch[/variant], such as linux/amd64")
+    return "/".join(parts)
+
+
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "ofnotebook"
@@ -111,6 +127,11 @@ SETTINGS: dict[str, Setting[Any]] = {
                 "a directory the yaml target writes functions into"),
         Setting("function_crd", lambda: "", str,
                 "the path of the OpenFunction Function CRD to validate manifests against"),
+        Setting("build", lambda: "auto", _build_mode,
+                "how images are made: auto (the engine when a Docker API answers, else "
+                "registry), engine, registry or cluster"),
+        Setting("platform", lambda: DEFAULT_PLATFORM, _platform,
+                "the image platform os/arch[/variant], such as linux/amd64"),
         Setting("widgets", lambda: "auto", _widget_mode,
                 "auto (widgets in a Jupyter kernel), on or off (text only)"),
     )

@@ -91,6 +91,14 @@ class FunctionMagics(Magics):
               help="Kubernetes namespace (kubernetes; default: the kubeconfig context's).")
     @argument("--out", default=None, metavar="DIR",
               help="Folder the yaml target writes into (default OFNOTEBOOK_YAML_DIR).")
+    @argument("--build", default=None, choices=list(config.BUILD_MODES),
+              help="How the image is made (kubernetes, yaml): auto (default, "
+                   "OFNOTEBOOK_BUILD: the engine when a Docker API answers, else registry), "
+                   "engine (Docker or Podman), registry (no engine: layers pushed straight "
+                   "to the registry), cluster (OpenFunction builds it in the cluster).")
+    @argument("--platform", default=None, metavar="OS/ARCH",
+              help="Image platform for --build registry (default OFNOTEBOOK_PLATFORM or "
+                   "linux/amd64).")
     @argument("--base-image", default=None, metavar="IMAGE",
               help="Base image for image targets. Default: OFNOTEBOOK_BASE_IMAGE or "
                    "python:<major>.<minor>-slim of this Python.")
@@ -117,7 +125,9 @@ class FunctionMagics(Magics):
                       base_image=args.base_image,
                       target_options={k: v for k, v in (("registry", args.registry),
                                                         ("namespace", args.namespace),
-                                                        ("folder", args.out)) if v})
+                                                        ("folder", args.out),
+                                                        ("build", args.build),
+                                                        ("platform", args.platform)) if v})
         if not widgets_enabled():
             handle = api.deploy(fn, args.name, on_event=TextProgress().on_phase, **kwargs)
             self.shell.user_ns[pyname] = handle

@@ -165,6 +165,57 @@ def function_manifest(spec: FunctionSpec, image: str, options: ClusterOptions | 
             "spec": body}
 
 
+KANIKO_BUILDER = "openfunction/kaniko-executor:v1.7.0"
+SOURCE_SUBPATH = "workspace"  # the bundle's layer holds the build context under this folder
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterBuild:
+    """OpenFunction's own in-cluster build of a pushed Shipwright source bundle with the
+    ``kaniko`` ClusterBuildStrategy the v1.2.0 chart ships (reference engine-less-builds.md
+    A.2). Only fields the controller passes on are written: ``shipwright.timeout`` (read by
+    the webhook only) and ``build.env`` (an ``ENV_VARS`` param kaniko does not declare, so
+    Shipwright refuses the Build) are never emitted. ``keep_successful`` keeps the last
+    successful Builder, and with it its pod's logs (the default 0 deletes them at once)."""
+
+    bundle: str                       # REGISTRY/REPO:TAG of the source bundle (tag = digest)
+    credentials: str | None = None    # dockerconfigjson Secret: bundle pull and image push
+    builder_credentials: str | None = None  # pull Secret for the builder image itself
+    builder: str = KANIKO_BUILDER
+    timeout: str = "15m"
+    keep_successful: int = 1
+    keep_failed: int = 1
+
+
+def add_cluster_build(manifest: dict[str, Any], build: ClusterBuild) -> dict[str, Any]:
+    """``manifest`` (v1beta2) with ``spec.build`` for ``build``; ``spec.image`` stays the
+    build's output image, ``spec.imageCredentials`` its push secret."""
+    src: dict[str, Any] = {"bundleContainer": {"image": build.bundle},
+                           "sourceSubPath": SOURCE_SUBPATH}
+    if build.credentials:
+        src["credentials"] = {"name": build.credentials}
+    spec_build: dict[str, Any] = {"builder": build.builder}
+    if build.builder_credentials:
+        spec_build["builderCredentials"] = {"name": build.builder_credentials}
+    spec_build.update({
+        "dockerfile": "Dockerfile", "srcRepo": src,
+        "shipwright": {"strategy": {"kind": "ClusterBuildStrategy", "name": "kaniko"}},
+        "timeout": build.timeout,
+        "successfulBuildsHistoryLimit": build.keep_successful,
+        "failedBuildsHistoryLimit": build.keep_failed})
+    if not manifest["apiVersion"].endswith("/v1beta2"):
+        raise ConfigError("In-cluster builds are written for Function v1beta2 only.",
+                          key="api_version")
+    body = manifest["spec"]
+    if build.credentials and "imageCredentials" not in body:
+        body["imageCredentials"] = {"name": build.credentials}
+    ordered = {k: v for k, v in body.items() if k != "serving"}
+    ordered["build"] = spec_build
+    ordered["serving"] = body["serving"]
+    manifest["spec"] = ordered
+    return manifest
+
+
 def _as_v1beta1(spec: FunctionSpec, body: dict[str, Any]) -> dict[str, Any]:
     """The same Function in v1beta1, written so the webhook's conversion to v1beta2 loses
     nothing (reference §1.5): every output's component is inline (others are dropped), KEDA

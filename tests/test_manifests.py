@@ -198,3 +198,35 @@ def test_an_unknown_api_version_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="v1beta2 .* or v1beta1"):
         function_manifest(FunctionSpec(name="x"), IMAGE, api_version="v2")
+
+
+def test_an_in_cluster_build_fits_the_crd_and_matches_the_reference(crd: dict[str, Any]
+                                                                    ) -> None:
+    """``--build cluster``: a Shipwright bundle built by kaniko, in exactly the fields the
+    controller passes on (reference engine-less-builds.md A.2: no ``shipwright.timeout``,
+    which only the webhook reads, and no ``build.env``, which kaniko's strategy refuses)."""
+    from ofnotebook.manifests import ClusterBuild, add_cluster_build
+
+    bundle = "registry.example.com/ofnotebook/greet-source:0123456789abcdef"
+    manifest = add_cluster_build(
+        function_manifest(FunctionSpec(name="greet", version="v1.0.0"),
+                          "registry.example.com/ofnotebook/greet:0123456789abcdef",
+                          ClusterOptions(namespace="demo")),
+        ClusterBuild(bundle=bundle, credentials="push-secret"))
+    validate(manifest, crd)  # no schema error, nothing the server would prune
+    reference = yaml.safe_load(
+        shared_file("reference/examples/function-bundle-kaniko.yaml").read_text())
+    build, expected = manifest["spec"]["build"], reference["spec"]["build"]
+    for key in ("builder", "dockerfile", "timeout", "successfulBuildsHistoryLimit",
+                "failedBuildsHistoryLimit"):
+        assert build[key] == expected[key], key
+    assert build["srcRepo"] == {**expected["srcRepo"], "bundleContainer": {"image": bundle}}
+    assert build["shipwright"] == {"strategy": expected["shipwright"]["strategy"]}
+    assert "env" not in build
+    assert manifest["spec"]["imageCredentials"] == {"name": "push-secret"}
+    assert list(manifest["spec"]) == ["version", "image", "imageCredentials", "build",
+                                      "serving"]
+    with pytest.raises(Exception, match="v1beta2 only"):
+        add_cluster_build(function_manifest(FunctionSpec(name="greet"), "img",
+                                            ClusterOptions(api_version="v1beta1")),
+                          ClusterBuild(bundle=bundle))

@@ -15,9 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable, ClassVar, Mapping
 
-from .. import config
+from .. import builders, config
 from ..errors import ConfigError, DeployError
-from ..manifests import ClusterOptions, function_manifest, validate
+from ..manifests import (ClusterBuild, ClusterOptions, add_cluster_build, function_manifest,
+                         validate)
 from ..package import Package
 from .base import STOPPED, Deployment, PhaseRecorder, TrackedBackend
 
@@ -40,6 +41,38 @@ notebook: check that they resolve inside the cluster.
 """
 
 
+_README_BUILT = """\
+# {name}
+
+Written by ofnotebook for GitOps review: the OpenFunction `Function` and the image's build context.
+The image `{image}` is in the registry already (built and pushed when this was written), so:
+
+```bash
+kubectl apply -f function.yaml
+```
+
+Package digest `{digest}`; Python {python}, cloudpickle {cloudpickle}. `build/` is the context
+the image was made from. Components use the addresses given in the notebook: check that they
+resolve inside the cluster.
+"""
+
+_README_CLUSTER = """\
+# {name}
+
+Written by ofnotebook for GitOps review: the OpenFunction `Function` with an in-cluster build.
+The build context is in the registry as the Shipwright source bundle `{bundle}`; OpenFunction
+builds it with kaniko (the `Dockerfile` in `build/`) and pushes `{image}`. Apply:
+
+```bash
+kubectl apply -f function.yaml
+```
+
+Package digest `{digest}`; Python {python}, cloudpickle {cloudpickle}. The cluster needs
+OpenFunction's Shipwright build (the `kaniko` ClusterBuildStrategy) and, for a private
+registry, the `imageCredentials` secret keyed by the registry's bare `host[:port]`.
+"""
+
+
 def image_reference(package: Package) -> str:
     registry = str(config.get("registry") or "REGISTRY")
     return f"{registry.rstrip('/')}/ofnotebook/{package.spec.name}:{package.digest[:16]}"
@@ -59,13 +92,18 @@ def load_crd() -> dict | None:
 
 
 def write_function(package: Package, folder: Path, options: ClusterOptions | None = None,
-                   env: Mapping[str, str] | None = None) -> Path:
+                   env: Mapping[str, str] | None = None, *, image: str | None = None,
+                   cluster_build: ClusterBuild | None = None) -> Path:
     """Write ``folder/<name>/`` for ``package``; return that directory. Replaces it whole, so
-    a re-export leaves no stale file."""
+    a re-export leaves no stale file. ``image`` is the pushed image (digest reference) when
+    the image was built already; ``cluster_build`` declares OpenFunction's in-cluster build."""
     import yaml
 
     spec = package.spec
-    manifest = function_manifest(spec, image_reference(package), options)
+    image = image or image_reference(package)
+    manifest = function_manifest(spec, image, options)
+    if cluster_build is not None:
+        add_cluster_build(manifest, cluster_build)
     if env:
         container = manifest["spec"]["serving"]["template"]["containers"][0]
         known = {item["name"] for item in container.get("env", [])}
@@ -80,10 +118,13 @@ def write_function(package: Package, folder: Path, options: ClusterOptions | Non
     try:
         (staging / "function.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
         shutil.copytree(package.path, staging / "build")
-        (staging / "README.md").write_text(_README.format(
-            name=spec.name, image=image_reference(package), digest=package.digest,
+        readme = _README if "@sha256:" not in image and cluster_build is None else \
+            _README_BUILT if cluster_build is None else _README_CLUSTER
+        (staging / "README.md").write_text(readme.format(
+            name=spec.name, image=image, digest=package.digest,
             python=package.capture.python_version,
-            cloudpickle=package.capture.cloudpickle_version))
+            cloudpickle=package.capture.cloudpickle_version,
+            bundle=cluster_build.bundle if cluster_build else ""))
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -126,15 +167,33 @@ class YamlBackend(TrackedBackend):
     name: ClassVar[str] = "yaml"
 
     def __init__(self, folder: str | Path | None = None,
-                 options: ClusterOptions | None = None) -> None:
+                 options: ClusterOptions | None = None, *, build: str | None = None,
+                 registry: str | None = None, platform: str | None = None) -> None:
         self.folder = Path(config.get("yaml_dir", folder))
         self.options = options
+        # nothing is built unless asked: the folder's README says how to build it
+        self.build = builders.build_mode(build) if build else builders.NO_BUILD
+        self.registry = str(config.get("registry", registry) or "")
+        self.platform = builders.platform(platform)
+        if self.build != builders.NO_BUILD and not self.registry:
+            raise ConfigError(f"--build {self.build} pushes to a registry: set "
+                              f"OFNOTEBOOK_REGISTRY or --registry.", key="registry")
         super().__init__()
 
     def deploy(self, package: Package, *, env: Mapping[str, str], local_port: int | None,
                recorder: PhaseRecorder) -> YamlDeployment:
+        image, cluster_build = None, None
+        if self.build == "cluster":
+            bundle = builders.push_source_bundle(package, self.registry, recorder)
+            credentials = self.options.image_credentials if self.options else None
+            cluster_build = ClusterBuild(bundle=bundle, credentials=credentials)
+            image = builders.output_image(package, self.registry)
+        elif self.build != builders.NO_BUILD:
+            image = builders.push_image(package, self.registry, builders.resolve(self.build),
+                                        recorder, platform_name=self.platform)
         with recorder.phase("write", detail=str(self.folder)):
-            target = write_function(package, self.folder, self.options, env)
+            target = write_function(package, self.folder, self.options, env, image=image,
+                                    cluster_build=cluster_build)
         deployment = YamlDeployment(package.spec.name, package, target)
         self._track(deployment)
         return deployment
