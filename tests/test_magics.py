@@ -104,6 +104,9 @@ def test_failing_cell_deploys_nothing(ip: InteractiveShell) -> None:
     ("Bad_Name", "not valid for Kubernetes"),
     ("a" * 41, "41 characters"),
     ("--env NOEQUALS", "not KEY=VALUE"),
+    ("--build registry", "Target 'local' takes no --build option"),
+    ("--target yaml --out /tmp/ofn-never --build cluster", "--build cluster pushes to a "
+                                                            "registry"),
 ])
 def test_bad_arguments_are_rejected_before_anything_runs(ip: InteractiveShell, line: str,
                                                          message: str) -> None:
