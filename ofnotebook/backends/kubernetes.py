@@ -20,48 +20,16 @@ from .. import config, images
 from ..errors import BackendUnavailableError, BuildError, ConfigError, DeployError
 from ..manifests import ClusterOptions, function_manifest, uses_dapr, validate
 from ..package import Package
+from .kube_api import CRD_NAME, GROUP, PLURAL, VERSION, api_error
 from .base import (FAILED, RUNNING, STARTING, STOPPED, BufferedDeployment, LogBuffer,
                    PhaseEvent, PhaseRecorder, TrackedBackend)
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-GROUP, VERSION, PLURAL = "core.openfunction.io", "v1beta2", "functions"
-CRD_NAME = "functions.core.openfunction.io"
 READY_BUILD = ("Skipped", "Succeeded")
 TERMINAL = ("Failed", "Timeout", "Canceled")
 WATCH_WINDOW = 2  # s: how long one watch request stays open before the pods are looked at
-
-
-def api_error(exc: Exception, what: str, namespace: str) -> DeployError:
-    """One clear message for an ``ApiException`` or a transport error."""
-    status = getattr(exc, "status", None)
-    reason = getattr(exc, "reason", "") or ""
-    body = getattr(exc, "body", "") or ""
-    try:
-        import json
-
-        detail = json.loads(body).get("message", body) if body else str(exc)
-    except ValueError:
-        detail = body or str(exc)
-    if status == 401:
-        hint = "the cluster did not accept the credentials; refresh the kubeconfig's token"
-    elif status == 403:
-        hint = (f"the account may not do this; an admin can grant it with a Role on "
-                f"{CRD_NAME} (verbs get, list, watch, create, update, delete) and pods, "
-                f"pods/log in namespace {namespace!r}")
-    elif status == 404:
-        hint = (f"not found; is OpenFunction v1.2.0 installed (CRD {CRD_NAME}) and does "
-                f"namespace {namespace!r} exist?")
-    elif status == 409:
-        hint = "someone else changed it at the same time; run the cell again"
-    elif status == 422:
-        hint = "the cluster rejected the manifest"
-    elif status is None:
-        hint = "the API server could not be reached; check the kubeconfig's server address"
-    else:
-        hint = f"HTTP {status} {reason}"
-    return DeployError(f"Kubernetes: {what} failed: {hint}. ({detail})")
 
 
 class KubernetesDeployment(BufferedDeployment):

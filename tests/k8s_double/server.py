@@ -1,20 +1,4 @@
-"""A Kubernetes API server double for the kubernetes target (no real cluster runs here).
-
-It serves, on 127.0.0.1 with a bearer token, the API subset the backend uses: the Function CRD
-(read), ``functions.core.openfunction.io/v1beta2`` (create, get, list+watch, replace, delete,
-with resourceVersion and conflict semantics), pods (list by label) and pods/log (followable).
-Function bodies are checked against the real CRD schema (422 with the violations) and pruned
-of unknown fields as a structural schema prunes. A controller thread plays OpenFunction v1.2.0's
-documented state machine (reference §2.2): build ``Skipped`` for image-only functions, serving
-``Created`` -> ``Starting`` -> ``Running`` (with ``resourceRef``, ``lastSuccessfulResourceRef``,
-``service`` and, for HTTP functions, ``addresses``), ``Failed`` for a crashing HTTP function,
-``Timeout`` when ``spec.serving.timeout`` passes, and the async quirk: an async serving reports
-``Running`` before its pods are ready, and never ``Failed`` (its pod shows CrashLoopBackOff).
-
-Test knobs: an image containing ``crash`` crashes; ``slow`` never gets ready. ``forbid`` holds
-(verb, resource) pairs answered 403; ``crd_installed = False`` plays a cluster without
-OpenFunction; ``calls`` records every request.
-"""
+"""The API server double's store, HTTP routes and controller thread (described in __init__)."""
 
 from __future__ import annotations
 
@@ -29,46 +13,10 @@ from typing import Any, Iterator
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
+from .schema import _prune, _status, _to_json_schema
+
 FN_PATH = "/apis/core.openfunction.io/v1beta2/namespaces/<ns>/functions"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/functions.core.openfunction.io"
-
-
-def _status(code: int, reason: str, message: str) -> Response:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
-    return Response(json.dumps(body), status=code, mimetype="application/json")
-
-
-def _to_json_schema(schema: Any) -> Any:
-    if isinstance(schema, list):
-        return [_to_json_schema(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: _to_json_schema(v) for k, v in schema.items() if not k.startswith("x-kubernetes")}
-    if schema.get("x-kubernetes-int-or-string"):
-        out.pop("type", None)
-        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    return out
-
-
-def _prune(value: Any, schema: dict[str, Any]) -> Any:
-    """What a structural schema keeps of ``value``."""
-    if schema.get("x-kubernetes-preserve-unknown-fields"):
-        return value
-    if isinstance(value, dict) and schema.get("type") == "object":
-        props, extra = schema.get("properties"), schema.get("additionalProperties")
-        kept = {}
-        for key, item in value.items():
-            if props is not None and key in props:
-                kept[key] = _prune(item, props[key])
-            elif isinstance(extra, dict):
-                kept[key] = _prune(item, extra)
-            elif props is None and extra is not False:
-                kept[key] = item
-        return kept
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [_prune(item, schema["items"]) for item in value]
-    return value
 
 
 class KubeDouble:
