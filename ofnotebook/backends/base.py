@@ -16,8 +16,10 @@ from typing import Callable, ClassVar, Mapping
 
 from ..package import Package
 
-#: Deployment states, in the order they normally happen.
-STARTING, RUNNING, FAILED, STOPPED = "starting", "running", "failed", "stopped"
+#: Deployment states, in the order they normally happen (``stopping``: being removed, as a
+#: Kubernetes object with a deletionTimestamp is until its finalizers are done).
+STARTING, RUNNING, FAILED, STOPPING, STOPPED = "starting", "running", "failed", "stopping", \
+    "stopped"
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ class Deployment:
     """A function running (or having run) on a target.
 
     ``url`` is where HTTP invocations go, ``status`` one of ``starting``, ``running``,
-    ``failed`` or ``stopped``; ``failure`` explains a ``failed`` status with the last log lines.
+    ``failed``, ``stopping`` or ``stopped``; ``failure`` explains a ``failed`` status with the
+    last log lines.
     """
 
     name: str

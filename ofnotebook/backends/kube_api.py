@@ -1,39 +1,349 @@
-"""Talking to the Kubernetes API server for the kubernetes target: errors as one message."""
+"""The Kubernetes API as the kubernetes target uses it, made to hold on a real API server.
+
+* Every call is retried with backoff while the API server cannot be reached, cuts the
+  connection or answers 429/5xx (a restart, a rolling upgrade), until the caller's deadline;
+  the message then names what happened (never answered: check the kubeconfig; stopped
+  answering: the last cause).
+* Writes are server-side apply (``application/apply-patch+yaml``, field manager
+  ``ofnotebook``, ``force``, ``fieldValidation=Strict``): ofnotebook owns only the fields it
+  sets, so a GitOps tool's annotations, labels, finalizers and owner references survive, fields
+  it stops setting are removed, and an unchanged manifest changes nothing (same
+  resourceVersion, no event). :func:`applied_config` reads back what ofnotebook applied (its
+  ``managedFields`` entry), to restore it after a failed update.
+* Watches ask for bookmarks and resume from the newest resourceVersion seen (an object's or a
+  bookmark's); one that expired (``410 Gone``, after a restart or once the watch cache moved
+  on) is re-read with a LIST, which gives the current resourceVersion, and watched again.
+* Errors become one message naming the fix: the verb and resource a 403 lacks and the Role that
+  grants it (:data:`ROLE_RULES`, docs/kubernetes-rbac.yaml), OpenFunction not installed for an
+  API group nobody serves, and so on.
+"""
 
 from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any, Iterator
 
 from ..errors import DeployError
 
 GROUP, VERSION, PLURAL = "core.openfunction.io", "v1beta2", "functions"
 CRD_NAME = "functions.core.openfunction.io"
+FIELD_MANAGER = "ofnotebook"
+#: the namespaced Role the target needs (docs/kubernetes-rbac.yaml holds it as YAML)
+ROLE_RULES = [
+    {"apiGroups": [GROUP], "resources": ["functions"],
+     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+]
+#: the optional ClusterRole: with it the manifest is checked against the CRD before sending
+CLUSTER_ROLE_RULES = [
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+     "resourceNames": [CRD_NAME], "verbs": ["get"]},
+]
+RETRIED = (429, 500, 502, 503, 504)
+FORBIDDEN = re.compile(r'cannot (\S+) resource "([^"]+)" in API group "([^"]*)"')
+WARNING = re.compile(r'\d{3} \S+ "((?:[^"\\]|\\.)*)"')
+
+
+def rules_text(rules: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{', '.join(r['resources'])}"
+                     f"{' (' + r['apiGroups'][0] + ')' if r['apiGroups'][0] else ''}: "
+                     f"{', '.join(r['verbs'])}" for r in rules)
+
+
+def _detail(exc: Exception) -> str:
+    body = getattr(exc, "body", "") or ""
+    try:
+        return str(json.loads(body).get("message", body)) if body else str(exc)
+    except (ValueError, AttributeError):
+        return body.strip() or str(exc)
+
+
+def _cause(exc: BaseException) -> str:
+    """What a transport error was, in a few words."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, ConnectionResetError):
+            return "connection reset"
+        if type(seen).__name__ in ("ProtocolError", "IncompleteRead", "InvalidChunkLength",
+                                   "RemoteDisconnected"):
+            return "the connection was cut"
+        if type(seen).__name__ in ("ReadTimeoutError", "TimeoutError", "ConnectTimeoutError"):
+            return "no answer in time"
+        seen = getattr(seen, "reason", None) if isinstance(getattr(seen, "reason", None),
+                                                           BaseException) else (seen.__cause__ or seen.__context__)
+    status = getattr(exc, "status", None)
+    return f"HTTP {status} {getattr(exc, 'reason', '')}".strip() if status else str(exc)[:200]
+
+
+def transient(exc: BaseException) -> bool:
+    """An error worth retrying: no answer, a cut connection, 429 or a 5xx."""
+    status = getattr(exc, "status", None)
+    if status in RETRIED:
+        return True
+    if status is not None:
+        return False
+    import urllib3
+
+    return isinstance(exc, (urllib3.exceptions.HTTPError, OSError))
 
 
 def api_error(exc: Exception, what: str, namespace: str) -> DeployError:
-    """One clear message for an ``ApiException`` or a transport error."""
+    """One clear message for an ``ApiException``."""
     status = getattr(exc, "status", None)
-    reason = getattr(exc, "reason", "") or ""
-    body = getattr(exc, "body", "") or ""
-    try:
-        import json
-
-        detail = json.loads(body).get("message", body) if body else str(exc)
-    except ValueError:
-        detail = body or str(exc)
+    detail = _detail(exc)
     if status == 401:
         hint = "the cluster did not accept the credentials; refresh the kubeconfig's token"
     elif status == 403:
-        hint = (f"the account may not do this; an admin can grant it with a Role on "
-                f"{CRD_NAME} (verbs get, list, watch, create, update, delete) and pods, "
-                f"pods/log in namespace {namespace!r}")
+        found = FORBIDDEN.search(detail)
+        missing = (f"{found.group(1)} {found.group(2)}"
+                   f"{' in API group ' + found.group(3) if found.group(3) else ''}"
+                   if found else "do this")
+        hint = (f"the account may not {missing}; an admin can grant the Role of "
+                f"docs/kubernetes-rbac.yaml in namespace {namespace!r} ({rules_text(ROLE_RULES)})"
+                f", and optionally its ClusterRole ({rules_text(CLUSTER_ROLE_RULES)} on "
+                f"{CRD_NAME}) so that manifests are checked against the CRD before sending")
+    elif status == 404 and (detail.strip() == "404 page not found" or CRD_NAME in detail):
+        hint = (f"OpenFunction is not installed: the API server serves no {GROUP}/{VERSION} "
+                f"(CRD {CRD_NAME}); install OpenFunction v1.2.0 (docs/kubernetes.md)")
+    elif status == 404 and 'namespaces "' in detail:
+        hint = f"namespace {namespace!r} does not exist"
     elif status == 404:
-        hint = (f"not found; is OpenFunction v1.2.0 installed (CRD {CRD_NAME}) and does "
-                f"namespace {namespace!r} exist?")
+        hint = "not found"
     elif status == 409:
         hint = "someone else changed it at the same time; run the cell again"
-    elif status == 422:
+    elif status in (400, 422):
         hint = "the cluster rejected the manifest"
-    elif status is None:
-        hint = "the API server could not be reached; check the kubeconfig's server address"
     else:
-        hint = f"HTTP {status} {reason}"
+        hint = f"HTTP {status} {getattr(exc, 'reason', '') or ''}".strip()
     return DeployError(f"Kubernetes: {what} failed: {hint}. ({detail})")
+
+
+class Expired(Exception):
+    """A watch's resourceVersion is older than the API server keeps (410 Gone)."""
+
+
+class KubeApi:
+    """The calls of the kubernetes target, each retried until a deadline."""
+
+    def __init__(self, api_client: Any, namespace: str) -> None:
+        from kubernetes import client
+
+        self.namespace = namespace
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.extensions = client.ApiextensionsV1Api(api_client)
+        self.server = api_client.configuration.host
+        self.answered = False  # has the API server ever answered this client?
+
+    # -- retries -----------------------------------------------------------------------------
+
+    def unreachable(self, what: str, exc: BaseException, waited: float) -> DeployError:
+        if getattr(exc, "status", None) in RETRIED:
+            return DeployError(f"Kubernetes: {what} failed: the API server kept answering "
+                               f"{_cause(exc)} ({_detail(exc)}); retried for {waited:.0f} s.")
+        if not self.answered:
+            return DeployError(f"Kubernetes: {what} failed: the API server could not be "
+                               f"reached; check the kubeconfig's server address ({self.server}:"
+                               f" {_cause(exc)}; retried for {waited:.0f} s).")
+        return DeployError(f"Kubernetes: {what} failed: the API server at {self.server} "
+                           f"stopped answering ({_cause(exc)}) and was not back within the "
+                           f"{waited:.0f} s left.")
+
+    def call(self, what: str, deadline: float, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, again with backoff on a transient error until
+        ``deadline``; other API errors are raised as they are."""
+        delay, started = 0.1, time.monotonic()
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+                self.answered = True
+                return result
+            except Exception as exc:
+                if getattr(exc, "status", None):
+                    self.answered = True
+                if not transient(exc):
+                    raise
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self.unreachable(what, exc, time.monotonic() - started) from None
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 2.0)
+
+    def error(self, exc: Exception, what: str) -> DeployError:
+        return api_error(exc, what, self.namespace)
+
+    # -- Functions ---------------------------------------------------------------------------
+
+    def crd(self, deadline: float) -> dict[str, Any] | None:
+        """The Function CRD, or None when the account may not read it."""
+        try:
+            crd = self.call("reading the CRD", deadline,
+                            self.extensions.read_custom_resource_definition, CRD_NAME)
+        except DeployError:
+            raise
+        except Exception as exc:
+            if getattr(exc, "status", None) == 403:
+                return None
+            raise self.error(exc, f"reading the CRD {CRD_NAME}") from None
+        return self.extensions.api_client.sanitize_for_serialization(crd)  # type: ignore
+
+    def get(self, name: str, deadline: float) -> dict[str, Any] | None:
+        """Function ``name``, or None when there is none."""
+        try:
+            return self.call(f"reading Function {name!r}", deadline,  # type: ignore
+                             self.custom.get_namespaced_custom_object, GROUP, VERSION,
+                             self.namespace, PLURAL, name)
+        except DeployError:
+            raise
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404 and _detail(exc).strip() != \
+                    "404 page not found":
+                return None
+            raise self.error(exc, f"reading Function {name!r}") from None
+
+    def list_one(self, name: str, deadline: float) -> tuple[dict[str, Any] | None, str]:
+        """Function ``name`` (or None) and the list's resourceVersion (the current one)."""
+        try:
+            listed = self.call(f"reading Function {name!r}", deadline,
+                               self.custom.list_namespaced_custom_object, GROUP, VERSION,
+                               self.namespace, PLURAL, field_selector=f"metadata.name={name}")
+        except DeployError:
+            raise
+        except Exception as exc:
+            raise self.error(exc, f"reading Function {name!r}") from None
+        items = listed.get("items") or []
+        return (items[0] if items else None), listed["metadata"]["resourceVersion"]
+
+    def apply(self, manifest: dict[str, Any], deadline: float
+              ) -> tuple[dict[str, Any], list[str]]:
+        """Server-side apply ``manifest``; the object and the API server's warnings."""
+        name = manifest["metadata"]["name"]
+        try:
+            got = self.call(f"applying Function {name!r}", deadline,
+                            self.custom.patch_namespaced_custom_object, GROUP, VERSION,
+                            self.namespace, PLURAL, name, manifest,
+                            field_manager=FIELD_MANAGER, force=True, field_validation="Strict",
+                            _content_type="application/apply-patch+yaml",
+                            _preload_content=False)  # the client drops a 201's body
+            data = json.loads(got.data)
+        except DeployError:
+            raise
+        except Exception as exc:
+            raise self.error(exc, f"applying Function {name!r}") from None
+        header = got.headers.get("Warning") or ""
+        warnings = [w.replace('\\"', '"') for w in WARNING.findall(header)]
+        return data, warnings
+
+    def delete(self, name: str, deadline: float) -> dict[str, Any] | None:
+        """Delete with foreground propagation; the object while it goes, None if gone."""
+        from kubernetes import client
+
+        try:
+            got = self.call(f"deleting Function {name!r}", deadline,
+                            self.custom.delete_namespaced_custom_object, GROUP, VERSION,
+                            self.namespace, PLURAL, name,
+                            body=client.V1DeleteOptions(propagation_policy="Foreground"))
+        except DeployError:
+            raise
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return None
+            raise self.error(exc, f"deleting Function {name!r}") from None
+        return got if isinstance(got, dict) and got.get("kind") != "Status" else None
+
+    def follow(self, name: str, since: str, deadline: float, window: float
+               ) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """Changes of Function ``name`` after resourceVersion ``since`` until ``deadline``:
+        ``(type, object)``; ``("IDLE", None)`` when a watch window passed quietly; after an
+        expired watch the re-read object (``"DELETED", None`` if it is gone). Watches are
+        re-opened from the newest resourceVersion seen, bookmarks included."""
+        from kubernetes import watch
+
+        what = f"watching Function {name!r}"
+        delay, failing_since = 0.1, None
+        while time.monotonic() < deadline:
+            seconds = max(1, min(int(window), int(deadline - time.monotonic()) or 1))
+            stream = watch.Watch()
+            quiet = True
+            try:
+                for event in stream.stream(
+                        self.custom.list_namespaced_custom_object, GROUP, VERSION,
+                        self.namespace, PLURAL, field_selector=f"metadata.name={name}",
+                        resource_version=since, timeout_seconds=seconds,
+                        allow_watch_bookmarks=True, _request_timeout=(5, seconds + 5)):
+                    self.answered, delay, failing_since = True, 0.1, None
+                    obj = event["raw_object"]
+                    since = obj.get("metadata", {}).get("resourceVersion") or since
+                    if event["type"] != "BOOKMARK":
+                        quiet = False
+                        yield event["type"], obj
+            except Exception as exc:
+                status = getattr(exc, "status", None)
+                if status == 410:
+                    found, since = self.list_one(name, deadline)
+                    yield ("MODIFIED", found) if found else ("DELETED", None)
+                    continue
+                if not transient(exc):
+                    raise self.error(exc, what) from None
+                failing_since = failing_since or time.monotonic()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self.unreachable(what, exc, time.monotonic() - failing_since) \
+                        from None
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 2.0)
+                continue
+            finally:
+                stream.stop()
+            if quiet:
+                yield "IDLE", None
+
+    def pods(self, selector: str, deadline: float) -> list[Any]:
+        try:
+            return self.call("listing pods", deadline,  # type: ignore[no-any-return]
+                             self.core.list_namespaced_pod, self.namespace,
+                             label_selector=selector).items
+        except DeployError:
+            raise
+        except Exception as exc:
+            raise self.error(exc, f"listing the pods {selector}") from None
+
+
+def applied_config(obj: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any] | None:
+    """What ``manager`` last applied to ``obj``, read from its ``managedFields`` (as client-go's
+    extract does), or None when it never applied."""
+    entry = next((e for e in obj.get("metadata", {}).get("managedFields") or []
+                  if e.get("manager") == manager and e.get("operation") == "Apply"
+                  and not e.get("subresource")), None)
+    if entry is None:
+        return None
+    meta = obj["metadata"]
+    out = _extract(obj, entry.get("fieldsV1") or {})
+    out.update(apiVersion=obj.get("apiVersion"), kind=obj.get("kind"))
+    out["metadata"] = {"name": meta["name"], "namespace": meta.get("namespace"),
+                       **out.get("metadata", {})}
+    return out
+
+
+def _extract(value: Any, tree: dict[str, Any]) -> Any:
+    if not isinstance(value, (dict, list)) or not [k for k in tree if k != "."]:
+        return value
+    if isinstance(value, dict):
+        return {key[2:]: _extract(value[key[2:]], sub) for key, sub in tree.items()
+                if key.startswith("f:") and key[2:] in value}
+    out = []
+    for key, sub in tree.items():
+        if key.startswith("v:"):
+            out.append(json.loads(key[2:]))
+        elif key.startswith("k:"):
+            want = json.loads(key[2:])
+            item = next((i for i in value if isinstance(i, dict) and
+                         all(i.get(k) == v for k, v in want.items())), None)
+            if item is not None:
+                out.append({**want, **_extract(item, sub)})
+    return out

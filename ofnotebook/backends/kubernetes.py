@@ -1,13 +1,23 @@
 """The ``kubernetes`` target: an OpenFunction ``Function`` per deployment.
 
-Deploy = build and push the image (as the container target does; the cluster pulls it by
-digest from ``OFNOTEBOOK_REGISTRY``), validate the manifest against the CRD the cluster serves,
-create or replace the Function, then watch it until OpenFunction reports it ready
-(reference/openfunction-contract.md §2.2: build ``Skipped``/``Succeeded``, serving ``Running``
-for the current ``resourceRef``; async servings say Running early, so their pods must be
-ready too). Every state change is a phase event. Logs follow the pods labelled
-``openfunction.io/serving=<resourceRef>``, container ``function``. Stop deletes the Function
-(foreground) and waits until it is gone. API errors become one message naming the fix.
+Deploy = the image (:meth:`KubernetesBackend.image_for`: built and pushed as the container
+target does, the cluster pulls it by digest from ``OFNOTEBOOK_REGISTRY``), the manifest checked
+against the CRD the cluster serves when the account may read it (otherwise the API server's own
+strict validation checks it, and a phase event says so), then server-side apply of the
+Function and a watch until OpenFunction reports the new serving ready (reference
+openfunction-contract.md §2.2: build ``Skipped``/``Succeeded``, serving ``Running`` with
+``lastSuccessfulResourceRef == resourceRef``, a new ``resourceRef`` after a spec change; async
+servings say Running early, so their pods must be ready too). An apply that changes nothing
+(the same code after a kernel restart) is recognised from the object and returns at once when
+it already serves. Every state change is a phase event. A failed first deploy deletes what it
+created; a failed update applies the previous spec again. A Function still being deleted is
+waited for before it is applied again.
+
+Logs follow the pods labelled ``openfunction.io/serving=<resourceRef>``, container
+``function``. Stop deletes the Function (foreground) and waits until the garbage collector has
+removed it; meanwhile the status is ``stopping``, and the finalizers left are named if it takes
+longer than the timeout. The API machinery (retries across API server restarts, expired
+watches, RBAC and other errors as one message) is :mod:`.kube_api`.
 """
 
 from __future__ import annotations
@@ -20,9 +30,10 @@ from .. import config, images
 from ..errors import BackendUnavailableError, BuildError, ConfigError, DeployError
 from ..manifests import ClusterOptions, function_manifest, uses_dapr, validate
 from ..package import Package
-from .kube_api import CRD_NAME, GROUP, PLURAL, VERSION, api_error
-from .base import (FAILED, RUNNING, STARTING, STOPPED, BufferedDeployment, LogBuffer,
-                   PhaseEvent, PhaseRecorder, TrackedBackend)
+from .base import (FAILED, RUNNING, STARTING, STOPPED, STOPPING, BufferedDeployment,
+                   LogBuffer, PhaseEvent, PhaseRecorder, TrackedBackend)
+from .kube_api import (CLUSTER_ROLE_RULES, CRD_NAME, GROUP, PLURAL, VERSION, KubeApi,
+                       applied_config, rules_text, transient)
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -30,6 +41,15 @@ if TYPE_CHECKING:
 READY_BUILD = ("Skipped", "Succeeded")
 TERMINAL = ("Failed", "Timeout", "Canceled")
 WATCH_WINDOW = 2  # s: how long one watch request stays open before the pods are looked at
+CLEANUP_WAIT = 10.0  # s: the most a failed deploy waits to undo what it did
+NO_CRD = (f"the account may not read the CRD {CRD_NAME}: the manifest is not checked before "
+          f"sending, the API server's strict validation checks it (to check first, grant the "
+          f"optional ClusterRole of docs/kubernetes-rbac.yaml: "
+          f"{rules_text(CLUSTER_ROLE_RULES)})")
+
+
+def _meta(obj: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
+    return (obj or {}).get("metadata", {}).get(key, default)
 
 
 class KubernetesDeployment(BufferedDeployment):
@@ -44,14 +64,17 @@ class KubernetesDeployment(BufferedDeployment):
         self.url = _url(function, self.namespace)
         self.key = package.digest
         self.log_buffer = LogBuffer(log_lines)
-        self._stopped = False
+        self._closing = False  # stop() began (or the Function now serves another deployment)
+        self._gone = False
+        self._superseded = False
+        self._last_status = RUNNING
         self._following: set[str] = set()
         threading.Thread(target=self._follow, name=f"ofnotebook-k8s-logs-{name}",
                          daemon=True).start()
 
     def _follow(self) -> None:
         """Follow every pod of the serving (pods come and go as it scales)."""
-        while not self._stopped:
+        while not self._closing:
             try:
                 pods = self.backend.core.list_namespaced_pod(
                     self.namespace, label_selector=f"openfunction.io/serving={self.serving_ref}")
@@ -73,7 +96,7 @@ class KubernetesDeployment(BufferedDeployment):
             for raw in stream.stream():
                 for line in raw.decode(errors="replace").splitlines():
                     self.log_buffer.append(line)
-                if self._stopped:
+                if self._closing:
                     break
         except Exception:
             pass
@@ -82,15 +105,21 @@ class KubernetesDeployment(BufferedDeployment):
 
     @property
     def status(self) -> str:
-        if self._stopped:
+        if self._gone or self._superseded:
             return STOPPED
         try:
             fn = self.backend.custom.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, self.name)
         except Exception as exc:
-            return STOPPED if getattr(exc, "status", None) == 404 else FAILED
+            if getattr(exc, "status", None) == 404:
+                return STOPPED
+            return self._last_status if transient(exc) else FAILED
+        self.function = fn
         state = fn.get("status", {}).get("serving", {}).get("state", "")
-        return RUNNING if state == "Running" else FAILED if state in TERMINAL else STARTING
+        self._last_status = (STOPPING if _meta(fn, "deletionTimestamp") else
+                             RUNNING if state == "Running" else
+                             FAILED if state in TERMINAL else STARTING)
+        return self._last_status
 
     @property
     def failure(self) -> str | None:
@@ -101,10 +130,12 @@ class KubernetesDeployment(BufferedDeployment):
                 f"{serving.get('message') or serving.get('reason') or ''}")
 
     def stop(self) -> None:
-        if self._stopped:
+        """Delete the Function and wait until it is gone (``stopping`` meanwhile)."""
+        if self._gone or self._superseded:
             return
-        self._stopped = True
+        self._closing = True
         self.backend.delete(self.name)
+        self._gone = True
 
 
 def _url(function: dict[str, Any], namespace: str) -> str:
@@ -116,6 +147,68 @@ def _url(function: dict[str, Any], namespace: str) -> str:
     if service:  # the Knative Service always answers inside the cluster
         return f"http://{service}.{namespace}.svc.cluster.local/"
     return ""
+
+
+class _Rollout:
+    """Watching one applied Function until its serving for the applied spec is ready.
+    ``stale`` is the (serving, build) resourceRefs from before a spec change: states still
+    about them say nothing about the new spec."""
+
+    def __init__(self, backend: KubernetesBackend, name: str, stale: tuple[str, str] | None,
+                 is_async: bool, recorder: PhaseRecorder, deadline: float) -> None:
+        self.backend, self.name, self.stale, self.is_async = backend, name, stale, is_async
+        self.recorder, self.deadline = recorder, deadline
+        self.last, self.starting = "", ""
+
+    def check(self, fn: dict[str, Any]) -> dict[str, Any] | None:
+        """``fn`` when it is ready; raises on a terminal state of the new serving."""
+        name, status = self.name, fn.get("status") or {}
+        build, serving = status.get("build") or {}, status.get("serving") or {}
+        ref, state, built = serving.get("resourceRef", ""), serving.get("state", ""), \
+            build.get("state", "")
+        new_serving = self.stale is None or ref != self.stale[0]
+        new_build = self.stale is None or build.get("resourceRef", "") != self.stale[1]
+        seen = f"build {built or '-'} · serving {state or '-'}"
+        if (new_serving or new_build) and seen != self.last:
+            self.recorder.emit(PhaseEvent("deploy", "progress", time.time(), detail=seen))
+            self.last = seen
+        for what, part, new in (("build", build, new_build), ("serving", serving, new_serving)):
+            if new and part.get("state") in TERMINAL:
+                raise DeployError(
+                    f"Function {name!r}: the {what} is {part.get('state')} "
+                    f"({part.get('reason') or ''}: {part.get('message') or 'no message'}). "
+                    f"See kubectl describe function {name} -n {self.backend.namespace}.",
+                    function_name=name)
+        if (built in READY_BUILD and new_serving and state == "Running" and ref
+                and serving.get("lastSuccessfulResourceRef") == ref):
+            if self.is_async:
+                with self.recorder.phase("ready", detail="pods"):
+                    self.backend._wait_pods(name, ref, self.deadline)
+            return fn
+        self.starting = ref if (self.is_async and state == "Starting" and new_serving) else ""
+        if self.starting:
+            self.backend._pods_ready(name, ref, self.deadline)  # raises on a crashing pod
+        return None
+
+    def wait(self, fn: dict[str, Any]) -> dict[str, Any]:
+        ready = self.check(fn)
+        if ready is not None:
+            return ready
+        for kind, obj in self.backend.api.follow(self.name, _meta(fn, "resourceVersion", ""),
+                                                 self.deadline, WATCH_WINDOW):
+            if kind == "DELETED":
+                raise DeployError(f"Function {self.name!r} was deleted while it was starting.",
+                                  function_name=self.name)
+            if obj is None:
+                if self.starting:  # between watch windows: how are the async pods doing?
+                    self.backend._pods_ready(self.name, self.starting, self.deadline)
+                continue
+            ready = self.check(obj)
+            if ready is not None:
+                return ready
+        raise DeployError(f"Function {self.name!r} was not ready within "
+                          f"{self.backend.timeout:g} s (last: {self.last or 'no status'}); "
+                          f"OFNOTEBOOK_START_TIMEOUT sets the wait.", function_name=self.name)
 
 
 class KubernetesBackend(TrackedBackend):
@@ -155,15 +248,19 @@ class KubernetesBackend(TrackedBackend):
         self.timeout = float(config.get("start_timeout", timeout))
         self.log_lines = int(config.get("log_lines"))
         self.build_images = build
-        self.custom = client.CustomObjectsApi(api)
-        self.core = client.CoreV1Api(api)
-        self.extensions = client.ApiextensionsV1Api(api)
+        self.api = KubeApi(api, self.namespace)
+        self.custom, self.core, self.extensions = \
+            self.api.custom, self.api.core, self.api.extensions
         self._crd: dict[str, Any] | None = None
+        self._crd_forbidden = False
 
     # -- deploy ------------------------------------------------------------------------------
 
     def image_for(self, package: Package, recorder: PhaseRecorder) -> str:
-        """Build and push; the digest reference the cluster pulls."""
+        """The image reference the Function runs: built and pushed, the digest reference the
+        cluster pulls (``build=False``: the local tag, nothing built)."""
+        if not self.build_images:
+            return images.image_tag(package)
         if not self.registry:
             raise BuildError("The kubernetes target needs a registry the cluster pulls from: "
                              "set OFNOTEBOOK_REGISTRY (host[:port]).",
@@ -177,13 +274,12 @@ class KubernetesBackend(TrackedBackend):
         with recorder.phase("push", detail=self.registry):
             return images.push(built, self.registry, client, on_line=lambda t: line(t, "push"))
 
-    def crd(self) -> dict[str, Any]:
-        if self._crd is None:
-            try:
-                crd = self.extensions.read_custom_resource_definition(CRD_NAME)
-            except Exception as exc:
-                raise api_error(exc, f"reading the CRD {CRD_NAME}", self.namespace) from None
-            self._crd = self.extensions.api_client.sanitize_for_serialization(crd)
+    def crd(self, deadline: float | None = None) -> dict[str, Any] | None:
+        """The Function CRD the cluster serves (read once), or None when the account may not
+        read it."""
+        if self._crd is None and not self._crd_forbidden:
+            self._crd = self.api.crd(deadline or time.monotonic() + self.timeout)
+            self._crd_forbidden = self._crd is None
         return self._crd
 
     def deploy(self, package: Package, *, env: Mapping[str, str], local_port: int | None,
@@ -198,128 +294,75 @@ class KubernetesBackend(TrackedBackend):
         if (isinstance(existing, KubernetesDeployment) and existing.key == package.digest
                 and existing.status == RUNNING):
             return existing
-        image = self.image_for(package, recorder) if self.build_images else \
-            images.image_tag(package)
-        with recorder.phase("apply", detail=f"{self.namespace}/{spec.name}"):
+        image = self.image_for(package, recorder)
+        deadline = time.monotonic() + self.timeout
+        name = spec.name
+        with recorder.phase("apply", detail=f"{self.namespace}/{name}"):
             manifest = function_manifest(spec, image, self.options, api_version=VERSION)
-            validate(manifest, self.crd())
-            before = self._apply(manifest)
+            known = self._crd_forbidden
+            crd = self.crd(deadline)
+            if crd is not None:
+                validate(manifest, crd)
+            elif not known:
+                recorder.emit(PhaseEvent("apply", "progress", time.time(), detail=NO_CRD))
+            before = self._current(name, deadline, recorder)
+            fn, warnings = self.api.apply(manifest, deadline)
+            for warning in warnings:
+                recorder.emit(PhaseEvent("apply", "progress", time.time(),
+                                         detail=f"the API server warns: {warning}"))
+        changed = before is None or _meta(fn, "generation") != _meta(before, "generation")
+        stale = None
+        if changed and before is not None:
+            status = before.get("status") or {}
+            stale = (status.get("serving", {}).get("resourceRef", ""),
+                     status.get("build", {}).get("resourceRef", ""))
+        rollout = _Rollout(self, name, stale, spec.runtime == "async", recorder, deadline)
         with recorder.phase("deploy", detail="OpenFunction"):
-            function = self._wait_ready(spec.name, before, spec.runtime == "async", recorder)
-        deployment = KubernetesDeployment(self, spec.name, package, function, self.log_lines)
+            try:
+                function = rollout.wait(fn)
+            except BaseException as exc:
+                note = self._undo(name, before) if changed else ""
+                if isinstance(exc, DeployError) and note:
+                    raise DeployError(f"{exc} {note}", function_name=name,
+                                      last_logs=exc.last_logs) from exc
+                raise
+        deployment = KubernetesDeployment(self, name, package, function, self.log_lines)
         previous = self._track(deployment)
         if isinstance(previous, KubernetesDeployment):
-            previous._stopped = True  # the Function itself lives on, updated in place
+            previous._superseded = previous._closing = True  # the Function lives on, updated
         return deployment
 
-    def _apply(self, manifest: dict[str, Any]) -> tuple[str, str]:
-        """Create, or replace at the current resourceVersion; return (resourceVersion,
-        serving resourceRef) from before the change."""
-        name = manifest["metadata"]["name"]
-        for _attempt in range(2):
-            try:
-                current = self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, name)
-            except Exception as exc:
-                if getattr(exc, "status", None) != 404:
-                    raise api_error(exc, f"reading Function {name!r}", self.namespace) from None
-                current = None
-            try:
-                if current is None:
-                    made = self.custom.create_namespaced_custom_object(
-                        GROUP, VERSION, self.namespace, PLURAL, manifest)
-                    return made["metadata"]["resourceVersion"], ""
-                body = dict(manifest)
-                body["metadata"] = {**manifest["metadata"],
-                                    "resourceVersion": current["metadata"]["resourceVersion"]}
-                made = self.custom.replace_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, name, body)
-                ref = current.get("status", {}).get("serving", {}).get("resourceRef", "")
-                return made["metadata"]["resourceVersion"], ref
-            except Exception as exc:
-                if getattr(exc, "status", None) == 409 and _attempt == 0:
-                    continue  # changed under us: read again and retry once
-                verb = "creating" if current is None else "updating"
-                raise api_error(exc, f"{verb} Function {name!r}", self.namespace) from None
-        raise DeployError(f"Kubernetes: Function {name!r} kept changing; run the cell again.")
+    def _current(self, name: str, deadline: float,
+                 recorder: PhaseRecorder) -> dict[str, Any] | None:
+        """The Function as it is before the apply; one still being deleted is waited for."""
+        fn = self.api.get(name, deadline)
+        if fn is not None and _meta(fn, "deletionTimestamp"):
+            left = ", ".join(_meta(fn, "finalizers", []))
+            recorder.emit(PhaseEvent("apply", "progress", time.time(), detail=f"waiting for "
+                                     f"the previous Function to be deleted ({left or '-'})"))
+            self._wait_gone(name, fn, deadline)
+            return None
+        return fn
 
-    def _wait_ready(self, name: str, before: tuple[str, str], is_async: bool,
-                    recorder: PhaseRecorder) -> dict[str, Any]:
-        """Watch the Function until its current serving runs. The watch is re-opened every
-        few seconds from the last resourceVersion; in between, a starting async serving's
-        pods are looked at (OpenFunction never reports an async serving Failed)."""
-        since, old_ref = before
-        deadline = time.monotonic() + self.timeout
-        last, state = "", ""
-        while time.monotonic() < deadline:
-            window = max(1, min(WATCH_WINDOW, int(deadline - time.monotonic()) or 1))
-            for fn in self._watch(name, since, window):
-                since = fn["metadata"]["resourceVersion"]
-                status = fn.get("status", {})
-                build = status.get("build", {}).get("state", "")
-                serving = status.get("serving", {})
-                state = serving.get("state", "")
-                seen = f"build {build or '-'} · serving {state or '-'}"
-                if seen != last:
-                    recorder.emit(PhaseEvent("deploy", "progress", time.time(), detail=seen))
-                    last = seen
-                if build in TERMINAL or state in TERMINAL:
-                    what = "build" if build in TERMINAL else "serving"
-                    part = status.get(what, {})
-                    raise DeployError(
-                        f"Function {name!r}: the {what} is {part.get('state')} "
-                        f"({part.get('reason') or ''}: {part.get('message') or 'no message'}). "
-                        f"See kubectl describe function {name} -n {self.namespace}.",
-                        function_name=name)
-                ref = serving.get("resourceRef", "")
-                if (build in READY_BUILD and state == "Running" and ref and ref != old_ref
-                        and serving.get("lastSuccessfulResourceRef") == ref):
-                    if is_async:
-                        with recorder.phase("ready", detail="pods"):
-                            self._wait_pods(name, ref, deadline)
-                    return fn
-                if state == "Starting" and is_async and ref:
-                    self._pods_ready(name, ref)  # raises on a crashing pod
-            if is_async and state == "Starting":
-                current = self._get(name)
-                ref = current.get("status", {}).get("serving", {}).get("resourceRef", "")
-                if ref:
-                    self._pods_ready(name, ref)
-        raise DeployError(f"Function {name!r} was not ready within {self.timeout:g} s "
-                          f"(last: {last or 'no status'}); OFNOTEBOOK_START_TIMEOUT sets the "
-                          f"wait.", function_name=name)
-
-    def _watch(self, name: str, since: str, seconds: int) -> Any:
-        from kubernetes import watch
-
-        stream = watch.Watch()
+    def _undo(self, name: str, before: dict[str, Any] | None) -> str:
+        """After a failed deploy: delete what it created, or apply the previous spec again."""
+        deadline = time.monotonic() + min(self.timeout, CLEANUP_WAIT)
         try:
-            for event in stream.stream(
-                    self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
-                    PLURAL, field_selector=f"metadata.name={name}", resource_version=since,
-                    timeout_seconds=seconds):
-                yield event["object"]
-        except DeployError:
-            raise
-        except Exception as exc:
-            raise api_error(exc, f"watching Function {name!r}", self.namespace) from None
-        finally:
-            stream.stop()
+            if before is None:
+                self.api.delete(name, deadline)
+                return "The Function it created was deleted."
+            previous = applied_config(before) or {
+                "apiVersion": before["apiVersion"], "kind": before["kind"],
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": before["spec"]}
+            self.api.apply(previous, deadline)
+            return "The previous spec was applied again."
+        except DeployError as exc:
+            return f"Undoing it failed too: {exc}"
 
-    def _get(self, name: str) -> dict[str, Any]:
-        try:
-            return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
-                GROUP, VERSION, self.namespace, PLURAL, name)
-        except Exception as exc:
-            raise api_error(exc, f"reading Function {name!r}", self.namespace) from None
-
-    def _pods_ready(self, name: str, ref: str) -> bool:
+    def _pods_ready(self, name: str, ref: str, deadline: float) -> bool:
         """True when every pod of serving ``ref`` is ready; raises on a crashing one."""
-        try:
-            pods = self.core.list_namespaced_pod(
-                self.namespace, label_selector=f"openfunction.io/serving={ref}").items
-        except Exception as exc:
-            raise api_error(exc, f"listing the pods of {name!r}", self.namespace) from None
+        pods = self.api.pods(f"openfunction.io/serving={ref}", deadline)
         for pod in pods:
             for container in pod.status.container_statuses or []:
                 waiting = container.state.waiting if container.state else None
@@ -335,7 +378,7 @@ class KubernetesBackend(TrackedBackend):
     def _wait_pods(self, name: str, ref: str, deadline: float) -> None:
         """Async servings report Running before their pods are: look at the pods."""
         while time.monotonic() < deadline:
-            if self._pods_ready(name, ref):
+            if self._pods_ready(name, ref, deadline):
                 return
             time.sleep(0.2)
         raise DeployError(f"Function {name!r}: its pods were not ready in time.",
@@ -344,25 +387,28 @@ class KubernetesBackend(TrackedBackend):
     # -- teardown ----------------------------------------------------------------------------
 
     def delete(self, name: str) -> None:
-        """Delete the Function (children go with it) and wait until it is gone."""
-        from kubernetes import client
-
-        try:
-            self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name,
-                body=client.V1DeleteOptions(propagation_policy="Foreground"))
-        except Exception as exc:
-            if getattr(exc, "status", None) == 404:
-                return
-            raise api_error(exc, f"deleting Function {name!r}", self.namespace) from None
+        """Delete the Function (foreground: its servings and pods first) and wait until the
+        garbage collector has removed it."""
         deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            try:
-                self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace,
-                                                         PLURAL, name)
-            except Exception as exc:
-                if getattr(exc, "status", None) == 404:
-                    return
-                raise api_error(exc, f"reading Function {name!r}", self.namespace) from None
-            time.sleep(0.1)
-        raise DeployError(f"Function {name!r} was not gone within {self.timeout:g} s.")
+        fn = self.api.delete(name, deadline)
+        if fn is not None:
+            self._wait_gone(name, fn, deadline)
+
+    def _wait_gone(self, name: str, fn: dict[str, Any], deadline: float) -> None:
+        for kind, obj in self.api.follow(name, _meta(fn, "resourceVersion", ""), deadline,
+                                         WATCH_WINDOW):
+            if kind == "DELETED" or (obj is not None and _meta(obj, "uid") != _meta(fn, "uid")):
+                return
+            fn = obj or fn
+        finalizers = _meta(fn, "finalizers", [])
+        why = []
+        if "foregroundDeletion" in finalizers:
+            why.append("foregroundDeletion: the garbage collector is still removing its "
+                       "servings and pods")
+        others = [f for f in finalizers if f != "foregroundDeletion"]
+        if others:
+            why.append(f"{', '.join(others)}: whoever set it has not removed it")
+        raise DeployError(
+            f"Function {name!r} was still being deleted after {self.timeout:g} s; finalizers "
+            f"left: {', '.join(finalizers) or '(none)'} ({'; '.join(why) or 'none'}). See "
+            f"kubectl get function {name} -n {self.namespace} -o yaml.", function_name=name)

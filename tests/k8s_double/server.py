@@ -1,290 +1,455 @@
-"""The API server double's store, HTTP routes and controller thread (described in __init__)."""
+"""The API server double: its store, watch cache, HTTP routes, restarts (described in __init__)."""
 
 from __future__ import annotations
 
+import collections
 import copy
-import hashlib
 import json
+import socket
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator
 
+import yaml
 from flask import Flask, Response, request
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
-from .schema import _prune, _status, _to_json_schema
+from . import fields
+from .controller import Controller
+from .rbac import Attributes, Rbac, attributes
+from .schema import SERVER_META, apply_defaults, prune, status, to_json_schema
 
-FN_PATH = "/apis/core.openfunction.io/v1beta2/namespaces/<ns>/functions"
+GROUP_PATH = "/apis/core.openfunction.io"
+FN_PATH = GROUP_PATH + "/v1beta2/namespaces/<ns>/functions"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/functions.core.openfunction.io"
+USER_META = ("labels", "annotations", "finalizers", "ownerReferences")
+API_VERSION = "core.openfunction.io/v1beta2"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
+
+
+class _Handler(WSGIRequestHandler):
+    """Keeps the open connections, so that a restart can cut them."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.open_connections.add(self.connection)  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        self.server.open_connections.discard(self.connection)  # type: ignore[attr-defined]
+        super().finish()
+
+    def log_request(self, *args: Any) -> None:
+        pass
 
 
 class KubeDouble:
-    def __init__(self, crd: dict[str, Any], token: str = "test-token") -> None:
+    def __init__(self, crd: dict[str, Any], token: str = "test-token", user: str = "tester",
+                 watch_cache_size: int = 1000, bookmark_interval: float = 1.0) -> None:
         import jsonschema
 
-        self.crd, self.token = crd, token
+        self.crd, self.token, self.user = crd, token, user
         version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta2")
         self.schema = version["schema"]["openAPIV3Schema"]
-        self.validator = jsonschema.Draft4Validator(_to_json_schema(self.schema))
+        self.validator = jsonschema.Draft4Validator(to_json_schema(self.schema))
         self.functions: dict[tuple[str, str], dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.logs: dict[str, list[str]] = {}
-        self.events: list[tuple[int, str, str, dict[str, Any]]] = []  # rv, ns, type, object
-        self.forbid: set[tuple[str, str]] = set()
+        self.history: collections.deque[tuple[int, str, str, dict[str, Any]]] = \
+            collections.deque()  # the watch cache: rv, namespace, type, object
+        self.watch_cache_size, self.bookmark_interval = watch_cache_size, bookmark_interval
+        self.compacted = 0  # watches from an older resourceVersion get 410 Gone
+        self.rbac: Rbac | None = None  # None: the user may do anything
         self.crd_installed = True
-        self.calls: list[tuple[str, str]] = []
-        self.rv = 1
+        self.calls: list[tuple[str, str]] = []  # the user's requests (not the controller's)
+        self.requests: list[dict[str, Any]] = []  # the same, with query and content type
+        self.rv, self.epoch, self.up, self.closed = 1, 0, True, False
+        self.start_delay = 0.0
+        self.controller_token = f"controller-{uuid.uuid4().hex}"
         self.cond = threading.Condition()
+        self.controller = Controller(self)
         self.app = self._routes()
-        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.server = self._server(0)
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _server(self, port: int) -> Any:
+        server = make_server("127.0.0.1", port, self.app, threaded=True,
+                             request_handler=_Handler)
+        server.open_connections = set()
+        return server
+
+    def _serve(self) -> None:
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
 
     def __enter__(self) -> KubeDouble:
-        self._thread.start()
+        self._serve()
         return self
 
     def __exit__(self, *exc: object) -> None:
         with self.cond:
+            self.closed = True
+            self.epoch += 1
             self.cond.notify_all()
-        self.server.shutdown()
+        if self.up:
+            self.server.shutdown()
+        self.server.server_close()
 
     def kubeconfig(self) -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "Config", "current-context": "double",
                 "clusters": [{"name": "double", "cluster": {"server": self.url}}],
-                "users": [{"name": "tester", "user": {"token": self.token}}],
+                "users": [{"name": self.user, "user": {"token": self.token}}],
                 "contexts": [{"name": "double", "context": {"cluster": "double",
-                                                            "user": "tester",
+                                                            "user": self.user,
                                                             "namespace": "demo"}}]}
 
-    # -- state -------------------------------------------------------------------------------
+    # -- knobs -------------------------------------------------------------------------------
+
+    def grant(self, *documents: dict[str, Any]) -> None:
+        """From now on the user may do what these Roles, ClusterRoles and bindings allow."""
+        self.rbac = Rbac(documents)
+
+    def restart(self, down: float = 0.5) -> threading.Thread:
+        """Play an API server restart: connections refused for ``down`` seconds, every open
+        connection (watches too) cut, then a fresh watch cache, so older resourceVersions get
+        410. Returns the thread that brings the server back."""
+        with self.cond:
+            self.up = False
+            self.epoch += 1
+            self.history.clear()
+            self.compacted = self.rv
+            self.cond.notify_all()
+        self.server.shutdown()
+        self.server.server_close()
+        for conn in list(self.server.open_connections):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        def back() -> None:
+            time.sleep(down)
+            if self.closed:
+                return
+            self.server = self._server(self.port)
+            self._serve()
+            self.up = True
+        thread = threading.Thread(target=back, daemon=True)
+        thread.start()
+        return thread
+
+    def churn(self, count: int, namespace: str = "other") -> None:
+        """``count`` changes to a Function elsewhere: the watch cache (one for all namespaces,
+        as in kube-apiserver) moves on without the watched Function changing."""
+        with self.cond:
+            key = (namespace, "churn")
+            fn = self.functions.setdefault(key, {
+                "apiVersion": API_VERSION, "kind": "Function",
+                "metadata": {"name": "churn", "namespace": namespace, "generation": 1,
+                             "uid": str(uuid.uuid4()), "annotations": {}},
+                "spec": {"image": "churn", "workloadRuntime": "OCIContainer"}})
+            for index in range(count):
+                fn["metadata"]["annotations"]["n"] = str(index)
+                self._emit(namespace, "MODIFIED", fn)
+
+    def drop_finalizer(self, ns: str, name: str, uid: str, finalizer: str) -> None:
+        """What a controller owning ``finalizer`` does once its work is done."""
+        with self.cond:
+            fn = self.functions.get((ns, name))
+            if fn is None or fn["metadata"]["uid"] != uid:
+                return
+            left = [f for f in fn["metadata"].get("finalizers", []) if f != finalizer]
+            fn["metadata"]["finalizers"] = left
+            if not left:
+                fn["metadata"].pop("finalizers")
+            self._commit(ns, name, fn)
+
+    # -- the store ---------------------------------------------------------------------------
 
     def _emit(self, ns: str, kind: str, obj: dict[str, Any]) -> None:
         """Under ``cond``: bump the resourceVersion and record a watch event."""
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
-        self.events.append((self.rv, ns, kind, copy.deepcopy(obj)))
+        self.history.append((self.rv, ns, kind, copy.deepcopy(obj)))
+        while len(self.history) > self.watch_cache_size:
+            self.compacted = self.history.popleft()[0]
         self.cond.notify_all()
 
-    def _set_status(self, ns: str, name: str, serving_ref: str, **status: Any) -> bool:
-        with self.cond:
-            fn = self.functions.get((ns, name))
-            if fn is None or fn["metadata"].get("deletionTimestamp"):
-                return False
-            if fn["status"].get("serving", {}).get("resourceRef") not in (None, serving_ref):
-                return False  # superseded by a newer serving
-            fn["status"].update(copy.deepcopy(status))
-            self._emit(ns, "MODIFIED", fn)
-            return True
-
-    def _controller(self, ns: str, name: str, fn: dict[str, Any]) -> None:
-        """OpenFunction's reconcile of one spec version, in the documented order."""
-        spec = fn["spec"]
-        serving_ref = "serving-" + hashlib.sha256(
-            json.dumps(spec, sort_keys=True).encode()).hexdigest()[:5]
-        is_async = "dapr" in spec.get("serving", {}).get("triggers", {})
-        image = spec.get("image", "")
-        serving = {"state": "Created", "resourceRef": serving_ref}
-        previous = fn["status"].get("serving", {}).get("lastSuccessfulResourceRef")
-        if previous:
-            serving["lastSuccessfulResourceRef"] = previous
-        if not self._set_status(ns, name, serving_ref, build={"state": "Skipped"},
-                                serving=serving):
+    def _commit(self, ns: str, name: str, fn: dict[str, Any], created: bool = False) -> None:
+        """Under ``cond``: store ``fn`` (or remove it: deleting, and no finalizer left)."""
+        meta = fn["metadata"]
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            self.functions.pop((ns, name), None)
+            self._emit(ns, "DELETED", fn)
             return
-        time.sleep(0.05)
-        self._set_status(ns, name, serving_ref, serving={**serving, "state": "Starting"})
-        pod = f"{serving_ref}-deployment-{uuid.uuid4().hex[:5]}"
-        crash, slow = "crash" in image, "slow" in image
-        with self.cond:
-            self.pods[(ns, pod)] = {
-                "metadata": {"name": pod, "namespace": ns,
-                             "labels": {"openfunction.io/serving": serving_ref}},
-                "status": {"phase": "Pending", "conditions": [{"type": "Ready",
-                                                               "status": "False"}]}}
-            self.logs[pod] = [f"ofnotebook runtime: serving {name}"]
-        if is_async and not crash and not slow:
-            # the quirk: Running at once, whatever the pods are doing
-            self._set_status(ns, name, serving_ref,
-                             serving={**serving, "state": "Running",
-                                      "lastSuccessfulResourceRef": serving_ref})
-        time.sleep(0.2)
-        with self.cond:
-            p = self.pods.get((ns, pod))
-            if p is None:
-                return
-            if crash:
-                p["status"] = {"phase": "Running", "conditions": [{"type": "Ready",
-                                                                   "status": "False"}],
-                               "containerStatuses": [{"name": "function", "ready": False,
-                                                      "image": image, "imageID": "",
-                                                      "restartCount": 3,
-                                                      "state": {"waiting": {
-                                                          "reason": "CrashLoopBackOff"}}}]}
-                self.logs[pod].append("Traceback (most recent call last):")
-                self.logs[pod].append("RuntimeError: crashed at start")
-            elif not slow:
-                p["status"] = {"phase": "Running", "conditions": [{"type": "Ready",
-                                                                   "status": "True"}]}
-        if crash and not is_async:
-            self._set_status(ns, name, serving_ref, serving={
-                **serving, "state": "Failed", "reason": "RevisionFailed",
-                "message": "Container failed with: RuntimeError: crashed at start"})
-        elif slow:
-            timeout = spec.get("serving", {}).get("timeout")
-            if timeout:
-                time.sleep(float(str(timeout).rstrip("s")))
-                self._set_status(ns, name, serving_ref,
-                                 serving={**serving, "state": "Timeout"})
-        elif not crash and not is_async:
-            service = f"{serving_ref}-ksvc-{uuid.uuid4().hex[:5]}"
-            self._set_status(ns, name, serving_ref, serving={
-                **serving, "state": "Running", "lastSuccessfulResourceRef": serving_ref,
-                "service": service},
-                addresses=[{"type": "Internal",
-                            "value": f"http://{name}.{ns}.svc.cluster.local/"},
-                           {"type": "External", "value": f"http://{name}.{ns}.ofn.io/"}])
-        # the old serving's pods go once the new one runs
-        with self.cond:
-            for key in [k for k, v in self.pods.items() if k[0] == ns and
-                        v["metadata"]["labels"]["openfunction.io/serving"].startswith("serving-")
-                        and v["metadata"]["labels"]["openfunction.io/serving"] != serving_ref
-                        and v["metadata"].get("function") == name]:
-                del self.pods[key]
-            if (ns, pod) in self.pods:
-                self.pods[(ns, pod)]["metadata"]["function"] = name
+        self.functions[(ns, name)] = fn
+        self._emit(ns, "ADDED" if created else "MODIFIED", fn)
+
+    def _write(self, ns: str, name: str, live: dict[str, Any] | None, result: dict[str, Any],
+               managers: fields.Managers, manager_keys: set[tuple[str, str, str]],
+               warnings: list[str], subresource: str = "") -> Response:
+        """Under ``cond``: default, validate and store a write; a write that changes nothing
+        keeps the resourceVersion and sends no event."""
+        result = apply_defaults(result, self.schema)
+        errors = sorted(f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+                        for e in self.validator.iter_errors(result))
+        if errors:
+            return status(422, "Invalid", f'Function.core.openfunction.io "{name}" is '
+                          f'invalid: ' + "; ".join(errors), name=name,
+                          group="core.openfunction.io", kind="Function")
+        meta = result["metadata"]
+        if live is not None:
+            old = live["metadata"]
+            for key in SERVER_META:
+                if key in old and key != "managedFields":
+                    meta[key] = old[key]
+            if old.get("deletionTimestamp") and set(meta.get("finalizers", [])) - set(
+                    old.get("finalizers", [])):
+                return status(422, "Invalid", f'Function.core.openfunction.io "{name}" is '
+                              f'invalid: metadata.finalizers: Forbidden: no new finalizers '
+                              f'can be added if the object is being deleted')
+            if result.get("spec") != live.get("spec"):
+                meta["generation"] = old.get("generation", 1) + 1
+        else:
+            meta.update(name=name, namespace=ns, uid=str(uuid.uuid4()), generation=1,
+                        creationTimestamp=_now())
+        meta["managedFields"] = managers.entries(API_VERSION, _now(), set())
+        headers = [("Warning", f'299 - "{w}"') for w in warnings]
+        if live is not None and result == live:
+            return Response(json.dumps(live), status=200, mimetype="application/json",
+                            headers=headers)
+        meta["managedFields"] = managers.entries(API_VERSION, _now(), manager_keys)
+        spec_changed = live is None or meta["generation"] != live["metadata"]["generation"]
+        self._commit(ns, name, result, created=live is None)
+        if spec_changed and not meta.get("deletionTimestamp") and not subresource:
+            self.controller.reconcile(ns, name, meta["generation"])
+        return Response(json.dumps(result), status=201 if live is None else 200,
+                        mimetype="application/json", headers=headers)
 
     # -- HTTP --------------------------------------------------------------------------------
+
+    def _who(self) -> str | None:
+        auth = request.headers.get("Authorization")
+        return (self.user if auth == f"Bearer {self.token}" else
+                "system:openfunction" if auth == f"Bearer {self.controller_token}" else None)
+
+    def _forbidden(self, attrs: Attributes) -> Response | None:
+        if self._who() != self.user or self.rbac is None or self.rbac.allows(self.user, attrs):
+            return None
+        return status(403, "Forbidden", attrs.forbidden(self.user), name=attrs.name,
+                      group=attrs.group, kind=attrs.resource.split("/")[0])
+
+    def _body(self) -> Any:
+        data = request.get_data()
+        if "yaml" in (request.content_type or ""):
+            return yaml.safe_load(data)
+        return json.loads(data) if data else {}
+
+    def _admit(self, body: dict[str, Any], name: str) -> tuple[dict[str, Any], list[str],
+                                                                Response | None]:
+        """Prune ``body`` as the schema does: strict field validation refuses what would be
+        pruned (400), the default (Warn) says so in ``Warning`` headers."""
+        kept, dropped = prune(body, self.schema)
+        unknown = [f'unknown field "{p}"' for p in dropped]
+        mode = request.args.get("fieldValidation", "Warn")
+        if unknown and mode == "Strict":
+            return kept, [], status(400, "BadRequest", f'Function.core.openfunction.io "{name}"'
+                                    f' is invalid: strict decoding error: ' + ", ".join(unknown))
+        return kept, unknown if mode == "Warn" else [], None
 
     def _routes(self) -> Flask:
         app = Flask("kube-double")
 
         @app.before_request
-        def _auth() -> Response | None:
-            self.calls.append((request.method, request.path))
-            if request.headers.get("Authorization") != f"Bearer {self.token}":
-                return _status(401, "Unauthorized", "Unauthorized")
-            verb = {"GET": "list" if request.args.get("watch") != "true" else "watch",
-                    "POST": "create", "PUT": "update", "DELETE": "delete"}[request.method]
-            if request.method == "GET" and not request.path.rstrip("/").endswith(
-                    ("functions", "pods")):
-                verb = "get"
-            resource = ("functions" if "/functions" in request.path else
-                        "pods/log" if request.path.endswith("/log") else
-                        "pods" if "/pods" in request.path else "customresourcedefinitions")
-            if (verb, resource) in self.forbid:
-                return _status(403, "Forbidden",
-                               f'{resource}.core.openfunction.io is forbidden: User "tester" '
-                               f'cannot {verb} resource "{resource}" in API group '
-                               f'"core.openfunction.io" in the namespace "demo"')
+        def _gate() -> Response | None:
+            who = self._who()
+            if who == self.user:
+                self.calls.append((request.method, request.path))
+                self.requests.append({"method": request.method, "path": request.path,
+                                      "args": dict(request.args),
+                                      "content_type": request.content_type})
+            if who is None:
+                return status(401, "Unauthorized", "Unauthorized")
+            attrs = attributes(request.method, request.path, request.args)
+            if attrs is not None and (denied := self._forbidden(attrs)):
+                return denied
+            if request.path.startswith(GROUP_PATH) and not self.crd_installed:
+                return Response("404 page not found\n", status=404,
+                                mimetype="text/plain")  # an API group nobody serves
             return None
 
         @app.get(CRD_PATH)
         def _crd() -> Any:
             if not self.crd_installed:
-                return _status(404, "NotFound", f'customresourcedefinitions.apiextensions.k8s.io'
-                               f' "functions.core.openfunction.io" not found')
+                return status(404, "NotFound", 'customresourcedefinitions.apiextensions.k8s.io'
+                              ' "functions.core.openfunction.io" not found')
+            return self.crd
+
+        @app.delete(CRD_PATH)
+        def _uninstall() -> Any:
+            with self.cond:
+                for (ns, name), fn in list(self.functions.items()):
+                    del self.functions[(ns, name)]
+                    self._emit(ns, "DELETED", fn)
+                self.pods.clear()
+                self.crd_installed = False
             return self.crd
 
         @app.post(FN_PATH)
         def _create(ns: str) -> Any:
-            body = request.get_json(force=True)
-            errors = sorted(f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
-                            for e in self.validator.iter_errors(body))
-            if errors:
-                return _status(422, "Invalid", "Function.core.openfunction.io is invalid: "
-                               + "; ".join(errors))
-            name = body["metadata"]["name"]
+            raw = self._body()
+            name = raw.get("metadata", {}).get("name", "")
+            body, warnings, refused = self._admit(raw, name)
+            if refused:
+                return refused
             with self.cond:
-                if (ns, name) in self.functions:
-                    return _status(409, "AlreadyExists",
-                                   f'functions.core.openfunction.io "{name}" already exists')
-                fn = _prune(body, self.schema)
-                fn["metadata"].update(namespace=ns, uid=str(uuid.uuid4()), generation=1)
-                fn["status"] = {}
-                self.functions[(ns, name)] = fn
-                self._emit(ns, "ADDED", fn)
-                out = copy.deepcopy(fn)
-            threading.Thread(target=self._controller, args=(ns, name, copy.deepcopy(fn)),
-                             daemon=True).start()
-            return Response(json.dumps(out), status=201, mimetype="application/json")
+                live = self.functions.get((ns, name))
+                if live is not None:
+                    deleting = "object is being deleted: " if live["metadata"].get(
+                        "deletionTimestamp") else ""
+                    return status(409, "AlreadyExists", f'{deleting}functions.core.'
+                                  f'openfunction.io "{name}" already exists', name=name)
+                result = self._fresh(body)
+                managers = fields.Managers([])
+                fields.update(None, result, self.schema, managers, self._manager())
+                return self._write(ns, name, None, result, managers,
+                                   {(self._manager(), "Update", "")}, warnings)
 
         @app.get(FN_PATH)
         def _list(ns: str) -> Any:
             selector = request.args.get("fieldSelector", "")
             wanted = selector.split("=", 1)[1] if selector.startswith("metadata.name=") else None
-            if request.args.get("watch") == "true":
-                since = int(request.args.get("resourceVersion") or 0)
-                timeout = float(request.args.get("timeoutSeconds") or 30)
-                return Response(self._watch(ns, wanted, since, timeout),
+            if request.args.get("watch") in ("true", "1"):
+                since = request.args.get("resourceVersion") or ""
+                return Response(self._watch(ns, wanted, since,
+                                            float(request.args.get("timeoutSeconds") or 1800),
+                                            request.args.get("allowWatchBookmarks") == "true"),
                                 mimetype="application/json")
             with self.cond:
                 items = [copy.deepcopy(f) for (n, name), f in self.functions.items()
                          if n == ns and wanted in (None, name)]
-                return {"apiVersion": "core.openfunction.io/v1beta2", "kind": "FunctionList",
+                return {"apiVersion": API_VERSION, "kind": "FunctionList",
                         "metadata": {"resourceVersion": str(self.rv)}, "items": items}
 
         @app.get(FN_PATH + "/<name>")
+        @app.get(FN_PATH + "/<name>/status")
         def _get(ns: str, name: str) -> Any:
             with self.cond:
                 fn = self.functions.get((ns, name))
                 if fn is None:
-                    return _status(404, "NotFound",
-                                   f'functions.core.openfunction.io "{name}" not found')
+                    return self._not_found(name)
                 return copy.deepcopy(fn)
 
         @app.put(FN_PATH + "/<name>")
+        @app.put(FN_PATH + "/<name>/status")
         def _replace(ns: str, name: str) -> Any:
-            body = request.get_json(force=True)
-            errors = [e.message for e in self.validator.iter_errors(body)]
-            if errors:
-                return _status(422, "Invalid", "; ".join(errors))
+            raw = self._body()
+            sub = "status" if request.path.endswith("/status") else ""
+            body, warnings, refused = self._admit(raw, name)
+            if refused:
+                return refused
             with self.cond:
-                fn = self.functions.get((ns, name))
-                if fn is None:
-                    return _status(404, "NotFound", f'functions "{name}" not found')
-                if body["metadata"].get("resourceVersion") != fn["metadata"]["resourceVersion"]:
-                    return _status(409, "Conflict",
-                                   f'Operation cannot be fulfilled on functions '
-                                   f'"{name}": the object has been modified; please apply '
-                                   f'your changes to the latest version and try again')
-                changed = _prune(body, self.schema)["spec"] != fn["spec"]
-                fn["spec"] = _prune(body, self.schema)["spec"]
-                fn["metadata"]["labels"] = body["metadata"].get("labels", {})
-                if changed:
-                    fn["metadata"]["generation"] += 1
-                    fn["status"]["serving"] = {}  # the controller resets it for a new serving
-                self._emit(ns, "MODIFIED", fn)
-                out = copy.deepcopy(fn)
-            if changed:
-                threading.Thread(target=self._controller, args=(ns, name, copy.deepcopy(fn)),
-                                 daemon=True).start()
-            return out
+                live = self.functions.get((ns, name))
+                if live is None:
+                    return self._not_found(name)
+                rv = body.get("metadata", {}).get("resourceVersion")
+                if not rv and not sub:
+                    return status(422, "Invalid", f'Function.core.openfunction.io "{name}" is '
+                                  f'invalid: metadata.resourceVersion: Invalid value: 0x0: '
+                                  f'must be specified for an update')
+                if rv and rv != live["metadata"]["resourceVersion"]:
+                    return status(409, "Conflict", f'Operation cannot be fulfilled on '
+                                  f'functions.core.openfunction.io "{name}": the object has '
+                                  f'been modified; please apply your changes to the latest '
+                                  f'version and try again')
+                if sub:
+                    result = copy.deepcopy(live)
+                    result["status"] = body.get("status", {})
+                else:
+                    result = self._fresh(body, live)
+                return self._update(ns, name, live, result, warnings, sub)
+
+        @app.patch(FN_PATH + "/<name>")
+        @app.patch(FN_PATH + "/<name>/status")
+        def _patch(ns: str, name: str) -> Any:
+            kind = (request.content_type or "").split(";")[0]
+            sub = "status" if request.path.endswith("/status") else ""
+            if kind == "application/apply-patch+yaml" and not sub:
+                return self._apply(ns, name)
+            if kind != "application/merge-patch+json":
+                return status(415, "UnsupportedMediaType", "the body of the request was in an "
+                              "unknown format - accepted media types include: "
+                              "application/json-patch+json, application/merge-patch+json, "
+                              "application/apply-patch+yaml")
+            patch = self._body()
+            with self.cond:
+                live = self.functions.get((ns, name))
+                if live is None:
+                    return self._not_found(name)
+                merged = _merge(live, patch)
+            body, warnings, refused = self._admit(merged, name)
+            if refused:
+                return refused
+            with self.cond:
+                live = self.functions.get((ns, name))
+                if live is None:
+                    return self._not_found(name)
+                if sub:
+                    result = copy.deepcopy(live)
+                    result["status"] = body.get("status", {})
+                else:
+                    result = self._fresh(body, live)
+                return self._update(ns, name, live, result, warnings, sub)
 
         @app.delete(FN_PATH + "/<name>")
         def _delete(ns: str, name: str) -> Any:
+            options = self._body() if request.get_data() else {}
+            policy = (options.get("propagationPolicy") or
+                      request.args.get("propagationPolicy") or "Background")
             with self.cond:
-                fn = self.functions.get((ns, name))
-                if fn is None:
-                    return _status(404, "NotFound", f'functions "{name}" not found')
-                fn["metadata"]["deletionTimestamp"] = "2026-11-28T00:00:00Z"
-                self._emit(ns, "MODIFIED", fn)
-                out = copy.deepcopy(fn)
-
-            def finish() -> None:
-                time.sleep(0.1)  # foreground deletion: children first
-                with self.cond:
-                    gone = self.functions.pop((ns, name), None)
-                    for key in [k for k, v in self.pods.items()
-                                if v["metadata"].get("function") == name or
-                                (gone and v["metadata"]["labels"]["openfunction.io/serving"] ==
-                                 gone["status"].get("serving", {}).get("resourceRef"))]:
-                        del self.pods[key]
-                    if gone is not None:
-                        self._emit(ns, "DELETED", gone)
-            threading.Thread(target=finish, daemon=True).start()
-            return out
+                live = self.functions.get((ns, name))
+                if live is None:
+                    return self._not_found(name)
+                fn = copy.deepcopy(live)
+                meta = fn["metadata"]
+                if meta.get("deletionTimestamp"):
+                    return fn  # already going: nothing changes
+                finalizers = list(meta.get("finalizers", []))
+                if policy == "Foreground" and "foregroundDeletion" not in finalizers:
+                    finalizers.append("foregroundDeletion")
+                if not finalizers:
+                    del self.functions[(ns, name)]
+                    self._emit(ns, "DELETED", fn)
+                    self._drop_pods(ns, name)
+                    return {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Success", "details": {
+                                "name": name, "group": "core.openfunction.io",
+                                "kind": "functions", "uid": meta["uid"]}}
+                meta.update(finalizers=finalizers, deletionTimestamp=_now(),
+                            deletionGracePeriodSeconds=0,
+                            generation=meta.get("generation", 1) + 1)
+                self._commit(ns, name, fn)
+                if "foregroundDeletion" in finalizers:
+                    self.controller.collect(ns, name, meta["uid"])
+                return copy.deepcopy(fn)
 
         @app.get("/api/v1/namespaces/<ns>/pods")
         def _pods(ns: str) -> Any:
@@ -298,15 +463,16 @@ class KubeDouble:
         @app.get("/api/v1/namespaces/<ns>/pods/<pod>/log")
         def _log(ns: str, pod: str) -> Any:
             if (ns, pod) not in self.pods:
-                return _status(404, "NotFound", f'pods "{pod}" not found')
+                return status(404, "NotFound", f'pods "{pod}" not found')
             if request.args.get("container") != "function":
-                return _status(400, "BadRequest", "a container name must be specified")
+                return status(400, "BadRequest", "a container name must be specified")
             if request.args.get("follow") != "true":
                 return Response("\n".join(self.logs.get(pod, [])) + "\n", mimetype="text/plain")
+            epoch = self.epoch
 
             def follow() -> Iterator[bytes]:
                 sent = 0
-                while (ns, pod) in self.pods:
+                while (ns, pod) in self.pods and self.epoch == epoch:
                     lines = self.logs.get(pod, [])
                     for line in lines[sent:]:
                         yield (line + "\n").encode()
@@ -316,16 +482,130 @@ class KubeDouble:
 
         return app
 
-    def _watch(self, ns: str, name: str | None, since: int, timeout: float) -> Iterator[bytes]:
+    def _manager(self) -> str:
+        """The field manager of a non-apply write: ``fieldManager``, else the user agent's
+        first word, as kube-apiserver derives it."""
+        return request.args.get("fieldManager") or \
+            (request.headers.get("User-Agent") or "unknown").split("/")[0]
+
+    def _not_found(self, name: str) -> Response:
+        return status(404, "NotFound", f'functions.core.openfunction.io "{name}" not found',
+                      name=name, group="core.openfunction.io", kind="functions")
+
+    def _fresh(self, body: dict[str, Any], live: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+        """What a create or replace stores: the body's spec and user metadata; ``status``
+        is the status subresource's alone (kept from ``live``, absent on create)."""
+        meta = {k: v for k, v in body.get("metadata", {}).items() if k in USER_META}
+        result = {"apiVersion": API_VERSION, "kind": "Function", "metadata": meta,
+                  **{k: copy.deepcopy(v) for k, v in body.items()
+                     if k not in ("apiVersion", "kind", "metadata", "status")}}
+        if live is not None:
+            for key in SERVER_META:
+                if key in live["metadata"]:
+                    meta[key] = copy.deepcopy(live["metadata"][key])
+            if "status" in live:
+                result["status"] = copy.deepcopy(live["status"])
+        return result
+
+    def _update(self, ns: str, name: str, live: dict[str, Any], result: dict[str, Any],
+                warnings: list[str], sub: str) -> Response:
+        managers = fields.Managers(live["metadata"].get("managedFields"))
+        manager = self._manager()
+        fields.update(live, result, self.schema, managers, manager, sub)
+        return self._write(ns, name, live, result, managers, {(manager, "Update", sub)},
+                           warnings, sub)
+
+    def _apply(self, ns: str, name: str) -> Response:
+        """Server-side apply (``application/apply-patch+yaml``)."""
+        manager = request.args.get("fieldManager")
+        if not manager:
+            return status(400, "BadRequest", 'PatchOptions.meta.k8s.io "" is invalid: '
+                          'fieldManager: Required value: is required for apply patch')
+        raw = self._body()
+        config, warnings, refused = self._admit(raw, name)
+        if refused:
+            return refused
+        config = {k: v for k, v in config.items() if k != "status"}
+        config["metadata"] = {k: v for k, v in config.get("metadata", {}).items()
+                              if k in USER_META or k in ("name", "namespace")}
+        with self.cond:
+            live = self.functions.get((ns, name))
+            if live is None:  # an apply that creates needs create as well as patch
+                denied = self._forbidden(Attributes("create", "core.openfunction.io",
+                                                    "functions", ns, name))
+                if denied:
+                    return denied
+            base = live if live is not None else {"apiVersion": API_VERSION,
+                                                  "kind": "Function", "metadata": {}}
+            managers = fields.Managers(base["metadata"].get("managedFields"))
+            result, conflicts = fields.apply(base, config, self.schema, managers, manager,
+                                             request.args.get("force") == "true")
+            if conflicts:
+                return status(409, "Conflict", f"Apply failed with {len(conflicts)} "
+                              f"conflicts: " + "; ".join(conflicts))
+            return self._write(ns, name, live, result, managers, {(manager, "Apply", "")},
+                               warnings)
+
+    def _drop_pods(self, ns: str, name: str) -> None:
+        for key in [k for k, v in self.pods.items()
+                    if k[0] == ns and v["metadata"].get("function") == name]:
+            del self.pods[key]
+
+    def _watch(self, ns: str, name: str | None, since: str, timeout: float,
+               bookmarks: bool) -> Iterator[bytes]:
+        """A watch as kube-apiserver's watch cache serves it: events after ``since``; an
+        expired ``since`` answers one ERROR event with a 410 Status; BOOKMARKs carry the
+        current resourceVersion when asked for; a restart ends it."""
+        def line(kind: str, obj: dict[str, Any]) -> bytes:
+            return (json.dumps({"type": kind, "object": obj}) + "\n").encode()
+
+        def bookmark() -> bytes:
+            return line("BOOKMARK", {"kind": "Function", "apiVersion": API_VERSION,
+                                     "metadata": {"resourceVersion": str(self.rv)}})
         deadline = time.monotonic() + timeout
-        seen = since
-        while time.monotonic() < deadline:
+        with self.cond:
+            epoch = self.epoch
+            if not since or since == "0":  # from "any": the current objects first
+                seen = self.rv
+                initial = [copy.deepcopy(f) for (n, k), f in self.functions.items()
+                           if n == ns and name in (None, k)]
+            elif int(since) < self.compacted:
+                initial, seen = None, 0
+            else:
+                initial, seen = [], int(since)
+        if initial is None:
+            yield line("ERROR", {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                 "status": "Failure", "reason": "Expired", "code": 410,
+                                 "message": f"too old resource version: {since} "
+                                            f"({self.compacted})"})
+            return
+        for obj in initial:
+            yield line("ADDED", obj)
+        last_bookmark = time.monotonic()
+        while True:
             with self.cond:
-                new = [e for e in self.events if e[0] > seen and e[1] == ns and
+                if self.epoch != epoch:
+                    return  # the API server went away under this watch
+                new = [e for e in self.history if e[0] > seen and e[1] == ns and
                        name in (None, e[3]["metadata"]["name"])]
-                if not new:
-                    self.cond.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+                left = deadline - time.monotonic()
+                due = bookmarks and time.monotonic() - last_bookmark >= self.bookmark_interval
+                if not new and not due and left > 0:
+                    self.cond.wait(min(0.2, left))
                     continue
+                mark = bookmark() if bookmarks and (due or left <= 0) else None
+                if mark:
+                    seen = max(seen, self.rv)
             for rv, _, kind, obj in new:
-                seen = rv
-                yield (json.dumps({"type": kind, "object": obj}) + "\n").encode()
+                seen = max(seen, rv)
+                yield line(kind, obj)
+            if mark:
+                last_bookmark = time.monotonic()
+                yield mark
+            if left <= 0:
+                return
+
+
+def load_documents(text: str) -> Iterable[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
