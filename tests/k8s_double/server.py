@@ -232,7 +232,7 @@ class KubeDouble:
             meta.update(name=name, namespace=ns, uid=str(uuid.uuid4()), generation=1,
                         creationTimestamp=_now())
         meta["managedFields"] = managers.entries(API_VERSION, _now(), set())
-        headers = [("Warning", f'299 - "{w}"') for w in warnings]
+        headers = [("Warning", '299 - "%s"' % w.replace('"', '\\"')) for w in warnings]
         if live is not None and result == live:
             return Response(json.dumps(live), status=200, mimetype="application/json",
                             headers=headers)
