@@ -20,7 +20,7 @@ from ofnotebook.backends.kubernetes import NO_CRD, KubernetesBackend
 from ofnotebook.errors import ConfigError, DeployError
 from tests.helpers import make_function
 from tests.k8s_double import KubeDouble
-from tests.k8s_double.fixtures import (FUNCTIONS, RBAC_YAML, call, cluster, crd,  # noqa: F401
+from tests.k8s_double.fixtures import (FUNCTIONS, call, cluster, crd,  # noqa: F401
                                        kubeconfig, rbac_documents)
 
 FN = FUNCTIONS.format(ns="demo")

@@ -74,8 +74,9 @@ def _cause(exc: BaseException) -> str:
             return "the connection was cut"
         if type(seen).__name__ in ("ReadTimeoutError", "TimeoutError", "ConnectTimeoutError"):
             return "no answer in time"
-        seen = getattr(seen, "reason", None) if isinstance(getattr(seen, "reason", None),
-                                                           BaseException) else (seen.__cause__ or seen.__context__)
+        reason = getattr(seen, "reason", None)  # urllib3's MaxRetryError wraps the cause
+        seen = reason if isinstance(reason, BaseException) else \
+            (seen.__cause__ or seen.__context__)
     status = getattr(exc, "status", None)
     return f"HTTP {status} {getattr(exc, 'reason', '')}".strip() if status else str(exc)[:200]
 
@@ -149,10 +150,11 @@ class KubeApi:
         if not self.answered:
             return DeployError(f"Kubernetes: {what} failed: the API server could not be "
                                f"reached; check the kubeconfig's server address ({self.server}:"
-                               f" {_cause(exc)}; retried for {waited:.0f} s).")
+                               f" {_cause(exc)}; retried for {waited:.1f} s).")
         return DeployError(f"Kubernetes: {what} failed: the API server at {self.server} "
-                           f"stopped answering ({_cause(exc)}) and was not back within the "
-                           f"{waited:.0f} s left.")
+                           f"stopped answering ({_cause(exc)}) and was still down when the "
+                           f"wait ran out (retried for {waited:.1f} s; OFNOTEBOOK_START_TIMEOUT "
+                           f"sets the wait).")
 
     def call(self, what: str, deadline: float, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)``, again with backoff on a transient error until

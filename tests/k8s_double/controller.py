@@ -49,7 +49,8 @@ class Controller:
     def _write(self, ns: str, name: str, generation: int,
                mutate: Callable[[dict[str, Any]], None]) -> bool:
         """Change the status of ``generation`` of the Function; False once it is outdated."""
-        path = f"{self.double.url}/apis/core.openfunction.io/v1beta2/namespaces/{ns}/functions/{name}"
+        path = (f"{self.double.url}/apis/core.openfunction.io/v1beta2/namespaces/{ns}/"
+                f"functions/{name}")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not self.double.closed:
             try:
