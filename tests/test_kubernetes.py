@@ -399,7 +399,9 @@ def test_without_the_crd_the_server_validates(cluster: KubeDouble, kubeconfig: s
 
 def test_stopping_waits_for_the_finalizers_and_names_them(cluster: KubeDouble,
                                                           kubeconfig: str) -> None:
-    handle = ofnotebook.deploy(sync_fn(), "held", target=backend(kubeconfig, timeout=1))
+    target = backend(kubeconfig)
+    handle = ofnotebook.deploy(sync_fn(), "held", target=target)
+    target.timeout = 1  # for the stop
     call(cluster, "PATCH", f"{FN}/held", {"metadata": {"finalizers": ["example.com/hold"]}},
          content_type="application/merge-patch+json", fieldManager="guard")
     with pytest.raises(DeployError, match="still being deleted after 1 s; finalizers left: "
