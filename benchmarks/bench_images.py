@@ -1,8 +1,10 @@
 """Figures for images and the container target (issue #5).
 
-    .venv/bin/python benchmarks/bench_images.py [--reps 3]
+    .venv/bin/python benchmarks/bench_images.py [--reps 3] [--engine podman|docker]
 
-Needs the engine, base image and registry of .ci/setup-containers. Each repetition uses a
+Needs the engine, base image and registry of .ci/setup-containers. ``--engine`` points
+DOCKER_HOST at that engine's socket as .ci/setup-containers starts it (default: the product's
+own choice, DOCKER_HOST else Podman's socket else Docker's). Each repetition uses a
 function with a fresh constant, so its package digest (and image tag) is new:
 
 * no-cache build (baseline): ``images.build(..., nocache=True)`` of that package, every layer
@@ -15,7 +17,7 @@ function with a fresh constant, so its package digest (and image tag) is new:
 
 Ratios are against the no-cache build of the same repetition. Image size: the function image
 against its base (the engine's Size). Medians over ``--reps``. Writes
-benchmarks/results/images.json. Nothing here is a test.
+benchmarks/results/images.json (images-ENGINE.json with ``--engine``). Nothing here is a test.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ENGINES = {"podman": "unix:///run/podman/podman.sock",
+           "docker": "unix:///run/ofnotebook-docker/docker.sock"}
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -53,7 +57,10 @@ def timed(fn):  # noqa: ANN001, ANN201
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--engine", choices=sorted(ENGINES))
     args = parser.parse_args()
+    if args.engine:
+        os.environ["DOCKER_HOST"] = ENGINES[args.engine]
     os.environ.setdefault("OFNOTEBOOK_CACHE_DIR", tempfile.mkdtemp(prefix="ofn-bench-"))
     warnings.simplefilter("ignore")  # the base's Python micro version differs on purpose here
 
@@ -65,6 +72,9 @@ def main() -> None:
     from ofnotebook.spec import FunctionSpec
 
     client = images.engine()
+    version = client.version()
+    kind = (version.get("Components") or [{}])[0].get("Name", "Engine")  # Podman says its name
+    engine = f"{'Docker Engine' if kind == 'Engine' else kind} {version['Version']}"
     backend = ContainerBackend(start_timeout=60)
     rows: list[dict[str, float]] = []
     made: list[str] = []
@@ -103,9 +113,12 @@ def main() -> None:
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                          f"Python {platform.python_version()}",
+              "engine": f"{engine} at {images.engine_url()}",
               "median": med, "runs": rows, "wall_s": time.monotonic() - started}
-    (ROOT / "benchmarks" / "results" / "images.json").write_text(json.dumps(result, indent=2))
-    print(f"machine: {result['machine']}; whole run {result['wall_s']:.0f} s")
+    out = f"images-{args.engine}.json" if args.engine else "images.json"
+    (ROOT / "benchmarks" / "results" / out).write_text(json.dumps(result, indent=2))
+    print(f"machine: {result['machine']}; {result['engine']}; whole run "
+          f"{result['wall_s']:.0f} s")
     print("| figure | value | target |\n|---|---|---|")
     print(f"| no-cache build (baseline) | {med['nocache_build_s']:.2f} s | |")
     print(f"| first deploy (deps layers cached) -> running | {med['first_deploy_s']:.2f} s | |")

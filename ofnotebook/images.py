@@ -84,7 +84,8 @@ def base_image_for(package: Package) -> str:
 
 
 def base_python(client: "docker.DockerClient", base: str) -> str:
-    """The Python version inside ``base``: its label, else one quick run of the image."""
+    """The Python version inside ``base``: its label, else its ``PYTHON_VERSION`` env (as
+    official python images have), else one quick run of the image."""
     import docker
 
     try:
@@ -96,7 +97,7 @@ def base_python(client: "docker.DockerClient", base: str) -> str:
             f"--base-image / OFNOTEBOOK_BASE_IMAGE.") from None
     if image.id in _base_pythons:
         return _base_pythons[image.id]
-    version = (image.labels or {}).get(LABEL_PYTHON)
+    version = (image.labels or {}).get(LABEL_PYTHON) or _env_python(image.attrs)
     if not version:
         out = client.containers.run(
             image.id, ["python3", "-c", "import platform; print(platform.python_version())"],
@@ -104,6 +105,15 @@ def base_python(client: "docker.DockerClient", base: str) -> str:
         version = out.decode().strip().splitlines()[-1]
     _base_pythons[image.id] = version
     return version
+
+
+def _env_python(attrs: dict[str, Any]) -> str:
+    """``PYTHON_VERSION`` from the image config's env (official python images set it)."""
+    for item in (attrs.get("Config") or {}).get("Env") or []:
+        key, _, value = str(item).partition("=")
+        if key == "PYTHON_VERSION" and re.fullmatch(r"\d+\.\d+(\.\d+)?\S*", value):
+            return value
+    return ""
 
 
 def check_python(package: Package, image_python: str, base: str) -> None:
@@ -202,16 +212,17 @@ def _stream_build(client: "docker.DockerClient", package: Package, files: dict[s
     import docker
 
     lines: list[str] = []
-    try:
+    try:  # RUN steps use the host's network, as Podman's API builds always do: pip reaches
+        # what the host reaches (its proxy, its DNS), with no bridge NAT needed on Docker
         for chunk in client.api.build(fileobj=_tar(files), custom_context=True, tag=tag,
                                       decode=True, rm=True, forcerm=True, pull=False,
-                                      nocache=nocache):
+                                      nocache=nocache, network_mode="host"):
             if "error" in chunk:
                 raise BuildError(_build_failure(package, str(chunk["error"]), lines),
                                  function_name=package.spec.name)
             text = chunk.get("stream")
             if text:
-                for line in text.splitlines():
+                for line in _ANSI.sub("", text).splitlines():
                     if line.strip():
                         lines.append(line.rstrip())
                         on_line(line.rstrip())
@@ -229,6 +240,7 @@ def _stream_build(client: "docker.DockerClient", package: Package, files: dict[s
                          function_name=package.spec.name) from None
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Docker colours a RUN step's stderr
 _STEP = re.compile(r"^(STEP \d+/\d+:|Step \d+/\d+ :)")
 
 
@@ -284,8 +296,45 @@ def push(built: BuiltImage, registry: str, client: "docker.DockerClient | None" 
                          f"Check that the registry runs and that docker login was done."
                          ) from None
     finally:
+        # only our own tag stays (Docker Engine then forgets the digest reference: runnable)
         _untag(client, f"{remote}:{version}")
     return f"{remote}@{digest}"
+
+
+def runnable(client: "docker.DockerClient", reference: str,
+             on_line: Callable[[str], None] = lambda line: None) -> str:
+    """``reference`` made sure to be on the engine before a container is created from it.
+
+    A digest reference (``registry/repo@sha256:...``) the engine does not know is pulled by
+    that digest, with its progress lines; the engine then knows it by that very reference.
+    Docker Engine forgets the digest reference of a push once the pushed tag is removed
+    (Podman keeps it), so there this pull follows a push; its layers are already here, so it
+    fetches the manifest and config only. A local tag that is missing is an error rather than
+    the SDK's implicit pull of a name no registry has.
+    """
+    import docker
+
+    try:
+        client.images.get(reference)
+        return reference
+    except docker.errors.ImageNotFound:
+        pass
+    if "@sha256:" not in reference:
+        raise BuildError(f"The image {reference!r} is no longer on this engine (removed "
+                         f"after it was built?); deploy again to rebuild it.")
+    repository, _, digest = reference.partition("@")
+    try:
+        for chunk in client.api.pull(repository, tag=digest, stream=True, decode=True):
+            if "error" in chunk:
+                raise BuildError(f"Pulling {reference} failed: {chunk['error']}")
+            text = str(chunk.get("status") or "").strip()
+            if text and not chunk.get("progressDetail"):
+                on_line(text)
+        client.images.get(reference)
+    except docker.errors.APIError as exc:
+        raise BuildError(f"Pulling {reference} failed: {exc.explanation or exc}. Check that "
+                         f"the registry runs and that docker login was done.") from None
+    return reference
 
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")

@@ -10,6 +10,7 @@ when the kernel exits.
 from __future__ import annotations
 
 import atexit
+import codecs
 import socket
 import threading
 import time
@@ -64,12 +65,26 @@ class ContainerDeployment(StandInUser, BufferedDeployment):
                          daemon=True).start()
 
     def _follow(self) -> None:
+        """Follow the container's output into the buffer, one entry per printed line.
+
+        Log frames are not lines: Docker splits a line longer than 16 kB, Podman a line
+        written in pieces (``print(a, b)`` under ``PYTHONUNBUFFERED``), and a frame may end
+        inside a UTF-8 character. So a line is appended once its newline arrives, and what
+        is left when the stream ends (a last line with no newline) is appended then.
+        """
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
         try:
             for chunk in self.container.logs(stream=True, follow=True):
-                for line in chunk.decode(errors="replace").splitlines():
-                    self.log_buffer.append(line)
+                pending += decoder.decode(chunk)
+                *complete, pending = pending.split("\n")
+                for line in complete:
+                    self.log_buffer.append(line.rstrip("\r"))
         except Exception:  # the container was removed: the stream ends
             pass
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            self.log_buffer.append(pending.rstrip("\r"))
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -114,7 +129,8 @@ def _remove(container: Any) -> None:
     except docker.errors.NotFound:
         pass
     except docker.errors.APIError as exc:
-        if "no such container" not in str(exc).lower():
+        message = str(exc).lower()  # gone, or Docker removing it already (a parallel stop)
+        if "no such container" not in message and "already in progress" not in message:
             raise
 
 
@@ -128,7 +144,16 @@ class ContainerBackend(TrackedBackend):
         self.start_timeout = float(config.get("start_timeout", start_timeout))
         self.log_lines = int(config.get("log_lines", log_lines))
         self.registry = str(config.get("registry", registry) or "")
+        self._removals: list[threading.Thread] = []  # replaced containers, removed meanwhile
         super().__init__()
+
+    def close(self) -> None:
+        """Stop every deployment and wait for replaced containers to be gone too."""
+        super().close()
+        with self._lock:
+            removals, self._removals = self._removals, []
+        for thread in removals:
+            thread.join(30)
 
     def deploy(self, package: Package, *, env: Mapping[str, str], local_port: int | None,
                recorder: PhaseRecorder) -> ContainerDeployment:
@@ -150,6 +175,8 @@ class ContainerBackend(TrackedBackend):
             with recorder.phase("push", detail=self.registry):
                 reference = images.push(built, self.registry, client,
                                         on_line=lambda text: line(text, "push"))
+                # run by the digest reference, which the engine must know by that name
+                images.runnable(client, reference, on_line=lambda text: line(text, "push"))
 
         standin = None
         host_network = needs_host_network(package)
@@ -189,7 +216,11 @@ class ContainerBackend(TrackedBackend):
         previous = self._track(deployment)
         if isinstance(previous, ContainerDeployment):
             previous._stopped = True  # replaced: the new container answers already
-            threading.Thread(target=_remove, args=(previous.container,), daemon=True).start()
+            removal = threading.Thread(target=_remove, args=(previous.container,),
+                                       daemon=True)
+            removal.start()
+            with self._lock:
+                self._removals = [t for t in self._removals if t.is_alive()] + [removal]
         return deployment
 
     def _run(self, client: "docker.DockerClient", reference: str, package: Package,
@@ -245,15 +276,13 @@ def _remove_created(client: "docker.DockerClient", name: str) -> None:
 
 def remove_session_containers() -> None:
     """Remove every container this kernel started (registered with ``atexit``)."""
-    if not images._engines:
-        return  # never talked to an engine: nothing to remove
-    try:
-        client = images.engine()
-        for container in client.containers.list(
-                all=True, filters={"label": f"{LABEL_SESSION}={SESSION}"}):
-            _remove(container)
-    except Exception:
-        pass
+    for client in list(images._engines.values()):  # none: never talked to an engine
+        try:  # every engine this kernel used (DOCKER_HOST may have changed meanwhile)
+            for container in client.containers.list(
+                    all=True, filters={"label": f"{LABEL_SESSION}={SESSION}"}):
+                _remove(container)
+        except Exception:
+            pass
 
 
 atexit.register(remove_session_containers)

@@ -1,5 +1,6 @@
-"""Images and the ``container`` target against a real engine (Podman's Docker API in CI), the
-real base image .ci/setup-containers builds, and a real registry on 127.0.0.1:5000.
+"""Images and the ``container`` target against real engines (each test runs on Podman's Docker
+API and on Docker Engine: see conftest.py), the real base image .ci/setup-containers builds,
+and a real registry on 127.0.0.1:5000.
 
 Without an engine these tests skip with the reason (deselect them with ``-m 'not
 container'``); under CI a missing engine fails them.
@@ -19,21 +20,11 @@ import requests
 import ofnotebook
 from ofnotebook import images
 from ofnotebook.backends.container import LABEL_SESSION, SESSION, ContainerBackend
-from ofnotebook.errors import BackendUnavailableError, BuildError, InvocationError
+from ofnotebook.errors import BuildError, InvocationError
 from tests.helpers import make_function
 
 pytestmark = pytest.mark.container
 REGISTRY = "127.0.0.1:5000"
-
-
-@pytest.fixture(scope="module")
-def client() -> Any:
-    try:
-        return images.engine()
-    except BackendUnavailableError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide a container engine (.ci/setup-containers): {exc}")
-        pytest.skip(f"no container engine here: {exc}")
 
 
 @pytest.fixture
@@ -47,7 +38,9 @@ def backend(client: Any) -> Iterator[ContainerBackend]:
         left = client.containers.list(all=True, filters={"label": f"{LABEL_SESSION}={SESSION}"})
         assert not left, f"containers left behind: {[c.name for c in left]}"
         for image in client.images.list(name="ofnotebook/*"):
-            if image.id not in before:
+            # the dependency images are the build cache, shared by functions with one lock
+            if image.id not in before and not all(
+                    tag.rpartition(":")[0].endswith("ofnotebook/deps") for tag in image.tags):
                 try:  # not forced: an image another run's container uses stays
                     client.images.remove(image.id)
                 except Exception:
@@ -61,6 +54,8 @@ def unique() -> str:
 def function(body: str = "'v1'") -> Any:
     source = ("def hello(request):\n"
               "    print('hello from the container', request.args.get('who'), flush=True)\n"
+              "    if request.args.get('long'):  # both engines split it across log frames\n"
+              "        print('L' * 40000, 'end', flush=True)\n"
               f"    return {{'version': {body}, 'run': RUN}}\n")
     return make_function(source, {"RUN": unique()}, name="hello")
 
@@ -106,11 +101,14 @@ def test_run_invoke_follow_logs_and_report_a_killed_container(backend: Container
     container.reload()
     published = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"]
     assert {p["HostIp"] for p in published} == {"127.0.0.1"}  # loopback only
-    assert handle.invoke(params={"who": "ada"}).status_code == 200
+    assert handle.invoke(params={"who": "ada", "long": "1"}).status_code == 200
     deadline = time.monotonic() + 30
-    while "hello from the container ada" not in handle.logs():
-        assert time.monotonic() < deadline, handle.logs()
+    long_line = "L" * 40000 + " end"
+    while long_line not in handle.deployment.logs():
+        assert time.monotonic() < deadline, handle.logs()[-2000:]
         time.sleep(0.05)
+    # each printed line is one entry, however the engine framed it
+    assert "hello from the container ada" in handle.deployment.logs()
     container.kill()
     deadline = time.monotonic() + 30
     while handle.status != "failed":
@@ -132,6 +130,7 @@ def test_a_failing_pip_step_quotes_the_step_and_leaves_no_tag(backend: Container
                           requirements=["ofnotebook-no-such-distribution==0.0.1"])
     message = str(caught.value)
     assert "RUN pip install" in message and "ofnotebook-no-such-distribution" in message
+    assert "\x1b[" not in message  # Docker colours the step's stderr; the message is plain
     assert not client.images.list(name=f"ofnotebook/{name}")
     assert not backend.deployments()
 
@@ -157,18 +156,46 @@ def test_a_python_mismatch_is_refused_before_building(backend: ContainerBackend,
         client.images.remove(base, force=True)
 
 
-def test_the_base_image_python_is_read_by_running_it(client: Any) -> None:
-    version = images.base_python(client, "python:3.11-slim")
-    assert version.startswith("3.11.")
+def test_the_base_image_python_is_read_from_its_env_else_by_running_it(client: Any) -> None:
+    base = client.images.get("python:3.11-slim")
+    env = dict(item.partition("=")[::2] for item in base.attrs["Config"]["Env"] or [])
+    # .ci/setup-containers gives the local base PYTHON_VERSION, as official python images have
+    assert env.get("PYTHON_VERSION", "").startswith("3.11."), env
+    assert images.base_python(client, "python:3.11-slim") == env["PYTHON_VERSION"]
+    # with neither the label nor the env, one run of the image tells
+    blank = f"ofnotebook-test-base:noenv-{unique()}"
+    container = client.containers.create(base.id, command=["true"])
+    try:
+        container.commit(repository=blank.split(":")[0], tag=blank.split(":")[1],
+                         changes=["ENV PYTHON_VERSION="])
+    finally:
+        container.remove(force=True)
+    try:
+        assert images.base_python(client, blank) == env["PYTHON_VERSION"]
+    finally:
+        client.images.remove(blank, force=True)
 
 
-def test_push_to_a_real_registry_and_deploy_by_digest(client: Any) -> None:
+def need_registry() -> None:
     try:
         requests.get(f"http://{REGISTRY}/v2/", timeout=2).raise_for_status()
     except requests.RequestException as exc:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run a registry on {REGISTRY} (.ci/setup-containers): {exc}")
         pytest.skip(f"no registry on {REGISTRY}: {exc}")
+
+
+def manifest(reference: str) -> dict[str, Any]:
+    repo, digest = reference.split("/", 1)[1].split("@")
+    response = requests.get(f"http://{REGISTRY}/v2/{repo}/manifests/{digest}", timeout=5,
+                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json,"
+                                     "application/vnd.docker.distribution.manifest.v2+json"})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_push_to_a_real_registry_and_deploy_by_digest(client: Any) -> None:
+    need_registry()
     backend = ContainerBackend(start_timeout=30, registry=REGISTRY)
     name = f"push-{unique()}"
     try:
@@ -178,18 +205,69 @@ def test_push_to_a_real_registry_and_deploy_by_digest(client: Any) -> None:
         assert handle.invoke().status_code == 200
         phases = [e.phase for e in handle.events if e.state == "finished"]
         assert phases.index("build") < phases.index("push") < phases.index("deploy")
-        # the registry serves the manifest by digest, and the image pulls back
-        repo, digest = reference.split("/", 1)[1].split("@")
-        manifest = requests.get(f"http://{REGISTRY}/v2/{repo}/manifests/{digest}", timeout=5,
-                                headers={"Accept": "application/vnd.oci.image.manifest.v1+json,"
-                                         "application/vnd.docker.distribution.manifest.v2+json"})
-        assert manifest.status_code == 200
+        # the registry serves the manifest by digest: the very image that was built
+        assert manifest(reference)["config"]["digest"] == handle.deployment.image.id
+        # the engine ran the container by that digest reference
+        container = handle.deployment.container
+        container.reload()
+        assert container.attrs["Config"]["Image"] == reference
+        built = handle.deployment.image.id
         handle.stop()
-        client.images.remove(reference, force=True)
-        assert client.images.pull(reference).id
+        # gone from the engine, the image comes back from the registry by its digest
+        client.images.remove(built, force=True)
+        with pytest.raises(Exception):
+            client.images.get(reference)
+        assert images.runnable(client, reference) == reference
+        assert client.images.get(reference).id == built
     finally:
         backend.close()
         for image in client.images.list(name="ofnotebook/" + name):
+            client.images.remove(image.id, force=True)
+
+
+def test_the_engine_builder_pushes_an_image_that_runs_by_its_digest(client: Any) -> None:
+    """``--build engine`` (the kubernetes and yaml targets): build and push on this engine,
+    then run what the registry holds by the digest reference a cluster would pull."""
+    from ofnotebook import builders
+    from ofnotebook.backends.base import PhaseRecorder
+    from ofnotebook.capture import capture
+    from ofnotebook.package import package
+    from ofnotebook.spec import FunctionSpec
+
+    need_registry()
+    assert builders.resolve("auto") == "engine"  # an engine answers: auto takes it
+    name = f"engine-{unique()}"
+    fn = function()
+    pkg = package(capture(fn, entry="hello"), FunctionSpec(name=name, entry="hello"))
+    recorder = PhaseRecorder()
+    reference = builders.push_image(pkg, REGISTRY, "engine", recorder,
+                                    platform_name="linux/amd64")
+    container = None
+    try:
+        assert reference.startswith(f"{REGISTRY}/ofnotebook/{name}@sha256:")
+        assert [e.phase for e in recorder.events if e.state == "finished"] == ["build", "push"]
+        built = client.images.get(images.image_tag(pkg)).id
+        assert manifest(reference)["config"]["digest"] == built
+        assert images.runnable(client, reference) == reference
+        container = client.containers.run(reference, detach=True, init=True,
+                                          ports={"8080/tcp": ("127.0.0.1", None)})
+        container.reload()
+        port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+        session = requests.Session()
+        session.trust_env = False
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = session.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except requests.RequestException:
+                assert time.monotonic() < deadline, container.logs().decode()
+                time.sleep(0.05)
+        assert answer.status_code == 200 and answer.json()["version"] == "v1"
+    finally:
+        if container is not None:
+            container.remove(force=True)
+        for image in client.images.list(name=f"ofnotebook/{name}"):
             client.images.remove(image.id, force=True)
 
 
