@@ -36,6 +36,7 @@ ROLE_RULES = [
      "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [GROUP], "resources": ["builders"], "verbs": ["get"]},
 ]
 #: the optional ClusterRole: with it the manifest is checked against the CRD before sending
 CLUSTER_ROLE_RULES = [

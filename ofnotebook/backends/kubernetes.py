@@ -26,12 +26,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-from .. import config, images
-from ..errors import BackendUnavailableError, BuildError, ConfigError, DeployError
-from ..manifests import ClusterOptions, function_manifest, uses_dapr, validate
+from .. import builders, config, images
+from ..errors import BackendUnavailableError, ConfigError, DeployError
+from ..manifests import (ClusterBuild, ClusterOptions, add_cluster_build, function_manifest,
+                         uses_dapr, validate)
 from ..package import Package
 from .base import (FAILED, RUNNING, STARTING, STOPPED, STOPPING, BufferedDeployment,
                    LogBuffer, PhaseEvent, PhaseRecorder, TrackedBackend)
+from .kube_build import BuildFollower
 from .kube_api import (CLUSTER_ROLE_RULES, CRD_NAME, GROUP, PLURAL, VERSION, KubeApi,
                        applied_config, rules_text, transient)
 
@@ -69,6 +71,7 @@ class KubernetesDeployment(BufferedDeployment):
         self._superseded = False
         self._last_status = RUNNING
         self._following: set[str] = set()
+        self.build_log: list[str] = []  # the in-cluster build's lines, kept after its pod goes
         threading.Thread(target=self._follow, name=f"ofnotebook-k8s-logs-{name}",
                          daemon=True).start()
 
@@ -138,6 +141,18 @@ class KubernetesDeployment(BufferedDeployment):
         self._gone = True
 
 
+def _duration(text: str) -> float:
+    """Seconds in a Kubernetes duration such as ``15m``, ``900s`` or ``1h30m``."""
+    import re
+
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip())
+    if not text.strip() or parts is None:
+        raise ConfigError(f"Build timeout {text!r} is not a duration such as 15m or 900s.",
+                          key="build_timeout")
+    hours, minutes, seconds = (int(p or 0) for p in parts.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
+
+
 def _url(function: dict[str, Any], namespace: str) -> str:
     status = function.get("status", {})
     addresses = {a.get("type"): a.get("value") for a in status.get("addresses") or []}
@@ -159,6 +174,29 @@ class _Rollout:
         self.backend, self.name, self.stale, self.is_async = backend, name, stale, is_async
         self.recorder, self.deadline = recorder, deadline
         self.last, self.starting = "", ""
+        self.follower: BuildFollower | None = None  # an in-cluster build's log, as it runs
+        self.build_started = 0.0
+
+    def _follow_build(self, build: dict[str, Any]) -> None:
+        """A new in-cluster build: its own phase, and its pod's log streamed into it."""
+        state, builder = build.get("state", ""), build.get("resourceRef", "")
+        if self.follower is None and builder and state in ("Created", "Building"):
+            self.build_started = time.perf_counter()
+            self.recorder.emit(PhaseEvent("build", "started", time.time(),
+                                          detail=f"in the cluster ({builder})"))
+            self.follower = BuildFollower(
+                self.backend.core, self.backend.custom, self.backend.namespace, builder,
+                on_line=lambda line: self.recorder.emit(
+                    PhaseEvent("build", "progress", time.time(), detail=line)))
+        elif self.follower is not None and state in READY_BUILD + TERMINAL:
+            self.follower.stop()
+            finished = "finished" if state in READY_BUILD else "failed"
+            self.recorder.emit(PhaseEvent(
+                "build", finished, time.time(), time.perf_counter() - self.build_started,
+                detail=f"{state} in {build.get('buildDuration') or '?'}"))
+
+    def build_lines(self) -> list[str]:
+        return list(self.follower.lines) if self.follower is not None else []
 
     def check(self, fn: dict[str, Any]) -> dict[str, Any] | None:
         """``fn`` when it is ready; raises on a terminal state of the new serving."""
@@ -172,13 +210,16 @@ class _Rollout:
         if (new_serving or new_build) and seen != self.last:
             self.recorder.emit(PhaseEvent("deploy", "progress", time.time(), detail=seen))
             self.last = seen
+        if new_build and build:
+            self._follow_build(build)
         for what, part, new in (("build", build, new_build), ("serving", serving, new_serving)):
             if new and part.get("state") in TERMINAL:
+                lines = self.build_lines() if what == "build" else []
                 raise DeployError(
                     f"Function {name!r}: the {what} is {part.get('state')} "
                     f"({part.get('reason') or ''}: {part.get('message') or 'no message'}). "
                     f"See kubectl describe function {name} -n {self.backend.namespace}.",
-                    function_name=name)
+                    function_name=name, last_logs=lines[-12:])
         if (built in READY_BUILD and new_serving and state == "Running" and ref
                 and serving.get("lastSuccessfulResourceRef") == ref):
             if self.is_async:
@@ -219,7 +260,8 @@ class KubernetesBackend(TrackedBackend):
     def __init__(self, *, namespace: str | None = None, options: ClusterOptions | None = None,
                  registry: str | None = None, kubeconfig: str | None = None,
                  context: str | None = None, timeout: float | None = None,
-                 build: bool = True) -> None:
+                 build: str | bool = True, platform: str | None = None,
+                 build_timeout: str = "15m") -> None:
         try:
             from kubernetes import client, config as kube_config
         except ImportError as exc:
@@ -247,7 +289,11 @@ class KubernetesBackend(TrackedBackend):
         self.registry = str(config.get("registry", registry) or "")
         self.timeout = float(config.get("start_timeout", timeout))
         self.log_lines = int(config.get("log_lines"))
-        self.build_images = build
+        # engine, registry (no engine needed) or cluster (OpenFunction builds it); False: the
+        # image is named by its tag and nothing is built (tests, images built elsewhere)
+        self.build = builders.build_mode(build)
+        self.platform = builders.platform(platform)
+        self.build_timeout = _duration(build_timeout)
         self.api = KubeApi(api, self.namespace)
         self.custom, self.core, self.extensions = \
             self.api.custom, self.api.core, self.api.extensions
@@ -257,22 +303,25 @@ class KubernetesBackend(TrackedBackend):
     # -- deploy ------------------------------------------------------------------------------
 
     def image_for(self, package: Package, recorder: PhaseRecorder) -> str:
-        """The image reference the Function runs: built and pushed, the digest reference the
-        cluster pulls (``build=False``: the local tag, nothing built)."""
-        if not self.build_images:
+        """The image reference the Function runs: built (by the engine, or straight in the
+        registry when no engine answers) and pushed, the digest reference the cluster pulls.
+        ``--build cluster``: the tag the in-cluster build will push. ``build=False``: the
+        local tag, nothing built."""
+        if self.build == builders.NO_BUILD:
             return images.image_tag(package)
-        if not self.registry:
-            raise BuildError("The kubernetes target needs a registry the cluster pulls from: "
-                             "set OFNOTEBOOK_REGISTRY (host[:port]).",
-                             function_name=package.spec.name)
-        def line(text: str, phase: str) -> None:
-            recorder.emit(PhaseEvent(phase, "progress", time.time(), detail=text))
+        if self.build == "cluster":
+            return builders.output_image(package, self.registry)
+        return builders.push_image(package, self.registry, builders.resolve(self.build),
+                                   recorder, platform_name=self.platform)
 
-        client = images.engine()
-        with recorder.phase("build", detail=images.image_tag(package)):
-            built = images.build(package, on_line=lambda t: line(t, "build"), client=client)
-        with recorder.phase("push", detail=self.registry):
-            return images.push(built, self.registry, client, on_line=lambda t: line(t, "push"))
+    def cluster_build(self, package: Package, recorder: PhaseRecorder) -> ClusterBuild | None:
+        """``--build cluster``: push the build context as a source bundle (never again for
+        the same content) and say how OpenFunction builds it."""
+        if self.build != "cluster":
+            return None
+        bundle = builders.push_source_bundle(package, self.registry, recorder)
+        return ClusterBuild(bundle=bundle, credentials=self.options.image_credentials,
+                            timeout=f"{int(self.build_timeout)}s")
 
     def crd(self, deadline: float | None = None) -> dict[str, Any] | None:
         """The Function CRD the cluster serves (read once), or None when the account may not
@@ -294,11 +343,15 @@ class KubernetesBackend(TrackedBackend):
         if (isinstance(existing, KubernetesDeployment) and existing.key == package.digest
                 and existing.status == RUNNING):
             return existing
+        cluster_build = self.cluster_build(package, recorder)
         image = self.image_for(package, recorder)
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.timeout + (self.build_timeout if cluster_build
+                                                      else 0)
         name = spec.name
         with recorder.phase("apply", detail=f"{self.namespace}/{name}"):
             manifest = function_manifest(spec, image, self.options, api_version=VERSION)
+            if cluster_build is not None:
+                add_cluster_build(manifest, cluster_build)
             known = self._crd_forbidden
             crd = self.crd(deadline)
             if crd is not None:
@@ -322,11 +375,14 @@ class KubernetesBackend(TrackedBackend):
                 function = rollout.wait(fn)
             except BaseException as exc:
                 note = self._undo(name, before) if changed else ""
-                if isinstance(exc, DeployError) and note:
-                    raise DeployError(f"{exc} {note}", function_name=name,
+                if isinstance(exc, DeployError) and (note or exc.last_logs):
+                    tail = "\nLast build lines:\n" + "\n".join(exc.last_logs) \
+                        if exc.last_logs else ""
+                    raise DeployError(f"{exc} {note}".rstrip() + tail, function_name=name,
                                       last_logs=exc.last_logs) from exc
                 raise
         deployment = KubernetesDeployment(self, name, package, function, self.log_lines)
+        deployment.build_log = rollout.build_lines()
         previous = self._track(deployment)
         if isinstance(previous, KubernetesDeployment):
             previous._superseded = previous._closing = True  # the Function lives on, updated

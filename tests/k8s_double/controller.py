@@ -4,14 +4,14 @@ The controller is a client of the double like any other: it reads the Function a
 ``status`` through the ``/status`` subresource (PUT at the resourceVersion it read, again on a
 409), with its own credentials, retrying while the API server is down. It reconciles one
 generation: a newer spec, or a deletion, stops it. The states follow reference §2.2: build
-``Skipped`` (no ``spec.build``) or ``Building`` -> ``Succeeded``/``Failed``; serving
+``Skipped`` (no ``spec.build``) or a build played by ``builds.py``; serving
 ``Created`` -> ``Starting`` -> ``Running`` with ``lastSuccessfulResourceRef``, ``service`` and,
 for HTTP functions, ``addresses``; ``Failed`` for a crashing HTTP function; ``Timeout`` after
 ``spec.serving.timeout``; an async serving says ``Running`` before its pods are ready and never
 ``Failed`` (its pod shows CrashLoopBackOff).
 
 Knobs, read from the image reference (or, for builds, from ``spec.build``): ``crash`` crashes,
-``slow`` never gets ready, a build naming ``fail`` fails; ``double.start_delay`` seconds pass
+``slow`` never gets ready, a bundle naming ``fail`` fails its build; ``double.start_delay`` seconds pass
 before a serving runs.
 """
 
@@ -26,6 +26,8 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
 import requests
+
+from . import builds
 
 if TYPE_CHECKING:
     from .server import KubeDouble
@@ -83,18 +85,8 @@ class Controller:
         def write(**parts: Any) -> bool:
             return self._write(ns, name, generation, lambda status: status.update(parts))
 
-        build = spec.get("build")
-        if build:
-            builder = f"builder-{_suffix()}"
-            if not write(build={"state": "Building", "resourceRef": builder}):
-                return
-            time.sleep(0.1)
-            if "fail" in json.dumps(build):
-                write(build={"state": "Failed", "resourceRef": builder,
-                             "reason": "BuildRunFailed",
-                             "message": "step-build-and-push exited with code 1"})
-                return
-            if not write(build={"state": "Succeeded", "resourceRef": builder}):
+        if spec.get("build"):
+            if not builds.play(self.double, ns, name, spec, write):
                 return
         elif not write(build={"state": "Skipped"}):
             return
@@ -185,5 +177,9 @@ class Controller:
                 for key in [k for k, v in self.double.pods.items()
                             if k[0] == ns and v["metadata"].get("function") == name]:
                     del self.double.pods[key]
+                owned = [k for k, b in self.double.builders.items() if k[0] == ns and
+                         b["metadata"]["labels"].get("openfunction.io/function") == name]
+            for _, builder in owned:
+                builds.prune(self.double, ns, builder)
             self.double.drop_finalizer(ns, name, uid, "foregroundDeletion")
         threading.Thread(target=run, daemon=True, name=f"double-gc-{name}").start()

@@ -15,7 +15,7 @@ import yaml
 from flask import Flask, Response, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import fields
+from . import builds, fields
 from .controller import Controller
 from .rbac import Attributes, Rbac, attributes
 from .schema import prune, status, to_json_schema
@@ -65,7 +65,8 @@ class KubeDouble(Store):
         self.validator = jsonschema.Draft4Validator(to_json_schema(self.schema))
         self.functions: dict[tuple[str, str], dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
-        self.logs: dict[str, list[str]] = {}
+        self.logs: dict[str, list[str]] = {}  # by pod (its function container) or pod/step
+        self.builders: dict[tuple[str, str], dict[str, Any]] = {}  # played by builds.py
         self.history: collections.deque[tuple[int, str, str, dict[str, Any]]] = \
             collections.deque()  # the watch cache: rv, namespace, type, object
         self.watch_cache_size, self.bookmark_interval = watch_cache_size, bookmark_interval
@@ -366,23 +367,51 @@ class KubeDouble(Store):
                 return {"apiVersion": "v1", "kind": "PodList",
                         "metadata": {"resourceVersion": str(self.rv)}, "items": items}
 
+        @app.get(GROUP_PATH + "/v1beta2/namespaces/<ns>/builders/<name>")
+        def _builder(ns: str, name: str) -> Any:
+            with self.cond:
+                found = self.builders.get((ns, name))
+                if found is None:
+                    return status(404, "NotFound",
+                                  f'builders.core.openfunction.io "{name}" not found')
+                return copy.deepcopy(found)
+
         @app.get("/api/v1/namespaces/<ns>/pods/<pod>/log")
         def _log(ns: str, pod: str) -> Any:
-            if (ns, pod) not in self.pods:
+            found = self.pods.get((ns, pod))
+            if found is None:
                 return status(404, "NotFound", f'pods "{pod}" not found')
-            if request.args.get("container") != "function":
-                return status(400, "BadRequest", "a container name must be specified")
+            names = [c["name"] for c in found.get("spec", {}).get("containers") or
+                     [{"name": "function"}]]
+            container = request.args.get("container")
+            if container is None and len(names) > 1:
+                return status(400, "BadRequest", f"a container name must be specified for pod "
+                              f"{pod}, choose one of: [{' '.join(names)}]")
+            container = container or names[0]
+            if container not in names:
+                return status(400, "BadRequest",
+                              f"container {container} is not valid for pod {pod}")
+            if builds.container_state(found, container) == "waiting":
+                return status(400, "BadRequest", f'container "{container}" in pod "{pod}" is '
+                              f'waiting to start: PodInitializing')
+            key = pod if container == "function" else f"{pod}/{container}"
             if request.args.get("follow") != "true":
-                return Response("\n".join(self.logs.get(pod, [])) + "\n", mimetype="text/plain")
+                return Response("\n".join(self.logs.get(key, [])) + "\n", mimetype="text/plain")
             epoch = self.epoch
 
             def follow() -> Iterator[bytes]:
+                """Until the pod goes or the container ends (then what is left is sent)."""
                 sent = 0
-                while (ns, pod) in self.pods and self.epoch == epoch:
-                    lines = self.logs.get(pod, [])
+                while self.epoch == epoch:
+                    live = self.pods.get((ns, pod))
+                    ended = live is None or builds.container_state(live, container) == \
+                        "terminated"
+                    lines = self.logs.get(key, [])
                     for line in lines[sent:]:
                         yield (line + "\n").encode()
                     sent = len(lines)
+                    if ended:
+                        return
                     time.sleep(0.05)
             return Response(follow(), mimetype="text/plain")
 
