@@ -55,3 +55,26 @@ def shared_file(relative: str) -> Path:
             pytest.fail(f"{path} is missing; CI must provide ../shared")
         pytest.skip(f"{path} is not available outside CI (needs ../shared)")
     return path
+
+
+LOCAL_REGISTRY = "127.0.0.1:5000"
+LOCAL_BASE = f"{LOCAL_REGISTRY}/library/python:3.11-slim"
+MANIFEST_ACCEPT = ("application/vnd.docker.distribution.manifest.v2+json, "
+                   "application/vnd.oci.image.manifest.v1+json")
+
+
+def require_local_registry() -> None:
+    """The registry of .ci/setup-containers with the base pushed into it: fail under CI when
+    it is missing, skip with the reason elsewhere."""
+    import requests
+
+    try:
+        ok = requests.head(f"http://{LOCAL_REGISTRY}/v2/library/python/manifests/3.11-slim",
+                           headers={"Accept": MANIFEST_ACCEPT}, timeout=5).status_code == 200
+    except requests.RequestException:
+        ok = False
+    if not ok:
+        why = f"no registry with {LOCAL_BASE} at {LOCAL_REGISTRY} (.ci/setup-containers)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide it: {why}")
+        pytest.skip(why)

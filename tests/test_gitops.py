@@ -110,3 +110,60 @@ def test_target_options_from_the_magic(ip: Any, tmp_path: Path, crd_env: Path) -
     with pytest.raises(ConfigError, match="'yaml' takes no --namespace option"):
         ip.run_cell_magic("function", "bad-option --target yaml --namespace demo",
                           "def f(request):\n    return 'x'\n")
+
+
+@pytest.fixture
+def no_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The real registry with the base, and no engine (a JupyterHub pod)."""
+    from tests.helpers import LOCAL_BASE, require_local_registry
+
+    require_local_registry()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    monkeypatch.setenv("OFNOTEBOOK_BASE_IMAGE", LOCAL_BASE)
+
+
+def test_the_yaml_target_pushes_the_image_without_an_engine(tmp_path: Path, crd_env: Path,
+                                                            no_engine: None) -> None:
+    """``--target yaml --build registry``: the folder's Function names the pushed image by
+    digest, so the README says only ``kubectl apply``."""
+    import requests
+
+    from tests.helpers import LOCAL_REGISTRY, MANIFEST_ACCEPT
+
+    target = YamlBackend(tmp_path, build="registry", registry=LOCAL_REGISTRY)
+    handle = ofnotebook.deploy(make_function("def f(request):\n    return 'pushed'\n"),
+                               "yaml-pushed", target=target)
+    manifest = yaml.safe_load((tmp_path / "yaml-pushed" / "function.yaml").read_text())
+    image = manifest["spec"]["image"]
+    assert image.startswith(f"{LOCAL_REGISTRY}/ofnotebook/yaml-pushed@sha256:")
+    assert requests.head(f"http://{LOCAL_REGISTRY}/v2/ofnotebook/yaml-pushed/manifests/"
+                         f"{image.partition('@')[2]}", headers={"Accept": MANIFEST_ACCEPT},
+                         timeout=5).status_code == 200
+    readme = (tmp_path / "yaml-pushed" / "README.md").read_text()
+    assert "docker build" not in readme and "kubectl apply -f function.yaml" in readme
+    assert [e.phase for e in handle.events if e.state == "finished"][-3:] == \
+        ["build", "push", "write"]
+
+
+def test_the_magic_writes_an_in_cluster_build(tmp_path: Path, crd_env: Path, no_engine: None
+                                              ) -> None:
+    """``%%function --target yaml --build cluster``: the bundle is pushed for real and the
+    Function declares OpenFunction's kaniko build of it (validated against the CRD)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from tests.helpers import LOCAL_REGISTRY
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "ofnotebook")
+    ip.run_cell_magic("function", f"yaml-built --target yaml --out {tmp_path} --build cluster "
+                                  f"--registry {LOCAL_REGISTRY}",
+                      "def greet(request):\n    return 'hi'\n")
+    handle = ip.user_ns["greet"]
+    spec = yaml.safe_load((tmp_path / "yaml-built" / "function.yaml").read_text())["spec"]
+    tag = handle.digest[:16]
+    assert spec["image"] == f"{LOCAL_REGISTRY}/ofnotebook/yaml-built:{tag}"
+    assert spec["build"]["srcRepo"]["bundleContainer"]["image"] == \
+        f"{LOCAL_REGISTRY}/ofnotebook/yaml-built-source:{tag}"
+    readme = (tmp_path / "yaml-built" / "README.md").read_text()
+    assert "Shipwright source bundle" in readme and "kaniko" in readme
+    ofnotebook.stop("yaml-built")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -19,32 +18,20 @@ import requests
 import ofnotebook
 from ofnotebook.backends.kubernetes import KubernetesBackend
 from ofnotebook.errors import DeployError
-from tests.helpers import make_function
+from tests.helpers import (LOCAL_BASE, LOCAL_REGISTRY, MANIFEST_ACCEPT, make_function,
+                           require_local_registry)
 from tests.k8s_double import KubeDouble
 from tests.k8s_double.builds import prune
 from tests.k8s_double.fixtures import cluster, crd, kubeconfig  # noqa: F401
 
-REGISTRY = "127.0.0.1:5000"
-BASE = f"{REGISTRY}/library/python:3.11-slim"
-ACCEPT = ("application/vnd.docker.distribution.manifest.v2+json, "
-          "application/vnd.oci.image.manifest.v1+json")
+REGISTRY, BASE, ACCEPT = LOCAL_REGISTRY, LOCAL_BASE, MANIFEST_ACCEPT
 
 
 @pytest.fixture(autouse=True)
 def registry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The real registry (and the base pushed into it), and no engine: the build must not
     need one."""
-    try:
-        found = requests.head(f"http://{REGISTRY}/v2/library/python/manifests/3.11-slim",
-                              headers={"Accept": ACCEPT}, timeout=5)
-        ok = found.status_code == 200
-    except requests.RequestException:
-        ok = False
-    if not ok:
-        why = f"no registry with {BASE} at {REGISTRY} (.ci/setup-containers)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide it: {why}")
-        pytest.skip(why)
+    require_local_registry()
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     monkeypatch.setenv("OFNOTEBOOK_BASE_IMAGE", BASE)
 
