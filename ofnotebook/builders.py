@@ -76,14 +76,8 @@ def push_image(package: Package, registry: str, mode: str, recorder: PhaseRecord
     """Build the image of ``package`` with ``mode`` (engine or registry) and push it to
     ``registry``; return the digest reference (``registry/repo@sha256:...``) a cluster pulls.
     Build and push lines become ``progress`` phase events (the live view's Logs tab)."""
-    if not registry:
-        raise BuildError("This target needs a registry the cluster pulls from: set "
-                         "OFNOTEBOOK_REGISTRY (host[:port]) or --registry.",
-                         function_name=package.spec.name)
-
-    def line(phase: str, text: str) -> None:
-        recorder.emit(PhaseEvent(phase, "progress", time.time(), detail=text))
-
+    _require_registry(package, registry, "This target needs a registry the cluster pulls from")
+    line = _progress(recorder)
     if mode == "registry":
         from . import layers
 
@@ -105,17 +99,23 @@ def push_source_bundle(package: Package, registry: str, recorder: PhaseRecorder,
     its reference (tag = the package digest, so the same content never rebuilds)."""
     from . import layers
 
+    _require_registry(package, registry, "--build cluster pushes the build context to a "
+                      "registry the cluster reads")
+    with recorder.phase("push", detail=f"source bundle to {registry}"):
+        return layers.push_bundle(package, registry, on_line=on_line or _progress(recorder))
+
+
+def _require_registry(package: Package, registry: str, why: str) -> None:
     if not registry:
-        raise BuildError("--build cluster pushes the build context to a registry the cluster "
-                         "reads: set OFNOTEBOOK_REGISTRY (host[:port]) or --registry.",
+        raise BuildError(f"{why}: set OFNOTEBOOK_REGISTRY (host[:port]) or --registry.",
                          function_name=package.spec.name)
 
+
+def _progress(recorder: PhaseRecorder) -> Callable[[str, str], None]:
+    """``on_line(phase, text)`` for the builders: a ``progress`` event of that phase."""
     def line(phase: str, text: str) -> None:
         recorder.emit(PhaseEvent(phase, "progress", time.time(), detail=text))
-
-    with recorder.phase("push", detail=f"source bundle to {registry}"):
-        return layers.push_bundle(package, registry,
-                                  on_line=on_line or (lambda p, t: line("push", t)))
+    return line
 
 
 def output_image(package: Package, registry: str) -> str:
