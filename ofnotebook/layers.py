@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import json
 import os
 import re
 import time
 from dataclasses import dataclass
-from typing import IO, Any, Callable, ContextManager
+from pathlib import Path
+from typing import IO, Any, Callable, ContextManager, cast
 
 from . import images
 from .errors import BuildError
@@ -223,6 +225,15 @@ class _Locations:
             os.replace(partial, self.path)
 
 
+def _open_local(path: Path) -> IO[bytes]:
+    return open(path, "rb")
+
+
+def _open_remote(source: RegistryClient, repository: str, digest: str) -> IO[bytes]:
+    """A base layer's blob as a stream, for copying it into another registry."""
+    return cast(IO[bytes], source.open_blob(repository, digest))
+
+
 def _ensure_blob(target: RegistryClient, repository: str, digest: str, size: int,
                  opener: Callable[[], IO[bytes]], *, label: str, mount_from: str | None,
                  on_line: OnLine, copying: str = "uploading") -> str:
@@ -265,18 +276,18 @@ def push_plan(plan: Plan, target: RegistryClient, source: RegistryClient,
                 continue  # non-distributable (Windows) layers stay where they are
             mount_from = plan.base.repository if same else known.get(host, digest)
             _ensure_blob(target, repository, digest, size,
-                         lambda d=digest: source.open_blob(plan.base.repository, d),
+                         functools.partial(_open_remote, source, plan.base.repository, digest),
                          label=f"base layer {i}/{count} {human_size(size)}",
                          mount_from=mount_from, on_line=on_line,
                          copying="copying" if not same else "uploading")
             known.put(host, digest, repository)
-        for layer in plan.layers:
-            _ensure_blob(target, repository, layer.digest, layer.size,
-                         lambda path=layer.path: open(path, "rb"),
-                         label=f"{layer.kind} layer {layer.digest[:19]} "
-                               f"{human_size(layer.size)}",
-                         mount_from=known.get(host, layer.digest), on_line=on_line)
-            known.put(host, layer.digest, repository)
+        for built in plan.layers:
+            _ensure_blob(target, repository, built.digest, built.size,
+                         functools.partial(_open_local, built.path),
+                         label=f"{built.kind} layer {built.digest[:19]} "
+                               f"{human_size(built.size)}",
+                         mount_from=known.get(host, built.digest), on_line=on_line)
+            known.put(host, built.digest, repository)
         cfg_digest = sha256_digest(plan.config)
         _ensure_blob(target, repository, cfg_digest, len(plan.config),
                      lambda: io.BytesIO(plan.config),

@@ -25,7 +25,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable
+from typing import IO, Any, Callable, Iterable, Mapping
 
 from . import config
 from .errors import BuildError
@@ -74,7 +74,7 @@ def tree(members: Iterable[Member]) -> list[Member]:
     return [by_path[p] for p in sorted(by_path, key=lambda p: p.split("/"))]
 
 
-def files_members(files: dict[str, Path | bytes], prefix: str) -> list[Member]:
+def files_members(files: Mapping[str, Path | bytes], prefix: str) -> list[Member]:
     out = []
     for rel, source in files.items():
         executable = isinstance(source, Path) and os.access(source, os.X_OK)
