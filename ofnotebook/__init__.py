@@ -32,6 +32,7 @@ from .errors import (
     PackageError,
     RemoteFunctionError,
     UnpicklableGlobalError,
+    UnsupportedError,
 )
 
 __version__ = "0.1.0"
@@ -40,6 +41,7 @@ _LAZY = {
     "Capture": "ofnotebook.capture",
     "Component": "ofnotebook.components",
     "ComponentSpec": "ofnotebook.spec",
+    "DeployRequest": "ofnotebook.request",
     "FunctionHandle": "ofnotebook.handle",
     "FunctionSpec": "ofnotebook.spec",
     "OutputEvent": "ofnotebook.backends.events",
@@ -48,6 +50,7 @@ _LAZY = {
     "deployments": "ofnotebook.api",
     "get": "ofnotebook.api",
     "stop": "ofnotebook.api",
+    "view_for": "ofnotebook.display",
 }
 
 __all__ = sorted([
@@ -59,6 +62,7 @@ __all__ = sorted([
     "ComponentSpec",
     "ConfigError",
     "DeployError",
+    "DeployRequest",
     "FunctionHandle",
     "FunctionSpec",
     "InvocationError",
@@ -68,12 +72,14 @@ __all__ = sorted([
     "PackageError",
     "RemoteFunctionError",
     "UnpicklableGlobalError",
+    "UnsupportedError",
     "deploy",
     "deployments",
     "get",
     "load_ipython_extension",
     "stop",
     "unload_ipython_extension",
+    "view_for",
 ])
 
 
@@ -87,14 +93,21 @@ def __getattr__(name: str) -> Any:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext ofnotebook``: register ``%%function`` and ``%function``; nothing else."""
+    """``%load_ext ofnotebook``: register ``%%function`` and ``%function``, and how a handle
+    displays (its live view, drawn by the view layer); nothing else."""
+    from . import display
     from .magics import FunctionMagics
 
     ipython.register_magics(FunctionMagics)
+    display.register(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """``%unload_ext ofnotebook``: remove the magics (running functions keep running)."""
+    """``%unload_ext ofnotebook``: remove the magics and the display hook (running functions
+    keep running)."""
+    from . import display
+
+    display.unregister(ipython)
     magics = ipython.magics_manager.magics
     for kind in ("line", "cell"):
         magics[kind].pop("function", None)

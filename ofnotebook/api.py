@@ -1,20 +1,92 @@
-"""The public Python API: ``deploy``, ``deployments``, ``stop``. The magics only call these."""
+"""The public Python API: ``deploy``, ``deployments``, ``stop``. The magics only call these.
+
+A deploy is decided once, here: :func:`plan` settles the target, the name and the runtime
+(what a view's header shows before anything runs), then :meth:`Plan.deploy` builds the spec,
+captures, packages and hands the package to the target. The handle gets the frozen
+:class:`~ofnotebook.request.DeployRequest` it came from and the callable that redeploys it, so
+it never calls back up into this module.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from . import config
+from .config import DEFAULT_RUNTIME, DEFAULT_VERSION
 from .backends import active_backends, get_backend
-from .backends.base import Backend, PhaseRecorder
+from .backends.base import Backend, EventSink, PhaseRecorder
 from .capture import capture as capture_function
 from .components import parse_items
 from .errors import OfnotebookError
 from .handle import FunctionHandle
 from .package import package as build_package
+from .request import DeployRequest
 from .spec import FunctionSpec, derive_name, parse_env
 
 _handles: dict[tuple[str, str], FunctionHandle] = {}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``deploy`` decided before doing anything: the target (``backend``, and its name
+    ``target``), the deployment ``name`` and the ``runtime``. ``deploy`` then runs it."""
+
+    function: Callable[..., Any]
+    request: DeployRequest
+    backend: Backend
+    target: str
+    name: str
+    runtime: str
+
+    def spec(self) -> FunctionSpec:
+        """The :class:`FunctionSpec` of this plan (raises ``ConfigError`` on a bad item)."""
+        request, name = self.request, self.name
+        return FunctionSpec(
+            name=name, runtime=self.runtime,
+            inputs=parse_items(request.inputs, "input", app=name),
+            outputs=parse_items(request.outputs, "output", app=name),
+            states=parse_items(request.states, "state", app=name),
+            entry=request.entry or str(getattr(self.function, "__name__", "")),
+            env=parse_env(request.env), requirements=request.requirements,
+            version=request.version if request.version is not None else DEFAULT_VERSION)
+
+    def deploy(self, on_event: EventSink | None = None) -> FunctionHandle:
+        """Capture, package and deploy; return the handle once the function is ready."""
+        spec = self.spec()
+        recorder = PhaseRecorder(sink=on_event)
+        with recorder.phase("capture"):
+            captured = capture_function(self.function, runtime=spec.runtime, entry=spec.entry,
+                                        requirements=spec.requirements,
+                                        # async runtimes lock the Dapr SDK already
+                                        dapr=spec.uses_components)
+        with recorder.phase("package"):
+            pkg = build_package(captured, spec, base_image=self.request.base_image)
+        existing = _handles.get((self.target, spec.name))
+        deployment = self.backend.deploy(pkg, env=spec.env_dict, local_port=self.request.port,
+                                         recorder=recorder)
+        reused = existing is not None and existing.deployment is deployment
+        handle = FunctionHandle(self.function, deployment=deployment, backend=self.backend,
+                                target=self.target, events=list(recorder.events),
+                                timings=dict(recorder.timings), reused=reused,
+                                request=dataclasses.replace(self.request, name=spec.name),
+                                redeploy=_redeploy)
+        _handles[(self.target, spec.name)] = handle
+        return handle
+
+
+def plan(fn: Callable[..., Any], request: DeployRequest) -> Plan:
+    """Decide the target, name and runtime of deploying ``fn`` as ``request`` asks (raises
+    ``BackendUnavailableError``/``ConfigError`` for an unknown target or a bad option)."""
+    target = request.target if request.target is not None else config.get("target")
+    backend = get_backend(target, **dict(request.target_options or {}))
+    runtime = request.runtime if request.runtime is not None else \
+        "async" if request.inputs else DEFAULT_RUNTIME
+    return Plan(function=fn, request=request, backend=backend,
+                target=backend.name or type(backend).__name__,
+                name=request.name or derive_name(getattr(fn, "__name__", "function")),
+                runtime=runtime)
 
 
 def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | None = None,
@@ -24,7 +96,7 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
            version: str | None = None, inputs: Any = None, outputs: Any = None,
            states: Any = None, base_image: str | None = None,
            target_options: Mapping[str, Any] | None = None,
-           on_event: Callable[[Any], None] | None = None) -> FunctionHandle:
+           on_event: EventSink | None = None) -> FunctionHandle:
     """Deploy ``fn`` and return a :class:`FunctionHandle` once it is ready.
 
     ``name`` defaults to ``fn``'s name made Kubernetes-valid (``my_func`` -> ``my-func``);
@@ -35,58 +107,29 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
     (``{"logs": "kafka://127.0.0.1:9092/logs"}``; ``None`` means in-memory); inputs make the
     function asynchronous. ``base_image`` is the image targets build on (default
     ``OFNOTEBOOK_BASE_IMAGE`` or ``python:<major>.<minor>-slim`` of this Python).
-    ``target_options`` go to the target (``{"registry": ..., "namespace": ...}``). Raises an :class:`~ofnotebook.errors.OfnotebookError` and leaves
-    nothing running when any step fails.
+    ``target_options`` go to the target (``{"registry": ..., "namespace": ...}``). Raises an
+    :class:`~ofnotebook.errors.OfnotebookError` and leaves nothing running when any step
+    fails.
     """
-    target_obj = get_backend(target if target is not None else config.get("target"),
-                             **dict(target_options or {}))
-    target_name = target_obj.name or type(target_obj).__name__
-    deploy_name = name or derive_name(getattr(fn, "__name__", "function"))
-    spec_kwargs: dict[str, Any] = {
-        "name": deploy_name,
-        "inputs": parse_items(inputs, "input", app=deploy_name),
-        "outputs": parse_items(outputs, "output", app=deploy_name),
-        "states": parse_items(states, "state", app=deploy_name),
-        "entry": entry or getattr(fn, "__name__", ""),
-        "env": parse_env(env),
-        "requirements": tuple(requirements),
-    }
-    if runtime is not None:
-        spec_kwargs["runtime"] = runtime
-    elif spec_kwargs["inputs"]:
-        spec_kwargs["runtime"] = "async"
-    if version is not None:
-        spec_kwargs["version"] = version
-    spec = FunctionSpec(**spec_kwargs)
-
-    recorder = PhaseRecorder(sink=on_event)
-    with recorder.phase("capture"):
-        captured = capture_function(fn, runtime=spec.runtime, entry=spec.entry,
-                                    requirements=spec.requirements,
-                                    dapr=bool(spec.outputs or spec.states))
-    with recorder.phase("package"):
-        pkg = build_package(captured, spec, base_image=base_image)
-    existing = _handles.get((target_name, spec.name))
-    deployment = target_obj.deploy(pkg, env=spec.env_dict, local_port=port, recorder=recorder)
-    reused = existing is not None and existing.deployment is deployment
-    handle = FunctionHandle(fn, deployment=deployment, backend=target_obj, target=target_name,
-                            events=list(recorder.events), timings=dict(recorder.timings),
-                            reused=reused)
-    handle.redeploy_args = {"name": spec.name, "runtime": runtime, "target": target,
-                            "entry": entry, "env": env, "requirements": tuple(requirements),
-                            "port": port, "version": version, "inputs": inputs,
-                            "outputs": outputs, "states": states, "base_image": base_image,
-                            "target_options": target_options}
-    _handles[(target_name, spec.name)] = handle
-    return handle
+    request = DeployRequest(name=name, runtime=runtime, target=target, entry=entry, env=env,
+                            requirements=tuple(requirements), port=port, version=version,
+                            inputs=inputs, outputs=outputs, states=states,
+                            base_image=base_image, target_options=target_options)
+    return plan(fn, request).deploy(on_event)
 
 
-def redeploy(handle: FunctionHandle, on_event: Callable[[Any], None] | None = None) -> None:
-    """Stop ``handle``'s deployment and deploy its function again; ``handle`` follows it."""
+def _redeploy(handle: FunctionHandle, on_event: EventSink | None) -> None:
+    """What ``handle.redeploy`` runs: stop, deploy its request again, follow the new one."""
+    assert handle.request is not None  # set with this callable, in Plan.deploy
     handle.stop()
-    fresh = deploy(handle.function, on_event=on_event, **handle.redeploy_args)
-    handle._adopt(fresh)
+    fresh = plan(handle.function, handle.request).deploy(on_event)
+    handle.adopt(fresh)
     _handles[(handle.target, handle.name)] = handle
+
+
+def redeploy(handle: FunctionHandle, on_event: EventSink | None = None) -> None:
+    """Stop ``handle``'s deployment and deploy its function again; ``handle`` follows it."""
+    handle.redeploy(on_event)
 
 
 def deployments() -> list[FunctionHandle]:

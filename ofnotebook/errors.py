@@ -13,7 +13,8 @@ while scripts, nbval and papermill runs still fail because the exception is rais
     ├── DeployError             the function did not start or stopped unexpectedly
     │   └── BuildError          its image could not be built, pushed or checked
     └── InvocationError         a call to the deployed function failed in transport
-        └── RemoteFunctionError the function itself raised; carries the remote traceback
+        ├── RemoteFunctionError the function itself raised; carries the remote traceback
+        └── UnsupportedError    the target cannot do that from the notebook (names what can)
 
 Set ``OFNOTEBOOK_TRACEBACK=1`` to get full Python tracebacks in the notebook again.
 """
@@ -113,6 +114,21 @@ class RemoteFunctionError(InvocationError):
         return lines
 
 
+class UnsupportedError(InvocationError):
+    """Raised when a target cannot do what the handle was asked from the notebook (send a test
+    event, read a state store, report events, be invoked); the message says what to use instead.
+
+    ``target`` and ``verb`` (``"publish"``, ``"read_state"``, ``"events"``, ``"invoke"``) say
+    which, so a caller can tell "not here" from "failed".
+    """
+
+    def __init__(self, message: str, *, target: str, verb: str,
+                 function_name: str | None = None) -> None:
+        super().__init__(message, function_name=function_name)
+        self.target = target
+        self.verb = verb
+
+
 def _rebuild_remote_error(ename: str, evalue: str, tb: str, function_name: str | None
                           ) -> RemoteFunctionError:
     return RemoteFunctionError(ename, evalue, tb, function_name=function_name)
@@ -129,4 +145,5 @@ __all__ = [
     "PackageError",
     "RemoteFunctionError",
     "UnpicklableGlobalError",
+    "UnsupportedError",
 ]

@@ -1,8 +1,14 @@
-"""``FunctionHandle``: what the notebook holds after a deploy.
+"""``FunctionHandle``: what the notebook holds after a deploy, the floor of the notebook side.
 
 Calling the handle runs the plain Python function in the kernel, as before the deploy;
-``invoke`` calls the deployed one over HTTP. The handle keeps the phase events of its deploy
-and lets views subscribe to them and to the function's logs.
+``invoke`` calls the deployed one over HTTP. The handle keeps the phase events of its deploy,
+records every call (:class:`Invocation`) and lets views subscribe to the calls.
+
+It imports nothing above it (not :mod:`ofnotebook.api`, the view or the widget): ``api``
+hands it the :class:`~ofnotebook.request.DeployRequest` it was made from and the callable
+that redeploys it, and the view layer registers how ``handle.view`` is made
+(:func:`set_view_provider`) when the notebook extension loads. It uses only the verbs the
+:class:`~ofnotebook.backends.base.Deployment` contract declares.
 """
 
 from __future__ import annotations
@@ -11,11 +17,13 @@ import html
 import operator
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import config
-from .backends.base import FAILED, Deployment, PhaseEvent
-from .errors import InvocationError, RemoteFunctionError
+from .backends.base import FAILED, PHASES, Deployment, EventSink, PhaseEvent
+from .errors import InvocationError, OfnotebookError, RemoteFunctionError
+from .request import DeployRequest
 from .runtime import ERROR_HEADER
 
 if TYPE_CHECKING:
@@ -25,12 +33,45 @@ if TYPE_CHECKING:
     from .backends.events import EventTracker, OutputEvent
     from .capture import Capture
     from .package import Package
-    from .view import Invocation
-    from .widget import FunctionView
 
-_PHASE_ORDER = ("capture", "package", "build", "push", "write", "apply", "dapr", "start",
-                "deploy", "ready")
+#: How long a preview of a payload may be in a table cell.
+PREVIEW_CHARS = 120
+#: How much of a response body an :class:`Invocation` keeps.
+BODY_CHARS = 2000
 _session_local = threading.local()
+
+#: ``redeploy(handle, on_event)``: given to the handle by ``api``; deploys the handle's
+#: request again and makes the handle follow the new deployment (:meth:`FunctionHandle.adopt`).
+Redeployer = Callable[["FunctionHandle", "EventSink | None"], None]
+
+_view_provider: Callable[["FunctionHandle"], Any] | None = None
+
+
+def set_view_provider(provider: Callable[["FunctionHandle"], Any] | None) -> None:
+    """Install how ``handle.view`` makes the live view (``None`` removes it). The view layer
+    does this when the notebook extension loads, so the handle never imports the view."""
+    global _view_provider
+    _view_provider = provider
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One call of the deployed function (from code or from the view's form)."""
+
+    method: str
+    path: str
+    status: int | None  # None: no HTTP answer (unreachable, timeout)
+    latency_ms: float
+    body: str  # a preview of the response body, or the error's short message
+    error: str = ""
+    traceback: str = ""
+
+
+def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
+    """One line, at most ``limit`` characters: enough to recognise a payload in a table."""
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _session() -> "requests.Session":
@@ -47,7 +88,9 @@ class FunctionHandle:
     """A deployed function: call it locally, ``invoke`` it remotely, read its logs, stop it."""
 
     def __init__(self, function: Callable[..., Any], *, deployment: Deployment,
-                 backend: "Backend", target: str, events: list[PhaseEvent], timings: dict[str, float], reused: bool = False
+                 backend: "Backend", target: str, events: list[PhaseEvent],
+                 timings: dict[str, float], reused: bool = False,
+                 request: DeployRequest | None = None, redeploy: Redeployer | None = None
                  ) -> None:
         self.function = function
         self.deployment = deployment
@@ -61,8 +104,9 @@ class FunctionHandle:
         self._subscribers: list[Callable[[PhaseEvent], None]] = []
         self._invocation_listeners: list[Callable[["Invocation"], None]] = []
         self.last_invocation: Invocation | None = None
-        self.redeploy_args: dict[str, Any] = {}  # set by api.deploy, used by redeploy()
-        self._view: FunctionView | None = None
+        #: What this handle was deployed with (``None``: made by hand, not by ``deploy``).
+        self.request = request
+        self._redeployer = redeploy
 
     # -- plain Python ------------------------------------------------------------------------
 
@@ -127,10 +171,8 @@ class FunctionHandle:
 
     def _record(self, verb: str, path: str, started: float, status: int | None,
                 body: str = "", error: str = "", traceback: str = "") -> None:
-        from .view import Invocation, preview
-
         call = Invocation(verb, path, status, (time.perf_counter() - started) * 1000,
-                          preview(body, 2000), error, traceback)
+                          preview(body, BODY_CHARS), error, traceback)
         self.last_invocation = call
         for callback in list(self._invocation_listeners):
             callback(call)
@@ -155,7 +197,7 @@ class FunctionHandle:
         if self.status == FAILED:
             raise InvocationError(f"Function {self.name!r} is not running: "
                                   f"{self.deployment.failure}", function_name=self.name)
-        url = self.url.rstrip("/") + "/" + path.lstrip("/")
+        url = self.deployment.invoke_url().rstrip("/") + "/" + path.lstrip("/")
         verb = method or ("POST" if json is not None or data is not None else "GET")
         seconds = float(config.get("invoke_timeout", timeout))
         started = time.perf_counter()
@@ -235,11 +277,7 @@ class FunctionHandle:
         return self.deployment.read_state(store, key).get("data")
 
     def _events(self) -> "EventTracker":
-        events = getattr(self.deployment, "events", None)
-        if events is None:
-            raise InvocationError(f"Target {self.target!r} does not report events.",
-                                  function_name=self.name)
-        return events
+        return self.deployment.events  # UnsupportedError where the target reports none
 
     def logs(self, tail: int | None = None) -> str:
         """The function's recent output (stdout and stderr), as one string."""
@@ -247,53 +285,42 @@ class FunctionHandle:
 
     def stop(self) -> None:
         """Stop the deployed function. The handle stays callable as a plain function."""
-        if self.backend.deployments().count(self.deployment):
+        if self.deployment in self.backend.deployments():
             self.backend.stop(self.name)
         self.deployment.stop()
 
-    def redeploy(self, on_event: Callable[[PhaseEvent], None] | None = None) -> None:
+    def redeploy(self, on_event: EventSink | None = None) -> None:
         """Stop and deploy the same function again, in place: this handle follows the new
         deployment (what the view's Redeploy button does, e.g. after a crash)."""
-        from . import api
+        if self._redeployer is None:
+            raise InvocationError(f"Function {self.name!r} was not made by ofnotebook.deploy, "
+                                  f"so it cannot redeploy itself; deploy it again.",
+                                  function_name=self.name)
+        self._redeployer(self, on_event)
 
-        api.redeploy(self, on_event=on_event)
-
-    def _adopt(self, other: "FunctionHandle") -> None:
-        """Take over ``other``'s deployment (a redeploy of this handle's function)."""
+    def adopt(self, other: "FunctionHandle") -> None:
+        """Follow ``other``'s deployment from now on (what a redeploy does with the handle it
+        made): its deployment, backend, phase events and timings. The function, the request,
+        the view and the invocation listeners stay this handle's."""
         self.deployment, self.backend = other.deployment, other.backend
         self.events, self.timings, self.reused = other.events, other.timings, other.reused
 
     # -- the live view -----------------------------------------------------------------------
 
     @property
-    def view(self) -> "FunctionView":
-        """The live ipywidgets view of this function (created on first use)."""
-        if self._view is None:
-            from .widget import FunctionView
-
-            self._view = FunctionView(self.name, self.runtime, self.target)
-            self._view.attach(self)
-        return self._view
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
-        from .errors import ConfigError
-        from .view import widgets_enabled
-
-        try:
-            enabled = widgets_enabled()
-        except ConfigError:  # a bad OFNOTEBOOK_WIDGETS must not break displaying the handle
-            enabled = False
-        if not enabled:
-            return None  # IPython falls back to __repr__ and _repr_html_
-        bundle = self.view._repr_mimebundle_(**kwargs)
-        if bundle is not None:
-            bundle["text/plain"] = repr(self)
-        return bundle
+    def view(self) -> Any:
+        """The live ipywidgets view of this function (made on first use, then the same one).
+        The view layer provides it once ``%load_ext ofnotebook`` ran; elsewhere use
+        ``ofnotebook.view_for(handle)``."""
+        if _view_provider is None:
+            raise OfnotebookError(f"No live view for {self.name!r} here: run "
+                                  f"%load_ext ofnotebook, or call ofnotebook.view_for(handle).")
+        return _view_provider(self)
 
     # -- display -----------------------------------------------------------------------------
 
     def _timing_text(self) -> str:
-        parts = [f"{phase} {self.timings[phase] * 1000:.0f} ms" for phase in _PHASE_ORDER
+        parts = [f"{phase} {self.timings[phase] * 1000:.0f} ms" for phase in PHASES
                  if phase in self.timings]
         return " · ".join(parts) + (" (unchanged, reused)" if self.reused else "")
 

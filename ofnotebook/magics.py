@@ -17,7 +17,7 @@ from IPython.utils.text import DollarFormatter
 
 from . import api, config
 from .errors import CaptureError, OfnotebookError
-from .spec import derive_name
+from .request import DeployRequest
 from .view import TextProgress, widgets_enabled
 
 
@@ -119,43 +119,40 @@ class FunctionMagics(Magics):
         if fn is None:
             raise CaptureError(f"The cell did not define {pyname!r}; check --entry.")
         fn = getattr(fn, "__wrapped__", fn)  # a re-run over an existing handle
-        kwargs = dict(runtime=args.runtime, target=args.target, entry=pyname, env=args.env,
-                      requirements=args.requirements, port=args.port, version=args.version,
-                      inputs=args.input, outputs=args.output, states=args.state,
-                      base_image=args.base_image,
-                      target_options={k: v for k, v in (("registry", args.registry),
-                                                        ("namespace", args.namespace),
-                                                        ("folder", args.out),
-                                                        ("build", args.build),
-                                                        ("platform", args.platform)) if v})
+        options = (("registry", args.registry), ("namespace", args.namespace),
+                   ("folder", args.out), ("build", args.build), ("platform", args.platform))
+        planned = api.plan(fn, DeployRequest(
+            name=args.name, runtime=args.runtime, target=args.target, entry=pyname,
+            env=args.env, requirements=args.requirements, port=args.port,
+            version=args.version, inputs=args.input, outputs=args.output, states=args.state,
+            base_image=args.base_image, target_options={k: v for k, v in options if v}))
         if not widgets_enabled():
-            handle = api.deploy(fn, args.name, on_event=TextProgress().on_phase, **kwargs)
+            handle = planned.deploy(on_event=TextProgress().on_phase)
             self.shell.user_ns[pyname] = handle
             return handle
-        return self._deploy_with_view(fn, pyname, args, kwargs)
+        self.shell.user_ns[pyname] = self._deploy_with_view(planned)
+        return None
 
-    def _deploy_with_view(self, fn: Any, pyname: str, args: Any, kwargs: dict[str, Any]
-                          ) -> None:
-        """Show the live view at once, so the phases appear as they happen; the cell's
-        output is that view (the text/plain twin is the handle's repr once deployed)."""
+    @staticmethod
+    def _deploy_with_view(planned: api.Plan) -> Any:
+        """Show the live view at once, with the header ``api`` decided, so the phases appear
+        as they happen; the cell's output is that view (its text/plain twin is the handle's
+        repr once deployed)."""
         from IPython.display import display
 
         from .widget import FunctionView
 
-        runtime = args.runtime or ("async" if args.input else "sync")
-        view = FunctionView(args.name or derive_name(pyname), runtime,
-                            args.target or str(config.get("target")))
+        view = FunctionView(planned.name, planned.runtime, planned.target)
         shown = display(view, display_id=True)
         try:
-            handle = api.deploy(fn, args.name, on_event=view.on_phase, **kwargs)
+            handle = planned.deploy(on_event=view.on_phase)
         except Exception as exc:  # shown in the view; the cell prints the short message too
             view.fail(exc)
             shown.update(view)
             raise
-        handle._view = view
-        view.attach(handle)
+        view.attach(handle)  # the handle's view from now on (display(handle) draws this one)
         shown.update(handle)
-        self.shell.user_ns[pyname] = handle
+        return handle
 
     def _expand(self, text: str) -> str:
         """``{var}``/``$var`` from the user's namespace, as IPython does for the magic line

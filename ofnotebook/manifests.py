@@ -80,10 +80,6 @@ def _output_fields(c: ComponentSpec, metadata_key: str) -> dict[str, Any]:
     return fields
 
 
-def uses_dapr(spec: FunctionSpec) -> bool:
-    return bool(spec.inputs or spec.outputs or spec.states)
-
-
 def function_manifest(spec: FunctionSpec, image: str, options: ClusterOptions | None = None,
                       *, api_version: str | None = None) -> dict[str, Any]:
     """The ``Function`` for ``spec`` running ``image`` (prefer a ``repo@sha256:`` reference),
@@ -110,7 +106,7 @@ def function_manifest(spec: FunctionSpec, image: str, options: ClusterOptions | 
         container["resources"] = {"limits": limits}
 
     serving: dict[str, Any] = {}
-    if uses_dapr(spec):
+    if spec.uses_components:
         serving["annotations"] = {"openfunction.io/enable-dapr": "true",
                                   "openfunction.io/dapr-service-mode": options.dapr_mode}
     if spec.runtime == "async":

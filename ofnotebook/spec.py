@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from .config import DEFAULT_PORT, DEFAULT_RUNTIME, DEFAULT_VERSION
 from .errors import ConfigError
@@ -108,9 +108,21 @@ class FunctionSpec:
     def env_dict(self) -> dict[str, str]:
         return dict(self.env)
 
+    @property
+    def uses_components(self) -> bool:
+        """Declares Dapr components (inputs, outputs or state stores): in a cluster the
+        Function gets a Dapr sidecar and its components; in the image, the Dapr SDK."""
+        return bool(self.inputs or self.outputs or self.states)
 
-def parse_env(items: Mapping[str, str] | list[str] | tuple[str, ...] | None
-              ) -> tuple[tuple[str, str], ...]:
+    @property
+    def needs_dapr(self) -> bool:
+        """Talks to a Dapr API when it runs: every async function (Dapr calls it through the
+        AppCallback service, even with no component) and any function with components. The
+        local and container targets start the kernel's stand-in for these."""
+        return self.runtime == "async" or self.uses_components
+
+
+def parse_env(items: Mapping[str, str] | Iterable[str] | None) -> tuple[tuple[str, str], ...]:
     """Accept ``{"K": "V"}`` or ``["K=V", ...]`` and return sorted ``(K, V)`` pairs."""
     if not items:
         return ()

@@ -13,44 +13,20 @@ import html
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from . import config
-from .backends.base import PhaseEvent
+from .backends.base import PHASES, PhaseEvent
+from .handle import Invocation, preview
 
 if TYPE_CHECKING:
     from .backends.events import OutputEvent
     from .handle import FunctionHandle
 
-#: Phases in the order they happen on any target; unknown phases are appended as they come.
-PHASES = ("capture", "lock", "package", "build", "push", "write", "apply", "dapr", "start",
-          "deploy", "ready")
 LOG_LINES = 500
 OUTPUT_ROWS = 50
-PREVIEW_CHARS = 120
 STATUS_COLOURS = {"running": "#1a7f37", "failed": "#cf222e", "stopped": "#6e7781",
                   "deploying": "#9a6700", "starting": "#9a6700"}
-
-
-@dataclass(frozen=True)
-class Invocation:
-    """One call of the deployed function (from code or from the view's form)."""
-
-    method: str
-    path: str
-    status: int | None  # None: no HTTP answer (unreachable, timeout)
-    latency_ms: float
-    body: str  # a preview of the response body, or the error's short message
-    error: str = ""
-    traceback: str = ""
-
-
-def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
-    """One line, at most ``limit`` characters: enough to recognise a payload in a table."""
-    text = value if isinstance(value, str) else repr(value)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 class ViewState:

@@ -19,14 +19,35 @@ from typing import TYPE_CHECKING, Any, Callable
 import ipywidgets as w
 
 from .backends.base import PhaseEvent
-from .backends.events import OutputEvent
-from .errors import OfnotebookError, RemoteFunctionError
+from .backends.events import EventTracker, OutputEvent
+from .errors import OfnotebookError, RemoteFunctionError, UnsupportedError
 from .view import ViewState
 
 if TYPE_CHECKING:
     from .handle import FunctionHandle
 
 FLUSH_INTERVAL = 0.1  # s: at most 10 redraws a second, however fast lines arrive
+
+#: The view of each handle: the one the magic drew, or the one made on first display. The
+#: map is the widget's, not the handle's: a handle knows nothing of its views.
+_views: "weakref.WeakKeyDictionary[FunctionHandle, FunctionView]" = weakref.WeakKeyDictionary()
+
+
+def view_for(handle: FunctionHandle) -> FunctionView:
+    """The live view of ``handle``: made and attached on first use, then the same one."""
+    view = _views.get(handle)
+    if view is None:
+        view = FunctionView(handle.name, handle.runtime, handle.target)
+        view.attach(handle)
+    return view
+
+
+def _tracker(handle: FunctionHandle) -> EventTracker | None:
+    """The handle's event tracker, or ``None`` where its target reports no events."""
+    try:
+        return handle.deployment.events
+    except UnsupportedError:
+        return None
 
 
 class _Flusher:
@@ -67,6 +88,7 @@ class FunctionView(w.VBox):
     def __init__(self, name: str, runtime: str, target: str) -> None:
         self.state = ViewState(name, runtime, target)
         self.handle: FunctionHandle | None = None
+        self._tracker: EventTracker | None = None
         self._seen: dict[str, int] = {}
         self._detach: list[Callable[[], None]] = []
         self._flush_lock = threading.RLock()
@@ -135,12 +157,13 @@ class FunctionView(w.VBox):
             undo()
         self._detach = []
         self.handle = handle
+        _views[handle] = self
         self.state.attach(handle)
         for line in handle.deployment.logs(tail=self.state.logs.maxlen):
             self.state.on_log(line)
         self._detach.append(handle.deployment.subscribe_logs(self.state.on_log))
         self._detach.append(handle.subscribe_invocations(self.state.on_invocation))
-        tracker = getattr(handle.deployment, "events", None)
+        tracker = self._tracker = _tracker(handle)
         if tracker is not None:
             for output in tracker.outputs:
                 self.state.on_output(output)
@@ -176,9 +199,8 @@ class FunctionView(w.VBox):
         with self._flush_lock:
             if self.handle is not None:
                 self.state.set_status(self.handle.status, self.handle.url)
-                tracker = getattr(self.handle.deployment, "events", None)
-                if tracker is not None:
-                    self.state.set_stats(tracker.stats())
+                if self._tracker is not None:
+                    self.state.set_stats(self._tracker.stats())
             changed = self.state.changed_since(self._seen)
             if "header" in changed:
                 self.header.value = self.state.header_html()

@@ -14,8 +14,11 @@ import pytest
 import ofnotebook
 from ofnotebook.backends.base import PhaseEvent
 from ofnotebook.view import LOG_LINES, TextProgress, ViewState, widgets_enabled
+from ofnotebook import widget
 from ofnotebook.widget import FunctionView
 from tests.helpers import make_function
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 def phase(name: str, state: str, duration: float | None = None, detail: str = "") -> PhaseEvent:
@@ -91,7 +94,8 @@ def test_view_of_an_async_function_sends_test_events_and_lists_outputs(local_bac
     handle = ofnotebook.deploy(fn, "view-async", target=local_backend,
                                inputs={"numbers": "memory://view-numbers"},
                                outputs={"out": "memory://view-doubled"})
-    view = handle.view
+    view = ofnotebook.view_for(handle)
+    assert ofnotebook.view_for(handle) is view  # made once, then the same one
     assert view.tabs.get_title(0) == "Send event" and view.input_name.options == ("numbers",)
     view.event_body.value = '{"n": 21}'
     view._publish()
@@ -162,8 +166,10 @@ def test_outside_a_kernel_the_magic_prints_text(ip: Any, capsys: pytest.CaptureF
                                                 ) -> None:
     assert not widgets_enabled()
     handle = ip.run_cell_magic("function", "text-mode", "def f(request):\n    return 'x'\n")
-    assert handle._view is None and capsys.readouterr().out == ""  # local phases are quick
-    assert handle._repr_mimebundle_() is None  # IPython uses __repr__ / _repr_html_
+    assert handle not in widget._views and capsys.readouterr().out == ""  # local phases: quick
+    bundle = ip.display_formatter.format(handle)[0]  # IPython uses __repr__ / _repr_html_
+    assert WIDGET_MIME not in bundle and bundle["text/plain"] == repr(handle)
+    assert bundle["text/html"] == handle._repr_html_()
 
 
 def test_with_widgets_on_the_cell_output_is_the_live_view(
@@ -172,11 +178,11 @@ def test_with_widgets_on_the_cell_output_is_the_live_view(
     result = ip.run_cell_magic("function", "widget-mode", "def f(request):\n    return 'y'\n")
     assert result is None  # the view was displayed; no second copy as the cell's result
     handle = ip.user_ns["f"]
-    assert handle._view is not None and handle._view.handle is handle
-    assert "ofn-status-running" in handle._view.header.value
-    bundle = handle._repr_mimebundle_()
-    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == \
-        handle._view.model_id
+    view = widget._views[handle]  # the view the magic drew is the handle's view
+    assert view.handle is handle and handle.view is view and ofnotebook.view_for(handle) is view
+    assert "ofn-status-running" in view.header.value
+    bundle = ip.display_formatter.format(handle)[0]  # what display(handle) shows
+    assert bundle[WIDGET_MIME]["model_id"] == view.model_id
     assert bundle["text/plain"] == repr(handle)
     # what a front end without widgets printed: the text twin, first deploying then final
     printed = capsys.readouterr().out
@@ -202,8 +208,27 @@ def test_widgets_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_bad_widgets_setting_never_breaks_displaying_a_handle(
-        local_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        ip: Any, local_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     handle = ofnotebook.deploy(make_function("def f(request):\n    return 1\n"), "bad-setting",
                                target=local_backend)
     monkeypatch.setenv("OFNOTEBOOK_WIDGETS", "maybe")
-    assert handle._repr_mimebundle_() is None and "bad-setting" in repr(handle)
+    bundle = ip.display_formatter.format(handle)[0]
+    assert WIDGET_MIME not in bundle and "bad-setting" in bundle["text/plain"]
+
+
+def test_the_view_layer_is_attached_by_the_extension_and_removed_with_it(
+        ip: Any, local_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OFNOTEBOOK_WIDGETS", "on")
+    handle = ofnotebook.deploy(make_function("def f(request):\n    return 1\n"), "hooked",
+                               target=local_backend)
+    view = handle.view  # the provider the extension registered: made once, attached
+    assert view is ofnotebook.view_for(handle) and view.handle is handle
+    assert ip.display_formatter.format(handle)[0][WIDGET_MIME]["model_id"] == view.model_id
+    ip.run_line_magic("unload_ext", "ofnotebook")
+    try:
+        bundle = ip.display_formatter.format(handle)[0]
+        assert WIDGET_MIME not in bundle and bundle["text/plain"] == repr(handle)
+        with pytest.raises(ofnotebook.OfnotebookError, match=r"%load_ext ofnotebook.*view_for"):
+            handle.view  # noqa: B018
+    finally:
+        ip.run_line_magic("load_ext", "ofnotebook")  # the fixture unloads it again

@@ -12,14 +12,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 from ..package import Package
+from .events import EventTracker
 
 #: Deployment states, in the order they normally happen (``stopping``: being removed, as a
 #: Kubernetes object with a deletionTimestamp is until its finalizers are done).
 STARTING, RUNNING, FAILED, STOPPING, STOPPED = "starting", "running", "failed", "stopping", \
     "stopped"
+
+#: Phases in the order they happen on any target (a deploy emits some of them); the handle's
+#: timings and the view's phase row both follow it, unknown phases go last as they come.
+PHASES = ("capture", "lock", "package", "build", "push", "write", "apply", "dapr", "start",
+          "deploy", "ready")
 
 
 @dataclass(frozen=True)
@@ -116,16 +122,46 @@ class LogBuffer:
 
 
 class Deployment:
-    """A function running (or having run) on a target.
+    """A function running (or having run) on a target: every verb the handle uses.
 
-    ``url`` is where HTTP invocations go, ``status`` one of ``starting``, ``running``,
-    ``failed``, ``stopping`` or ``stopped``; ``failure`` explains a ``failed`` status with the
-    last log lines.
+    ``url`` is the deployment's address as the user sees it (``http://...`` for a sync
+    function, ``grpc://...`` for a local async one, a folder's ``file://`` URI for the yaml
+    target); ``status`` one of ``starting``, ``running``, ``failed``, ``stopping`` or
+    ``stopped`` (or a target's own word, such as ``written``); ``failure`` explains a
+    ``failed`` status with the last log lines.
+
+    A target that cannot do a verb from the notebook (send a test event into a cluster, read
+    a state store it does not host) raises :class:`~ofnotebook.errors.UnsupportedError` naming
+    the target and what to use instead; it never leaves the method out, so the handle needs no
+    ``getattr`` and the user never sees an ``AttributeError``.
     """
 
     name: str
     url: str
     package: Package
+
+    def invoke_url(self) -> str:
+        """The base URL the handle sends HTTP invocations to: ``url`` by default. A target
+        that runs nothing the kernel can call raises ``UnsupportedError``."""
+        return self.url
+
+    def publish(self, input_name: str, data: bytes, content_type: str) -> None:
+        """Deliver ``data`` (already encoded, with its ``content_type``) into input
+        ``input_name`` as a test event, through its broker where it has one."""
+        raise NotImplementedError("The 'publish' method must be implemented (raise "
+                                  "UnsupportedError when the target cannot).")
+
+    def read_state(self, store: str, key: str) -> dict[str, Any]:
+        """Read ``key`` from state store ``store``: ``{"data": value, ...}``."""
+        raise NotImplementedError("The 'read_state' method must be implemented (raise "
+                                  "UnsupportedError when the target cannot).")
+
+    @property
+    def events(self) -> EventTracker:
+        """The function's events as the notebook sees them: events in, outputs, retries, dead
+        letters (the handle's ``outputs``, ``stats`` and ``dead_letters``)."""
+        raise NotImplementedError("The 'events' property must be implemented (raise "
+                                  "UnsupportedError when the target cannot).")
 
     @property
     def status(self) -> str:

@@ -24,7 +24,7 @@ from ..package import Package
 from ..runtime import HEALTH_PATH
 from .base import (FAILED, RUNNING, STOPPED, BufferedDeployment, LogBuffer, PhaseEvent,
                    PhaseRecorder, TrackedBackend)
-from .events import StandInUser
+from .standin import StandIn, StandInUser, get_standin
 
 if TYPE_CHECKING:
     import docker
@@ -41,17 +41,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def needs_host_network(package: Package) -> bool:
-    spec = package.spec
-    return spec.runtime == "async" or bool(spec.outputs or spec.states)
-
-
 class ContainerDeployment(StandInUser, BufferedDeployment):
     """One running container; its logs are followed into a bounded buffer."""
 
     def __init__(self, name: str, package: Package, image: images.BuiltImage, reference: str,
                  container: Any, port: int, env: Mapping[str, str], log_lines: int,
-                 standin: Any = None) -> None:
+                 standin: StandIn | None = None) -> None:
         self.name, self.package, self.image, self.reference = name, package, image, reference
         self.container, self.port, self.env = container, port, dict(env)
         is_async = package.spec.runtime == "async"
@@ -179,11 +174,9 @@ class ContainerBackend(TrackedBackend):
                 images.runnable(client, reference, on_line=lambda text: line(text, "push"))
 
         standin = None
-        host_network = needs_host_network(package)
+        host_network = spec.needs_dapr  # the stand-in listens on the host's 127.0.0.1
         if host_network:
             with recorder.phase("dapr", detail="local Dapr stand-in"):
-                from .standin import get_standin
-
                 standin = get_standin()
         with recorder.phase("deploy", detail="container"):
             port = local_port or (_free_port() if host_network else 0)

@@ -13,14 +13,15 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 from .. import builders, config
-from ..errors import ConfigError, DeployError
+from ..errors import ConfigError, DeployError, UnsupportedError
 from ..manifests import (ClusterBuild, ClusterOptions, add_cluster_build, function_manifest,
                          validate)
 from ..package import Package
 from .base import STOPPED, Deployment, PhaseRecorder, TrackedBackend
+from .events import EventTracker
 
 WRITTEN = "written"
 
@@ -159,6 +160,27 @@ class YamlDeployment(Deployment):
 
     def stop(self) -> None:
         self._status = STOPPED  # the files stay: they are the point
+
+    # -- nothing runs: the verbs that need a running function say where to go instead -----
+
+    def _unsupported(self, verb: str, what: str) -> UnsupportedError:
+        return UnsupportedError(
+            f"The yaml target {what}: it wrote {self.folder} and runs nothing; apply that "
+            f"folder to a cluster (kubectl apply -f), or use the local target.",
+            target="yaml", verb=verb, function_name=self.name)
+
+    def invoke_url(self) -> str:
+        raise self._unsupported("invoke", "cannot invoke the function")
+
+    def publish(self, input_name: str, data: bytes, content_type: str) -> None:
+        raise self._unsupported("publish", "does not publish test events from the notebook")
+
+    def read_state(self, store: str, key: str) -> dict[str, Any]:
+        raise self._unsupported("read_state", "does not read state stores")
+
+    @property
+    def events(self) -> EventTracker:
+        raise self._unsupported("events", "reports no events")
 
 
 class YamlBackend(TrackedBackend):

@@ -27,12 +27,13 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from .. import builders, config, images
-from ..errors import BackendUnavailableError, ConfigError, DeployError
+from ..errors import BackendUnavailableError, ConfigError, DeployError, UnsupportedError
 from ..manifests import (ClusterBuild, ClusterOptions, add_cluster_build, function_manifest,
-                         uses_dapr, validate)
+                         validate)
 from ..package import Package
 from .base import (FAILED, RUNNING, STARTING, STOPPED, STOPPING, BufferedDeployment,
                    LogBuffer, PhaseEvent, PhaseRecorder, TrackedBackend)
+from .events import EventTracker
 from .kube_build import BuildFollower
 from .kube_api import (CLUSTER_ROLE_RULES, CRD_NAME, GROUP, PLURAL, VERSION, KubeApi,
                        applied_config, rules_text, transient)
@@ -139,6 +140,27 @@ class KubernetesDeployment(BufferedDeployment):
         self._closing = True
         self.backend.delete(self.name)
         self._gone = True
+
+    # -- what the kernel cannot do in a cluster (its Dapr sidecar is the cluster's) ----------
+
+    def publish(self, input_name: str, data: bytes, content_type: str) -> None:
+        raise UnsupportedError(
+            f"The kubernetes target does not publish test events from the notebook; publish "
+            f"to the broker of input {input_name!r}, or use the local target.",
+            target="kubernetes", verb="publish", function_name=self.name)
+
+    def read_state(self, store: str, key: str) -> dict[str, Any]:
+        raise UnsupportedError(
+            f"The kubernetes target does not read state stores from the notebook; read "
+            f"{key!r} from store {store!r} where it lives, or use the local target.",
+            target="kubernetes", verb="read_state", function_name=self.name)
+
+    @property
+    def events(self) -> EventTracker:
+        raise UnsupportedError(
+            "The kubernetes target does not report the function's events to the notebook; "
+            "read its outputs' broker or handle.logs(), or use the local target.",
+            target="kubernetes", verb="events", function_name=self.name)
 
 
 def _duration(text: str) -> float:
@@ -334,7 +356,7 @@ class KubernetesBackend(TrackedBackend):
     def deploy(self, package: Package, *, env: Mapping[str, str], local_port: int | None,
                recorder: PhaseRecorder) -> KubernetesDeployment:
         spec = package.spec
-        if uses_dapr(spec) and len(spec.name) + len(self.namespace) > 57:
+        if spec.uses_components and len(spec.name) + len(self.namespace) > 57:
             raise ConfigError(
                 f"{spec.name!r} in namespace {self.namespace!r} is too long for Dapr (its app "
                 f"id '<name>-<namespace>-dapr' must fit 63 characters); shorten the name.",

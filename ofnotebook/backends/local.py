@@ -21,34 +21,19 @@ import sys
 import threading
 import time
 import weakref
-from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Mapping
+from typing import ClassVar, Mapping
 
 from .. import config
 from ..context import context_env
 from ..errors import DeployError
 from ..package import Package
-from ..spec import FunctionSpec
 from ..runtime import HEALTH_PATH
 from .base import (FAILED, RUNNING, STOPPED, BufferedDeployment, Deployment, LogBuffer,
                    PhaseRecorder, TrackedBackend)
-from .events import StandInUser
-
-if TYPE_CHECKING:
-    from .standin import StandIn
+from .processes import STOP_GRACE, child_env, terminate
+from .standin import StandIn, StandInUser, get_standin
 
 _LIVE_PROCESSES: "weakref.WeakSet[RuntimeProcess]" = weakref.WeakSet()
-_STOP_GRACE = 3.0
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["OFNOTEBOOK_LOCAL"] = "1"
-    # The child must import this very ofnotebook, even when it is not installed.
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
 
 
 class RuntimeProcess:
@@ -67,13 +52,13 @@ class RuntimeProcess:
             [sys.executable, "-u", "-m", "ofnotebook.runtime", "--standby",
              "--parent-pid", str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=_child_env(), start_new_session=True, text=True, encoding="utf-8",
+            env=child_env(), start_new_session=True, text=True, encoding="utf-8",
             errors="replace", bufsize=1)
         _LIVE_PROCESSES.add(self)
         self._reader = threading.Thread(target=self._read, name=f"ofnotebook-log-{self.proc.pid}",
                                         daemon=True)
         self._reader.start()
-        self._finalizer = weakref.finalize(self, _terminate, self.proc)
+        self._finalizer = weakref.finalize(self, terminate, self.proc)
 
     @property
     def pid(self) -> int:
@@ -112,23 +97,7 @@ class RuntimeProcess:
     def stop(self) -> None:
         self.stopping = True
         self._finalizer()
-        self._reader.join(timeout=_STOP_GRACE)
-
-
-def _terminate(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM, then SIGKILL after a grace period; always reaps the process."""
-    try:
-        if proc.stdin:
-            proc.stdin.close()
-    except OSError:  # a broken pipe to a process that already died
-        pass
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(_STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        self._reader.join(timeout=STOP_GRACE)
 
 
 def _wait_healthy(process: RuntimeProcess, port: int, timeout: float) -> None:
@@ -147,11 +116,6 @@ def _wait_healthy(process: RuntimeProcess, port: int, timeout: float) -> None:
             conn.close()
     process.exited.wait(0.2)  # let the reader collect the last lines of a crash
     raise DeployError("not ready")
-
-
-def needs_dapr(spec: FunctionSpec) -> bool:
-    """Async functions and functions with outputs or state stores talk to Dapr."""
-    return spec.runtime == "async" or bool(spec.inputs or spec.outputs or spec.states)
 
 
 def deployment_key(package: Package, env: Mapping[str, str]) -> tuple[object, ...]:
@@ -180,7 +144,7 @@ class LocalDeployment(StandInUser, BufferedDeployment):
     """A function served by a local runtime process (and the stand-in, for Dapr functions)."""
 
     def __init__(self, name: str, package: Package, process: RuntimeProcess, port: int,
-                 env: Mapping[str, str], standin: "StandIn | None" = None) -> None:
+                 env: Mapping[str, str], standin: StandIn | None = None) -> None:
         self.name = name
         self.package = package
         self.process = process
@@ -272,10 +236,8 @@ class LocalBackend(TrackedBackend):
             return existing
 
         standin = None
-        if needs_dapr(spec):
+        if spec.needs_dapr:
             with recorder.phase("dapr", detail="local Dapr stand-in"):
-                from .standin import get_standin
-
                 standin = get_standin()
         with recorder.phase("start", detail="local process"):
             process = self._take_process()

@@ -1,9 +1,12 @@
 """The kernel's side of the local Dapr-API stand-in: start it, register apps, follow events.
 
-One stand-in process per kernel (``python -m ofnotebook.sidecar``), started on the first
-deployment that needs Dapr. A background thread long-polls its event log and hands each event
-to the deployments that subscribed for their app, so outputs show up in the notebook within
-milliseconds.
+One stand-in process per kernel (``python -m ofnotebook.sidecar``, the server), started on the
+first deployment that needs Dapr. A background thread long-polls its event log and hands each
+event to the deployments that subscribed for their app, so outputs show up in the notebook
+within milliseconds. :class:`StandIn` is the client of that process; :class:`StandInUser` is
+what a deployment on the local or container target mixes in to use it (its events, test
+events, state reads, and leaving the stand-in when stopped). The server is ``sidecar/``; this
+module is the only kernel-side code that talks to it.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import weakref
 from typing import Any, Callable
 
 from ..context import component_name
-from ..errors import DeployError
+from ..errors import DeployError, InvocationError, OfnotebookError
 from ..spec import FunctionSpec
-from .local import _child_env, _terminate
+from .events import EventTracker
+from .processes import child_env, terminate
 
 _START_TIMEOUT = 30.0
 FOLLOW_LINGER = 0.01  # s; an isolated event is still seen at once
@@ -44,8 +48,8 @@ class StandIn:
         self.proc = subprocess.Popen(
             [sys.executable, "-u", "-m", "ofnotebook.sidecar", "--parent-pid", str(os.getpid())],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=_child_env(), start_new_session=True, text=True, bufsize=1)
-        self._finalizer = weakref.finalize(self, _terminate, self.proc)
+            env=child_env(), start_new_session=True, text=True, bufsize=1)
+        self._finalizer = weakref.finalize(self, terminate, self.proc)
         self.logs: list[str] = []
         ports = self._read_ports()
         self.http_port: int = ports["http"]
@@ -215,3 +219,53 @@ def stop_standin() -> None:
 
 
 atexit.register(stop_standin)
+
+
+class StandInUser:
+    """For deployments whose function talks Dapr through the kernel's local stand-in: its
+    events tracker, test events, state reads, and leaving the stand-in when stopped. Mixed in
+    before :class:`~.base.Deployment`, it implements the contract's ``publish``,
+    ``read_state`` and ``events``."""
+
+    name: str
+    standin: StandIn | None = None
+
+    def _attach_standin(self, standin: StandIn | None) -> None:
+        self.standin = standin
+        self._tracker = EventTracker()
+        self._unsubscribe_events = (standin.subscribe(self.name, self._tracker)
+                                    if standin else None)
+
+    @property
+    def events(self) -> EventTracker:
+        """What the stand-in reported for this app (empty for a function without Dapr)."""
+        return self._tracker
+
+    def _need_standin(self) -> StandIn:
+        if self.standin is None:
+            raise OfnotebookError(f"Function {self.name!r} has no inputs, outputs or state "
+                                  f"stores; declare them with --input/--output/--state.")
+        return self.standin
+
+    def publish(self, input_name: str, data: bytes, content_type: str) -> None:
+        try:
+            self._need_standin().inject(self.name, input_name, data, content_type)
+        except DeployError as exc:
+            raise InvocationError(str(exc), function_name=self.name) from None
+
+    def read_state(self, store: str, key: str) -> dict[str, Any]:
+        try:
+            return self._need_standin().read_state(self.name, store, key)
+        except DeployError as exc:
+            raise InvocationError(str(exc), function_name=self.name) from None
+
+    def _leave_standin(self, unregister: bool = True) -> None:
+        """Stop following events; ``unregister`` also removes the app from the stand-in."""
+        if self._unsubscribe_events is not None:
+            self._unsubscribe_events()
+            self._unsubscribe_events = None
+        if unregister and self.standin is not None:
+            try:
+                self.standin.unregister(self.name)
+            except DeployError:
+                pass  # the stand-in is gone already: nothing left to release there

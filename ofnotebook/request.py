@@ -1,0 +1,54 @@
+"""``DeployRequest``: the arguments of one deploy, frozen, so a deployment can be made again.
+
+:func:`ofnotebook.deploy` builds one from its arguments; the handle keeps it (``handle.request``)
+and its redeploy runs it again. It holds what the caller gave, not what was decided from it
+(except the name, which is fixed once the first deploy chose it): the target, runtime and
+spec are decided by :mod:`ofnotebook.api` each time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
+
+
+def _frozen(value: Any) -> Any:
+    """A read-only copy of a mapping or a sequence given by the caller (others unchanged)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType(dict(value))
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    return value
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class DeployRequest:
+    """Everything :func:`ofnotebook.deploy` was asked, except the function itself.
+
+    The fields mirror ``deploy``'s parameters (see its docstring): ``env``, ``inputs``,
+    ``outputs``, ``states`` and ``target_options`` keep the caller's shape (a mapping or a
+    list of ``NAME=VALUE`` strings) as read-only copies.
+    """
+
+    name: str | None = None
+    runtime: str | None = None
+    target: str | Backend | None = None
+    entry: str | None = None
+    env: Mapping[str, str] | Iterable[str] | None = None
+    requirements: tuple[str, ...] = ()
+    port: int | None = None
+    version: str | None = None
+    inputs: Any = None
+    outputs: Any = None
+    states: Any = None
+    base_image: str | None = None
+    target_options: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("env", "inputs", "outputs", "states", "target_options"):
+            object.__setattr__(self, field, _frozen(getattr(self, field)))
+        object.__setattr__(self, "requirements", tuple(self.requirements))
