@@ -10,8 +10,9 @@ import yaml
 
 import ofnotebook
 from ofnotebook.backends.gitops import WRITTEN, YamlBackend
-from ofnotebook.errors import ConfigError
+from ofnotebook.errors import ConfigError, UnsupportedError
 from ofnotebook.manifests import ManifestError
+from tests.backends.conformance import BackendConformance
 from tests.helpers import make_function, shared_file
 
 
@@ -21,6 +22,38 @@ def crd_env(monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("OFNOTEBOOK_FUNCTION_CRD", str(path))
     monkeypatch.setenv("OFNOTEBOOK_REGISTRY", "registry.example.com:5000")
     return path
+
+
+class TestYamlConformance(BackendConformance):
+    """The contract where it applies: a folder is written, nothing runs, so invoke and the
+    Dapr verbs raise ``UnsupportedError``; an unchanged cell is written again."""
+
+    target = "yaml"
+    running_status = WRITTEN
+    replaced_status = WRITTEN  # the folder is rewritten; the old handle's files are the new
+    reuses_unchanged = False
+    reachable = False
+    invoke_unsupported = True
+    supports_dapr_verbs = False
+
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> Any:
+        return YamlBackend(tmp_path)
+
+    def logged_line(self, handle: Any) -> str:
+        return f"written to {handle.deployment.folder}"
+
+
+def test_publish_on_the_yaml_target_says_what_to_do_instead(tmp_path: Path) -> None:
+    fn = make_function("def handle(ctx, data):\n    ctx.send('out', data)\n", name="handle")
+    handle = ofnotebook.deploy(fn, "no-publish", target=YamlBackend(tmp_path),
+                               inputs={"logs": "kafka://kafka.default.svc:9092/logs?group=g"})
+    with pytest.raises(UnsupportedError) as info:
+        handle.publish("logs", {"line": "x"})
+    assert str(info.value) == (
+        f"The yaml target does not publish test events from the notebook: it wrote "
+        f"{tmp_path / 'no-publish'} and runs nothing; apply that folder to a cluster "
+        f"(kubectl apply -f), or use the local target.")
 
 
 def test_the_yaml_target_writes_a_valid_function_and_its_build_context(

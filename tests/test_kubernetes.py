@@ -16,7 +16,8 @@ import yaml
 import ofnotebook
 from ofnotebook.backends.kube_api import CLUSTER_ROLE_RULES, FIELD_MANAGER, ROLE_RULES
 from ofnotebook.backends.kubernetes import NO_CRD, KubernetesBackend
-from ofnotebook.errors import ConfigError, DeployError
+from ofnotebook.errors import ConfigError, DeployError, UnsupportedError
+from tests.backends.conformance import BackendConformance
 from tests.helpers import make_function
 from tests.k8s_double import KubeDouble
 from tests.k8s_double.fixtures import (FUNCTIONS, call, cluster, crd,  # noqa: F401
@@ -40,6 +41,38 @@ def async_fn() -> Any:
 
 ASYNC = {"inputs": {"logs": "kafka://kafka.demo.svc:9092/logs?group=g"},
          "outputs": {"out": "kafka://kafka.demo.svc:9092/alerts"}}
+
+
+class TestKubernetesConformance(BackendConformance):
+    """The contract through the API server double: everything but HTTP, whose address is the
+    cluster's (the double serves none); the Dapr verbs raise, since the Dapr sidecar is the
+    cluster's, not the kernel's."""
+
+    target = "kubernetes"
+    reachable = False
+    supports_dapr_verbs = False
+    components = {"inputs": "kafka://kafka.demo.svc:9092/conf-in-{u}?group=g",
+                  "outputs": "kafka://kafka.demo.svc:9092/conf-out-{u}",
+                  "states": "redis://redis.demo.svc:6379"}
+
+    @pytest.fixture
+    def backend(self, cluster: KubeDouble, kubeconfig: str) -> Any:
+        return KubernetesBackend(kubeconfig=kubeconfig, build=False, timeout=10)
+
+    def logged_line(self, handle: Any) -> str:
+        return f"ofnotebook runtime: serving {handle.name}"  # what the double's pods print
+
+
+def test_publish_on_the_kubernetes_target_says_what_to_do_instead(cluster: KubeDouble,
+                                                                  kubeconfig: str) -> None:
+    handle = ofnotebook.deploy(async_fn(), "no-publish", target=backend(kubeconfig), **ASYNC)
+    with pytest.raises(UnsupportedError) as info:
+        handle.publish("logs", {"line": "x"})
+    assert str(info.value) == (
+        "The kubernetes target does not publish test events from the notebook; publish to "
+        "the broker of input 'logs', or use the local target.")
+    assert isinstance(info.value, ofnotebook.InvocationError)  # as handle.outputs always was
+    handle.stop()
 
 
 def wait_for(predicate: Any, seconds: float = 10) -> None:

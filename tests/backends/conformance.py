@@ -1,36 +1,94 @@
-"""What every backend must do, as test classes a backend's test module subclasses.
+"""What every backend must do, as test classes a backend's test module subclasses (in the
+style of fsspec's abstract test classes).
 
-A subclass provides the ``backend`` fixture and sets capability flags; the tests here then run
-real deployments through the public API against that backend.
+A subclass provides the ``backend`` fixture and sets the capability flags; the tests here then
+run real deployments through the public API against that backend, one test per verb of the
+:class:`~ofnotebook.backends.base.Deployment` contract. A verb a target does not support is
+not skipped: its test asserts the :class:`~ofnotebook.errors.UnsupportedError` that names the
+target and what to use instead.
+
+Subclasses: ``tests/backends/test_local.py`` (local), ``tests/containers/test_container.py``
+(container, on Podman and on Docker Engine), ``tests/test_kubernetes.py`` (kubernetes,
+through the API server double) and ``tests/test_gitops.py`` (yaml).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+import uuid
+from typing import Any, Callable, ClassVar
 
 import pytest
 
 import ofnotebook
-from ofnotebook.errors import InvocationError, RemoteFunctionError
+from ofnotebook.backends.base import PHASES
+from ofnotebook.errors import InvocationError, RemoteFunctionError, UnsupportedError
 from tests.helpers import make_function
+
+DAPR_FUNCTION = ("def tally(ctx, data):\n"
+                 "    total = (ctx.get_state('totals', 'sum') or 0) + data['n']\n"
+                 "    ctx.save_state('totals', 'sum', total)\n"
+                 "    ctx.send('out', total)\n")
+
+
+def unique() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
 
 
 class BackendConformance:
-    """Deploy, invoke, reuse, replace, logs, errors, stop."""
+    """Deploy, invoke, reuse, replace, logs, errors, stop, and the Dapr verbs."""
 
-    supports_follow_logs = True
+    #: The target's name, as ``handle.target`` says it.
+    target: ClassVar[str] = ""
+    #: ``status`` of a deployed function.
+    running_status: ClassVar[str] = "running"
+    #: ``status`` of a deployment replaced by an edited one.
+    replaced_status: ClassVar[str] = "stopped"
+    #: An unchanged redeploy returns the running deployment (``False``: it is done again).
+    reuses_unchanged: ClassVar[bool] = True
+    #: Runs the function and the test process can reach it over HTTP (``False``: either the
+    #: target runs nothing, see ``invoke_unsupported``, or its address is in a cluster).
+    reachable: ClassVar[bool] = True
+    #: ``invoke`` raises ``UnsupportedError`` (nothing runs).
+    invoke_unsupported: ClassVar[bool] = False
+    #: ``publish``, ``get_state`` and the events verbs work from the notebook.
+    supports_dapr_verbs: ClassVar[bool] = True
+    #: Components for the Dapr test: the target must accept them (cluster addresses for
+    #: cluster targets, in-memory ones where the kernel's stand-in serves them).
+    components: ClassVar[dict[str, str]] = {"inputs": "memory://conf-in-{u}",
+                                             "outputs": "memory://conf-out-{u}",
+                                             "states": "memory://?bus=conf-{u}"}
 
     @pytest.fixture
     def backend(self) -> Any:
         raise NotImplementedError("A backend test module must provide the 'backend' fixture.")
 
-    def test_deploy_and_invoke(self, backend: Any) -> None:
+    def logged_line(self, handle: Any) -> str:
+        """Make the function log something and return a line that must show in its logs."""
+        handle.invoke(params={"n": "7"})
+        return "log-line-7"
+
+    # -- deploy and status -------------------------------------------------------------------
+
+    def test_deploy_reports_status_phases_and_address(self, backend: Any) -> None:
         fn = make_function("def f(request):\n    return {'echo': request.args.get('x')}\n")
         handle = ofnotebook.deploy(fn, "conf-echo", target=backend)
-        assert handle.status == "running"
-        assert handle.invoke(params={"x": "1"}).json() == {"echo": "1"}
-        assert handle.name == "conf-echo" and handle.url.startswith("http")
+        assert handle.status == self.running_status
+        assert handle.name == "conf-echo" and handle.target == self.target
         assert set(handle.timings) >= {"capture", "package"}
+        finished = [e.phase for e in handle.events if e.state == "finished"]
+        assert finished[:2] == ["capture", "package"] and set(finished) <= set(PHASES)
+        if self.reachable:
+            assert handle.url.startswith("http")
+            assert handle.invoke(params={"x": "1"}).json() == {"echo": "1"}
 
     def test_handle_is_still_the_plain_function(self, backend: Any) -> None:
         fn = make_function("def f(x):\n    return x * 2\n")
@@ -41,34 +99,66 @@ class BackendConformance:
         source = "def f(request):\n    return 'same'\n"
         first = ofnotebook.deploy(make_function(source), "conf-reuse", target=backend)
         second = ofnotebook.deploy(make_function(source), "conf-reuse", target=backend)
-        assert second.deployment is first.deployment and second.reused
-        assert "start" not in second.timings
+        if self.reuses_unchanged:
+            assert second.deployment is first.deployment and second.reused
+            assert "start" not in second.timings and "deploy" not in second.timings
+        else:
+            assert second.deployment is not first.deployment and not second.reused
+        assert [d.name for d in backend.deployments()].count("conf-reuse") == 1
 
     def test_edit_replaces(self, backend: Any) -> None:
         first = ofnotebook.deploy(make_function("def f(request):\n    return 'v1'\n"),
                                   "conf-edit", target=backend)
         second = ofnotebook.deploy(make_function("def f(request):\n    return 'v2'\n"),
                                    "conf-edit", target=backend)
-        assert second.invoke().text == "v2"
-        assert first.status == "stopped" and second.status == "running"
+        assert second.digest != first.digest and second.deployment is not first.deployment
+        if self.reachable:
+            assert second.invoke().text == "v2"
+        wait_for(lambda: first.status == self.replaced_status)
+        assert second.status == self.running_status
         assert [d.name for d in backend.deployments()].count("conf-edit") == 1
 
-    def test_remote_exception(self, backend: Any) -> None:
-        fn = make_function("def f(request):\n    raise ValueError('bad input ' + request.args['v'])\n")
-        handle = ofnotebook.deploy(fn, "conf-error", target=backend)
-        with pytest.raises(RemoteFunctionError) as info:
-            handle.invoke(params={"v": "42"})
-        assert info.value.ename == "ValueError" and info.value.evalue == "bad input 42"
-        assert "raise ValueError" in info.value.traceback
-        assert info.value.function_name == "conf-error"
+    # -- invoke ------------------------------------------------------------------------------
 
-    def test_logs_capture_prints(self, backend: Any) -> None:
-        fn = make_function("def f(request):\n    print('log-line-' + request.args['n'], flush=True)\n"
-                           "    return 'ok'\n")
+    def test_invoke_or_say_why_not(self, backend: Any) -> None:
+        fn = make_function("def f(request):\n    raise ValueError('bad input ' + "
+                           "request.args['v'])\n")
+        handle = ofnotebook.deploy(fn, "conf-error", target=backend)
+        if self.reachable:
+            with pytest.raises(RemoteFunctionError) as info:
+                handle.invoke(params={"v": "42"})
+            assert info.value.ename == "ValueError" and info.value.evalue == "bad input 42"
+            assert "raise ValueError" in info.value.traceback
+            assert info.value.function_name == "conf-error"
+            assert handle.last_invocation is not None
+            assert handle.last_invocation.status == 500
+        elif self.invoke_unsupported:
+            with pytest.raises(UnsupportedError, match=f"The {self.target} target") as info:
+                handle.invoke(params={"v": "42"})
+            assert (info.value.target, info.value.verb) == (self.target, "invoke")
+            assert "local target" in str(info.value)
+        else:  # an address inside a cluster: declared, and named when it cannot be reached
+            assert handle.deployment.invoke_url() == handle.url
+            assert handle.url.startswith("http")
+            with pytest.raises(InvocationError, match=f"Could not reach function "
+                                                      f"'conf-error' at {handle.url}"):
+                handle.invoke(timeout=2)
+
+    # -- logs --------------------------------------------------------------------------------
+
+    def test_logs(self, backend: Any) -> None:
+        fn = make_function("def f(request):\n    print('log-line-' + request.args['n'], "
+                           "flush=True)\n    return 'ok'\n")
         handle = ofnotebook.deploy(fn, "conf-logs", target=backend)
-        handle.invoke(params={"n": "7"})
-        self.wait_for(lambda: "log-line-7" in handle.logs())
-        assert "log-line-7" in handle.logs(tail=5)
+        followed: list[str] = []
+        unsubscribe = handle.deployment.subscribe_logs(followed.append)
+        line = self.logged_line(handle)
+        wait_for(lambda: line in handle.logs())
+        assert line in handle.logs(tail=5)
+        assert all(isinstance(entry, str) for entry in handle.deployment.logs())
+        unsubscribe()
+
+    # -- stop --------------------------------------------------------------------------------
 
     def test_stop(self, backend: Any) -> None:
         handle = ofnotebook.deploy(make_function("def f(request):\n    return 'x'\n"),
@@ -79,13 +169,44 @@ class BackendConformance:
         with pytest.raises(InvocationError):
             handle.invoke(timeout=2)
         handle.stop()  # idempotent
+        assert handle.status == "stopped"
+
+    # -- the Dapr verbs: publish, read_state, events -----------------------------------------
+
+    def test_publish_state_and_events(self, backend: Any) -> None:
+        u = unique()
+        items = {role: {name: uri.format(u=u)} for (role, uri), name in
+                 zip(self.components.items(), ("numbers", "out", "totals"))}
+        handle = ofnotebook.deploy(make_function(DAPR_FUNCTION, name="tally"),
+                                   f"conf-dapr-{u}", target=backend, **items)
+        assert handle.runtime == "async" and handle.status == self.running_status
+        with pytest.raises(InvocationError, match="asynchronous"):
+            handle.invoke()
+        if self.supports_dapr_verbs:
+            handle.publish("numbers", {"n": 20})
+            handle.wait_for_outputs(1, timeout=30)  # one at a time: the state adds up
+            handle.publish("numbers", {"n": 22})
+            assert [o.data for o in handle.wait_for_outputs(2, timeout=30)] == [20, 42]
+            assert [o.name for o in handle.outputs] == ["out", "out"]
+            assert handle.get_state("sum") == 42 and handle.get_state("sum", "totals") == 42
+            assert handle.stats["events_in"] == 2 and handle.stats["events_out"] == 2
+            assert handle.dead_letters == []
+            return
+        calls: dict[str, Callable[[], Any]] = {
+            "publish": lambda: handle.publish("numbers", {"n": 1}),
+            "read_state": lambda: handle.get_state("sum"),
+            "events": lambda: handle.outputs}
+        for verb, call in calls.items():
+            with pytest.raises(UnsupportedError, match=f"The {self.target} target") as info:
+                call()
+            assert (info.value.target, info.value.verb) == (self.target, verb)
+            assert info.value.function_name == handle.name
+            assert "local target" in str(info.value)  # what to use instead
+        for reader in (lambda: handle.stats, lambda: handle.dead_letters,
+                       lambda: handle.wait_for_outputs(1, timeout=1)):
+            with pytest.raises(UnsupportedError):
+                reader()
 
     @staticmethod
-    def wait_for(condition: Any, timeout: float = 5.0) -> None:
-        import time
-
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError("condition not met in time")
-            time.sleep(0.02)
+    def wait_for(condition: Callable[[], Any], timeout: float = 5.0) -> None:
+        wait_for(condition, timeout)

@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class TestLocalConformance(BackendConformance):
+    target = "local"
+
     @pytest.fixture
     def backend(self, local_backend: Any) -> Any:
         return local_backend

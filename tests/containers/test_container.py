@@ -21,6 +21,7 @@ import ofnotebook
 from ofnotebook import images
 from ofnotebook.backends.container import LABEL_SESSION, SESSION, ContainerBackend
 from ofnotebook.errors import BuildError, InvocationError
+from tests.backends.conformance import BackendConformance
 from tests.helpers import make_function
 
 pytestmark = pytest.mark.container
@@ -49,6 +50,17 @@ def backend(client: Any) -> Iterator[ContainerBackend]:
 
 def unique() -> str:
     return uuid.uuid4().hex[:8]
+
+
+class TestContainerConformance(BackendConformance):
+    """The whole contract on each engine; an async function reaches the kernel's Dapr
+    stand-in from its container (host network)."""
+
+    target = "container"
+
+    @pytest.fixture
+    def backend(self, backend: ContainerBackend) -> ContainerBackend:
+        return backend  # the module's: closed after the test, nothing left behind
 
 
 def function(body: str = "'v1'") -> Any:
@@ -269,19 +281,6 @@ def test_the_engine_builder_pushes_an_image_that_runs_by_its_digest(client: Any)
             container.remove(force=True)
         for image in client.images.list(name=f"ofnotebook/{name}"):
             client.images.remove(image.id, force=True)
-
-
-def test_an_async_container_reaches_the_local_dapr_standin(backend: ContainerBackend) -> None:
-    fn = make_function("def double(ctx, data):\n    ctx.send('out', data['n'] * 2)\n",
-                       name="double")
-    topic = unique()
-    handle = ofnotebook.deploy(fn, f"async-{topic}", target=backend,
-                               inputs={"numbers": f"memory://ctr-in-{topic}"},
-                               outputs={"out": f"memory://ctr-out-{topic}"})
-    assert handle.runtime == "async" and handle.status == "running"
-    handle.publish("numbers", {"n": 21})
-    assert [o.data for o in handle.wait_for_outputs(1, timeout=30)] == [42]
-    assert handle.stats["events_in"] == 1
 
 
 def test_containers_are_removed_when_the_kernel_exits(client: Any, tmp_path: Any) -> None:
