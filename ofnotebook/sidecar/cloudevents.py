@@ -13,14 +13,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 import uuid
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 from typing import Any, Mapping
 
 from dapr.proto.runtime.v1 import appcallback_pb2
 from google.protobuf import json_format
+
+from .golang import GoNumber, go_json, parse_bool, replace_surrogates, ttl_seconds
 
 __all__ = ["from_raw_payload", "go_json", "grpc_metadata", "new_cloud_event", "to_bytes",
            "topic_event_request"]
@@ -39,33 +39,14 @@ _RESERVED_HEADERS = frozenset({
     "content-type", "content-length", "user-agent", "te", "grpc-encoding", "grpc-message",
     "grpc-message-type", "grpc-status", "grpc-status-details-bin", "grpc-timeout",
 })
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_GO_TRUE = frozenset("1 t T TRUE true True".split())  # strconv.ParseBool
-_GO_FALSE = frozenset("0 f F FALSE false False".split())
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_DURATION = re.compile(rf"[-+]?(0|(?:{_DURATION_PART.pattern})+)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1, "m": 60,
-                 "h": 3600}
-_MAX_DURATION = (2**63 - 1) / 1e9  # Go's time.Duration limit, in seconds
 _RFC3339 = "%Y-%m-%dT%H:%M:%SZ"  # Go's time.RFC3339 for a UTC time
-
-
-class _Number(float):
-    """A JSON number that keeps its text, as Go's ``json.Number`` (``UseNumber``) does."""
-
-    text: str
-
-    def __new__(cls, text: str) -> _Number:
-        number = super().__new__(cls, text)
-        number.text = text
-        return number
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")  # Python accepts NaN/Infinity; Go does not
 
 
-_PRECISE = json.JSONDecoder(parse_float=_Number, parse_constant=_reject_constant)
+_PRECISE = json.JSONDecoder(parse_float=GoNumber, parse_constant=_reject_constant)
 
 
 def _decode_first_value(data: bytes) -> Any:
@@ -79,54 +60,6 @@ def _is_content_type(content_type: str, expected: str) -> bool:
     return lower == expected or lower.split(";", 1)[0] == expected
 
 
-def go_json(value: Any, *, keep_numbers: bool = False) -> str:
-    """Go's ``json.Marshal`` of a decoded JSON value, so that local bytes equal daprd's.
-
-    Sorted keys, compact, ``<>&`` and U+2028/9 escaped; numbers as float64 (``1.0`` -> ``1``), as
-    after daprd's ``json.Unmarshal``. ``keep_numbers`` writes parsed numbers as written, as the
-    publisher side does (it decodes with ``UseNumber``).
-    """
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    if isinstance(value, str):
-        return _go_string(value)
-    if keep_numbers and isinstance(value, _Number):
-        return value.text
-    if keep_numbers and isinstance(value, int):
-        return str(value)
-    if isinstance(value, (int, float)):
-        return _go_float(float(value))
-    if isinstance(value, Mapping):
-        items = sorted(((str(k), v) for k, v in value.items()), key=lambda item: item[0])
-        return "{" + ",".join(
-            f"{_go_string(k)}:{go_json(v, keep_numbers=keep_numbers)}" for k, v in items) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(go_json(v, keep_numbers=keep_numbers) for v in value) + "]"
-    raise TypeError(f"json: unsupported type: {type(value).__name__}")
-
-
-def _go_string(text: str) -> str:
-    encoded = json.dumps(_SURROGATE.sub("\ufffd", text), ensure_ascii=False)
-    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
-        encoded = encoded.replace(char, escape)
-    return encoded
-
-
-def _go_float(number: float) -> str:
-    """Go's float64 encoder: shortest round-trip digits, Go's choice of plain or exponent form."""
-    if number != number or number in (float("inf"), float("-inf")):
-        raise ValueError(f"json: unsupported value: {number!r}")
-    digits = Decimal(repr(number)).normalize()
-    if number == 0 or 1e-6 <= abs(number) < 1e21:
-        return format(digits, "f")
-    sign, figures, exponent = digits.as_tuple()
-    mantissa = "".join(map(str, figures))
-    exponent = int(exponent) + len(mantissa) - 1
-    mantissa = mantissa[0] + ("." + mantissa[1:] if len(mantissa) > 1 else "")
-    return f"{'-' if sign else ''}{mantissa}e{'-' if exponent < 0 else '+'}{abs(exponent)}"
-
-
 def new_cloud_event(*, app_id: str, pubsub_name: str, topic: str, data: bytes,
                     data_content_type: str | None, metadata: Mapping[str, str] | None = None,
                     native_ttl: bool = False) -> dict[str, Any]:
@@ -138,9 +71,11 @@ def new_cloud_event(*, app_id: str, pubsub_name: str, topic: str, data: bytes,
     """
     md = dict(metadata or {})
     raw = md.get("rawPayload", "")
-    if raw and raw not in _GO_TRUE | _GO_FALSE:
-        raise ValueError(f"rawPayload value must be a valid boolean: actual is {raw!r}")
-    if raw in _GO_TRUE:
+    try:
+        raw_payload = parse_bool(raw) if raw else False
+    except ValueError:
+        raise ValueError(f"rawPayload value must be a valid boolean: actual is {raw!r}") from None
+    if raw_payload:
         return from_raw_payload(data, topic=topic, pubsub_name=pubsub_name)
     now = datetime.now(timezone.utc)
     content_type = data_content_type or ""
@@ -210,13 +145,7 @@ def _ttl_seconds(md: Mapping[str, str]) -> float | None:
     """components-contrib ``TryGetTTL``: ``ttl``/``ttlInSeconds``, a Go duration or seconds."""
     lower = {k.lower(): v for k, v in md.items()}
     value = lower["ttl"] if "ttl" in lower else lower.get("ttlinseconds", "")
-    if _DURATION.fullmatch(value):  # "90s", "1m30s"; Go clamps a negative duration to 0
-        parts = _DURATION_PART.findall(value)
-        seconds = sum((float(n) * _UNIT_SECONDS[u] for n, u in parts), 0.0)
-        return 0.0 if value[0] == "-" else min(seconds, _MAX_DURATION)
-    if re.fullmatch(r"[+-]?\d+", value) and int(value) > 0:
-        return min(float(value), _MAX_DURATION)
-    return None  # daprd ignores a TTL it cannot parse
+    return ttl_seconds(value)
 
 
 def from_raw_payload(data: bytes, *, topic: str, pubsub_name: str) -> dict[str, Any]:
@@ -273,7 +202,7 @@ def _event_data(event: Mapping[str, Any], content_type: str) -> bytes:
     if content_type.lower().startswith("text/") or _is_content_type(content_type, _XML):
         if not isinstance(data, str):
             raise ValueError("unexpected data type encountered in envelope")
-        return _SURROGATE.sub("\ufffd", data).encode("utf-8")
+        return replace_surrogates(data).encode("utf-8")
     if _is_content_type(content_type, _JSON) or _is_content_type(content_type, _CE_JSON):
         return go_json(data).encode("utf-8")
     return b""  # daprd leaves data empty for every other content type

@@ -6,16 +6,18 @@ import asyncio
 import json
 import queue
 import shutil
-import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Callable, Any, Iterator
 
 import pytest
 
 from ofnotebook.sidecar.drivers.base import ComponentConfig, ComponentError, InboundEvent
+from ofnotebook.sidecar.drivers import Driver
+from tests.sidecar.conformance import BrokerConformance, RedeliveryConformance, Send
+from tests.sidecar.support import free_port, get, needs_broker, uid, wait_port
 
 nats = pytest.importorskip("nats")
 
@@ -24,26 +26,7 @@ from ofnotebook.sidecar.drivers.jetstream import JetStreamDriver  # noqa: E402
 URL = "nats://127.0.0.1:4222"
 
 
-def _server_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 4222), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _server_up(), reason="NATS is not running on 4222 (see "
-                                "machine-services.md: nats-server -a 127.0.0.1 -p 4222 -js)")
-
-
-def _uid() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+pytestmark = needs_broker("NATS")
 
 
 def _admin(action: Any) -> Any:
@@ -72,7 +55,7 @@ class Server:
         self.subjects: set[str] = set()
 
     def make(self, **md: str) -> JetStreamDriver:
-        name = md.pop("name", f"js-{_uid()}")
+        name = md.pop("name", f"js-{uid()}")
         driver = JetStreamDriver(ComponentConfig(name=name, type="pubsub.jetstream",
                                                  metadata={"natsURL": URL, **md}))
         self.drivers.append(driver)
@@ -80,7 +63,7 @@ class Server:
         return driver
 
     def topic(self) -> str:
-        topic = f"ofn.{_uid()}"
+        topic = f"ofn.{uid()}"
         self.subjects.add(topic)
         return topic
 
@@ -112,10 +95,6 @@ def server() -> Iterator[Server]:
     s.cleanup()
 
 
-def _get(q: queue.Queue[InboundEvent], timeout: float = 5.0) -> InboundEvent:
-    return q.get(timeout=timeout)
-
-
 def test_publish_to_subscribe_round_trip_creates_the_stream(server: Server) -> None:
     topic = server.topic()
     pub, sub = server.make(), server.make()
@@ -124,7 +103,7 @@ def test_publish_to_subscribe_round_trip_creates_the_stream(server: Server) -> N
     got: queue.Queue[InboundEvent] = queue.Queue()
     sub.subscribe(topic, got.put)
     pub.publish(topic, late, {})
-    first, second = _get(got), _get(got)
+    first, second = get(got), get(got)
     assert (first.data, second.data) == (early, late)  # deliverPolicy all (the default)
     assert first.metadata == {"Topic": topic} and first.topic == topic
     first.ack()
@@ -140,30 +119,30 @@ def test_cloudevent_id_deduplicates(server: Server) -> None:
     driver.publish(topic, data, {})
     driver.publish(topic, data, {})  # same Nats-Msg-Id: stored once
     driver.publish(topic, b"not a cloudevent", {})
-    assert _get(got).data == data
-    assert _get(got).data == b"not a cloudevent"
+    assert get(got).data == data
+    assert get(got).data == b"not a cloudevent"
     with pytest.raises(queue.Empty):
         got.get(timeout=0.3)
 
 
 def test_unacked_event_is_redelivered_after_ack_wait_and_restart(server: Server) -> None:
-    topic, durable = server.topic(), f"d-{_uid()}"
+    topic, durable = server.topic(), f"d-{uid()}"
     md = {"durableName": durable, "ackWait": "1s"}
     first = server.make(**md)
     got: queue.Queue[InboundEvent] = queue.Queue()
     first.subscribe(topic, got.put)
     data = _event("once")
     first.publish(topic, data, {})
-    assert _get(got).data == data
+    assert get(got).data == data
     t0 = time.monotonic()
-    assert _get(got).data == data  # not acknowledged: redelivered after ackWait
+    assert get(got).data == data  # not acknowledged: redelivered after ackWait
     assert time.monotonic() - t0 > 0.5
     first.close()  # still not acknowledged
 
     second = server.make(**md)
     got = queue.Queue()
     second.subscribe(topic, got.put)
-    event = _get(got)
+    event = get(got)
     assert event.data == data
     event.ack()
     time.sleep(0.2)
@@ -184,13 +163,13 @@ def test_deliver_policy_new_skips_older_messages(server: Server) -> None:
     driver.subscribe(topic, got.put)
     new = _event("new")
     driver.publish(topic, new, {})
-    event = _get(got)
+    event = get(got)
     assert event.data == new
     event.ack()
 
 
 def test_named_stream_is_created_and_durable_conflict_is_explained(server: Server) -> None:
-    stream, base, durable = f"S{_uid()}", f"ofn.{_uid()}", f"d-{_uid()}"
+    stream, base, durable = f"S{uid()}", f"ofn.{uid()}", f"d-{uid()}"
     server.streams.add(stream)
 
     async def create(js: Any) -> None:
@@ -201,41 +180,15 @@ def test_named_stream_is_created_and_durable_conflict_is_explained(server: Serve
     with pytest.raises(ComponentError, match="durableName"):
         driver.subscribe(f"{base}.b", lambda e: None)
 
-    missing = f"M{_uid()}"
+    missing = f"M{uid()}"
     server.streams.add(missing)
     other = server.make(streamName=missing)
-    topic = f"ofn.{_uid()}"
+    topic = f"ofn.{uid()}"
     other.publish(topic, _event(1), {})
 
     async def subjects(js: Any) -> list[str]:
         return list((await js.stream_info(missing)).config.subjects)
     assert _admin(subjects) == [topic]
-
-
-def test_unreachable_server_fails_fast_with_the_address() -> None:
-    port = _free_port()
-    driver = JetStreamDriver(ComponentConfig(name="j", type="pubsub.jetstream",
-                                             metadata={"natsURL": f"nats://127.0.0.1:{port}"}))
-    t0 = time.monotonic()
-    with pytest.raises(ComponentError, match=f"127.0.0.1:{port}"):
-        driver.start()
-    assert time.monotonic() - t0 < 5
-    driver.close()
-    driver.close()
-
-
-@pytest.mark.parametrize(("md", "key"), [
-    ({}, "natsURL"),
-    ({"natsURL": URL, "deliverPolicy": "sometimes"}, "deliverPolicy"),
-    ({"natsURL": URL, "ackWait": "soon"}, "ackWait"),
-    ({"natsURL": URL, "maxDeliver": "many"}, "maxDeliver"),
-    ({"natsURL": URL, "jwt": "x", "seedKey": "y"}, "jwt"),
-])
-def test_bad_metadata_names_the_key(md: dict[str, str], key: str) -> None:
-    driver = JetStreamDriver(ComponentConfig(name="j", type="pubsub.jetstream", metadata=md))
-    with pytest.raises(ComponentError, match=key):
-        driver.start()
-    driver.close()
 
 
 def test_unsupported_calls_raise(server: Server) -> None:
@@ -246,32 +199,21 @@ def test_unsupported_calls_raise(server: Server) -> None:
         driver.read(lambda e: None)
 
 
-def _wait_port(port: int) -> None:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
-
-
 @pytest.mark.skipif(shutil.which("nats-server") is None, reason="no nats-server binary")
 def test_reconnects_after_a_server_restart_and_closes_fast_when_it_is_down(
         tmp_path: Path) -> None:
     """A private server on a free port (the shared one is left alone): stopped and started
     again, the driver reconnects and its consumer resumes; stopped for good, close() is quick."""
-    port = _free_port()
+    port = free_port()
     cmd = ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(tmp_path)]
 
     def server() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(port)
+        wait_port(port)
         return proc
 
     proc = server()
-    driver = JetStreamDriver(ComponentConfig(name=f"j-{_uid()}", type="pubsub.jetstream",
+    driver = JetStreamDriver(ComponentConfig(name=f"j-{uid()}", type="pubsub.jetstream",
                                              metadata={"natsURL": f"nats://127.0.0.1:{port}"}))
     try:
         driver.start()
@@ -288,7 +230,7 @@ def test_reconnects_after_a_server_restart_and_closes_fast_when_it_is_down(
             except ComponentError:
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
-        event = _get(got)
+        event = get(got)
         assert json.loads(event.data)["data"] == "again"
         event.ack()
         proc.terminate()
@@ -300,3 +242,42 @@ def test_reconnects_after_a_server_restart_and_closes_fast_when_it_is_down(
         driver.close()
         proc.terminate()
         proc.wait()
+
+
+class TestJetStreamConformance(RedeliveryConformance, BrokerConformance):
+    types = ("pubsub.jetstream",)
+    bad_metadata = (
+        ("pubsub.jetstream", {}, "natsURL"),
+        ("pubsub.jetstream", {"natsURL": URL, "deliverPolicy": "sometimes"}, "deliverPolicy"),
+        ("pubsub.jetstream", {"natsURL": URL, "ackWait": "soon"}, "ackWait"),
+        ("pubsub.jetstream", {"natsURL": URL, "maxDeliver": "many"}, "maxDeliver"),
+        ("pubsub.jetstream", {"natsURL": URL, "jwt": "x", "seedKey": "y"}, "jwt"),
+    )
+    redelivery_wait = 10.0  # ackWait 1 s: the unacknowledged event comes after it
+
+    def metadata(self, type_: str) -> dict[str, str]:
+        return {"natsURL": URL}
+
+    def unreachable(self, type_: str, port: int) -> dict[str, str]:
+        return {"natsURL": f"nats://127.0.0.1:{port}"}
+
+    def receiver(self, made: list[Driver], deliver: Callable[[InboundEvent], None],
+                 consumer: str) -> tuple[Driver, Send]:
+        topic = f"ofn.conf.{consumer}"
+        self.__dict__.setdefault("subjects", set()).add(topic)
+        sender = self.make(made, "pubsub.jetstream")
+        receiver = self.make(made, "pubsub.jetstream", durableName=consumer, ackWait="1s")
+        receiver.subscribe(topic, deliver)
+        return receiver, lambda data: sender.publish(topic, data, {})
+
+    def cleanup(self, drivers: list[Driver]) -> None:
+        subjects = self.__dict__.get("subjects", ())
+
+        async def delete(js: Any) -> None:
+            for subject in subjects:
+                try:
+                    await js.delete_stream(await js.find_stream_name_by_subject(subject))
+                except nats.js.errors.NotFoundError:
+                    pass
+        if subjects:
+            _admin(delete)

@@ -11,9 +11,11 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from ofnotebook.sidecar.drivers.base import ComponentConfig, ComponentError, InboundEvent
+from ofnotebook.sidecar.drivers import Driver
 from ofnotebook.sidecar.drivers.kafka import KafkaDriver
 from tests.helpers import free_port
-from tests.sidecar.kafka_broker import TansuBroker, kafka_broker  # noqa: F401 (fixture)
+from tests.sidecar.conformance import BrokerConformance, RedeliveryConformance, Send
+from tests.sidecar.kafka_broker import TansuBroker
 
 Make = Callable[..., KafkaDriver]
 
@@ -255,3 +257,34 @@ def test_bad_metadata_is_a_component_error(metadata: dict[str, str], message: st
     with pytest.raises(ComponentError, match=message):
         driver.start()
     driver.close()
+
+
+class TestKafkaConformance(RedeliveryConformance, BrokerConformance):
+    types = ("bindings.kafka", "pubsub.kafka")
+    bad_metadata = tuple(("bindings.kafka", {"brokers": "127.0.0.1:9", **md}, key) for md, key in (
+        ({}, "authType"),
+        ({"authType": "password"}, "authType"),
+        ({"authType": "kerberos"}, "authType"),
+        ({"authType": "none", "initialOffset": "latest"}, "initialOffset"),
+        ({"authType": "none", "brokers": ""}, "brokers"),
+        ({"authType": "none", "sessionTimeout": "ten seconds"}, "sessionTimeout"),
+    ))
+
+    @pytest.fixture(autouse=True)
+    def _broker(self, kafka_broker: TansuBroker) -> None:
+        self.bootstrap = kafka_broker.bootstrap
+
+    def metadata(self, type_: str) -> dict[str, str]:
+        return {"brokers": self.bootstrap, "authType": "none"}
+
+    def unreachable(self, type_: str, port: int) -> dict[str, str]:
+        return {"brokers": f"127.0.0.1:{port}", "authType": "none"}
+
+    def receiver(self, made: list[Driver], deliver: Callable[[InboundEvent], None],
+                 consumer: str) -> tuple[Driver, Send]:
+        topic = f"conf-{consumer}"
+        sender = self.make(made, "pubsub.kafka")
+        receiver = self.make(made, "pubsub.kafka", consumerGroup=consumer,
+                             initialOffset="oldest")
+        receiver.subscribe(topic, deliver)
+        return receiver, lambda data: sender.publish(topic, data, {})

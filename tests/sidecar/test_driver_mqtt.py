@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import queue
 import shutil
-import socket
 import subprocess
 import time
-import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
 from ofnotebook.sidecar.drivers.base import ComponentConfig, ComponentError, InboundEvent
+from ofnotebook.sidecar.drivers import Driver
+from tests.sidecar.conformance import BrokerConformance, RedeliveryConformance, Send
+from tests.sidecar.support import free_port, get, needs_broker, uid, wait_port
 
 mqtt = pytest.importorskip("paho.mqtt.client")
 
@@ -22,26 +23,7 @@ from ofnotebook.sidecar.drivers.mqtt import MqttDriver  # noqa: E402
 URL = "tcp://127.0.0.1:1883"
 
 
-def _broker_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 1883), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _broker_up(), reason="Mosquitto is not running on 1883 "
-                                "(start it: mosquitto -d -c /etc/mosquitto/mosquitto.conf)")
-
-
-def _uid() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+pytestmark = needs_broker("Mosquitto")
 
 
 def _forget_session(client_id: str) -> None:
@@ -70,7 +52,7 @@ def drivers() -> Iterator[list[MqttDriver]]:
 
 
 def _make(drivers: list[MqttDriver], type_: str, start: bool = True, **md: str) -> MqttDriver:
-    name = md.pop("name", f"mqtt-{_uid()}")
+    name = md.pop("name", f"mqtt-{uid()}")
     driver = MqttDriver(ComponentConfig(name=name, type=type_, metadata={"url": URL, **md}))
     drivers.append(driver)
     if start:
@@ -78,17 +60,13 @@ def _make(drivers: list[MqttDriver], type_: str, start: bool = True, **md: str) 
     return driver
 
 
-def _get(q: queue.Queue[InboundEvent], timeout: float = 5.0) -> InboundEvent:
-    return q.get(timeout=timeout)
-
-
 def test_binding_output_to_input_round_trip(drivers: list[MqttDriver]) -> None:
-    topic, cid = f"ofn/{_uid()}", f"c-{_uid()}"
+    topic, cid = f"ofn/{uid()}", f"c-{uid()}"
     binding = _make(drivers, "bindings.mqtt3", topic=topic, consumerID=cid)
     got: queue.Queue[InboundEvent] = queue.Queue()
     binding.read(got.put)
     assert binding.invoke("create", b'{"n": 1}', {}) == (b"", {})
-    event = _get(got)
+    event = get(got)
     assert event.data == b'{"n": 1}'
     assert event.metadata == {"topic": topic}
     assert event.topic == topic
@@ -98,26 +76,26 @@ def test_binding_output_to_input_round_trip(drivers: list[MqttDriver]) -> None:
 def test_binding_topic_override_and_alias_type(drivers: list[MqttDriver]) -> None:
     """``bindings.mqtt`` (the OpenFunction samples' type) works, and request metadata ``topic``
     overrides the component's topic, as in daprd."""
-    other = f"ofn/{_uid()}"
-    reader = _make(drivers, "bindings.mqtt", topic=other, consumerID=f"c-{_uid()}")
-    writer = _make(drivers, "bindings.mqtt", topic=f"ofn/{_uid()}", consumerID=f"c-{_uid()}")
+    other = f"ofn/{uid()}"
+    reader = _make(drivers, "bindings.mqtt", topic=other, consumerID=f"c-{uid()}")
+    writer = _make(drivers, "bindings.mqtt", topic=f"ofn/{uid()}", consumerID=f"c-{uid()}")
     got: queue.Queue[InboundEvent] = queue.Queue()
     reader.read(got.put)
     writer.invoke("create", b"x", {"topic": other})
-    event = _get(got)
+    event = get(got)
     assert (event.data, event.metadata) == (b"x", {"topic": other})
     event.ack()
 
 
 def test_pubsub_publish_to_subscribe_round_trip(drivers: list[MqttDriver]) -> None:
-    topic = f"ofn/{_uid()}"
+    topic = f"ofn/{uid()}"
     pub = _make(drivers, "pubsub.mqtt3")
-    sub = _make(drivers, "pubsub.mqtt3", consumerID=f"c-{_uid()}")
+    sub = _make(drivers, "pubsub.mqtt3", consumerID=f"c-{uid()}")
     got: queue.Queue[InboundEvent] = queue.Queue()
     sub.subscribe(topic, got.put)
     for i in range(3):
         pub.publish(topic, b'{"i": %d}' % i, {})
-    events = [_get(got) for _ in range(3)]
+    events = [get(got) for _ in range(3)]
     assert sorted(e.data for e in events) == [b'{"i": 0}', b'{"i": 1}', b'{"i": 2}']
     assert all(e.metadata == {"retained": "false"} and e.topic == topic for e in events)
     for e in events:
@@ -125,12 +103,12 @@ def test_pubsub_publish_to_subscribe_round_trip(drivers: list[MqttDriver]) -> No
 
 
 def test_pubsub_wildcard_subscription(drivers: list[MqttDriver]) -> None:
-    base = f"ofn/{_uid()}"
+    base = f"ofn/{uid()}"
     ps = _make(drivers, "pubsub.mqtt", qos="0")
     got: queue.Queue[InboundEvent] = queue.Queue()
     ps.subscribe(f"{base}/+/x", got.put)
     ps.publish(f"{base}/a/x", b"1", {})
-    event = _get(got)
+    event = get(got)
     assert (event.data, event.topic) == (b"1", f"{base}/+/x")
     event.ack()
 
@@ -139,9 +117,9 @@ def test_pubsub_wildcard_subscription(drivers: list[MqttDriver]) -> None:
 def test_unacked_message_is_redelivered_after_restart(drivers: list[MqttDriver],
                                                       kind: str) -> None:
     """At least once: QoS 1 with a persistent session; no PUBACK until ``event.ack()``."""
-    topic, cid = f"ofn/{_uid()}", f"c-{_uid()}"
+    topic, cid = f"ofn/{uid()}", f"c-{uid()}"
     md = {"consumerID": cid} if kind == "pubsub" else {"consumerID": cid, "topic": topic}
-    producer = _make(drivers, f"{kind}.mqtt3", **{**md, "consumerID": f"p-{_uid()}"})
+    producer = _make(drivers, f"{kind}.mqtt3", **{**md, "consumerID": f"p-{uid()}"})
 
     def consume() -> tuple[MqttDriver, queue.Queue[InboundEvent]]:
         got: queue.Queue[InboundEvent] = queue.Queue()
@@ -157,11 +135,11 @@ def test_unacked_message_is_redelivered_after_restart(drivers: list[MqttDriver],
         producer.publish(topic, b"once", {})
     else:
         producer.invoke("create", b"once", {})
-    assert _get(got).data == b"once"  # received, never acknowledged
+    assert get(got).data == b"once"  # received, never acknowledged
     first.close()
 
     second, got = consume()
-    again = _get(got)
+    again = get(got)
     assert again.data == b"once"
     again.ack()
     time.sleep(0.2)  # let the PUBACK reach the broker
@@ -172,35 +150,8 @@ def test_unacked_message_is_redelivered_after_restart(drivers: list[MqttDriver],
         got.get(timeout=0.5)
 
 
-def test_unreachable_broker_fails_fast_with_the_address() -> None:
-    port = _free_port()
-    driver = MqttDriver(ComponentConfig(name="m", type="pubsub.mqtt3",
-                                        metadata={"url": f"tcp://127.0.0.1:{port}"}))
-    t0 = time.monotonic()
-    with pytest.raises(ComponentError, match=f"127.0.0.1:{port}"):
-        driver.start()
-    assert time.monotonic() - t0 < 5
-    driver.close()
-    driver.close()  # twice is harmless
-
-
-@pytest.mark.parametrize(("type_", "md", "key"), [
-    ("bindings.mqtt3", {"topic": "t", "consumerID": "c"}, "url"),
-    ("bindings.mqtt3", {"url": URL, "consumerID": "c"}, "topic"),
-    ("bindings.mqtt3", {"url": URL, "topic": "t"}, "consumerID"),
-    ("pubsub.mqtt3", {}, "url"),
-    ("pubsub.mqtt3", {"url": URL, "qos": "5"}, "qos"),
-    ("pubsub.mqtt3", {"url": "http://127.0.0.1:1883"}, "url"),
-])
-def test_bad_metadata_names_the_key(type_: str, md: dict[str, str], key: str) -> None:
-    driver = MqttDriver(ComponentConfig(name="m", type=type_, metadata=md))
-    with pytest.raises(ComponentError, match=key):
-        driver.start()
-    driver.close()
-
-
 def test_unsupported_calls_raise(drivers: list[MqttDriver]) -> None:
-    binding = _make(drivers, "bindings.mqtt3", topic=f"ofn/{_uid()}", consumerID=f"c-{_uid()}")
+    binding = _make(drivers, "bindings.mqtt3", topic=f"ofn/{uid()}", consumerID=f"c-{uid()}")
     pubsub = _make(drivers, "pubsub.mqtt3")
     with pytest.raises(ComponentError, match="create"):
         binding.invoke("delete", b"", {})
@@ -214,34 +165,23 @@ def test_unsupported_calls_raise(drivers: list[MqttDriver]) -> None:
         pubsub.subscribe("a/#/b", lambda e: None)  # an invalid filter
 
 
-def _wait_port(port: int) -> None:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
-
-
 @pytest.mark.skipif(shutil.which("mosquitto") is None, reason="no mosquitto binary")
 def test_reconnects_after_a_broker_restart_and_closes_fast_when_it_is_down(
         tmp_path: Path) -> None:
     """A private broker on a free port (the shared one is left alone): stopped and started
     again, the driver reconnects and subscribes again; stopped for good, close() is quick."""
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
 
     def broker() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        _wait_port(port)
+        wait_port(port)
         return proc
 
     proc = broker()
-    driver = MqttDriver(ComponentConfig(name=f"m-{_uid()}", type="pubsub.mqtt3",
+    driver = MqttDriver(ComponentConfig(name=f"m-{uid()}", type="pubsub.mqtt3",
                                         metadata={"url": f"tcp://127.0.0.1:{port}"}))
     try:
         driver.start()
@@ -258,7 +198,7 @@ def test_reconnects_after_a_broker_restart_and_closes_fast_when_it_is_down(
             except ComponentError:
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
-        assert _get(got).data == b"again"
+        assert get(got).data == b"again"
         proc.terminate()
         proc.wait()
         t0 = time.monotonic()
@@ -268,3 +208,36 @@ def test_reconnects_after_a_broker_restart_and_closes_fast_when_it_is_down(
         driver.close()
         proc.terminate()
         proc.wait()
+
+
+class TestMqttConformance(RedeliveryConformance, BrokerConformance):
+    types = ("bindings.mqtt3", "pubsub.mqtt3")
+    bad_metadata = (
+        ("bindings.mqtt3", {"topic": "t", "consumerID": "c"}, "url"),
+        ("bindings.mqtt3", {"url": URL, "consumerID": "c"}, "topic"),
+        ("bindings.mqtt3", {"url": URL, "topic": "t"}, "consumerID"),
+        ("pubsub.mqtt3", {}, "url"),
+        ("pubsub.mqtt3", {"url": URL, "qos": "5"}, "qos"),
+        ("pubsub.mqtt3", {"url": "http://127.0.0.1:1883"}, "url"),
+    )
+
+    def metadata(self, type_: str) -> dict[str, str]:
+        if type_.startswith("bindings."):
+            return {"url": URL, "topic": f"ofn/{uid()}", "consumerID": f"c-{uid()}"}
+        return {"url": URL, "consumerID": f"c-{uid()}"}
+
+    def unreachable(self, type_: str, port: int) -> dict[str, str]:
+        return {**self.metadata(type_), "url": f"tcp://127.0.0.1:{port}"}
+
+    def receiver(self, made: list[Driver], deliver: Callable[[InboundEvent], None],
+                 consumer: str) -> tuple[Driver, Send]:
+        topic = f"ofn/conf/{consumer}"
+        sender = self.make(made, "pubsub.mqtt3")
+        receiver = self.make(made, "pubsub.mqtt3", consumerID=consumer)
+        receiver.subscribe(topic, deliver)
+        return receiver, lambda data: sender.publish(topic, data, {})
+
+    def cleanup(self, drivers: list[Driver]) -> None:
+        for client_id in {d.component.get("consumerID") for d in drivers} - {""}:
+            for suffix in ("", "-producer", "-consumer"):
+                _forget_session(client_id + suffix)

@@ -4,43 +4,26 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
 import time
-import uuid
 from typing import Any, Iterator
 
 import pytest
 
 from ofnotebook.sidecar.drivers.base import ComponentConfig, ComponentError
+from ofnotebook.sidecar.drivers import Driver
+from tests.sidecar.conformance import BrokerConformance
+from tests.sidecar.support import free_port, needs_broker, uid
 
 psycopg = pytest.importorskip("psycopg")
 
-from ofnotebook.sidecar.drivers.postgresql import PostgresDriver, _go_duration  # noqa: E402
+from ofnotebook.sidecar.drivers.postgresql import PostgresDriver  # noqa: E402
 
 DSN = "host=127.0.0.1 user=postgres port=5432 dbname=test"
+POSTGRES_TYPES = ["state.postgresql", "bindings.postgresql", "bindings.postgres"]
 
 
-def _server_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _server_up(), reason="PostgreSQL is not running on 5432 "
-                                "(see shared/reference/machine-services.md to start it)")
-
-
-def _uid() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+pytestmark = needs_broker("PostgreSQL")
 
 
 @pytest.fixture
@@ -67,7 +50,7 @@ def drivers() -> Iterator[list[PostgresDriver]]:
 
 def _make(drivers: list, type_: str, start: bool = True, version: str = "v1",
           **md: str) -> PostgresDriver:
-    driver = PostgresDriver(ComponentConfig(name=f"pg-{_uid()}", type=type_, version=version,
+    driver = PostgresDriver(ComponentConfig(name=f"pg-{uid()}", type=type_, version=version,
                                             metadata={"connectionString": DSN, **md}))
     drivers.append(driver)
     if start:
@@ -77,7 +60,7 @@ def _make(drivers: list, type_: str, start: bool = True, version: str = "v1",
 
 def _state(drivers: list, db: Any, **md: str) -> tuple[PostgresDriver, str, str]:
     """A state driver on a fresh table and metadata table (both dropped after the test)."""
-    table, meta = md.pop("tableName", f"ofn_state_{_uid()}"), f"ofn_meta_{_uid()}"
+    table, meta = md.pop("tableName", f"ofn_state_{uid()}"), f"ofn_meta_{uid()}"
     db[1].extend([table, meta])
     return _make(drivers, "state.postgresql", tableName=table, metadataTableName=meta,
                  **md), table, meta
@@ -137,7 +120,7 @@ def test_state_table_layout_and_migration_marker(drivers: list, db: Any) -> None
 
 def test_state_upgrades_a_table_made_by_an_older_dapr(drivers: list, db: Any) -> None:
     conn, tables = db
-    table, meta = f"ofn_state_{_uid()}", f"ofn_meta_{_uid()}"
+    table, meta = f"ofn_state_{uid()}", f"ofn_meta_{uid()}"
     tables.extend([table, meta])
     conn.execute(f"CREATE TABLE {table} (key text NOT NULL PRIMARY KEY, value jsonb NOT NULL, "
                  "isbinary boolean NOT NULL, insertdate TIMESTAMP WITH TIME ZONE NOT NULL "
@@ -171,7 +154,7 @@ def test_state_bad_metadata(drivers: list, db: Any) -> None:
 # -- output binding ---------------------------------------------------------------------------
 @pytest.mark.parametrize("type_", ["bindings.postgresql", "bindings.postgres"])
 def test_binding_exec_and_query(drivers: list, db: Any, type_: str) -> None:
-    table = f"ofn_bind_{_uid()}"
+    table = f"ofn_bind_{uid()}"
     db[1].append(table)
     driver = _make(drivers, type_)
     data, meta = driver.invoke("exec", b"", {
@@ -246,18 +229,10 @@ def test_close_does_not_wait_for_a_long_query(drivers: list) -> None:
     assert errors  # the interrupted call failed with a ComponentError
 
 
-def test_go_duration_format() -> None:
-    assert _go_duration(0.0000005) == "500ns"
-    assert _go_duration(0.0015) == "1.5ms"
-    assert _go_duration(0.000012) == "12µs"
-    assert _go_duration(2.5) == "2.5s"
-    assert _go_duration(3725.0) == "1h2m5s"
-
-
 # -- failures ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("type_", PostgresDriver.types)
+@pytest.mark.parametrize("type_", POSTGRES_TYPES)
 def test_unreachable_server_fails_fast(drivers: list, type_: str) -> None:
-    port = _free_port()
+    port = free_port()
     driver = _make(drivers, type_, start=False,
                    connectionString=f"host=127.0.0.1 user=postgres port={port} database=test")
     t0 = time.monotonic()
@@ -266,7 +241,7 @@ def test_unreachable_server_fails_fast(drivers: list, type_: str) -> None:
     assert time.monotonic() - t0 < 4
 
 
-@pytest.mark.parametrize("type_", PostgresDriver.types)
+@pytest.mark.parametrize("type_", POSTGRES_TYPES)
 def test_missing_or_bad_connection_string(drivers: list, type_: str) -> None:
     driver = PostgresDriver(ComponentConfig(name="p", type=type_, metadata={}))
     drivers.append(driver)
@@ -290,3 +265,32 @@ def test_close_is_idempotent_and_unstarted_close_is_safe(drivers: list) -> None:
     driver.close()
     with pytest.raises(ComponentError, match="closed"):
         driver.invoke("query", b"", {"sql": "SELECT 1"})
+
+
+class TestPostgresConformance(BrokerConformance):
+    types = ("state.postgresql", "bindings.postgresql", "bindings.postgres")
+    bad_metadata = (
+        ("state.postgresql", {"connectionString": DSN, "tableName": "state; DROP TABLE x"},
+         "tableName"),
+        ("bindings.postgresql", {}, "connectionString"),
+        ("state.postgresql", {"connectionString": "host=127.0.0.1 bogus_option=1"},
+         "connectionString"),
+    )
+
+    def metadata(self, type_: str) -> dict[str, str]:
+        if type_.startswith("state."):
+            return {"connectionString": DSN, "tableName": f"ofn_conf_{uid()}",
+                    "metadataTableName": f"ofn_conf_meta_{uid()}"}
+        return {"connectionString": DSN}
+
+    def unreachable(self, type_: str, port: int) -> dict[str, str]:
+        return {"connectionString": f"host=127.0.0.1 user=postgres port={port} database=test"}
+
+    def cleanup(self, drivers: list[Driver]) -> None:
+        tables = {d.component.get(k) for d in drivers  # only the suite's own tables
+                  for k in ("tableName", "metadataTableName")
+                  if d.component.get(k).startswith("ofn_conf_")}
+        if tables:
+            with psycopg.connect(DSN, autocommit=True) as conn:
+                for table in tables:
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")

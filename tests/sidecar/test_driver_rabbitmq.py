@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import queue
 import shutil
-import socket
 import subprocess
 import time
-import uuid
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
 from ofnotebook.sidecar.drivers.base import ComponentConfig, ComponentError, InboundEvent
+from ofnotebook.sidecar.drivers import Driver
+from tests.sidecar.conformance import BrokerConformance, RedeliveryConformance, Send
+from tests.sidecar.support import get, needs_broker, uid
 
 pika = pytest.importorskip("pika")
 
@@ -21,26 +22,7 @@ from ofnotebook.sidecar.drivers.rabbitmq import RabbitMQDriver  # noqa: E402
 URL = "amqp://guest:guest@127.0.0.1:5672"
 
 
-def _broker_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _broker_up(), reason="RabbitMQ is not running on 5672 "
-                                "(start it: rabbitmq-server -detached)")
-
-
-def _uid() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+pytestmark = needs_broker("RabbitMQ")
 
 
 class Broker:
@@ -52,7 +34,7 @@ class Broker:
         self.exchanges: set[str] = set()
 
     def make(self, type_: str, start: bool = True, **md: str) -> RabbitMQDriver:
-        name = md.pop("name", f"rmq-{_uid()}")
+        name = md.pop("name", f"rmq-{uid()}")
         key = "host" if type_.startswith("bindings.") else "connectionString"
         driver = RabbitMQDriver(ComponentConfig(name=name, type=type_, metadata={key: URL, **md}))
         self.drivers.append(driver)
@@ -63,7 +45,7 @@ class Broker:
         return driver
 
     def topic(self, *consumer_ids: str) -> str:
-        topic = f"ofn-{_uid()}"
+        topic = f"ofn-{uid()}"
         self.exchanges.add(topic)
         self.queues.update(f"{cid}-{topic}" for cid in consumer_ids)
         return topic
@@ -98,18 +80,14 @@ def broker() -> Iterator[Broker]:
     b.cleanup()
 
 
-def _get(q: queue.Queue[InboundEvent], timeout: float = 5.0) -> InboundEvent:
-    return q.get(timeout=timeout)
-
-
 def test_binding_output_to_input_round_trip_with_metadata(broker: Broker) -> None:
-    queue_name = f"ofn-{_uid()}"
+    queue_name = f"ofn-{uid()}"
     binding = broker.make("bindings.rabbitmq", queueName=queue_name)
     got: queue.Queue[InboundEvent] = queue.Queue()
     binding.read(got.put)
     assert binding.invoke("create", b'{"n": 1}', {"trace": "a b", "contentType": "x/y"}) == (
         b"", {})
-    event = _get(got)
+    event = get(got)
     assert event.data == b'{"n": 1}'
     # daprd passes the AMQP string headers (the request metadata), URL-query-escaped
     assert event.metadata == {"trace": "a+b", "contentType": "x%2Fy"}
@@ -120,7 +98,7 @@ def test_binding_output_to_input_round_trip_with_metadata(broker: Broker) -> Non
 
 
 def test_pubsub_publish_to_subscribe_round_trip(broker: Broker) -> None:
-    sub = broker.make("pubsub.rabbitmq", name=f"sub-{_uid()}",
+    sub = broker.make("pubsub.rabbitmq", name=f"sub-{uid()}",
                       publishMessagePropertiesToMetadata="true")
     topic = broker.topic(sub.name)
     pub = broker.make("pubsub.rabbitmq")
@@ -128,7 +106,7 @@ def test_pubsub_publish_to_subscribe_round_trip(broker: Broker) -> None:
     sub.subscribe(topic, got.put)
     pub.publish(topic, b'{"i": 0}', {"messageId": "m-0", "contentType": "application/json"})
     pub.publish(topic, b'{"i": 1}', {})
-    first, second = _get(got), _get(got)
+    first, second = get(got), get(got)
     assert (first.data, second.data) == (b'{"i": 0}', b'{"i": 1}')
     assert first.topic == topic
     assert first.metadata == {"messageid": "m-0", "contenttype": "application/json"}
@@ -139,7 +117,7 @@ def test_pubsub_publish_to_subscribe_round_trip(broker: Broker) -> None:
 
 def test_pubsub_fans_out_to_each_consumer_id(broker: Broker) -> None:
     """A queue per consumer ID bound to the topic's fanout exchange, as daprd."""
-    a, b = f"a-{_uid()}", f"b-{_uid()}"
+    a, b = f"a-{uid()}", f"b-{uid()}"
     topic = broker.topic(a, b)
     qa: queue.Queue[InboundEvent] = queue.Queue()
     qb: queue.Queue[InboundEvent] = queue.Queue()
@@ -148,13 +126,13 @@ def test_pubsub_fans_out_to_each_consumer_id(broker: Broker) -> None:
     broker.make("pubsub.rabbitmq", hostname="127.0.0.1:5672", username="guest",
                 password="guest", connectionString="").publish(topic, b"both", {})
     for q in (qa, qb):
-        event = _get(q)
+        event = get(q)
         assert event.data == b"both"
         event.ack()
 
 
 def test_pubsub_unacked_message_is_redelivered_after_restart(broker: Broker) -> None:
-    cid = f"c-{_uid()}"
+    cid = f"c-{uid()}"
     topic = broker.topic(cid)
     md = {"consumerID": cid, "deletedWhenUnused": "false"}
     pub = broker.make("pubsub.rabbitmq", **md)
@@ -167,11 +145,11 @@ def test_pubsub_unacked_message_is_redelivered_after_restart(broker: Broker) -> 
 
     first, got = consume()
     pub.publish(topic, b"once", {})
-    assert _get(got).data == b"once"  # received, never acknowledged
+    assert get(got).data == b"once"  # received, never acknowledged
     first.close()
 
     second, got = consume()
-    again = _get(got)
+    again = get(got)
     assert again.data == b"once"
     again.ack()
     time.sleep(0.2)
@@ -180,34 +158,21 @@ def test_pubsub_unacked_message_is_redelivered_after_restart(broker: Broker) -> 
 
 
 def test_binding_unacked_message_is_redelivered_after_restart(broker: Broker) -> None:
-    queue_name = f"ofn-{_uid()}"
+    queue_name = f"ofn-{uid()}"
     writer = broker.make("bindings.rabbitmq", queueName=queue_name)
     reader = broker.make("bindings.rabbitmq", queueName=queue_name)
     got: queue.Queue[InboundEvent] = queue.Queue()
     reader.read(got.put)
     writer.invoke("create", b"once", {})
-    assert _get(got).data == b"once"
+    assert get(got).data == b"once"
     reader.close()
     assert broker.message_count(queue_name) == 1  # requeued when the channel closed
 
     again: queue.Queue[InboundEvent] = queue.Queue()
     broker.make("bindings.rabbitmq", queueName=queue_name).read(again.put)
-    event = _get(again)
+    event = get(again)
     assert event.data == b"once"
     event.ack()
-
-
-def test_unreachable_broker_fails_fast_with_the_address() -> None:
-    port = _free_port()
-    driver = RabbitMQDriver(ComponentConfig(
-        name="r", type="pubsub.rabbitmq",
-        metadata={"connectionString": f"amqp://guest:guest@127.0.0.1:{port}"}))
-    t0 = time.monotonic()
-    with pytest.raises(ComponentError, match=f"127.0.0.1:{port}"):
-        driver.start()
-    assert time.monotonic() - t0 < 5
-    driver.close()
-    driver.close()
 
 
 def test_wrong_credentials_fail_with_component_error() -> None:
@@ -221,22 +186,8 @@ def test_wrong_credentials_fail_with_component_error() -> None:
     driver.close()
 
 
-@pytest.mark.parametrize(("type_", "md", "key"), [
-    ("bindings.rabbitmq", {"queueName": "q"}, "host"),
-    ("bindings.rabbitmq", {"host": URL}, "queueName"),
-    ("pubsub.rabbitmq", {}, "connectionString"),
-    ("pubsub.rabbitmq", {"connectionString": URL, "exchangeKind": "nope"}, "exchangeKind"),
-    ("pubsub.rabbitmq", {"connectionString": URL, "prefetchCount": "x"}, "prefetchCount"),
-])
-def test_bad_metadata_names_the_key(type_: str, md: dict[str, str], key: str) -> None:
-    driver = RabbitMQDriver(ComponentConfig(name="r", type=type_, metadata=md))
-    with pytest.raises(ComponentError, match=key):
-        driver.start()
-    driver.close()
-
-
 def test_unsupported_calls_raise(broker: Broker) -> None:
-    binding = broker.make("bindings.rabbitmq", queueName=f"ofn-{_uid()}")
+    binding = broker.make("bindings.rabbitmq", queueName=f"ofn-{uid()}")
     pubsub = broker.make("pubsub.rabbitmq")
     with pytest.raises(ComponentError, match="create"):
         binding.invoke("get", b"", {})
@@ -258,7 +209,7 @@ def _rabbitmqctl(*args: str) -> str:
 def test_reconnects_after_the_broker_drops_the_connection(broker: Broker) -> None:
     """The broker closes only this driver's connection (found by its clientName); the driver
     reconnects after reconnectWaitSeconds and consumes again."""
-    client_name = f"ofn-test-{_uid()}"
+    client_name = f"ofn-test-{uid()}"
     sub = broker.make("pubsub.rabbitmq", clientName=client_name, reconnectWaitSeconds="1")
     topic = broker.topic(sub.name)
     got: queue.Queue[InboundEvent] = queue.Queue()
@@ -277,3 +228,51 @@ def test_reconnects_after_the_broker_drops_the_connection(broker: Broker) -> Non
             assert time.monotonic() < deadline
     assert event.data == b"again"
     event.ack()
+
+
+class TestRabbitMQConformance(RedeliveryConformance, BrokerConformance):
+    types = ("pubsub.rabbitmq", "bindings.rabbitmq")
+    bad_metadata = (
+        ("bindings.rabbitmq", {"queueName": "q"}, "host"),
+        ("bindings.rabbitmq", {"host": URL}, "queueName"),
+        ("pubsub.rabbitmq", {}, "connectionString"),
+        ("pubsub.rabbitmq", {"connectionString": URL, "exchangeKind": "nope"}, "exchangeKind"),
+        ("pubsub.rabbitmq", {"connectionString": URL, "prefetchCount": "x"}, "prefetchCount"),
+    )
+
+    def metadata(self, type_: str) -> dict[str, str]:
+        if type_.startswith("bindings."):
+            return {"host": URL, "queueName": f"ofn-{uid()}"}
+        return {"connectionString": URL}
+
+    def unreachable(self, type_: str, port: int) -> dict[str, str]:
+        url = f"amqp://guest:guest@127.0.0.1:{port}"
+        if type_.startswith("bindings."):
+            return {"host": url, "queueName": "never"}
+        return {"connectionString": url}
+
+    def receiver(self, made: list[Driver], deliver: Callable[[InboundEvent], None],
+                 consumer: str) -> tuple[Driver, Send]:
+        topic = f"ofn-conf-{consumer}"
+        self.__dict__.setdefault("topics", set()).add((topic, f"{consumer}-{topic}"))
+        sender = self.make(made, "pubsub.rabbitmq", deletedWhenUnused="false")  # same exchange
+        receiver = self.make(made, "pubsub.rabbitmq", consumerID=consumer,
+                             deletedWhenUnused="false")
+        receiver.subscribe(topic, deliver)
+        return receiver, lambda data: sender.publish(topic, data, {})
+
+    def cleanup(self, drivers: list[Driver]) -> None:
+        queues = {d.component.get("queueName") for d in drivers} - {""}
+        exchanges: set[str] = set()
+        for topic, queue_name in self.__dict__.get("topics", ()):
+            exchanges.add(topic)
+            queues.add(queue_name)
+        conn = pika.BlockingConnection(pika.URLParameters(URL))
+        try:
+            ch = conn.channel()
+            for name in queues:
+                ch.queue_delete(name)
+            for name in exchanges:
+                ch.exchange_delete(name)
+        finally:
+            conn.close()

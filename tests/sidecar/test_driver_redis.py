@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import queue
-import socket
 import time
-import uuid
-from typing import Any, Iterator
+from typing import Callable, Any, Iterator
 
 import pytest
 
 from ofnotebook.sidecar.drivers.base import ComponentConfig, ComponentError, InboundEvent
+from ofnotebook.sidecar.drivers import Driver
+from tests.sidecar.conformance import BrokerConformance, RedeliveryConformance, Send
+from tests.sidecar.support import free_port, get, needs_broker, nothing, uid
 
 redis = pytest.importorskip("redis")
 
@@ -20,26 +21,7 @@ from ofnotebook.sidecar.drivers.redis import RedisDriver  # noqa: E402
 HOST = "127.0.0.1:6379"
 
 
-def _server_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _server_up(), reason="Redis is not running on 6379 (see "
-                                "shared/reference/machine-services.md to start it)")
-
-
-def _uid() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+pytestmark = needs_broker("Redis")
 
 
 @pytest.fixture
@@ -65,7 +47,7 @@ def drivers() -> Iterator[list[RedisDriver]]:
 
 
 def _make(drivers: list[RedisDriver], type_: str, start: bool = True, **md: str) -> RedisDriver:
-    name = md.pop("name", f"redis-{_uid()}")
+    name = md.pop("name", f"redis-{uid()}")
     driver = RedisDriver(ComponentConfig(name=name, type=type_,
                                          metadata={"redisHost": HOST, **md}))
     drivers.append(driver)
@@ -75,18 +57,9 @@ def _make(drivers: list[RedisDriver], type_: str, start: bool = True, **md: str)
 
 
 def _key(raw: Any, prefix: str) -> str:
-    key = f"ofn-test-{prefix}-{_uid()}"
+    key = f"ofn-test-{prefix}-{uid()}"
     raw.test_keys.append(key)
     return key
-
-
-def _get(q: queue.Queue[InboundEvent], timeout: float = 5.0) -> InboundEvent:
-    return q.get(timeout=timeout)
-
-
-def _nothing(q: queue.Queue[InboundEvent], wait: float = 0.8) -> None:
-    with pytest.raises(queue.Empty):
-        q.get(timeout=wait)
 
 
 # -- pub/sub ----------------------------------------------------------------------------------
@@ -98,7 +71,7 @@ def test_publish_subscribe_round_trip_stores_data_field(drivers: list, raw: Any)
     event_bytes = json.dumps({"specversion": "1.0", "id": "1", "data": {"x": 1}}).encode()
     driver.publish(topic, event_bytes, {})
     driver.publish(topic, b"second", {"ttlInSeconds": "60"})
-    first, second = _get(received), _get(received)
+    first, second = get(received), get(received)
     assert (first.data, first.topic, first.metadata) == (event_bytes, topic, {})
     assert (second.data, second.metadata) == (b"second", {"ttlInSeconds": "60"})
     first.ack()
@@ -115,23 +88,23 @@ def test_subscribe_gets_entries_published_before_the_group_existed(drivers: list
                                                                    raw: Any) -> None:
     topic = _key(raw, "topic")
     raw.xadd(topic, {"data": b"early"})  # group created at "0", as Dapr does
-    driver = _make(drivers, "pubsub.redis", consumerID=f"grp-{_uid()}")
+    driver = _make(drivers, "pubsub.redis", consumerID=f"grp-{uid()}")
     received: queue.Queue[InboundEvent] = queue.Queue()
     driver.subscribe(topic, received.put)
-    assert _get(received).data == b"early"
+    assert get(received).data == b"early"
     with pytest.raises(ComponentError, match="already subscribed"):
         driver.subscribe(topic, received.put)
 
 
 def test_unacked_entries_are_redelivered_to_the_next_instance(drivers: list, raw: Any) -> None:
     topic = _key(raw, "topic")
-    group = f"grp-{_uid()}"
+    group = f"grp-{uid()}"
     first = _make(drivers, "pubsub.redis", consumerID=group)
     got: queue.Queue[InboundEvent] = queue.Queue()
     first.subscribe(topic, got.put)
     for n in range(3):
         first.publish(topic, f"m{n}".encode(), {})
-    events = [_get(got) for _ in range(3)]
+    events = [get(got) for _ in range(3)]
     events[1].ack()
     t0 = time.monotonic()
     first.close()
@@ -143,21 +116,21 @@ def test_unacked_entries_are_redelivered_to_the_next_instance(drivers: list, raw
     second = _make(drivers, "pubsub.redis", consumerID=group)
     again: queue.Queue[InboundEvent] = queue.Queue()
     second.subscribe(topic, again.put)
-    redelivered = sorted([_get(again).data, _get(again).data])
+    redelivered = sorted([get(again).data, get(again).data])
     assert redelivered == [b"m0", b"m2"]
-    _nothing(again)
+    nothing(again)
     second.publish(topic, b"m3", {})
-    assert _get(again).data == b"m3"
+    assert get(again).data == b"m3"
 
 
 def test_acked_entries_are_not_redelivered(drivers: list, raw: Any) -> None:
     topic = _key(raw, "topic")
-    group = f"grp-{_uid()}"
+    group = f"grp-{uid()}"
     first = _make(drivers, "pubsub.redis", consumerID=group)
     got: queue.Queue[InboundEvent] = queue.Queue()
     first.subscribe(topic, got.put)
     first.publish(topic, b"only", {})
-    event = _get(got)
+    event = get(got)
     event.ack()
     event.ack()  # exactly once
     deadline = time.monotonic() + 3
@@ -168,12 +141,12 @@ def test_acked_entries_are_not_redelivered(drivers: list, raw: Any) -> None:
     second = _make(drivers, "pubsub.redis", consumerID=group)
     again: queue.Queue[InboundEvent] = queue.Queue()
     second.subscribe(topic, again.put)
-    _nothing(again)
+    nothing(again)
 
 
 def test_entries_idle_at_another_consumer_are_reclaimed(drivers: list, raw: Any) -> None:
     topic = _key(raw, "topic")
-    group = f"grp-{_uid()}"
+    group = f"grp-{uid()}"
     raw.xgroup_create(topic, group, id="0", mkstream=True)
     raw.xadd(topic, {"data": b"stuck"})
     raw.xreadgroup(group, "crashed-consumer", {topic: ">"})  # read, never acked
@@ -182,10 +155,10 @@ def test_entries_idle_at_another_consumer_are_reclaimed(drivers: list, raw: Any)
                    redeliverInterval="200ms")
     got: queue.Queue[InboundEvent] = queue.Queue()
     driver.subscribe(topic, got.put)
-    event = _get(got, timeout=5)
+    event = get(got, timeout=5)
     assert event.data == b"stuck"
     event.ack()
-    _nothing(got)  # an entry in flight here is not delivered twice by the next reclaims
+    nothing(got)  # an entry in flight here is not delivered twice by the next reclaims
     deadline = time.monotonic() + 3
     while raw.xpending(topic, group)["pending"] and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -198,8 +171,8 @@ def test_in_flight_entries_are_not_reclaimed_twice(drivers: list, raw: Any) -> N
     got: queue.Queue[InboundEvent] = queue.Queue()
     driver.subscribe(topic, got.put)
     driver.publish(topic, b"slow", {})
-    event = _get(got)
-    _nothing(got, wait=0.6)  # idle past processingTimeout, but still being handled here
+    event = get(got)
+    nothing(got, wait=0.6)  # idle past processingTimeout, but still being handled here
     event.ack()
 
 
@@ -282,7 +255,7 @@ def test_state_ttl_from_component_metadata(drivers: list, raw: Any) -> None:
 
 # -- failures ---------------------------------------------------------------------------------
 def test_unreachable_server_fails_fast(drivers: list) -> None:
-    port = _free_port()
+    port = free_port()
     driver = _make(drivers, "pubsub.redis", start=False, redisHost=f"127.0.0.1:{port}")
     t0 = time.monotonic()
     with pytest.raises(ComponentError, match=f"127.0.0.1:{port}.*redis-server"):
@@ -290,7 +263,7 @@ def test_unreachable_server_fails_fast(drivers: list) -> None:
     assert time.monotonic() - t0 < 3
 
 
-@pytest.mark.parametrize("type_", RedisDriver.types)
+@pytest.mark.parametrize("type_", ["pubsub.redis", "bindings.redis", "state.redis"])
 def test_missing_or_bad_metadata(drivers: list, type_: str) -> None:
     driver = RedisDriver(ComponentConfig(name="r", type=type_, metadata={}))
     drivers.append(driver)
@@ -312,3 +285,35 @@ def test_close_is_idempotent_and_unstarted_close_is_safe(drivers: list) -> None:
     driver.close()
     with pytest.raises(ComponentError, match="closed"):
         driver.publish("t", b"", {})
+
+
+class TestRedisConformance(RedeliveryConformance, BrokerConformance):
+    types = ("pubsub.redis", "bindings.redis", "state.redis")
+    bad_metadata = (
+        ("pubsub.redis", {}, "redisHost"),
+        ("state.redis", {"redisHost": HOST, "redeliverInterval": "soon"}, "redeliverInterval"),
+        ("bindings.redis", {"redisHost": HOST, "redisDB": "zero"}, "redisDB"),
+        ("pubsub.redis", {"redisHost": "not a host:x"}, "redisHost"),
+    )
+
+    def metadata(self, type_: str) -> dict[str, str]:
+        return {"redisHost": HOST}
+
+    def unreachable(self, type_: str, port: int) -> dict[str, str]:
+        return {"redisHost": f"127.0.0.1:{port}"}
+
+    def receiver(self, made: list[Driver], deliver: Callable[[InboundEvent], None],
+                 consumer: str) -> tuple[Driver, Send]:
+        topic = f"ofn-test-conf-{consumer}"
+        self.__dict__.setdefault("topics", set()).add(topic)
+        sender = self.make(made, "pubsub.redis")
+        receiver = self.make(made, "pubsub.redis", consumerID=consumer)
+        receiver.subscribe(topic, deliver)
+        return receiver, lambda data: sender.publish(topic, data, {})
+
+    def cleanup(self, drivers: list[Driver]) -> None:
+        topics = self.__dict__.get("topics")
+        if topics:
+            client = redis.Redis(host="127.0.0.1", port=6379)
+            client.delete(*topics)
+            client.close()

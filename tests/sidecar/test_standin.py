@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import uuid
-from typing import Any, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -14,42 +13,7 @@ from ofnotebook.backends.standin import StandIn, components_payload
 from ofnotebook.context import component_name
 from ofnotebook.errors import DeployError
 from ofnotebook.spec import ComponentSpec, FunctionSpec
-
-BUS = f"standin-{uuid.uuid4().hex[:6]}"
-OUT = ComponentSpec(name="out", type="bindings.in-memory", metadata=(("bus", BUS),),
-                    operation="create")
-EVENTS = ComponentSpec(name="events", type="pubsub.in-memory", metadata=(("bus", BUS),),
-                       topic="orders")
-STORE = ComponentSpec(name="store", type="state.in-memory", metadata=(("bus", BUS),))
-SPEC = FunctionSpec(name="sdk-user", outputs=(OUT, EVENTS), states=(STORE,))
-
-
-@pytest.fixture
-def standin(request: pytest.FixtureRequest) -> Iterator[StandIn]:
-    token = getattr(request, "param", None)
-    old = os.environ.get("DAPR_API_TOKEN")
-    if token:
-        os.environ["DAPR_API_TOKEN"] = token
-    try:
-        proc = StandIn()
-    finally:
-        if token:
-            os.environ.pop("DAPR_API_TOKEN")
-        if old:
-            os.environ["DAPR_API_TOKEN"] = old
-    proc.register("sdk-user", 0, SPEC, timeout=5)
-    yield proc
-    proc.close()
-    assert proc.proc.wait(5) is not None
-
-
-@pytest.fixture
-def sdk_env(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> StandIn:
-    for key, value in standin.env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("DAPR_API_TOKEN", raising=False)
-    return standin
-
+from tests.sidecar.support import EVENTS, OUT, SPEC, STORE
 
 def _events(standin: StandIn, kind: str) -> list[dict[str, Any]]:
     body = requests.get(f"{standin.base}/ofnotebook/events", params={"after": 0},

@@ -19,7 +19,13 @@ metadata). The stand-in calls:
 * ``get_state/save_state/delete_state`` for state stores;
 * ``close()`` once: stop consumers and disconnect. It must not raise.
 
-Every method not supported by a component type raises ``ComponentError``.
+Every method not supported by a component type raises ``ComponentError``: :class:`Driver`
+routes each verb by the component's kind (``VERB_KINDS``), so a subclass writes only the verbs
+it serves (``_invoke``, ``_publish``...), and guards the started state and the close budget.
+Events reach ``deliver`` through ``Driver._hand_off`` (a :class:`DeliveryPump` per driver),
+never on a client's network thread or a publisher's call. A missing client library is an
+``ImportError`` at import, which the registry (``drivers/__init__.py``) turns into the
+install hint.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Callable, ClassVar, Mapping
 
 
@@ -79,76 +87,201 @@ class InboundEvent:
 Deliver = Callable[[InboundEvent], None]
 _log = logging.getLogger(__name__)
 
+#: The component kind (the type before its dot) each verb belongs to, as Dapr's API splits it.
+VERB_KINDS: Mapping[str, str] = MappingProxyType({
+    "invoke": "bindings", "read": "bindings", "publish": "pubsub", "subscribe": "pubsub",
+    "get_state": "state", "save_state": "state", "delete_state": "state"})
+_VERB_NAMES = {"invoke": "output binding calls", "read": "input binding events",
+               "publish": "publishing", "subscribe": "subscriptions", "get_state": "reading state",
+               "save_state": "saving state", "delete_state": "deleting state"}
+#: Seconds ``close()`` may take in all: the stand-in closes every driver of an app in turn.
+CLOSE_BUDGET = 4.5
+
 
 class DeliveryPump:
     """Calls ``deliver`` on its own thread, so a slow app never stalls a client's network
-    thread (keepalives, heartbeats, acks). Events still queued at ``close`` stay
-    unacknowledged, so the broker redelivers them."""
+    thread (keepalives, heartbeats, acks) or a publisher's call. Events still queued at
+    ``close`` stay unacknowledged, so the broker redelivers them. With ``maxsize``, ``put``
+    blocks while that many events wait: back-pressure for a consumer loop that may block."""
 
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[tuple[Deliver, InboundEvent] | None] = queue.SimpleQueue()
+    def __init__(self, name: str, maxsize: int = 0) -> None:
+        self._queue: queue.Queue[tuple[Deliver, InboundEvent]] = queue.Queue(maxsize)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def put(self, deliver: Deliver, event: InboundEvent) -> None:
-        self._queue.put((deliver, event))
+        while not self._stopped.is_set():
+            try:
+                self._queue.put((deliver, event), timeout=0.2)
+                return
+            except queue.Full:
+                continue
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None and not self._stopped.is_set():
+        while not self._stopped.is_set():
             try:
-                item[0](item[1])
+                deliver, event = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if self._stopped.is_set():
+                return
+            try:
+                deliver(event)
             except Exception:  # one bad event must not stop the consumer
                 _log.exception("delivering a message failed")
 
-    def close(self) -> None:
+    def close(self, timeout: float = 1.0) -> None:
         self._stopped.set()
-        self._queue.put(None)
-        self._thread.join(1.0)
+        self._thread.join(timeout)
 
 
 class Driver:
-    """Base class: a driver for the component types in ``types``."""
+    """Base class: one component; routes each verb by the component's kind, guards its state.
 
-    types: ClassVar[tuple[str, ...]] = ()
+    Subclasses implement ``_start`` and ``_close`` and the ``_verb`` methods of the kinds they
+    serve (``_invoke``/``_read`` for bindings, ``_publish``/``_subscribe`` for pub/sub,
+    ``_get_state``/``_save_state``/``_delete_state`` for state). The public verbs raise
+    ``ComponentError`` for a verb of another kind, one the driver does not implement, or a
+    driver that is not started (or already closed), before the subclass is reached.
+    """
+
     #: True when the broker needs acknowledgements in order (one event in flight at a time).
     ordered: ClassVar[bool] = False
+    #: Which component kind serves each verb; a driver for a non-Dapr split may override it.
+    kinds: ClassVar[Mapping[str, str]] = VERB_KINDS
 
     def __init__(self, component: ComponentConfig) -> None:
         self.component = component
+        #: The component kind (``bindings``, ``pubsub``, ``state``): which verbs it serves.
+        self.component_kind = component.type.split(".", 1)[0].lower()
+        self._lifecycle = "new"  # -> started -> closed
+        self._closed_reason = ""
+        self._close_by = 0.0
+        self._pump: DeliveryPump | None = None
+        self._pump_lock = threading.Lock()
+        #: ``put`` of the pump blocks past this many waiting events (0: never).
+        self._pump_size = 0
 
     @property
     def name(self) -> str:
         return self.component.name
 
+    # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        """Connect; raise ``ComponentError`` if the broker cannot be reached."""
+        """Connect; raise ``ComponentError`` if the broker cannot be reached or the metadata is
+        wrong. A driver that fails to start is closed again (the stand-in closes only drivers
+        that started)."""
+        self._lifecycle = "started"
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
-        """Stop consumers and disconnect. Never raises."""
+        """Stop consumers and disconnect, within ``CLOSE_BUDGET`` seconds. Never raises; a
+        second call does nothing."""
+        if self._lifecycle == "closed":
+            return
+        self._lifecycle = "closed"
+        self._close_by = time.monotonic() + CLOSE_BUDGET
+        try:
+            with self._pump_lock:
+                pump, self._pump = self._pump, None
+            if pump is not None:
+                pump.close(min(1.0, self._time_left()))
+            self._close()
+        except Exception:  # close() must never raise
+            _log.exception("closing component %r (%s) failed", self.name, self.component.type)
 
+    def _start(self) -> None:
+        """Connect (subclasses)."""
+
+    def _close(self) -> None:
+        """Disconnect (subclasses); may take what ``_time_left()`` says."""
+
+    def _time_left(self, floor: float = 0.05) -> float:
+        """Seconds of the close budget still left (at least ``floor``), for joins and waits."""
+        return max(floor, self._close_by - time.monotonic())
+
+    def _require_started(self, *clients: object) -> None:
+        """Raise unless started and not closed (and every client given exists)."""
+        if self._lifecycle != "started" or any(c is None for c in clients):
+            state = f"is closed ({self._closed_reason})" if self._closed_reason else (
+                "is not started (or already closed)")
+            raise ComponentError(f"component {self.name!r} {state}")
+
+    def _hand_off(self, deliver: Deliver, event: InboundEvent) -> None:
+        """Give ``event`` to ``deliver`` on this driver's ``DeliveryPump``, never on the caller's
+        thread. After close the event is dropped unacknowledged (the broker keeps it)."""
+        with self._pump_lock:
+            if self._lifecycle == "closed":
+                return
+            pump = self._pump
+            if pump is None:
+                pump = self._pump = DeliveryPump(f"deliver-{self.name}", self._pump_size)
+        pump.put(deliver, event)
+
+    # -- routing ------------------------------------------------------------------------------
     def _unsupported(self, what: str) -> ComponentError:
         return ComponentError(f"component {self.name!r} of type {self.component.type} does not "
                               f"support {what}")
 
+    def _route(self, verb: str) -> None:
+        implemented = getattr(type(self), f"_{verb}") is not getattr(Driver, f"_{verb}")
+        if self.kinds.get(verb) != self.component_kind or not implemented:
+            raise self._unsupported(_VERB_NAMES[verb])
+        self._require_started()
+
     def invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
                ) -> tuple[bytes, dict[str, str]]:
-        raise self._unsupported("output binding calls")
+        self._route("invoke")
+        return self._invoke(operation, data, metadata)
 
     def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
-        raise self._unsupported("publishing")
+        self._route("publish")
+        self._publish(topic, data, metadata)
 
     def subscribe(self, topic: str, deliver: Deliver) -> None:
-        raise self._unsupported("subscriptions")
+        self._route("subscribe")
+        self._subscribe(topic, deliver)
 
     def read(self, deliver: Deliver) -> None:
-        raise self._unsupported("input binding events")
+        self._route("read")
+        self._read(deliver)
 
     def get_state(self, key: str) -> tuple[bytes | None, str]:
-        raise self._unsupported("reading state")
+        self._route("get_state")
+        return self._get_state(key)
 
     def save_state(self, key: str, value: bytes, etag: str | None = None) -> None:
-        raise self._unsupported("saving state")
+        self._route("save_state")
+        self._save_state(key, value, etag)
 
     def delete_state(self, key: str, etag: str | None = None) -> None:
-        raise self._unsupported("deleting state")
+        self._route("delete_state")
+        self._delete_state(key, etag)
+
+    # The subclass side; the base versions mark a verb as not implemented.
+    def _invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
+                ) -> tuple[bytes, dict[str, str]]:
+        raise NotImplementedError
+
+    def _publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
+        raise NotImplementedError
+
+    def _subscribe(self, topic: str, deliver: Deliver) -> None:
+        raise NotImplementedError
+
+    def _read(self, deliver: Deliver) -> None:
+        raise NotImplementedError
+
+    def _get_state(self, key: str) -> tuple[bytes | None, str]:
+        raise NotImplementedError
+
+    def _save_state(self, key: str, value: bytes, etag: str | None) -> None:
+        raise NotImplementedError
+
+    def _delete_state(self, key: str, etag: str | None) -> None:
+        raise NotImplementedError

@@ -8,30 +8,19 @@ Schedules follow robfig/cron with optional seconds: ``@every 10s`` (Go durations
 
 from __future__ import annotations
 
-import re
 import threading
 from datetime import datetime, timedelta, timezone
 
+from ..golang import parse_duration
 from .base import ComponentConfig, ComponentError, Deliver, Driver, InboundEvent
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DESCRIPTORS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
                 "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
                 "@hourly": "0 * * * *"}
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in a Go duration string (``1m30s``, ``500ms``)."""
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"{text!r} is not a duration such as 10s, 1m30s or 500ms")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
-
-
 class CronDriver(Driver):
     """Input binding firing on ``schedule``."""
-
-    types = ("bindings.cron",)
 
     def __init__(self, component: ComponentConfig) -> None:
         super().__init__(component)
@@ -67,12 +56,12 @@ class CronDriver(Driver):
             return now + timedelta(seconds=self._every)
         return self._croniter(now).get_next(datetime)  # type: ignore[no-any-return]
 
-    def read(self, deliver: Deliver) -> None:
+    def _read(self, deliver: Deliver) -> None:
         def loop() -> None:
             due = self._next(datetime.now(timezone.utc))
             while not self._stop.wait(max(0.0, (due - datetime.now(timezone.utc)).total_seconds())):
                 fired = datetime.now(timezone.utc)
-                deliver(InboundEvent(data=b"", metadata={
+                self._hand_off(deliver, InboundEvent(data=b"", metadata={
                     "timeZone": "UTC",
                     "readTimeUTC": fired.strftime("%Y-%m-%d %H:%M:%S.%f000 +0000 UTC")}))
                 due = self._next(due if self._every is not None else fired)
@@ -82,7 +71,7 @@ class CronDriver(Driver):
         self._thread = threading.Thread(target=loop, name=f"cron-{self.name}", daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=2)
+            self._thread.join(self._time_left())

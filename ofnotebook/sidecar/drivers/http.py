@@ -20,7 +20,7 @@ _RESERVED = {"path", "key"}
 
 
 class HttpDriver(Driver):
-    types = ("bindings.http",)
+    """An output binding that sends each call as one HTTP request."""
 
     def __init__(self, component: ComponentConfig) -> None:
         super().__init__(component)
@@ -29,8 +29,8 @@ class HttpDriver(Driver):
         self.error_if_not_2xx = component.get("errorIfNot2XX", "true").lower() != "false"
         self.session = requests.Session()
 
-    def invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
-               ) -> tuple[bytes, dict[str, str]]:
+    def _invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
+                ) -> tuple[bytes, dict[str, str]]:
         method = _METHODS.get((operation or "create").lower())
         if method is None:
             raise ComponentError(f"http binding {self.name!r} has no operation {operation!r}; "
@@ -48,5 +48,5 @@ class HttpDriver(Driver):
                                  f"{response.status_code}: {response.text[:200]}")
         return response.content, {"statusCode": str(response.status_code)}
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self.session.close()

@@ -28,39 +28,31 @@ import re
 import threading
 from typing import Any, Coroutine, Mapping, TypeVar
 
-from .base import (ComponentConfig, ComponentError, Deliver, DeliveryPump, Driver,
-                   InboundEvent)
+from ..golang import is_truthy, metadata_duration
+from .base import ComponentConfig, ComponentError, Deliver, Driver, InboundEvent
 
-try:
-    import nats
-    import nats.errors
-    import nats.js.errors
-    from nats.js import api
-except ImportError:  # pragma: no cover - the optional extra is missing
-    nats = None
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js import api
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WAIT = 10.0
 CONNECT_WAIT = 3.0
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def _seconds(key: str, value: str) -> float:
-    """A Go duration ("30s", "1m30s", "500ms"), or a plain number of seconds."""
-    text = value.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ComponentError(f"metadata {key!r} must be a duration such as 30s (got {value!r})")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+    """A ``time.Duration`` field as daprd decodes it (a bare number counts milliseconds)."""
+    try:
+        return metadata_duration(value)
+    except ValueError:
+        raise ComponentError(f"metadata {key!r} must be a duration such as 30s (got {value!r})"
+                             ) from None
 
 
 class JetStreamDriver(Driver):
     """``pubsub.jetstream`` on a real NATS server with JetStream enabled."""
-
-    types = ("pubsub.jetstream",)
 
     def __init__(self, component: ComponentConfig) -> None:
         super().__init__(component)
@@ -70,7 +62,6 @@ class JetStreamDriver(Driver):
         self._js: Any = None
         self._subs: list[Any] = []
         self._streams: dict[str, str] = {}
-        self._pump: DeliveryPump | None = None
         self._last_error = ""
         self._failed: asyncio.Future[None] | None = None
 
@@ -88,8 +79,8 @@ class JetStreamDriver(Driver):
             deliver_group=c.get("queueGroupName") or None, filter_subject=topic,
             deliver_policy=api.DeliverPolicy({"sequence": "by_start_sequence",
                                               "time": "by_start_time"}.get(policy, policy)),
-            ack_policy=ack, flow_control=c.get("flowControl").lower() == "true" or None,
-            mem_storage=c.get("memoryStorage").lower() == "true" or None)
+            ack_policy=ack, flow_control=is_truthy(c.get("flowControl")) or None,
+            mem_storage=is_truthy(c.get("memoryStorage")) or None)
         for key, attr in (("startSequence", "opt_start_seq"), ("maxDeliver", "max_deliver"),
                           ("maxAckPending", "max_ack_pending"), ("replicas", "num_replicas"),
                           ("rateLimit", "rate_limit_bps"), ("startTime", "opt_start_time")):
@@ -112,7 +103,7 @@ class JetStreamDriver(Driver):
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT) -> T:
         if self._loop is None or not self._loop.is_running():
             coro.close()
-            raise ComponentError(f"component {self.name!r} is not started (or already closed)")
+            self._require_started(None)  # raises: the loop is gone
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
@@ -190,10 +181,7 @@ class JetStreamDriver(Driver):
         self._streams[topic] = name
         return name
 
-    def start(self) -> None:
-        if nats is None:
-            raise ComponentError(f"component {self.name!r} needs nats-py: pip install "
-                                 "'ofnotebook[brokers]'")
+    def _start(self) -> None:
         self.url = self.component.require("natsURL")
         self.address = self.url.split("://", 1)[-1].rsplit("@", 1)[-1]
         self.durable = re.sub(r"[.*>\s]", "_", self.component.get("durableName", self.name))
@@ -207,14 +195,9 @@ class JetStreamDriver(Driver):
         self._thread = threading.Thread(target=self._loop_main, args=(self._loop,),
                                         name=f"jetstream-{self.name}", daemon=True)
         self._thread.start()
-        try:
-            self._run(self._connect(), CONNECT_WAIT + 2)
-        except BaseException:
-            self.close()
-            raise
-        self._pump = DeliveryPump(f"jetstream-deliver-{self.name}")
+        self._run(self._connect(), CONNECT_WAIT + 2)
 
-    def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
+    def _publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
         headers = None
         try:
             event = json.loads(data)
@@ -229,7 +212,7 @@ class JetStreamDriver(Driver):
 
         self._run(send())
 
-    def subscribe(self, topic: str, deliver: Deliver) -> None:
+    def _subscribe(self, topic: str, deliver: Deliver) -> None:
         cfg = self._consumer_config(topic)
         manual = cfg.ack_policy != api.AckPolicy.NONE
         loop = self._loop
@@ -241,8 +224,7 @@ class JetStreamDriver(Driver):
                 except RuntimeError:  # loop closed: redelivered after ackWait
                     log.debug("JetStream ack of %s after close", self.name)
 
-            assert self._pump is not None
-            self._pump.put(deliver, InboundEvent(data=msg.data, metadata={"Topic": msg.subject},
+            self._hand_off(deliver, InboundEvent(data=msg.data, metadata={"Topic": msg.subject},
                                                  topic=topic, _ack=ack if manual else None))
 
         async def bind() -> None:
@@ -269,19 +251,19 @@ class JetStreamDriver(Driver):
 
         self._run(bind())
 
-    def close(self) -> None:
-        if self._pump is not None:
-            self._pump.close()
+    def _close(self) -> None:
         loop, thread = self._loop, self._thread
         if loop is not None and loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
             try:
-                self._run(self._shutdown(), 2)
+                future.result(max(0.1, self._time_left() - 1.0))
             except Exception:  # noqa: BLE001 - close must not raise
+                future.cancel()
                 log.debug("closing NATS connection of %s", self.name, exc_info=True)
             loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
-            thread.join(1.5)  # pump 1 s + 2 s + 1.5 s: close stays under 5 s
-        self._loop = self._thread = self._pump = None
+            thread.join(self._time_left())
+        self._loop = self._thread = None
 
     async def _shutdown(self) -> None:
         for sub in self._subs:  # the durable consumer stays, as daprd's Unsubscribe leaves it

@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import threading
 from typing import Any, Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from ofnotebook.sidecar.drivers.base import (ComponentConfig, ComponentError, Deliver,
-                                              DeliveryPump, Driver, InboundEvent)
+from ..golang import metadata_duration
+from .base import ComponentConfig, ComponentError, Deliver, Driver, InboundEvent
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +45,8 @@ KEY_NAMES = ("partitionKey", "__key", "key")
 CONNECT_TIMEOUT = 3.0  # s: how long start() waits for the broker's metadata
 PRODUCE_TIMEOUT_MS = 5000  # librdkafka gives up on a record after this
 JOIN_TIMEOUT = 15.0  # s: how long subscribe()/read() wait for the group's assignment
-CLOSE_TIMEOUT = 4.0
 BACKLOG = 64  # events waiting for deliver() before fetching pauses
 SESSION_MS, HEARTBEAT_MS = 2000, 300  # fast joins on tansu (see the module docstring)
-_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 
 
 class _LibrdkafkaLog:
@@ -61,20 +57,17 @@ class _LibrdkafkaLog:
 
 
 def _duration_ms(text: str, key: str) -> int:
-    """A Go duration (``500ms``, ``2s``, ``1m30s``) or plain seconds, as daprd reads them."""
-    text = text.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return int(float(text) * 1000)
-    parts = _GO_DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ComponentError(f"metadata {key!r}={text!r} is not a duration; use e.g. 500ms or 10s")
-    return int(sum(float(n) * _UNIT_MS[u] for n, u in parts))
+    """A ``time.Duration`` field as daprd decodes it (a bare number counts milliseconds)."""
+    try:
+        return int(metadata_duration(text) * 1000)
+    except ValueError:
+        raise ComponentError(f"metadata {key!r}={text!r} is not a duration; use e.g. 500ms or 10s"
+                             ) from None
 
 
 class KafkaDriver(Driver):
     """One Kafka component: a producer, and one consumer-group member for every topic it reads."""
 
-    types = ("bindings.kafka", "pubsub.kafka")
     ordered = True
 
     def __init__(self, component: ComponentConfig) -> None:
@@ -82,7 +75,6 @@ class KafkaDriver(Driver):
         self._producer: Producer | None = None
         self._admin: AdminClient | None = None
         self._thread: threading.Thread | None = None
-        self._pump: DeliveryPump | None = None
         self._backlog = 0  # events handed to the pump that deliver() has not returned from
         self._paused = False
         self._stop = threading.Event()
@@ -101,7 +93,7 @@ class KafkaDriver(Driver):
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def _start(self) -> None:
         cfg = self.component
         self._brokers = cfg.require("brokers").replace(" ", "")
         auth = cfg.require("authType").lower()
@@ -151,18 +143,18 @@ class KafkaDriver(Driver):
         except Exception:  # noqa: BLE001 - an optional probe: the default applies
             return 0
 
-    def close(self) -> None:
+    def _close(self) -> None:
+        # The base closed the pump: events still queued stay unacknowledged, so the group
+        # reads them again.
         self._stop.set()
         with self._lock:
             self._assigned.notify_all()
-        thread, self._thread, pump, self._pump = self._thread, None, self._pump, None
+        thread, self._thread = self._thread, None
         if thread is not None:
-            thread.join(CLOSE_TIMEOUT)
+            thread.join(self._time_left(0.5))
             if thread.is_alive():
-                log.warning("kafka component %r: the consumer did not stop within %.0f s",
-                            self.name, CLOSE_TIMEOUT)
-        if pump is not None:
-            pump.close()  # events still queued stay unacknowledged: the group reads them again
+                log.warning("kafka component %r: the consumer did not stop within the close "
+                            "budget", self.name)
         producer, self._producer, self._admin = self._producer, None, None
         if producer is not None:
             try:
@@ -173,10 +165,8 @@ class KafkaDriver(Driver):
 
     # -- output: binding create, pub/sub publish --------------------------------------------
 
-    def invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
-               ) -> tuple[bytes, dict[str, str]]:
-        if self.component.type != "bindings.kafka":
-            raise self._unsupported("output binding calls")
+    def _invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
+                ) -> tuple[bytes, dict[str, str]]:
         if operation != "create":
             raise ComponentError(f"component {self.name!r} (bindings.kafka) supports operation "
                                  f"'create' only, not {operation!r}")
@@ -184,14 +174,13 @@ class KafkaDriver(Driver):
         self._produce(topic, data, metadata)
         return b"", {}
 
-    def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
-        if self.component.type != "pubsub.kafka":
-            raise self._unsupported("publishing")
+    def _publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
         self._produce(topic, data, metadata)
 
     def _produce(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
         """Produce one record and wait for the broker, so the caller learns of a failure."""
-        producer = self._require(self._producer)
+        producer = self._producer
+        self._require_started(producer)
         self._ensure_topic(topic)
         key = next((str(metadata[k]) for k in KEY_NAMES if metadata.get(k)), None)
         headers = [(str(k), str(v).encode()) for k, v in metadata.items()]
@@ -208,7 +197,8 @@ class KafkaDriver(Driver):
         """Create a missing topic explicitly: a consumer of a missing topic only gets errors."""
         if topic in self._topics:
             return
-        admin = self._require(self._admin)
+        admin = self._admin
+        self._require_started(admin)
         future = admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)],
                                      request_timeout=CONNECT_TIMEOUT)[topic]
         try:
@@ -220,22 +210,13 @@ class KafkaDriver(Driver):
                                      ) from None
         self._topics.add(topic)
 
-    def _require(self, client: Any) -> Any:
-        if client is None:
-            raise ComponentError(f"component {self.name!r} is not started (or already closed)")
-        return client
-
     # -- input: binding read, pub/sub subscribe ---------------------------------------------
 
-    def read(self, deliver: Deliver) -> None:
-        if self.component.type != "bindings.kafka":
-            raise self._unsupported("input binding events")
+    def _read(self, deliver: Deliver) -> None:
         topics = [t.strip() for t in self.component.require("topics").split(",") if t.strip()]
         self._consume(topics, deliver)
 
-    def subscribe(self, topic: str, deliver: Deliver) -> None:
-        if self.component.type != "pubsub.kafka":
-            raise self._unsupported("subscriptions")
+    def _subscribe(self, topic: str, deliver: Deliver) -> None:
         self._consume([topic], deliver)
 
     def _consume(self, topics: list[str], deliver: Deliver) -> None:
@@ -254,8 +235,7 @@ class KafkaDriver(Driver):
                     "auto.offset.reset": "earliest" if self._oldest else "latest",
                     "session.timeout.ms": session, "heartbeat.interval.ms": heartbeat,
                     "fetch.wait.max.ms": 100, "on_commit": self._on_commit})
-                self._pump = DeliveryPump(f"kafka-deliver-{self.name}")
-                self._thread = threading.Thread(target=self._loop, args=(consumer, self._pump),
+                self._thread = threading.Thread(target=self._loop, args=(consumer,),
                                                 name=f"kafka-{self.name}", daemon=True)
                 self._thread.start()
             done = self._assigned.wait_for(
@@ -265,7 +245,7 @@ class KafkaDriver(Driver):
                         "messages published now may be missed", self.name, self._group,
                         ", ".join(topics), JOIN_TIMEOUT)
 
-    def _loop(self, consumer: Consumer, pump: DeliveryPump) -> None:
+    def _loop(self, consumer: Consumer) -> None:
         """Poll, (re)subscribe when topics were added, and hand messages to their handler."""
         try:
             while not self._stop.is_set():
@@ -285,7 +265,7 @@ class KafkaDriver(Driver):
                     self._errors_seen.add(error.code())
                     continue
                 self._errors_seen.clear()
-                self._dispatch(msg, pump)
+                self._dispatch(msg)
         except Exception:  # noqa: BLE001 - a daemon thread: report, then close below
             log.exception("kafka component %r: the consumer loop failed", self.name)
         finally:
@@ -343,7 +323,7 @@ class KafkaDriver(Driver):
             self._assigned.notify_all()
         self._paused = False  # a new assignment fetches; _flow pauses it again if need be
 
-    def _dispatch(self, msg: Message, pump: DeliveryPump) -> None:
+    def _dispatch(self, msg: Message) -> None:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         tp = (topic, partition)
         with self._lock:
@@ -364,7 +344,7 @@ class KafkaDriver(Driver):
         value = msg.value()
         event = InboundEvent(data=b"null" if value is None else value, metadata=metadata,
                              topic=topic, _ack=lambda: self._ack(tp, offset))
-        pump.put(functools.partial(self._deliver, deliver), event)
+        self._hand_off(functools.partial(self._deliver, deliver), event)
 
     def _deliver(self, deliver: Deliver, event: InboundEvent) -> None:
         """On the pump's thread: the stand-in's deliver() blocks while an ordered event is in

@@ -1,5 +1,8 @@
 """In-memory pub/sub, bindings and state inside the stand-in: no broker needed.
 
+A publish hands the event to each subscriber's ``DeliveryPump`` and returns: one app's slow
+handler never blocks another app's ``PublishEvent`` (the pump holds what a broker would).
+
 Components with the same ``bus`` metadata (``memory://BUS/topic``; default ``default``) share
 topics and state, so one function's in-memory output reaches another function's in-memory
 input, as two functions sharing a broker would. ``bindings.in-memory`` exists only locally.
@@ -7,11 +10,12 @@ input, as two functions sharing a broker would. ``bindings.in-memory`` exists on
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import defaultdict
 from typing import Mapping
 
-from .base import ComponentConfig, Deliver, Driver, InboundEvent
+from .base import ComponentConfig, ComponentError, Deliver, Driver, InboundEvent
 
 
 class _Bus:
@@ -27,8 +31,6 @@ _BUSES: dict[str, _Bus] = defaultdict(_Bus)
 class MemoryDriver(Driver):
     """``pubsub.in-memory``, ``bindings.in-memory`` (a topic on the bus), ``state.in-memory``."""
 
-    types = ("pubsub.in-memory", "bindings.in-memory", "state.in-memory")
-
     def __init__(self, component: ComponentConfig) -> None:
         super().__init__(component)
         self.bus = _BUSES[component.get("bus", "default")]
@@ -40,48 +42,47 @@ class MemoryDriver(Driver):
         for deliver in targets:
             deliver(InboundEvent(data=data, metadata=dict(metadata), topic=topic))
 
-    def _subscribe(self, topic: str, deliver: Deliver) -> None:
+    def _join(self, topic: str, deliver: Deliver) -> None:
+        handler = functools.partial(self._hand_off, deliver)
         with self.bus.lock:
-            self.bus.subscribers[topic].append(deliver)
-        self._mine.append((topic, deliver))
+            self.bus.subscribers[topic].append(handler)
+        self._mine.append((topic, handler))
 
     # bindings: the topic is the binding's ``topic`` metadata, else its name
     def _binding_topic(self) -> str:
         return self.component.get("topic", self.component.name)
 
-    def invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
-               ) -> tuple[bytes, dict[str, str]]:
+    def _invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
+                ) -> tuple[bytes, dict[str, str]]:
         self._emit(self._binding_topic(), data, metadata)
         return b"", {}
 
-    def read(self, deliver: Deliver) -> None:
-        self._subscribe(self._binding_topic(), deliver)
+    def _read(self, deliver: Deliver) -> None:
+        self._join(self._binding_topic(), deliver)
 
-    def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
+    def _publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
         self._emit(topic, data, metadata)
 
-    def subscribe(self, topic: str, deliver: Deliver) -> None:
-        self._subscribe(topic, deliver)
+    def _subscribe(self, topic: str, deliver: Deliver) -> None:
+        self._join(topic, deliver)
 
-    def get_state(self, key: str) -> tuple[bytes | None, str]:
+    def _get_state(self, key: str) -> tuple[bytes | None, str]:
         with self.bus.lock:
             item = self.bus.state.get(key)
         return (item[0], str(item[1])) if item else (None, "")
 
-    def save_state(self, key: str, value: bytes, etag: str | None = None) -> None:
+    def _save_state(self, key: str, value: bytes, etag: str | None) -> None:
         with self.bus.lock:
             current = self.bus.state.get(key)
             if etag and (current is None or str(current[1]) != etag):
-                from .base import ComponentError
-
                 raise ComponentError(f"etag mismatch for key {key!r} in {self.name!r}")
             self.bus.state[key] = (value, (current[1] + 1) if current else 1)
 
-    def delete_state(self, key: str, etag: str | None = None) -> None:
+    def _delete_state(self, key: str, etag: str | None) -> None:
         with self.bus.lock:
             self.bus.state.pop(key, None)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         with self.bus.lock:
             for topic, deliver in self._mine:
                 if deliver in self.bus.subscribers.get(topic, []):

@@ -21,28 +21,20 @@ import threading
 from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
-from .base import (ComponentConfig, ComponentError, Deliver, DeliveryPump, Driver,
-                   InboundEvent)
+from ..golang import is_truthy
+from .base import ComponentConfig, ComponentError, Deliver, Driver, InboundEvent
 
-try:
-    import paho.mqtt.client as mqtt
-except ImportError:  # pragma: no cover - the optional extra is missing
-    mqtt = None
+import paho.mqtt.client as mqtt
 
 log = logging.getLogger(__name__)
 
 WAIT = 10.0  # seconds for CONNACK, SUBACK and PUBACK (daprd: 10-20 s)
 BACKLOG = 1000  # pub/sub messages kept until a subscription for their topic arrives
-_TRUE = ("1", "true", "t", "yes", "y", "on")
 
 # Client IDs held by live drivers of this process: a second driver with the same ID would make
 # the broker disconnect the first one, in a loop (one driver per endpoint in the stand-in).
 _ids_lock = threading.Lock()
 _ids_in_use: set[str] = set()
-
-
-def _truthy(value: str) -> bool:
-    return value.strip().lower() in _TRUE
 
 
 def _claim_id(wanted: str) -> str:
@@ -177,14 +169,11 @@ class _Client:
 class MqttDriver(Driver):
     """``pubsub.mqtt3`` / ``bindings.mqtt3`` (and the ``mqtt`` aliases) on a real broker."""
 
-    types = ("bindings.mqtt3", "pubsub.mqtt3", "bindings.mqtt", "pubsub.mqtt")
-
     def __init__(self, component: ComponentConfig) -> None:
         super().__init__(component)
         self.is_binding = component.type.lower().startswith("bindings.")
         self._main: _Client | None = None
         self._consumer: _Client | None = None
-        self._pump: DeliveryPump | None = None
         self._handlers: dict[str, Deliver] = {}
         self._binding_deliver: Deliver | None = None
         self._backlog: list[Any] = []
@@ -200,8 +189,8 @@ class MqttDriver(Driver):
         self.host, self.port = url.hostname, url.port or (8883 if self.tls else 1883)
         self.username = unquote(url.username or "")
         self.password = unquote(url.password or "")
-        self.retain = _truthy(c.get("retain", "false"))
-        self.clean_session = _truthy(c.get("cleanSession", "false"))
+        self.retain = is_truthy(c.get("retain", "false"))
+        self.clean_session = is_truthy(c.get("cleanSession", "false"))
         if self.is_binding:
             self.topic = c.require("topic")
             self.client_id = c.require("consumerID")
@@ -213,19 +202,11 @@ class MqttDriver(Driver):
                 raise ComponentError(f"component {self.name!r}: metadata 'qos' must be 0, 1 or 2 "
                                      f"(got {c.get('qos')!r})")
 
-    def start(self) -> None:
-        if mqtt is None:
-            raise ComponentError(f"component {self.name!r} needs paho-mqtt: pip install "
-                                 "'ofnotebook[brokers]'")
+    def _start(self) -> None:
         self._parse()
-        self._pump = DeliveryPump(f"mqtt-{self.name}")
         suffix = "-producer" if self.is_binding else ""
         self._main = _Client(self, self.client_id + suffix, self._on_message)
-        try:
-            self._main.connect()
-        except BaseException:
-            self.close()  # the stand-in closes only drivers that started
-            raise
+        self._main.connect()
 
     def _event(self, client: _Client, msg: Any, topic: str, metadata: dict[str, str]
                ) -> InboundEvent:
@@ -236,7 +217,6 @@ class MqttDriver(Driver):
         """Pub/sub messages; one for a topic nobody subscribed to yet (a persistent session
         resumed before ``subscribe``) waits in a backlog instead of being lost until the next
         reconnect, as it would be in daprd."""
-        assert self._pump is not None
         with self._lock:
             found = self._match(msg.topic)
             if found is None:
@@ -245,7 +225,7 @@ class MqttDriver(Driver):
                 return
         topic, deliver = found
         md = {"retained": "true" if msg.retain else "false"}
-        self._pump.put(deliver, self._event(client, msg, topic, md))
+        self._hand_off(deliver, self._event(client, msg, topic, md))
 
     def _match(self, topic: str) -> tuple[str, Deliver] | None:
         if topic in self._handlers:
@@ -257,21 +237,17 @@ class MqttDriver(Driver):
         return None
 
     def _on_binding_message(self, client: _Client, msg: Any) -> None:
-        assert self._pump is not None and self._binding_deliver is not None
-        self._pump.put(self._binding_deliver,
+        assert self._binding_deliver is not None
+        self._hand_off(self._binding_deliver,
                        self._event(client, msg, self.topic, {"topic": msg.topic}))
 
-    def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
-        if self.is_binding:
-            raise self._unsupported("publishing")
+    def _publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
         if not topic:
             raise ComponentError(f"component {self.name!r}: topic name is empty")
-        retain = _truthy(metadata["retain"]) if metadata.get("retain") else self.retain
+        retain = is_truthy(metadata["retain"]) if metadata.get("retain") else self.retain
         self._connected().publish(topic, data, self.qos, retain)
 
-    def subscribe(self, topic: str, deliver: Deliver) -> None:
-        if self.is_binding:
-            raise self._unsupported("subscriptions")
+    def _subscribe(self, topic: str, deliver: Deliver) -> None:
         client = self._connected()
         with self._lock:
             self._handlers[topic] = deliver
@@ -286,19 +262,15 @@ class MqttDriver(Driver):
         for client_, msg in waiting:
             self._on_message(client_, msg)
 
-    def invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
-               ) -> tuple[bytes, dict[str, str]]:
-        if not self.is_binding:
-            raise self._unsupported("output binding calls")
+    def _invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
+                ) -> tuple[bytes, dict[str, str]]:
         if operation != "create":
             raise ComponentError(f"component {self.name!r} ({self.component.type}) supports "
                                  f"operation 'create', not {operation!r}")
         self._connected().publish(metadata.get("topic") or self.topic, data, 1, self.retain)
         return b"", {}
 
-    def read(self, deliver: Deliver) -> None:
-        if not self.is_binding:
-            raise self._unsupported("input binding events")
+    def _read(self, deliver: Deliver) -> None:
         self._connected()
         if self._consumer is not None:
             raise ComponentError(f"component {self.name!r}: the input binding is already read")
@@ -309,14 +281,12 @@ class MqttDriver(Driver):
         consumer.subscribe(self.topic, 1)
 
     def _connected(self) -> _Client:
-        if self._main is None:
-            raise ComponentError(f"component {self.name!r} is not started (or already closed)")
+        self._require_started(self._main)
+        assert self._main is not None
         return self._main
 
-    def close(self) -> None:
-        if self._pump is not None:
-            self._pump.close()
+    def _close(self) -> None:
         for client in (self._consumer, self._main):
             if client is not None:
                 client.close()
-        self._main = self._consumer = self._pump = None
+        self._main = self._consumer = None

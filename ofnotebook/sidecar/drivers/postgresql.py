@@ -31,13 +31,11 @@ from decimal import Decimal
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ..golang import format_duration
 from .base import ComponentError, Driver
 
-try:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-except ImportError:  # pragma: no cover - the optional extra is missing
-    psycopg = None
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 log = logging.getLogger(__name__)
 
@@ -69,26 +67,6 @@ def _conninfo(raw: str) -> str:
         params = {k: v for k, v in params.items() if not k.startswith("pool_")}
     params.setdefault("connect_timeout", "3")
     return make_conninfo("", **params)
-
-
-def _go_duration(seconds: float) -> str:
-    """Go's ``time.Duration.String()``, as daprd reports the ``duration`` metadata."""
-    ns = int(seconds * 1e9)
-
-    def num(x: float) -> str:
-        return f"{x:.9f}".rstrip("0").rstrip(".")
-
-    if ns < 1000:
-        return f"{ns}ns"
-    if ns < 1_000_000:
-        return f"{num(ns / 1e3)}µs"
-    if ns < 1_000_000_000:
-        return f"{num(ns / 1e6)}ms"
-    hours, rest = divmod(ns, 3_600_000_000_000)
-    minutes, rest = divmod(rest, 60_000_000_000)
-    text = f"{hours}h" if hours else ""
-    text += f"{minutes}m" if hours or minutes else ""
-    return text + f"{num(rest / 1e9)}s"
 
 
 def _jsonable(value: Any) -> Any:
@@ -126,15 +104,11 @@ def _param(value: Any) -> str | None:
 class PostgresDriver(Driver):
     """One connection (autocommit) shared under a lock; it is reopened when it breaks."""
 
-    types = ("state.postgresql", "bindings.postgresql", "bindings.postgres")
-
     def __init__(self, component: Any) -> None:
         super().__init__(component)
         self._conn: Any = None
         self._conninfo = ""
         self._lock = threading.RLock()
-        self._closed = False
-        self._binding_closed = False
 
     def _ident(self, key: str, default: str) -> str:
         name = self.component.get(key, default)
@@ -143,10 +117,7 @@ class PostgresDriver(Driver):
                                  "table name ([schema.]name, letters, digits and _)")
         return name
 
-    def start(self) -> None:
-        if psycopg is None:
-            raise ComponentError(f"component {self.name!r} ({self.component.type}) needs the "
-                                 "'psycopg' package: pip install 'ofnotebook[brokers]'")
+    def _start(self) -> None:
         state = self.component.type == "state.postgresql"
         if state and self.component.version not in ("", "v1"):
             raise ComponentError(f"component {self.name!r}: state.postgresql "
@@ -166,11 +137,7 @@ class PostgresDriver(Driver):
             self._meta = self._ident("metadataTableName", "dapr_metadata")
         self._conn = self._connect()
         if state:
-            try:
-                self._run(self._migrate)
-            except ComponentError:
-                self.close()
-                raise
+            self._run(self._migrate)
 
     def _connect(self) -> Any:
         try:
@@ -183,8 +150,7 @@ class PostgresDriver(Driver):
                 "connectionString (e.g. 'host=127.0.0.1 user=postgres port=5432 dbname=test')."
             ) from None
 
-    def close(self) -> None:
-        self._closed = True
+    def _close(self) -> None:
         locked = self._lock.acquire(timeout=1.0)  # a long query must not hang close()
         try:
             if self._conn is not None:
@@ -201,8 +167,7 @@ class PostgresDriver(Driver):
     def _run(self, work: Callable[[Any], Any], retry: bool = False) -> Any:
         """Run ``work(connection)``; a broken connection is reopened (and idempotent work retried)."""
         with self._lock:
-            if self._closed or not self._conninfo:
-                raise ComponentError(f"component {self.name!r} is not started or already closed")
+            self._require_started(self._conninfo or None)
             for attempt in (1, 2):
                 conn = self._conn
                 if conn is None or conn.closed or conn.broken:
@@ -214,7 +179,7 @@ class PostgresDriver(Driver):
                     return work(conn)
                 except psycopg.OperationalError as exc:
                     if not (conn.broken or conn.closed) or not retry or attempt == 2 \
-                            or self._closed:
+                            or self._lifecycle == "closed":
                         raise ComponentError(f"component {self.name!r}: PostgreSQL at "
                                              f"{self._address} failed: {exc}") from None
                 except psycopg.Error as exc:
@@ -239,13 +204,8 @@ class PostgresDriver(Driver):
             except psycopg.errors.UniqueViolation:
                 pass  # another sidecar created the same table at the same moment (as Dapr)
 
-    def _need(self, kinds: tuple[str, ...], what: str) -> None:
-        if self.component.type not in kinds:
-            raise self._unsupported(what)
-
     # -- state store (Dapr v1) --------------------------------------------------------------
-    def get_state(self, key: str) -> tuple[bytes | None, str]:
-        self._need(("state.postgresql",), "reading state")
+    def _get_state(self, key: str) -> tuple[bytes | None, str]:
         row = self._run(lambda conn: conn.execute(
             f"SELECT value::text, isbinary, xmin::text FROM {self._table} WHERE key = %s "
             "AND (expiredate IS NULL OR expiredate >= CURRENT_TIMESTAMP)", (key,)).fetchone(),
@@ -267,8 +227,7 @@ class PostgresDriver(Driver):
         return ComponentError(f"etag mismatch for key {key!r}: the row changed since etag "
                               f"{etag!r} was read; read it again and retry")
 
-    def save_state(self, key: str, value: bytes, etag: str | None = None) -> None:
-        self._need(("state.postgresql",), "saving state")
+    def _save_state(self, key: str, value: bytes, etag: str | None) -> None:
         payload = json.dumps(base64.b64encode(value).decode())
         if not etag:
             sql = (f"INSERT INTO {self._table} AS t (key, value, isbinary, expiredate) "
@@ -287,8 +246,7 @@ class PostgresDriver(Driver):
                 raise self._mismatch(key, etag)
             raise ComponentError(f"component {self.name!r}: no item was updated for {key!r}")
 
-    def delete_state(self, key: str, etag: str | None = None) -> None:
-        self._need(("state.postgresql",), "deleting state")
+    def _delete_state(self, key: str, etag: str | None) -> None:
         if not etag:
             self._run(lambda conn: conn.execute(f"DELETE FROM {self._table} WHERE key = %s",
                                                 (key,)), retry=True)
@@ -302,13 +260,16 @@ class PostgresDriver(Driver):
     # -- output binding ---------------------------------------------------------------------
     def invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
                ) -> tuple[bytes, dict[str, str]]:
-        self._need(("bindings.postgresql", "bindings.postgres"), "output binding calls")
+        if operation == "close" and self._closed_reason:
+            return b"", {}  # closing twice is fine, as in daprd
+        return super().invoke(operation, data, metadata)
+
+    def _invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
+                ) -> tuple[bytes, dict[str, str]]:
         if operation == "close":  # as daprd: closes the component; later calls fail
-            self._binding_closed = True
+            self._closed_reason = "a 'close' operation ran"
             self.close()
             return b"", {}
-        if self._binding_closed:
-            raise ComponentError(f"component {self.name!r} is closed (a 'close' operation ran)")
         if operation not in _OPERATIONS:
             raise ComponentError(f"invalid operation type: {operation!r}. Expected exec, query, "
                                  f"or close (component {self.name!r})")
@@ -340,7 +301,7 @@ class PostgresDriver(Driver):
         meta = {"operation": operation, "sql": sql,
                 "start-time": start.isoformat().replace("+00:00", "Z"),
                 "end-time": end.isoformat().replace("+00:00", "Z"),
-                "duration": _go_duration(time.perf_counter() - t0)}
+                "duration": format_duration(time.perf_counter() - t0)}
         if operation == "exec":
             meta["rows-affected"] = str(max(result, 0))
             return b"", meta

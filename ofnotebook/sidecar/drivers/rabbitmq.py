@@ -24,14 +24,11 @@ import threading
 from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import quote, quote_plus, urlsplit
 
-from .base import (ComponentConfig, ComponentError, Deliver, DeliveryPump, Driver,
-                   InboundEvent)
+from ..golang import parse_bool
+from .base import ComponentConfig, ComponentError, Deliver, Driver, InboundEvent
 
-try:
-    import pika
-    import pika.exceptions
-except ImportError:  # pragma: no cover - the optional extra is missing
-    pika = None
+import pika
+import pika.exceptions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,9 +37,9 @@ KINDS = ("fanout", "topic", "direct", "headers")
 
 
 def _bool(value: str, default: bool) -> bool:
-    """Go's ``strconv.ParseBool``; daprd keeps the default on a value it cannot parse."""
-    low = value.strip().lower()
-    return True if low in ("1", "t", "true") else False if low in ("0", "f", "false") else default
+    """Go's ``strconv.ParseBool`` (any case); daprd keeps the default on a value it cannot
+    parse."""
+    return parse_bool(value.strip().lower(), default)
 
 
 def _find(md: Mapping[str, str], *keys: str) -> str:
@@ -54,8 +51,6 @@ def _find(md: Mapping[str, str], *keys: str) -> str:
 class RabbitMQDriver(Driver):
     """``pubsub.rabbitmq`` and ``bindings.rabbitmq`` on a real RabbitMQ."""
 
-    types = ("pubsub.rabbitmq", "bindings.rabbitmq")
-
     def __init__(self, component: ComponentConfig) -> None:
         super().__init__(component)
         self.is_binding = component.type.lower().startswith("bindings.")
@@ -65,7 +60,6 @@ class RabbitMQDriver(Driver):
         self._pub: Any = None
         self._declared: set[str] = set()
         self._subs: list[tuple[str, Deliver]] = []
-        self._pump: DeliveryPump | None = None
 
     def _parse(self) -> None:
         c = self.component
@@ -136,20 +130,15 @@ class RabbitMQDriver(Driver):
                 f"{self.address}: {exc!r}; start it (rabbitmq-server -detached) or fix the "
                 f"metadata {'host' if self.is_binding else 'connectionString'!r}") from exc
 
-    def start(self) -> None:
-        if pika is None:
-            raise ComponentError(f"component {self.name!r} needs pika: pip install "
-                                 "'ofnotebook[brokers]'")
+    def _start(self) -> None:
         self._parse()
         self._conn = self._connect()
         try:
             if self.is_binding:
                 self._declare_queue(self._publisher())  # as daprd's Init
         except Exception as exc:
-            self.close()
             raise ComponentError(f"component {self.name!r}: declaring queue {self.queue!r} "
                                  f"failed: {exc!r}") from exc
-        self._pump = DeliveryPump(f"rabbitmq-{self.name}")
         self._io = threading.Thread(target=self._run, name=f"rabbitmq-io-{self.name}",
                                     daemon=True)
         self._io.start()
@@ -183,10 +172,8 @@ class RabbitMQDriver(Driver):
             except Exception as exc:  # noqa: BLE001 - keep trying until closed
                 log.warning("reconnecting %s to RabbitMQ failed: %r", self.name, exc)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._stop.set()
-        if self._pump is not None:
-            self._pump.close()
         try:
             if self._io is not None:  # the I/O thread closes the connection: wake it now
                 self._conn.add_callback_threadsafe(lambda: None)
@@ -195,13 +182,12 @@ class RabbitMQDriver(Driver):
         except Exception:  # noqa: BLE001 - close must not raise
             log.debug("closing RabbitMQ connection of %s", self.name, exc_info=True)
         if self._io is not None:
-            self._io.join(3.5)  # with the pump's 1 s: close stays under 5 s
-        self._io = self._pump = None
+            self._io.join(self._time_left())
+        self._io = None
 
     def _call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the I/O thread and return its result."""
-        if self._conn is None or self._stop.is_set():
-            raise ComponentError(f"component {self.name!r} is not started (or already closed)")
+        self._require_started(self._conn)
         if self._io is None or threading.current_thread() is self._io:
             return fn()
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
@@ -291,8 +277,7 @@ class RabbitMQDriver(Driver):
                        for k, v in headers.items() if v is not None})
         manual = self.is_binding or not self.auto_ack
         acker = functools.partial(self._ack, ch, method.delivery_tag) if manual else None
-        assert self._pump is not None
-        self._pump.put(deliver, InboundEvent(data=body, metadata=md, topic=topic, _ack=acker))
+        self._hand_off(deliver, InboundEvent(data=body, metadata=md, topic=topic, _ack=acker))
 
     def _ack(self, ch: Any, tag: int) -> None:
         try:  # a closed channel: the broker requeued the message already
@@ -309,9 +294,7 @@ class RabbitMQDriver(Driver):
             expiration=str(int(ttl) * 1000) if ttl.isdigit() else None,
             priority=int(priority) if priority.isdigit() else None, **extra)
 
-    def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
-        if self.is_binding:
-            raise self._unsupported("publishing")
+    def _publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
         props = self._properties(
             metadata, delivery_mode=self.delivery_mode or None,
             message_id=_find(metadata, "messageId") or None,
@@ -325,16 +308,12 @@ class RabbitMQDriver(Driver):
 
         self._call(send)
 
-    def subscribe(self, topic: str, deliver: Deliver) -> None:
-        if self.is_binding:
-            raise self._unsupported("subscriptions")
+    def _subscribe(self, topic: str, deliver: Deliver) -> None:
         self._call(lambda: self._consume(topic, deliver))
         self._subs.append((topic, deliver))
 
-    def invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
-               ) -> tuple[bytes, dict[str, str]]:
-        if not self.is_binding:
-            raise self._unsupported("output binding calls")
+    def _invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
+                ) -> tuple[bytes, dict[str, str]]:
         if operation != "create":
             raise ComponentError(f"component {self.name!r} ({self.component.type}) supports "
                                  f"operation 'create', not {operation!r}")
@@ -342,8 +321,6 @@ class RabbitMQDriver(Driver):
         self._call(lambda: self._publisher().basic_publish("", self.queue, data, props))
         return b"", {}
 
-    def read(self, deliver: Deliver) -> None:
-        if not self.is_binding:
-            raise self._unsupported("input binding events")
+    def _read(self, deliver: Deliver) -> None:
         self._call(lambda: self._consume(self.queue, deliver))
         self._subs.append((self.queue, deliver))

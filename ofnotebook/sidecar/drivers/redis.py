@@ -20,22 +20,19 @@ import time
 from functools import partial
 from typing import Any, Mapping
 
+from ..golang import is_truthy, metadata_duration
 from .base import ComponentError, Deliver, Driver, InboundEvent
 
-try:
-    import redis
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
-except ImportError:  # pragma: no cover - the optional extra is missing
-    redis = None
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
 _BLOCK_MS = 500  # XREADGROUP BLOCK: short, so close() returns promptly
 _MAX_PAUSE = 1.0  # reconnect backoff cap: a local server comes back fast
 _OPERATIONS = ("create", "get", "delete", "increment")
-_TRUE = ("1", "true", "t", "yes", "on")
-_NET = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) if redis else ()
+_NET = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 # Dapr's setDefaultQuery/delDefaultQuery semantics: without an etag (ARGV[1] == "0") the write
 # wins unless daprd marked the key first-write; a given etag must equal the stored version.
@@ -56,15 +53,10 @@ _DEL_SCRIPT = _ETAG + """if not etag or type(etag) == "table" or etag == ARGV[1]
     or ARGV[1] == "0" then return redis.call("DEL", KEYS[1]) end
 return redis.error_reply("etag mismatch")"""
 
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600,
-          "d": 86400}
 
 
 class RedisDriver(Driver):
     """One Redis component; each subscription runs in a daemon thread with its own connection."""
-
-    types = ("pubsub.redis", "bindings.redis", "state.redis")
 
     def __init__(self, component: Any) -> None:
         super().__init__(component)
@@ -78,21 +70,22 @@ class RedisDriver(Driver):
                               f"{value!r} is not {expected}; fix it in the component spec")
 
     def _number(self, key: str, default: float, duration: bool = False) -> float:
-        """An integer, or for durations seconds: like Dapr, a bare number means milliseconds."""
+        """An integer, or for durations seconds (dapr/kit: a bare number means milliseconds)."""
         raw = self.component.get(key).strip()
         if not raw:
             return default
-        if re.fullmatch(r"-?\d+", raw):
-            return int(raw) / 1000 if duration else int(raw)
-        if not duration:
+        if duration:
+            try:
+                return metadata_duration(raw)
+            except ValueError:
+                raise self._bad(key, raw, "a duration such as 500ms, 30s or 1m") from None
+        if not re.fullmatch(r"-?\d+", raw):
             raise self._bad(key, raw, "an integer")
-        if not re.fullmatch(f"(?:{_DURATION.pattern})+", raw):
-            raise self._bad(key, raw, "a duration such as 500ms, 30s or 1m")
-        return sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(raw))
+        return int(raw)
 
     def _configure(self) -> None:
         meta = self.component
-        if meta.get("redisType", "node") != "node" or meta.get("failover").lower() in _TRUE:
+        if meta.get("redisType", "node") != "node" or is_truthy(meta.get("failover")):
             raise ComponentError(f"component {self.name!r}: only a single Redis node is supported "
                                  "locally; remove redisType=cluster/failover for local runs")
         raw = meta.require("redisHost").strip()
@@ -114,8 +107,8 @@ class RedisDriver(Driver):
 
     def _new_client(self, retries: int) -> Any:
         tls: dict[str, Any] = {}
-        if self.component.get("enableTLS").lower() in _TRUE:
-            skip = self.component.get("insecureSkipTLSVerify").lower() in _TRUE
+        if is_truthy(self.component.get("enableTLS")):
+            skip = is_truthy(self.component.get("insecureSkipTLSVerify"))
             tls = {"ssl": True, "ssl_cert_reqs": "none" if skip else "required"}
         return redis.Redis(
             host=self._host, port=self._port, db=self._db,
@@ -124,11 +117,9 @@ class RedisDriver(Driver):
             socket_connect_timeout=2.0, socket_timeout=5.0,
             retry=Retry(ExponentialBackoff(cap=0.512, base=0.008), retries), **tls)  # Dapr's
 
-    def start(self) -> None:
-        if redis is None:
-            raise ComponentError(f"component {self.name!r} ({self.component.type}) needs the "
-                                 "'redis' package: pip install 'ofnotebook[brokers]'")
+    def _start(self) -> None:
         self._configure()
+        self._pump_size = self._depth  # the XREADGROUP loop waits while a batch is queued
         client = self._new_client(retries=0)  # fail fast: no retries for the first PING
         try:
             client.ping()
@@ -147,24 +138,15 @@ class RedisDriver(Driver):
         self._set_script = client.register_script(_SET_SCRIPT)
         self._del_script = client.register_script(_DEL_SCRIPT)
 
-    def close(self) -> None:
-        if self._stop.is_set():
-            return
+    def _close(self) -> None:
         self._stop.set()
-        try:
-            deadline = time.monotonic() + 4.0
-            for consumer in list(self._consumers.values()):
-                consumer.thread.join(max(0.1, deadline - time.monotonic()))
-            if self._client is not None:
-                self._client.close()
-        except Exception:  # close() must never raise
-            log.exception("closing Redis component %r", self.name)
+        for consumer in list(self._consumers.values()):
+            consumer.thread.join(self._time_left(0.1))
+        if self._client is not None:
+            self._client.close()
 
-    def _need(self, kind: str, what: str) -> Any:
-        if self.component.type != kind:
-            raise self._unsupported(what)
-        if self._client is None or self._stop.is_set():
-            raise ComponentError(f"component {self.name!r} is not started or already closed")
+    def _need(self) -> Any:
+        self._require_started(self._client)
         return self._client
 
     def _failed(self, what: str, exc: Exception) -> ComponentError:
@@ -173,8 +155,8 @@ class RedisDriver(Driver):
                                   f"unreachable while {what}: {exc}; is the server running?")
         return ComponentError(f"component {self.name!r}: {what} failed: {exc}")
 
-    def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
-        client = self._need("pubsub.redis", "publishing")
+    def _publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
+        client = self._need()
         fields: dict[str, Any] = {"data": data}
         if metadata:
             fields["metadata"] = json.dumps(dict(metadata))
@@ -199,8 +181,8 @@ class RedisDriver(Driver):
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def subscribe(self, topic: str, deliver: Deliver) -> None:
-        client = self._need("pubsub.redis", "subscriptions")
+    def _subscribe(self, topic: str, deliver: Deliver) -> None:
+        client = self._need()
         with self._lock:
             if topic in self._consumers:
                 raise ComponentError(f"component {self.name!r} is already subscribed to {topic!r}")
@@ -211,9 +193,9 @@ class RedisDriver(Driver):
             consumer = self._consumers[topic] = _StreamConsumer(self, topic, deliver)
         consumer.thread.start()
 
-    def invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
-               ) -> tuple[bytes, dict[str, str]]:
-        client = self._need("bindings.redis", "output binding calls")
+    def _invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
+                ) -> tuple[bytes, dict[str, str]]:
+        client = self._need()
         if operation not in _OPERATIONS:
             raise ComponentError(f"invalid operation type: {operation!r}; component {self.name!r} "
                                  f"(bindings.redis) supports {', '.join(_OPERATIONS)}")
@@ -240,8 +222,8 @@ class RedisDriver(Driver):
             raise self._failed(f"{operation} on key {key!r}", exc) from None
         return b"", {}
 
-    def get_state(self, key: str) -> tuple[bytes | None, str]:
-        client = self._need("state.redis", "reading state")
+    def _get_state(self, key: str) -> tuple[bytes | None, str]:
+        client = self._need()
         try:
             try:
                 fields = client.hgetall(key)
@@ -264,16 +246,14 @@ class RedisDriver(Driver):
                                      f"{etag!r}; read the key again and retry") from None
             raise self._failed(f"writing state {key!r}", exc) from None
 
-    def save_state(self, key: str, value: bytes, etag: str | None = None) -> None:
-        self._need("state.redis", "saving state")
+    def _save_state(self, key: str, value: bytes, etag: str | None) -> None:
         if etag and not re.fullmatch(r"-?\d+", etag):
             raise ComponentError(f"invalid etag {etag!r} for key {key!r}: Redis etags are the "
                                  "integers get_state returns")
         # the component-wide ttlInSeconds is applied as Dapr does, but atomically
         self._eval(self._set_script, key, etag, value, self._ttl)
 
-    def delete_state(self, key: str, etag: str | None = None) -> None:
-        self._need("state.redis", "deleting state")
+    def _delete_state(self, key: str, etag: str | None) -> None:
         self._eval(self._del_script, key, etag)
 
 
@@ -374,13 +354,17 @@ class _StreamConsumer:
                 metadata = {}
             event = InboundEvent(data=fields.get(b"data", b""), metadata=metadata,
                                  topic=self.topic, _ack=partial(self.ack, entry_id))
-            try:
-                self.deliver(event)
-            except Exception:
-                log.exception("redis %s: delivering %r failed; it stays pending",
-                              self.driver.name, entry_id)
-                with self.lock:
-                    self.inflight.discard(entry_id)
+            self.driver._hand_off(partial(self._deliver, entry_id), event)
+
+    def _deliver(self, entry_id: bytes, event: InboundEvent) -> None:
+        """On the pump's thread: a failed hand-over leaves the entry pending for a reclaim."""
+        try:
+            self.deliver(event)
+        except Exception:
+            log.exception("redis %s: delivering %r failed; it stays pending",
+                          self.driver.name, entry_id)
+            with self.lock:
+                self.inflight.discard(entry_id)
 
     def ack(self, entry_id: bytes) -> None:
         """XACK, called from the stand-in's thread; if Redis is away, retried on reconnect."""

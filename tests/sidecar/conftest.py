@@ -1,0 +1,43 @@
+"""Fixtures of the sidecar tests: the Kafka broker, a stand-in process for the SDK tests."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import pytest
+
+from ofnotebook.backends.standin import StandIn
+from tests.sidecar.kafka_broker import kafka_broker
+from tests.sidecar.support import SPEC
+
+__all__ = ["kafka_broker", "sdk_env", "standin"]  # kafka_broker: registered here for tests/sidecar
+
+@pytest.fixture
+def standin(request: pytest.FixtureRequest) -> Iterator[StandIn]:
+    """A stand-in process with ``SPEC`` registered (app ``sdk-user``); the parameter, if any, is
+    its DAPR_API_TOKEN."""
+    token = getattr(request, "param", None)
+    old = os.environ.get("DAPR_API_TOKEN")
+    if token:
+        os.environ["DAPR_API_TOKEN"] = token
+    try:
+        proc = StandIn()
+    finally:
+        if token:
+            os.environ.pop("DAPR_API_TOKEN")
+        if old:
+            os.environ["DAPR_API_TOKEN"] = old
+    proc.register("sdk-user", 0, SPEC, timeout=5)
+    yield proc
+    proc.close()
+    assert proc.proc.wait(5) is not None
+
+
+@pytest.fixture
+def sdk_env(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> StandIn:
+    """The environment the Dapr SDK reads, pointing at ``standin``."""
+    for key, value in standin.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("DAPR_API_TOKEN", raising=False)
+    return standin
