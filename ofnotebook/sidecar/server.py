@@ -1,115 +1,102 @@
-"""The stand-in's two listeners: the Dapr gRPC API and an HTTP server.
+"""The stand-in's two faces over :class:`~.core.DaprCore`: the Dapr gRPC API and an HTTP server.
 
 gRPC (``dapr.proto.runtime.v1.Dapr``): ``InvokeBinding``, ``PublishEvent``, ``GetState``,
 ``SaveState``, ``DeleteState``, ``GetBulkState`` and ``GetMetadata``; everything else answers
 UNIMPLEMENTED as the generated servicer does. HTTP: the health probe the SDK polls
 (``/v1.0/healthz/outbound``, 204 like daprd), the HTTP equivalents of those calls, and the
-``/ofnotebook/*`` control API the kernel uses (register apps, test events, the event log).
+control API the kernel uses (``protocol.py``: register apps, test events, the event log).
 ``DAPR_API_TOKEN``, when set, is required on every call except the health probe.
+
+Both faces only translate: each handler decodes its request, calls one ``DaprCore`` method and
+encodes the answer; errors map through ``core.ERROR_STATUS`` in one place per face.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import os
+import re
 from concurrent import futures
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import grpc
-from dapr.proto.runtime.v1 import dapr_pb2_grpc
-from dapr.proto.runtime.v1 import binding_pb2, metadata_pb2, state_pb2
+from dapr.proto.runtime.v1 import binding_pb2, dapr_pb2_grpc, metadata_pb2, state_pb2
 from flask import Flask, Response, request
 from google.protobuf import empty_pb2
 
-from .delivery import EventLog, Registry, payload_view
-from .drivers import ComponentError
-from .publisher import Publisher
+from .core import ERROR_STATUS, DaprCore, error_status
+from .eventlog import payload_view
+from .protocol import (APPS_PATH, EVENTS_PATH, INPUTS_PATH, STATES_PATH, STATS_PATH,
+                       TOKEN_HEADER)
 
-TOKEN_HEADER = "dapr-api-token"
+F = TypeVar("F", bound=Callable[..., Any])
+STANDIN_ID = "ofnotebook-standin"
 
 
-def _state_key(app_id: str, key: str) -> str:
-    # Dapr's default keyPrefix is the app id: "<app-id>||<key>".
-    return f"{app_id}||{key}"
+def _grpc_errors(method: F) -> F:
+    """Abort the call with the status ``ERROR_STATUS`` gives a core error."""
+
+    @functools.wraps(method)
+    def wrapper(self: DaprApi, req: Any, context: Any) -> Any:
+        try:
+            return method(self, req, context)
+        except Exception as exc:
+            status = error_status(exc)
+            if status is None:
+                raise
+            context.abort(getattr(grpc.StatusCode, status[0]), str(exc))
+    return wrapper  # type: ignore[return-value]
+
+
+def _etag(message: Any) -> str | None:
+    return message.etag.value if message.HasField("etag") else None
 
 
 class DaprApi(dapr_pb2_grpc.DaprServicer):  # type: ignore[misc]
-    """The Dapr gRPC API over the registry's drivers."""
+    """The Dapr gRPC API: a translation of each call to one ``DaprCore`` verb."""
 
-    def __init__(self, registry: Registry, publisher: Publisher) -> None:
-        self.registry = registry
-        self.publisher = publisher
+    def __init__(self, core: DaprCore) -> None:
+        self.core = core
 
-    def _component(self, name: str, context: Any) -> Any:
-        try:
-            return self.registry.find(name)
-        except KeyError:
-            context.abort(grpc.StatusCode.NOT_FOUND,
-                          f"component {name!r} is not registered with the local stand-in")
-
+    @_grpc_errors
     def InvokeBinding(self, req: Any, context: Any) -> Any:
-        app, ep = self._component(req.name, context)
-        try:
-            data, metadata = self.publisher.invoke(app, ep, req.operation, req.data,
-                                                   dict(req.metadata))
-        except ComponentError as exc:
-            context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        data, metadata = self.core.invoke_binding(req.name, req.operation, req.data,
+                                                  dict(req.metadata))
         return binding_pb2.InvokeBindingResponse(data=data, metadata=metadata)
 
+    @_grpc_errors
     def PublishEvent(self, req: Any, context: Any) -> Any:
-        app, ep = self._component(req.pubsub_name, context)
-        try:
-            self.publisher.publish(app, ep, req.topic, req.data, req.data_content_type,
-                                   dict(req.metadata))
-        except ComponentError as exc:
-            context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        self.core.publish_event(req.pubsub_name, req.topic, req.data, req.data_content_type,
+                                dict(req.metadata))
         return empty_pb2.Empty()
 
+    @_grpc_errors
     def GetState(self, req: Any, context: Any) -> Any:
-        app, ep = self._component(req.store_name, context)
-        try:
-            data, etag = ep.driver.get_state(_state_key(app.app_id, req.key))
-        except ComponentError as exc:
-            context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        data, etag = self.core.get_state(req.store_name, req.key)
         return state_pb2.GetStateResponse(data=data or b"", etag=etag)
 
+    @_grpc_errors
     def GetBulkState(self, req: Any, context: Any) -> Any:
-        app, ep = self._component(req.store_name, context)
-        items = []
-        for key in req.keys:
-            data, etag = ep.driver.get_state(_state_key(app.app_id, key))
-            items.append(state_pb2.BulkStateItem(key=key, data=data or b"", etag=etag))
+        items = [state_pb2.BulkStateItem(key=key, data=data or b"", etag=etag)
+                 for key, data, etag in self.core.get_bulk_state(req.store_name, req.keys)]
         return state_pb2.GetBulkStateResponse(items=items)
 
+    @_grpc_errors
     def SaveState(self, req: Any, context: Any) -> Any:
-        app, ep = self._component(req.store_name, context)
-        try:
-            for item in req.states:
-                etag = item.etag.value if item.HasField("etag") else None
-                ep.driver.save_state(_state_key(app.app_id, item.key), item.value, etag)
-                self.registry.log.record(app.app_id, "state", name=ep.name, key=item.key,
-                                         **payload_view(item.value))
-        except ComponentError as exc:
-            context.abort(grpc.StatusCode.ABORTED if "etag" in str(exc)
-                          else grpc.StatusCode.INTERNAL, str(exc))
+        self.core.save_state(req.store_name,
+                             [(item.key, item.value, _etag(item)) for item in req.states])
         return empty_pb2.Empty()
 
+    @_grpc_errors
     def DeleteState(self, req: Any, context: Any) -> Any:
-        app, ep = self._component(req.store_name, context)
-        etag = req.etag.value if req.HasField("etag") else None
-        try:
-            ep.driver.delete_state(_state_key(app.app_id, req.key), etag)
-        except ComponentError as exc:
-            context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        self.core.delete_state(req.store_name, req.key, _etag(req))
         return empty_pb2.Empty()
 
     def GetMetadata(self, req: Any, context: Any) -> Any:
-        components = [metadata_pb2.RegisteredComponents(name=ep.component.name,
-                                                        type=ep.component.type,
-                                                        version=ep.component.version)
-                      for app in list(self.registry.apps.values()) for ep in app.endpoints]
-        return metadata_pb2.GetMetadataResponse(id="ofnotebook-standin",
-                                                registered_components=components)
+        components = [metadata_pb2.RegisteredComponents(name=c.name, type=c.type,
+                                                        version=c.version)
+                      for c in self.core.components()]
+        return metadata_pb2.GetMetadataResponse(id=STANDIN_ID, registered_components=components)
 
 
 class _TokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -127,20 +114,27 @@ class _TokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return self._deny
 
 
-def make_grpc_server(registry: Registry, publisher: Publisher, token: str | None
-                     ) -> tuple[grpc.Server, int]:
+def make_grpc_server(core: DaprCore, token: str | None) -> tuple[grpc.Server, int]:
     interceptors = [_TokenInterceptor(token)] if token else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), interceptors=interceptors)
-    dapr_pb2_grpc.add_DaprServicer_to_server(DaprApi(registry, publisher), server)
+    dapr_pb2_grpc.add_DaprServicer_to_server(DaprApi(core), server)
     port = server.add_insecure_port("127.0.0.1:0")
     return server, port
 
 
-def create_http_app(registry: Registry, publisher: Publisher, token: str | None,
-                    register: Callable[[str, dict[str, Any]], dict[str, Any]]) -> Flask:
-    """The HTTP side: health probe, Dapr HTTP API subset, and the kernel's control API."""
+def _rule(path: str) -> str:
+    """A ``protocol`` path template as a Flask rule: ``{app_id}`` -> ``<app_id>``."""
+    return re.sub(r"\{(\w+)\}", r"<\1>", path)
+
+
+def _as_bytes(value: Any) -> bytes:
+    """A JSON body's ``data``/``value``: a string as its UTF-8, anything else as its JSON."""
+    return value.encode() if isinstance(value, str) else json.dumps(value).encode()
+
+
+def create_http_app(core: DaprCore, token: str | None) -> Flask:
+    """The HTTP face: health probe, the Dapr HTTP API subset, and the kernel's control API."""
     app = Flask("ofnotebook-standin")
-    log: EventLog = registry.log
 
     @app.before_request
     def _auth() -> Any:
@@ -149,13 +143,13 @@ def create_http_app(registry: Registry, publisher: Publisher, token: str | None,
             return Response("missing or wrong dapr-api-token", status=401)
         return None
 
-    @app.errorhandler(ComponentError)
-    def _component_error(exc: ComponentError) -> Any:
-        return {"error": str(exc)}, 400
+    def _mapped(exc: Exception) -> Any:
+        status = error_status(exc)
+        assert status is not None
+        return {"error": str(exc)}, status[1]
 
-    @app.errorhandler(KeyError)
-    def _unknown(exc: KeyError) -> Any:
-        return {"error": f"{exc.args[0]!r} is not registered with the local stand-in"}, 404
+    for cls, _code, _status in ERROR_STATUS:
+        app.register_error_handler(cls, _mapped)
 
     @app.get("/v1.0/healthz")
     @app.get("/v1.0/healthz/outbound")
@@ -165,88 +159,73 @@ def create_http_app(registry: Registry, publisher: Publisher, token: str | None,
     @app.route("/v1.0/bindings/<name>", methods=["POST", "PUT"])
     def _binding(name: str) -> Any:
         body = request.get_json(force=True) or {}
-        owner, ep = registry.find(name)
-        raw = body.get("data")
-        data = raw.encode() if isinstance(raw, str) else json.dumps(raw).encode()
-        out, _ = publisher.invoke(owner, ep, body.get("operation", "create"), data,
-                                  {k: str(v) for k, v in (body.get("metadata") or {}).items()})
+        out, _ = core.invoke_binding(name, body.get("operation", "create"),
+                                     _as_bytes(body.get("data")),
+                                     {k: str(v) for k, v in (body.get("metadata") or {}).items()})
         return Response(out, status=200 if out else 204)
 
     @app.post("/v1.0/publish/<pubsub>/<path:topic>")
     def _publish(pubsub: str, topic: str) -> Any:
-        owner, ep = registry.find(pubsub)
-        publisher.publish(owner, ep, topic, request.get_data(), request.content_type or "",
-                          {k[len("metadata."):]: v for k, v in request.args.items()
-                           if k.startswith("metadata.")})
+        core.publish_event(pubsub, topic, request.get_data(), request.content_type or "",
+                           {k[len("metadata."):]: v for k, v in request.args.items()
+                            if k.startswith("metadata.")})
         return Response(status=204)
 
     @app.get("/v1.0/state/<store>/<key>")
     def _get_state(store: str, key: str) -> Any:
-        owner, ep = registry.find(store)
-        data, etag = ep.driver.get_state(_state_key(owner.app_id, key))
+        data, etag = core.get_state(store, key)
         if data is None:
             return Response(status=204)
         return Response(data, headers={"ETag": etag})
 
+    @app.post("/v1.0/state/<store>/bulk")
+    def _get_bulk_state(store: str) -> Any:
+        keys = (request.get_json(force=True) or {}).get("keys") or []
+        return [{"key": key, "data": payload_view(data or b"")["data"], "etag": etag}
+                for key, data, etag in core.get_bulk_state(store, keys)]
+
     @app.post("/v1.0/state/<store>")
     def _save_state(store: str) -> Any:
-        owner, ep = registry.find(store)
-        for item in request.get_json(force=True) or []:
-            value = item.get("value")
-            raw = value.encode() if isinstance(value, str) else json.dumps(value).encode()
-            ep.driver.save_state(_state_key(owner.app_id, item["key"]), raw, item.get("etag"))
+        core.save_state(store, [(item["key"], _as_bytes(item.get("value")), item.get("etag"))
+                                for item in request.get_json(force=True) or []])
         return Response(status=204)
 
     @app.delete("/v1.0/state/<store>/<key>")
     def _delete_state(store: str, key: str) -> Any:
-        owner, ep = registry.find(store)
-        ep.driver.delete_state(_state_key(owner.app_id, key), request.headers.get("If-Match"))
+        core.delete_state(store, key, request.headers.get("If-Match"))
         return Response(status=204)
 
     @app.get("/v1.0/metadata")
     def _metadata() -> Any:
-        return {"id": "ofnotebook-standin", "components": [
-            {"name": ep.component.name, "type": ep.component.type, "version": ep.component.version}
-            for a in list(registry.apps.values()) for ep in a.endpoints]}
+        return {"id": STANDIN_ID, "components": [
+            {"name": c.name, "type": c.type, "version": c.version} for c in core.components()]}
 
-    # -- control API for the kernel -------------------------------------------------------
+    # -- control API for the kernel (protocol.py) ------------------------------------------
 
-    @app.put("/ofnotebook/apps/<app_id>")
+    @app.put(_rule(APPS_PATH))
     def _register(app_id: str) -> Any:
-        return register(app_id, request.get_json(force=True))
+        return core.register(app_id, request.get_json(force=True))
 
-    @app.delete("/ofnotebook/apps/<app_id>")
+    @app.delete(_rule(APPS_PATH))
     def _unregister(app_id: str) -> Any:
-        return {"removed": registry.unregister(app_id)}
+        return {"removed": core.unregister(app_id)}
 
-    @app.post("/ofnotebook/apps/<app_id>/inputs/<name>")
+    @app.post(_rule(INPUTS_PATH))
     def _inject(app_id: str, name: str) -> Any:
-        owner = registry.apps[app_id]
-        publisher.inject(owner, name, request.get_data(), request.content_type or "")
+        core.inject(app_id, name, request.get_data(), request.content_type or "")
         return Response(status=202)
 
-    @app.get("/ofnotebook/apps/<app_id>/states/<name>/<key>")
+    @app.get(_rule(STATES_PATH))
     def _read_state(app_id: str, name: str, key: str) -> Any:
-        owner = registry.apps[app_id]
-        ep = next((e for e in owner.endpoints if e.role == "state" and e.name == name), None)
-        if ep is None or ep.driver is None:
-            raise KeyError(f"state store {name} of {app_id}")
-        data, etag = ep.driver.get_state(_state_key(app_id, key))
-        return {"key": key, "etag": etag, **payload_view(data or b"")} if data is not None else (
-            {"key": key, "etag": "", "data": None, "encoding": "missing"})
+        return core.read_state(app_id, name, key)
 
-    @app.get("/ofnotebook/events")
+    @app.get(_rule(EVENTS_PATH))
     def _events() -> Any:
-        after = int(request.args.get("after", "0"))
-        wait = min(float(request.args.get("wait", "0")), 30.0)
-        return {"events": log.since(after, wait, request.args.get("app")), "last": log.last_seq}
+        return core.events(int(request.args.get("after", "0")),
+                           float(request.args.get("wait", "0")), request.args.get("app"))
 
-    @app.get("/ofnotebook/stats")
+    @app.get(_rule(STATS_PATH))
     def _stats() -> Any:
-        counts: dict[str, dict[str, int]] = {}
-        for (app_id, kind), n in log.counters.items():
-            counts.setdefault(app_id, {})[kind] = n
-        return {"apps": sorted(registry.apps), "counts": counts, "pid": os.getpid()}
+        return core.stats()
 
     return app
-

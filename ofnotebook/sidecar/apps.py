@@ -1,0 +1,75 @@
+"""What the stand-in knows of each function: its AppCallback port and its components."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from dapr.proto.runtime.v1 import appcallback_pb2_grpc
+
+from .drivers import ComponentConfig, Driver
+from .protocol import ROLE_INPUT
+
+
+@dataclass
+class Endpoint:
+    """One component of one app: its role, the name the code uses and the driver behind it."""
+
+    role: str  # protocol.ROLES
+    name: str
+    component: ComponentConfig
+    topic: str = ""
+    driver: Driver | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.component.type.split(".", 1)[0]
+
+    @classmethod
+    def from_payload(cls, item: dict[str, Any]) -> Endpoint:
+        """One entry of a registration's ``components`` (``protocol.COMPONENT_KEYS``)."""
+        metadata = {k: str(v) for k, v in (item.get("metadata") or {}).items()}
+        return cls(role=item["role"], name=item["name"], topic=item.get("topic") or "",
+                   component=ComponentConfig(name=item["componentName"], type=item["type"],
+                                             version=item.get("version") or "v1",
+                                             metadata=metadata))
+
+
+@dataclass
+class App:
+    """A function known to the stand-in: where its AppCallback listens and its components."""
+
+    app_id: str
+    port: int
+    endpoints: list[Endpoint] = field(default_factory=list)
+    signature: str = ""
+    _channels: dict[int, grpc.Channel] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def inputs(self) -> list[Endpoint]:
+        return [ep for ep in self.endpoints if ep.role == ROLE_INPUT]
+
+    def endpoint(self, role: str, name: str) -> Endpoint | None:
+        """The endpoint the function's code calls ``name`` in ``role``, if it has one."""
+        return next((e for e in self.endpoints if e.role == role and e.name == name), None)
+
+    def set_port(self, port: int) -> None:
+        """The function restarted on another port; deliveries from now on go there."""
+        with self._lock:
+            self.port = port
+
+    def stub(self) -> appcallback_pb2_grpc.AppCallbackStub:
+        with self._lock:
+            port = self.port
+            channel = self._channels.get(port)
+            if channel is None:
+                channel = self._channels[port] = grpc.insecure_channel(f"127.0.0.1:{port}")
+        return appcallback_pb2_grpc.AppCallbackStub(channel)
+
+    def close_channels(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()

@@ -1,0 +1,58 @@
+"""The wire protocol between the kernel and the stand-in, named once.
+
+The kernel (``ofnotebook/backends/standin.py``, ``backends/events.py``, ``widget.py``) talks to
+the stand-in process over its HTTP control API and reads its event log. Both sides must agree
+on these strings; the stand-in imports nothing of the kernel, so they live here, in a module
+without dependencies that the kernel side may import as well.
+
+* Start-up: the process prints one JSON line with ``READY_KEYS`` (the ports and its pid).
+* ``PUT APPS_PATH`` registers an app: ``{"port", "timeout", "components": [...]}``, each
+  component a dict with ``COMPONENT_KEYS``; ``role`` is one of ``ROLES``.
+* ``GET EVENTS_PATH?after=&wait=&app=`` answers ``{"events": [...], "last": seq}``; each record
+  has ``seq``, ``time``, ``app`` and ``kind`` (one of ``EVENT_KINDS``) plus fields by kind.
+  Payloads appear as ``data`` plus ``encoding`` (one of ``ENCODINGS``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- event log: the ``kind`` of each record ----------------------------------------------------
+EVENT_REGISTERED: Final = "registered"  # an app's components are up: port, components
+EVENT_UNREGISTERED: Final = "unregistered"
+EVENT_IN: Final = "in"  # an input event read from the broker, before delivery
+EVENT_DELIVERED: Final = "delivered"  # the app acknowledged it: name, attempt
+EVENT_RETRY: Final = "retry"  # an attempt failed and will be retried: name, attempt, error
+EVENT_DEAD_LETTER: Final = "dead-letter"  # given up (DROP or last attempt): acknowledged
+EVENT_OUT: Final = "out"  # an output binding call or a publish of the app succeeded
+EVENT_ERROR: Final = "error"  # an output call of the app failed: name, error
+EVENT_STATE: Final = "state"  # a state write of the app: name, key, the value
+EVENT_KINDS: Final = (EVENT_REGISTERED, EVENT_UNREGISTERED, EVENT_IN, EVENT_DELIVERED,
+                      EVENT_RETRY, EVENT_DEAD_LETTER, EVENT_OUT, EVENT_ERROR, EVENT_STATE)
+
+# -- payload encodings in records and in the read-state answer --------------------------------
+ENCODING_JSON: Final = "json"
+ENCODING_TEXT: Final = "text"
+ENCODING_BASE64: Final = "base64"
+ENCODING_EMPTY: Final = "empty"
+ENCODING_MISSING: Final = "missing"  # read-state: the key does not exist
+ENCODINGS: Final = (ENCODING_JSON, ENCODING_TEXT, ENCODING_BASE64, ENCODING_EMPTY,
+                    ENCODING_MISSING)
+
+# -- the component payload of a registration --------------------------------------------------
+ROLE_INPUT: Final = "input"
+ROLE_OUTPUT: Final = "output"
+ROLE_STATE: Final = "state"
+ROLES: Final = (ROLE_INPUT, ROLE_OUTPUT, ROLE_STATE)
+COMPONENT_KEYS: Final = ("role", "name", "componentName", "type", "version", "metadata",
+                         "topic")
+
+# -- the control API (HTTP, under the same dapr-api-token as the Dapr API) --------------------
+# Paths are ``str.format`` templates: APPS_PATH.format(app_id="f").
+APPS_PATH: Final = "/ofnotebook/apps/{app_id}"  # PUT register, DELETE unregister
+INPUTS_PATH: Final = "/ofnotebook/apps/{app_id}/inputs/{name}"  # POST a test event
+STATES_PATH: Final = "/ofnotebook/apps/{app_id}/states/{name}/{key}"  # GET a state value
+EVENTS_PATH: Final = "/ofnotebook/events"  # GET, long poll
+STATS_PATH: Final = "/ofnotebook/stats"  # GET apps, counts per app and kind, pid
+READY_KEYS: Final = ("http", "grpc", "pid")
+TOKEN_HEADER: Final = "dapr-api-token"
