@@ -27,7 +27,7 @@ import pytest
 
 from ofnotebook.sidecar.drivers import ComponentConfig, ComponentError, Driver, create_driver
 from ofnotebook.sidecar.drivers.base import CLOSE_BUDGET, VERB_KINDS, InboundEvent
-from tests.sidecar.support import free_port, get, uid
+from tests.sidecar.support import close_all, free_port, get, uid
 
 Send = Callable[[bytes], None]
 START_BUDGET = 10.0  # s: a healthy broker (kafka joins a group on subscribe, not on start)
@@ -61,10 +61,7 @@ class DriverConformance:
         """Drivers made by a test; each is closed after it, within the close budget."""
         drivers: list[Driver] = []
         yield drivers
-        for driver in drivers:
-            began = time.monotonic()
-            driver.close()
-            assert time.monotonic() - began < CLOSE_BUDGET + 0.5, driver.name
+        close_all(drivers)
         self.cleanup(drivers)
 
     def cleanup(self, drivers: list[Driver]) -> None:

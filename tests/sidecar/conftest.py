@@ -1,4 +1,5 @@
-"""Fixtures of the sidecar tests: the Kafka broker, a stand-in process for the SDK tests."""
+"""Fixtures of the sidecar tests: drivers closed after the test, the Kafka broker, a stand-in
+process for the SDK tests."""
 
 from __future__ import annotations
 
@@ -9,9 +10,18 @@ import pytest
 
 from ofnotebook.backends.standin import StandIn
 from tests.sidecar.kafka_broker import kafka_broker
-from tests.sidecar.support import SPEC
+from ofnotebook.sidecar.drivers import Driver
+from tests.sidecar.support import SPEC, close_all
 
-__all__ = ["kafka_broker", "sdk_env", "standin"]  # kafka_broker: registered here for tests/sidecar
+__all__ = ["drivers", "kafka_broker", "sdk_env", "standin"]  # kafka_broker: registered here for tests/sidecar
+
+@pytest.fixture
+def drivers() -> Iterator[list[Driver]]:
+    """Drivers made by a test; each is closed after it, within the close budget."""
+    made: list[Driver] = []
+    yield made
+    close_all(made)
+
 
 @pytest.fixture
 def standin(request: pytest.FixtureRequest) -> Iterator[StandIn]:

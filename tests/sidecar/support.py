@@ -9,14 +9,16 @@ import queue
 import socket
 import time
 import uuid
+from typing import Any
 
 import pytest
 
-from ofnotebook.sidecar.drivers.base import InboundEvent
+from ofnotebook.sidecar.drivers import Driver
+from ofnotebook.sidecar.drivers.base import CLOSE_BUDGET, InboundEvent
 from ofnotebook.spec import ComponentSpec, FunctionSpec
 from tests.helpers import free_port
 
-__all__ = ["BROKERS", "EVENTS", "OUT", "SPEC", "STORE", "free_port", "get", "needs_broker",
+__all__ = ["BROKERS", "EVENTS", "OUT", "SPEC", "STORE", "close_all", "free_port", "get", "needs_broker",
            "nothing", "uid", "wait_port"]
 
 # The function the SDK tests register with a stand-in (the ``standin`` fixture).
@@ -63,6 +65,14 @@ def wait_port(port: int, timeout: float = 5.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def close_all(drivers: list[Driver] | list[Any]) -> None:
+    """Close every driver a test made; each must stay within the close budget."""
+    for driver in drivers:
+        began = time.monotonic()
+        driver.close()
+        assert time.monotonic() - began < CLOSE_BUDGET + 0.5, f"closing {driver.name} took long"
 
 
 def uid() -> str:

@@ -17,7 +17,7 @@ import pytest
 from ofnotebook.sidecar.drivers.base import ComponentConfig, ComponentError, InboundEvent
 from ofnotebook.sidecar.drivers import Driver
 from tests.sidecar.conformance import BrokerConformance, RedeliveryConformance, Send
-from tests.sidecar.support import free_port, get, needs_broker, uid, wait_port
+from tests.sidecar.support import close_all, free_port, get, needs_broker, uid, wait_port
 
 nats = pytest.importorskip("nats")
 
@@ -68,10 +68,7 @@ class Server:
         return topic
 
     def cleanup(self) -> None:
-        for driver in self.drivers:
-            t0 = time.monotonic()
-            driver.close()
-            assert time.monotonic() - t0 < 5
+        close_all(self.drivers)
 
         async def delete(js: Any) -> None:
             names = set(self.streams)

@@ -16,6 +16,7 @@ from ofnotebook.sidecar.drivers.kafka import KafkaDriver
 from tests.helpers import free_port
 from tests.sidecar.conformance import BrokerConformance, RedeliveryConformance, Send
 from tests.sidecar.kafka_broker import TansuBroker
+from tests.sidecar.support import close_all
 
 Make = Callable[..., KafkaDriver]
 
@@ -33,10 +34,7 @@ def make_driver(kafka_broker: TansuBroker) -> Iterator[Make]:  # noqa: F811
         return driver
 
     yield make
-    for driver in drivers:
-        began = time.monotonic()
-        driver.close()
-        assert time.monotonic() - began < 5
+    close_all(drivers)
     deadline = time.monotonic() + 3
     while [t for t in threading.enumerate() if t.name.startswith("kafka-")]:
         assert time.monotonic() < deadline, threading.enumerate()

@@ -14,7 +14,7 @@ import pytest
 from ofnotebook.sidecar.drivers.base import ComponentConfig, ComponentError, InboundEvent
 from ofnotebook.sidecar.drivers import Driver
 from tests.sidecar.conformance import BrokerConformance, RedeliveryConformance, Send
-from tests.sidecar.support import free_port, get, needs_broker, uid, wait_port
+from tests.sidecar.support import close_all, free_port, get, needs_broker, uid, wait_port
 
 mqtt = pytest.importorskip("paho.mqtt.client")
 
@@ -36,16 +36,11 @@ def _forget_session(client_id: str) -> None:
 
 
 @pytest.fixture
-def drivers() -> Iterator[list[MqttDriver]]:
-    """Drivers made by a test; all closed after it, each within 5 s, and their sessions dropped."""
-    made: list[MqttDriver] = []
-    yield made
-    ids: set[str] = set()
-    for driver in made:
-        t0 = time.monotonic()
-        driver.close()
-        assert time.monotonic() - t0 < 5
-        ids.add(driver.component.get("consumerID", driver.name))
+def drivers(drivers: list[MqttDriver]) -> Iterator[list[MqttDriver]]:
+    """The conftest's ``drivers``, and the broker sessions of their client IDs dropped."""
+    yield drivers
+    close_all(drivers)  # first: a session is dropped only once its client is gone
+    ids = {driver.component.get("consumerID", driver.name) for driver in drivers}
     for client_id in ids:
         for suffix in ("", "-producer", "-consumer"):
             _forget_session(client_id + suffix)

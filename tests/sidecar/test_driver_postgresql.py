@@ -37,17 +37,6 @@ def db() -> Iterator[Any]:
     conn.close()
 
 
-@pytest.fixture
-def drivers() -> Iterator[list[PostgresDriver]]:
-    """Drivers made by a test; each is closed afterwards, within 5 s."""
-    made: list[PostgresDriver] = []
-    yield made
-    for driver in made:
-        t0 = time.monotonic()
-        driver.close()
-        assert time.monotonic() - t0 < 5
-
-
 def _make(drivers: list, type_: str, start: bool = True, version: str = "v1",
           **md: str) -> PostgresDriver:
     driver = PostgresDriver(ComponentConfig(name=f"pg-{uid()}", type=type_, version=version,

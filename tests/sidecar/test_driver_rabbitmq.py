@@ -13,7 +13,7 @@ import pytest
 from ofnotebook.sidecar.drivers.base import ComponentConfig, ComponentError, InboundEvent
 from ofnotebook.sidecar.drivers import Driver
 from tests.sidecar.conformance import BrokerConformance, RedeliveryConformance, Send
-from tests.sidecar.support import get, needs_broker, uid
+from tests.sidecar.support import close_all, get, needs_broker, uid
 
 pika = pytest.importorskip("pika")
 
@@ -58,10 +58,7 @@ class Broker:
             conn.close()
 
     def cleanup(self) -> None:
-        for driver in self.drivers:
-            t0 = time.monotonic()
-            driver.close()
-            assert time.monotonic() - t0 < 5
+        close_all(self.drivers)
         conn = pika.BlockingConnection(pika.URLParameters(URL))
         try:
             ch = conn.channel()

@@ -35,17 +35,6 @@ def raw() -> Iterator[Any]:
     client.close()
 
 
-@pytest.fixture
-def drivers() -> Iterator[list[RedisDriver]]:
-    """Drivers made by a test; each is closed afterwards, within 5 s."""
-    made: list[RedisDriver] = []
-    yield made
-    for driver in made:
-        t0 = time.monotonic()
-        driver.close()
-        assert time.monotonic() - t0 < 5
-
-
 def _make(drivers: list[RedisDriver], type_: str, start: bool = True, **md: str) -> RedisDriver:
     name = md.pop("name", f"redis-{uid()}")
     driver = RedisDriver(ComponentConfig(name=name, type=type_,
