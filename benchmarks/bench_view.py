@@ -129,7 +129,7 @@ def burst_growth(lines: int, with_view: bool) -> dict[str, float]:
          "    return str(n)\n", namespace)
     handle = ofnotebook.deploy(namespace["shout"], f"burst-{'view' if with_view else 'bare'}")
     try:
-        view = handle.view if with_view else None
+        view = ofnotebook.view_for(handle) if with_view else None
         handle.invoke(params={"n": 10})
         time.sleep(0.5)
         tracemalloc.start()
