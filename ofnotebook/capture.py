@@ -20,7 +20,7 @@ import pickletools
 import sys
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, cast
 
 import cloudpickle
 
@@ -223,9 +223,9 @@ def _pickled_globals(payload: bytes) -> set[str]:
         elif name == "MEMOIZE":
             memo[len(memo)] = recent[-1] if recent else None
         elif name in ("BINGET", "LONG_BINGET", "GET"):
-            recent.append(memo.get(int(arg)))
+            recent.append(memo.get(int(cast(int, arg))))
         elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
-            memo[int(arg)] = recent[-1] if recent else None
+            memo[int(cast(int, arg))] = recent[-1] if recent else None
         elif name == "STACK_GLOBAL":
             if len(recent) == 2 and isinstance(recent[0], str):
                 found.add(recent[0])

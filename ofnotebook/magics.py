@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 import shlex
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
@@ -19,6 +19,17 @@ from . import api, config
 from .errors import CaptureError, OfnotebookError
 from .request import DeployRequest
 from .view import TextProgress, widgets_enabled
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _named(marker: Callable[[str], object], name: str) -> Callable[[_Method], _Method]:
+    """``cell_magic(name)``/``line_magic(name)`` as the decorator it is: IPython types the
+    call as "the function or a decorator", since the same marker also decorates bare."""
+    return cast("Callable[[_Method], _Method]", marker(name))
 
 
 def join_continuations(line: str, cell: str,
@@ -56,6 +67,10 @@ def find_entry(python_source: str, entry: str | None) -> str:
 @magics_class
 class FunctionMagics(Magics):
     """Deploy the function a cell defines, and manage what this kernel deployed."""
+
+    # IPython types ``shell`` as optional for a Magics made without one; the extension always
+    # registers this one on a shell.
+    shell: InteractiveShell
 
     @magic_arguments()
     @argument("name", nargs="?", default=None,
@@ -102,7 +117,7 @@ class FunctionMagics(Magics):
     @argument("--base-image", default=None, metavar="IMAGE",
               help="Base image for image targets. Default: OFNOTEBOOK_BASE_IMAGE or "
                    "python:<major>.<minor>-slim of this Python.")
-    @cell_magic("function")
+    @_named(cell_magic, "function")
     def function(self, line: str, cell: str) -> Any:
         """Run the cell, then deploy the function it defines and bind its name to a handle.
 
@@ -162,7 +177,7 @@ class FunctionMagics(Magics):
         except Exception:
             return text
 
-    @line_magic("function")
+    @_named(line_magic, "function")
     def function_line(self, line: str) -> Any:
         """Manage deployments: ``%function list``, ``%function stop NAME``,
         ``%function stop --all``, ``%function logs NAME [--tail N]``, ``%function export NAME
@@ -197,7 +212,7 @@ class FunctionMagics(Magics):
                               f"export NAME DIR.")
 
 
-class _Listing(list):  # type: ignore[type-arg]
+class _Listing(list):
     """The handles ``%function list`` returns, shown as a table."""
 
     def __repr__(self) -> str:

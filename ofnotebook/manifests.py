@@ -90,7 +90,7 @@ def function_manifest(spec: FunctionSpec, image: str, options: ClusterOptions | 
         raise ConfigError(f"Function {api_version!r} is not an OpenFunction API version; use "
                           f"v1beta2 (stored by v1.2.0) or v1beta1.", key="api_version")
     container: dict[str, Any] = {"name": "function", "imagePullPolicy": "IfNotPresent"}
-    env = [{"name": k, "value": v} for k, v in spec.env]
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in spec.env]
     env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
             for k, (secret, key) in sorted(options.secrets.items())]
     if env:

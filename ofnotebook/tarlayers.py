@@ -135,7 +135,7 @@ class _Hashing:
 def write_layer(members: Iterable[Member], out: IO[bytes]) -> tuple[str, str, int]:
     """Write a reproducible tar.gz of ``members`` to ``out``; return (digest, diff_id, size)."""
     compressed = _Hashing(out)
-    with gzip.GzipFile(filename="", mode="wb", fileobj=compressed,  # type: ignore[arg-type]
+    with gzip.GzipFile(filename="", mode="wb", fileobj=compressed,
                        mtime=0, compresslevel=6) as gz:
         plain = _Hashing(gz)
         with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]

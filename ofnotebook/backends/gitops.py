@@ -79,7 +79,7 @@ def image_reference(package: Package) -> str:
     return f"{registry.rstrip('/')}/ofnotebook/{package.spec.name}:{package.digest[:16]}"
 
 
-def load_crd() -> dict | None:
+def load_crd() -> dict[str, Any] | None:
     path = str(config.get("function_crd") or "")
     if not path:
         return None

@@ -54,7 +54,7 @@ def rules_text(rules: list[dict[str, Any]]) -> str:
                      f"{', '.join(r['verbs'])}" for r in rules)
 
 
-def _detail(exc: Exception) -> str:
+def _detail(exc: BaseException) -> str:
     body = getattr(exc, "body", "") or ""
     try:
         return str(json.loads(body).get("message", body)) if body else str(exc)
@@ -326,7 +326,7 @@ def applied_config(obj: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[st
     if entry is None:
         return None
     meta = obj["metadata"]
-    out = _extract(obj, entry.get("fieldsV1") or {})
+    out: dict[str, Any] = _extract(obj, entry.get("fieldsV1") or {})
     out.update(apiVersion=obj.get("apiVersion"), kind=obj.get("kind"))
     out["metadata"] = {"name": meta["name"], "namespace": meta.get("namespace"),
                        **out.get("metadata", {})}

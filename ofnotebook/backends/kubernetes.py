@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, cast
 
 from .. import builders, config, images
 from ..errors import BackendUnavailableError, ConfigError, DeployError, UnsupportedError
@@ -86,15 +86,17 @@ class KubernetesDeployment(BufferedDeployment):
                 time.sleep(2)
                 continue
             for pod in pods.items:
-                if pod.metadata.name not in self._following:
-                    self._following.add(pod.metadata.name)
-                    threading.Thread(target=self._follow_pod, args=(pod.metadata.name,),
+                name = pod.metadata.name if pod.metadata else None
+                if name and name not in self._following:
+                    self._following.add(name)
+                    threading.Thread(target=self._follow_pod, args=(name,),
                                      daemon=True).start()
             time.sleep(5)
 
     def _follow_pod(self, pod: str) -> None:
         try:
-            stream = self.backend.core.read_namespaced_pod_log(
+            # _preload_content=False: a urllib3 response to stream, not the str it is typed as
+            stream: Any = self.backend.core.read_namespaced_pod_log(
                 pod, self.namespace, container="function", follow=True,
                 _preload_content=False)
             for raw in stream.stream():
@@ -112,8 +114,8 @@ class KubernetesDeployment(BufferedDeployment):
         if self._gone or self._superseded:
             return STOPPED
         try:
-            fn = self.backend.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, self.name)
+            fn = cast("dict[str, Any]", self.backend.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, self.name))
         except Exception as exc:
             if getattr(exc, "status", None) == 404:
                 return STOPPED
