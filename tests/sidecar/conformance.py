@@ -8,7 +8,8 @@ for drivers with inputs, how a message gets in (``receiver``).
 * :class:`DriverConformance` (every driver): start and close within the budget, close twice
   and before start, every verb of another component kind raises ``ComponentError``, every verb
   raises before ``start`` and after ``close``, bad metadata names the key.
-* :class:`BrokerConformance`: an unreachable broker fails ``start`` fast, naming the address.
+* :class:`BrokerConformance`: an unreachable broker fails ``start`` fast, naming the address
+  and the fix (``unreachable_fix``).
 * :class:`InboundConformance`: events reach ``deliver`` on a thread of the driver, never on the
   caller's (publisher's) thread.
 * :class:`RedeliveryConformance` (brokers that keep messages): an event is acknowledged only by
@@ -128,20 +129,28 @@ class DriverConformance:
 class BrokerConformance(DriverConformance):
     """Drivers that connect to a broker or database in ``start``."""
 
+    #: Texts the unreachable-broker message must hold besides the address: the fix.
+    unreachable_fix: ClassVar[tuple[str, ...]] = ()
+    #: The types whose start is checked against a closed port (default: all ``types``).
+    unreachable_types: ClassVar[tuple[str, ...]] = ()
+
     def unreachable(self, type_: str, port: int) -> dict[str, str]:
         """Metadata pointing the component at 127.0.0.1:``port``, where nothing listens."""
         raise NotImplementedError("The 'unreachable' method must be implemented.")
 
     def test_unreachable_broker_fails_fast_naming_the_address(self, made: list[Driver]) -> None:
-        for type_ in self.types:
+        assert self.unreachable_fix, "say which fix the message names"
+        for type_ in self.unreachable_types or self.types:
             port = free_port()
             driver = create_driver(ComponentConfig(name=f"conf-{uid()}", type=type_,
                                                    metadata=self.unreachable(type_, port)))
             made.append(driver)
             began = time.monotonic()
-            with pytest.raises(ComponentError, match=f"127.0.0.1:{port}"):
+            with pytest.raises(ComponentError, match=f"127.0.0.1:{port}") as info:
                 driver.start()
             assert time.monotonic() - began < UNREACHABLE_BUDGET, type_
+            for fix in self.unreachable_fix:
+                assert fix in str(info.value), (fix, str(info.value))
 
 
 class InboundConformance(DriverConformance):

@@ -255,6 +255,8 @@ class TestJetStreamConformance(RedeliveryConformance, BrokerConformance):
     def metadata(self, type_: str) -> dict[str, str]:
         return {"natsURL": URL}
 
+    unreachable_fix = ("nats-server", "natsURL")
+
     def unreachable(self, type_: str, port: int) -> dict[str, str]:
         return {"natsURL": f"nats://127.0.0.1:{port}"}
 

@@ -221,6 +221,8 @@ class TestMqttConformance(RedeliveryConformance, BrokerConformance):
             return {"url": URL, "topic": f"ofn/{uid()}", "consumerID": f"c-{uid()}"}
         return {"url": URL, "consumerID": f"c-{uid()}"}
 
+    unreachable_fix = ("mosquitto", "url")
+
     def unreachable(self, type_: str, port: int) -> dict[str, str]:
         return {**self.metadata(type_), "url": f"tcp://127.0.0.1:{port}"}
 

@@ -272,6 +272,8 @@ class TestPostgresConformance(BrokerConformance):
                     "metadataTableName": f"ofn_conf_meta_{uid()}"}
         return {"connectionString": DSN}
 
+    unreachable_fix = ("connectionString",)
+
     def unreachable(self, type_: str, port: int) -> dict[str, str]:
         return {"connectionString": f"host=127.0.0.1 user=postgres port={port} database=test"}
 

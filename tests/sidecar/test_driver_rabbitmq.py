@@ -242,6 +242,8 @@ class TestRabbitMQConformance(RedeliveryConformance, BrokerConformance):
             return {"host": URL, "queueName": f"ofn-{uid()}"}
         return {"connectionString": URL}
 
+    unreachable_fix = ("rabbitmq-server",)
+
     def unreachable(self, type_: str, port: int) -> dict[str, str]:
         url = f"amqp://guest:guest@127.0.0.1:{port}"
         if type_.startswith("bindings."):

@@ -288,6 +288,8 @@ class TestRedisConformance(RedeliveryConformance, BrokerConformance):
     def metadata(self, type_: str) -> dict[str, str]:
         return {"redisHost": HOST}
 
+    unreachable_fix = ("redis-server", "redisHost")
+
     def unreachable(self, type_: str, port: int) -> dict[str, str]:
         return {"redisHost": f"127.0.0.1:{port}"}
 
