@@ -18,7 +18,7 @@ from tests.sidecar.support import EVENTS, OUT, SPEC, STORE
 def _events(standin: StandIn, kind: str) -> list[dict[str, Any]]:
     body = requests.get(f"{standin.base}/ofnotebook/events", params={"after": 0},
                         headers={"dapr-api-token": standin.token or ""}, timeout=5).json()
-    return [e for e in body["events"] if e["kind"] == kind]
+    return [e for e in body["events"] if e["kind"] == kind or not kind]
 
 
 def test_unmodified_dapr_client(sdk_env: StandIn) -> None:
@@ -40,6 +40,9 @@ def test_unmodified_dapr_client(sdk_env: StandIn) -> None:
         with pytest.raises(grpc.RpcError) as info:
             client.invoke_binding("not-registered", "create", b"x")
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    from ofnotebook.sidecar.protocol import EVENT_KINDS
+
+    assert {e["kind"] for e in _events(sdk_env, "")} <= set(EVENT_KINDS)
     outs = _events(sdk_env, "out")
     assert [(e["name"], e["data"]) for e in outs] == [("out", {"n": 1}), ("events", {"id": 7})]
     assert outs[0]["metadata"] == {"k": "v"} and outs[1]["topic"] == "orders"
@@ -118,3 +121,17 @@ def test_standin_stops_with_its_kernel(tmp_path: Any) -> None:
     while psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie":
         assert time.monotonic() < deadline, "the stand-in outlived its kernel"
         time.sleep(0.05)
+
+
+def test_the_kernel_speaks_the_protocol_the_standin_names() -> None:
+    """The component payload the kernel builds has exactly ``protocol.COMPONENT_KEYS``."""
+    from ofnotebook.sidecar import protocol
+    from ofnotebook.sidecar.apps import Endpoint
+
+    payload = components_payload(SPEC)
+    assert payload and all(sorted(c) == sorted(protocol.COMPONENT_KEYS) for c in payload)
+    assert {c["role"] for c in payload} <= set(protocol.ROLES)
+    endpoints = [Endpoint.from_payload(c) for c in payload]
+    assert [(e.role, e.name, e.component.type) for e in endpoints] == [
+        ("output", "out", "bindings.in-memory"), ("output", "events", "pubsub.in-memory"),
+        ("state", "store", "state.in-memory")]
