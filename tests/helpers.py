@@ -6,9 +6,13 @@ import linecache
 import os
 import socket
 import textwrap
+import time
 import types
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 import psutil
 import pytest
@@ -41,7 +45,35 @@ def runtime_children() -> list[psutil.Process]:
     return found
 
 
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0,
+             message: str | Callable[[], str] = "condition not met in time", *,
+             ignoring: tuple[type[BaseException], ...] = (), interval: float = 0.02) -> T:
+    """Poll ``predicate`` until it returns something true, and return that; after ``timeout``
+    seconds fail with ``message`` (a callable is called then, so it can show fresh logs).
+
+    The one polling loop of the tests: things here happen in other threads and processes, so
+    a test waits for a state, never for a fixed time. An exception in ``ignoring`` counts as
+    "not yet" (a server that does not answer yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except ignoring:
+            value = None  # type: ignore[assignment]
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(message() if callable(message) else message)
+        time.sleep(interval)
+
+
+def uid(length: int = 8) -> str:
+    """A random hex id, for names that must not meet another test's (topics, streams, apps)."""
+    return uuid.uuid4().hex[:length]
+
+
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -9,8 +9,9 @@ from typing import Any
 
 import requests
 
+from tests.helpers import wait_for
 from tests.k8s_double import KubeDouble
-from tests.k8s_double.fixtures import FUNCTIONS, call, cluster, crd  # noqa: F401
+from tests.k8s_double.fixtures import FUNCTIONS, call
 
 FN = FUNCTIONS.format(ns="demo")
 MERGE, APPLY = "application/merge-patch+json", "application/apply-patch+yaml"
@@ -204,14 +205,9 @@ def test_rbac_is_evaluated_per_request(cluster: KubeDouble) -> None:
 
 
 def test_the_controller_writes_status_through_the_subresource(cluster: KubeDouble) -> None:
-    import time
-
     call(cluster, "POST", FN, function())
-    deadline = time.monotonic() + 5
-    while cluster.functions[("demo", "fn")].get("status", {}).get("serving", {}).get(
-            "state") != "Running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: cluster.functions[("demo", "fn")].get("status", {}).get(
+        "serving", {}).get("state") == "Running", 5, "the controller never set Running")
     managed = cluster.functions[("demo", "fn")]["metadata"]["managedFields"]
     status = [e for e in managed if e.get("subresource") == "status"]
     assert status and status[0]["manager"] == "openfunction-manager"

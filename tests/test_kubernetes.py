@@ -18,10 +18,9 @@ from ofnotebook.backends.kube_api import CLUSTER_ROLE_RULES, FIELD_MANAGER, ROLE
 from ofnotebook.backends.kubernetes import NO_CRD, KubernetesBackend
 from ofnotebook.errors import ConfigError, DeployError, UnsupportedError
 from tests.backends.conformance import BackendConformance
-from tests.helpers import make_function
+from tests.helpers import make_function, wait_for
 from tests.k8s_double import KubeDouble
-from tests.k8s_double.fixtures import (FUNCTIONS, call, cluster, crd,  # noqa: F401
-                                       kubeconfig, rbac_documents)
+from tests.k8s_double.fixtures import FUNCTIONS, call, rbac_documents
 
 FN = FUNCTIONS.format(ns="demo")
 
@@ -73,13 +72,6 @@ def test_publish_on_the_kubernetes_target_says_what_to_do_instead(cluster: KubeD
         "the broker of input 'logs', or use the local target.")
     assert isinstance(info.value, ofnotebook.InvocationError)  # as handle.outputs always was
     handle.stop()
-
-
-def wait_for(predicate: Any, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def gone(cluster: KubeDouble, name: str) -> bool:

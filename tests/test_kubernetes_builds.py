@@ -22,7 +22,6 @@ from tests.helpers import (LOCAL_BASE, LOCAL_REGISTRY, MANIFEST_ACCEPT, make_fun
                            require_local_registry)
 from tests.k8s_double import KubeDouble
 from tests.k8s_double.builds import prune
-from tests.k8s_double.fixtures import cluster, crd, kubeconfig  # noqa: F401
 
 REGISTRY, BASE, ACCEPT = LOCAL_REGISTRY, LOCAL_BASE, MANIFEST_ACCEPT
 

@@ -11,6 +11,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from ofnotebook.errors import CaptureError, ConfigError, OfnotebookError
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,11 +134,8 @@ def test_line_magic_list_logs_stop(ip: InteractiveShell, capsys: pytest.CaptureF
     assert "lister" in repr(listing) and "running" in repr(listing)
     assert "<table>" in listing._repr_html_()
     ip.user_ns["f"].invoke()
-    import time
-
-    deadline = time.monotonic() + 5
-    while "seen-in-logs" not in ip.user_ns["f"].logs() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: "seen-in-logs" in ip.user_ns["f"].logs(), 5,
+             lambda: f"not in the logs: {ip.user_ns['f'].logs()[-2000:]}")
     ip.run_line_magic("function", "logs lister --tail 5")
     assert "seen-in-logs" in capsys.readouterr().out
     ip.run_line_magic("function", "stop lister")

@@ -18,11 +18,6 @@ BROKERS = "kafka-server-kafka-brokers.default.svc:9092"
 IMAGE = "registry.example.com/demo/fn@sha256:" + "a" * 64
 
 
-@pytest.fixture(scope="module")
-def crd() -> dict[str, Any]:
-    return yaml.safe_load(shared_file("schemas/openfunction-function-crd.yaml").read_text())
-
-
 def log_handler() -> tuple[FunctionSpec, ClusterOptions]:
     """The seed's Kafka log handler, with the KEDA options of the seed."""
     spec = FunctionSpec(

@@ -7,7 +7,7 @@ import io
 import threading
 import time
 import tracemalloc
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -16,20 +16,13 @@ from ofnotebook.backends.base import PhaseEvent
 from ofnotebook.view import LOG_LINES, TextProgress, ViewState, widgets_enabled
 from ofnotebook import widget
 from ofnotebook.widget import FunctionView
-from tests.helpers import make_function
+from tests.helpers import make_function, wait_for
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 def phase(name: str, state: str, duration: float | None = None, detail: str = "") -> PhaseEvent:
     return PhaseEvent(name, state, time.time(), duration, detail)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def test_widget_model_after_each_phase_event() -> None:
@@ -65,9 +58,9 @@ def test_view_follows_a_deployed_sync_function(local_backend: Any) -> None:
     assert not view.send.disabled and not view.stop_button.disabled
 
     handle.invoke(params={"name": "ada"})  # from code: the view shows it too
-    wait_until(lambda: "200" in view.response.value)
+    wait_for(lambda: "200" in view.response.value, 30)
     assert "GET /" in view.response.value and "ada" in view.response.value
-    wait_until(lambda: "greeting ada" in view.logs.value)
+    wait_for(lambda: "greeting ada" in view.logs.value, 30)
 
     view.method.value, view.path.value, view.body.value = "POST", "/?name=boom", "{}"
     view._invoke()  # what the Send button runs
@@ -101,9 +94,9 @@ def test_view_of_an_async_function_sends_test_events_and_lists_outputs(local_bac
     view._publish()
     assert "sent to numbers" in view.event_result.value
     handle.wait_for_outputs(1, timeout=20)
-    wait_until(lambda: "42" in view.outputs.value)
+    wait_for(lambda: "42" in view.outputs.value, 30)
     assert "<td>out</td>" in view.outputs.value
-    wait_until(lambda: "events out 1" in view.outputs.value)
+    wait_for(lambda: "events out 1" in view.outputs.value, 30)
 
 
 def test_ten_thousand_log_lines_from_threads_stay_bounded() -> None:

@@ -80,13 +80,17 @@ def image_reference(package: Package) -> str:
 
 
 def load_crd() -> dict[str, Any] | None:
+    """The CRD that ``OFNOTEBOOK_FUNCTION_CRD`` names, to validate the written manifest
+    against the cluster's own schema (None: not set). Parsed with libyaml when PyYAML has it:
+    the Function CRD (0.4 MB) takes half a second in pure Python, an eighth of that in C."""
     path = str(config.get("function_crd") or "")
     if not path:
         return None
     import yaml
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.safe_load(Path(path).read_text())  # type: ignore[no-any-return]
+        return yaml.load(Path(path).read_text(), Loader=loader)  # type: ignore[no-any-return]
     except (OSError, ValueError) as exc:
         raise ConfigError(f"OFNOTEBOOK_FUNCTION_CRD={path!r} cannot be read as a CRD ({exc}); "
                           f"fix the path or unset it.", key="function_crd") from None

@@ -14,8 +14,6 @@ through the API server double) and ``tests/test_gitops.py`` (yaml).
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Any, Callable, ClassVar
 
 import pytest
@@ -23,24 +21,12 @@ import pytest
 import ofnotebook
 from ofnotebook.backends.base import PHASES
 from ofnotebook.errors import InvocationError, RemoteFunctionError, UnsupportedError
-from tests.helpers import make_function
+from tests.helpers import make_function, uid, wait_for
 
 DAPR_FUNCTION = ("def tally(ctx, data):\n"
                  "    total = (ctx.get_state('totals', 'sum') or 0) + data['n']\n"
                  "    ctx.save_state('totals', 'sum', total)\n"
                  "    ctx.send('out', total)\n")
-
-
-def unique() -> str:
-    return uuid.uuid4().hex[:6]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 class BackendConformance:
@@ -114,7 +100,8 @@ class BackendConformance:
         assert second.digest != first.digest and second.deployment is not first.deployment
         if self.reachable:
             assert second.invoke().text == "v2"
-        wait_for(lambda: first.status == self.replaced_status)
+        wait_for(lambda: first.status == self.replaced_status,
+                 message=lambda: f"the replaced deployment is {first.status!r}")
         assert second.status == self.running_status
         assert [d.name for d in backend.deployments()].count("conf-edit") == 1
 
@@ -153,7 +140,8 @@ class BackendConformance:
         followed: list[str] = []
         unsubscribe = handle.deployment.subscribe_logs(followed.append)
         line = self.logged_line(handle)
-        wait_for(lambda: line in handle.logs())
+        wait_for(lambda: line in handle.logs(), message=lambda: f"{line!r} not in the logs: "
+                                                             f"{handle.logs()[-2000:]}")
         assert line in handle.logs(tail=5)
         assert all(isinstance(entry, str) for entry in handle.deployment.logs())
         unsubscribe()
@@ -174,7 +162,7 @@ class BackendConformance:
     # -- the Dapr verbs: publish, read_state, events -----------------------------------------
 
     def test_publish_state_and_events(self, backend: Any) -> None:
-        u = unique()
+        u = uid(6)
         items = {role: {name: uri.format(u=u)} for (role, uri), name in
                  zip(self.components.items(), ("numbers", "out", "totals"))}
         handle = ofnotebook.deploy(make_function(DAPR_FUNCTION, name="tally"),
@@ -206,7 +194,3 @@ class BackendConformance:
                        lambda: handle.wait_for_outputs(1, timeout=1)):
             with pytest.raises(UnsupportedError):
                 reader()
-
-    @staticmethod
-    def wait_for(condition: Callable[[], Any], timeout: float = 5.0) -> None:
-        wait_for(condition, timeout)

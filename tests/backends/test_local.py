@@ -17,7 +17,7 @@ import pytest
 import ofnotebook
 from ofnotebook.errors import DeployError, InvocationError
 from tests.backends.conformance import BackendConformance
-from tests.helpers import free_port, make_function, runtime_children
+from tests.helpers import free_port, make_function, runtime_children, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,9 @@ def test_reuse_keeps_the_process_and_edit_replaces_it(local_backend: Any) -> Non
     edited = ofnotebook.deploy(make_function(source.replace("one", "two")), "pids",
                                target=local_backend)
     assert _pid(edited) != _pid(first) and first.status == "stopped"
-    assert _pids_gone([_pid(first)], 5)  # stopped in the background once the new one answers
+    # stopped in the background once the new one answers
+    wait_for(lambda: _pids_gone([_pid(first)]), 5, "the replaced runtime is still running",
+             ignoring=(psutil.NoSuchProcess,))
     assert edited.invoke().text == "two"
 
 
@@ -131,10 +133,8 @@ def test_killed_process_is_reported(local_backend: Any) -> None:
 def test_standby_process_is_kept_warm(local_backend: Any) -> None:
     first = ofnotebook.deploy(make_function("def f(request):\n    return 1\n"), "warm-a",
                               target=local_backend)
-    deadline = time.monotonic() + 20
-    while (local_backend._standby is None or local_backend._standby.port is None):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for(lambda: local_backend._standby is not None and local_backend._standby.port
+             is not None, 20, "no standby process came up")
     standby_pid = local_backend._standby.pid
     second = ofnotebook.deploy(make_function("def f(request):\n    return 2\n"), "warm-b",
                                target=local_backend)
@@ -153,13 +153,9 @@ print(h.deployment.process.pid, flush=True)
 """
 
 
-def _pids_gone(pids: list[int], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids):
-            return True
-        time.sleep(0.05)
-    return False
+def _pids_gone(pids: list[int]) -> bool:
+    return not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                   for p in pids)
 
 
 def _children_of(pid: int) -> list[int]:
@@ -176,7 +172,8 @@ def test_processes_stop_when_the_kernel_exits_normally(tmp_path: Path) -> None:
     children = _children_of(proc.pid)
     assert pid in children
     proc.communicate(timeout=30)
-    assert _pids_gone(children, 5), "runtime processes survived a normal exit"
+    wait_for(lambda: _pids_gone(children), 5, "runtime processes survived a normal exit",
+             ignoring=(psutil.NoSuchProcess,))
 
 
 def test_processes_stop_when_the_kernel_is_killed(tmp_path: Path) -> None:
@@ -190,4 +187,6 @@ def test_processes_stop_when_the_kernel_is_killed(tmp_path: Path) -> None:
     children = _children_of(proc.pid)
     proc.kill()  # SIGKILL: no atexit, no finalizers
     proc.communicate(timeout=10)
-    assert _pids_gone(children, 5), "runtime processes survived the kernel being killed"
+    wait_for(lambda: _pids_gone(children), 5,
+             "runtime processes survived the kernel being killed",
+             ignoring=(psutil.NoSuchProcess,))

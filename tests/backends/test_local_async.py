@@ -9,7 +9,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
@@ -17,11 +16,7 @@ import pytest
 
 import ofnotebook
 from ofnotebook.errors import ConfigError, DeployError, InvocationError, RemoteFunctionError
-from tests.helpers import make_function
-
-
-def uid() -> str:
-    return uuid.uuid4().hex[:8]
+from tests.helpers import make_function, uid, wait_for
 
 
 ALERTS = """
@@ -42,9 +37,7 @@ def test_memory_input_to_memory_output(local_backend: Any) -> None:
     outputs = handle.wait_for_outputs(1, timeout=10)
     assert outputs[0].name == "notify"
     assert outputs[0].data == {"alert": {"message": "GET /wp-login 404"}}
-    deadline = time.monotonic() + 5
-    while handle.stats["delivered"] < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: handle.stats["delivered"] >= 2, 5, lambda: f"stats: {handle.stats}")
     assert handle.stats == {"events_in": 2, "delivered": 2, "events_out": 1, "retries": 0,
                             "dead_letters": 0, "errors": 0}
     with pytest.raises(InvocationError, match="asynchronous"):
@@ -123,9 +116,7 @@ def test_http_output_reaches_a_real_receiver(local_backend: Any,
                                outputs={"notify": url})
     handle.publish("logs", {"message": "GET /x 404"})
     handle.wait_for_outputs(1, timeout=10)
-    deadline = time.monotonic() + 5
-    while not received and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: received, 5, "the HTTP output received nothing")
     assert received == [("/api/v2/alerts", {"alert": {"message": "GET /x 404"}})]
 
 
@@ -155,9 +146,7 @@ def test_failing_function_is_retried_then_dead_lettered(local_backend: Any,
     handle = ofnotebook.deploy(fn, "always-fails", target=local_backend,
                                inputs={"in": f"memory://fail-{uid()}"})
     handle.publish("in", "poison")
-    deadline = time.monotonic() + 20
-    while not handle.dead_letters and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: handle.dead_letters, 20, lambda: f"no dead letter; stats: {handle.stats}")
     letter = handle.dead_letters[0]
     assert letter["data"] == "poison" and letter["attempts"] == 8
     assert handle.stats["retries"] == 8
@@ -209,6 +198,7 @@ def record(ctx, data):
 """
 
 
+@pytest.mark.broker  # Redis
 def test_redis_streams_in_and_out(local_backend: Any) -> None:
     stream = f"ofn-test-{uid()}"
     handle = ofnotebook.deploy(make_function(REDIS_RECORDER, name="record"), "redis-rec",
@@ -221,6 +211,7 @@ def test_redis_streams_in_and_out(local_backend: Any) -> None:
     assert sorted(o.data for o in outputs) == list(range(20))
 
 
+@pytest.mark.broker  # Redis
 def test_every_event_arrives_when_the_function_process_is_killed(local_backend: Any) -> None:
     stream = f"ofn-kill-{uid()}"
     fn = make_function("import time\ndef record(ctx, data):\n    time.sleep(0.01)\n"
@@ -236,12 +227,13 @@ def test_every_event_arrives_when_the_function_process_is_killed(local_backend: 
     assert handle.status == "failed"
     back = ofnotebook.deploy(fn, "killed-mid-stream", **kwargs)  # comes back, same app id
     assert back.deployment is not handle.deployment
-    deadline = time.monotonic() + 30
-    seen: set[int] = set()
-    while len(seen) < 60 and time.monotonic() < deadline:
-        seen = {o.data for o in handle.outputs} | {o.data for o in back.outputs}
-        time.sleep(0.05)
-    assert seen == set(range(60)), f"missing: {sorted(set(range(60)) - seen)}"
+
+    def seen() -> set[int]:
+        return {o.data for o in handle.outputs} | {o.data for o in back.outputs}
+
+    wait_for(lambda: len(seen()) >= 60, 30,
+             lambda: f"missing: {sorted(set(range(60)) - seen())}")
+    assert seen() == set(range(60)), f"missing: {sorted(set(range(60)) - seen())}"
     assert not back.dead_letters
 
 
@@ -259,6 +251,7 @@ def _redis_up() -> bool:
         return False
 
 
+@pytest.mark.broker  # Redis
 def test_stand_in_reconnects_after_redis_restarts(local_backend: Any) -> None:
     stream = f"ofn-restart-{uid()}"
     handle = ofnotebook.deploy(make_function(REDIS_RECORDER, name="record"), "redis-restart",
@@ -270,17 +263,12 @@ def test_stand_in_reconnects_after_redis_restarts(local_backend: Any) -> None:
     handle.wait_for_outputs(10, timeout=20)
     subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], check=False,
                    capture_output=True)
-    deadline = time.monotonic() + 10
-    while _redis_up() and time.monotonic() < deadline:
-        time.sleep(0.05)
     try:
-        assert not _redis_up()
+        wait_for(lambda: not _redis_up(), 10, "redis-cli shutdown left Redis running")
         time.sleep(0.5)  # the stand-in's consumer sees the connection drop
     finally:
         subprocess.run(REDIS_START, check=True, capture_output=True)
-        deadline = time.monotonic() + 10
-        while not _redis_up() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(_redis_up, 10, f"Redis did not come back after: {REDIS_START}")
     for i in range(10, 20):
         handle.publish("events", {"i": i})
     outputs = handle.wait_for_outputs(20, timeout=30)

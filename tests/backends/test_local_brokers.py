@@ -3,21 +3,15 @@ through its output, a consumer function is triggered by it through its input."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Callable
 
 import pytest
 
 import ofnotebook
-from tests.helpers import make_function
-from tests.sidecar.kafka_broker import kafka_broker  # noqa: F401  (fixture)
+from tests.helpers import make_function, uid
 
 PRODUCER = "def produce(ctx, data):\n    ctx.send('out', data)\n    return 'ok'\n"
 CONSUMER = "def consume(ctx, data):\n    ctx.send('seen', data['i'])\n"
-
-
-def uid() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 BROKERS: dict[str, Callable[[str, Any], str]] = {

@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,7 +26,7 @@ import psutil
 import pytest
 import requests
 
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -57,13 +56,12 @@ class Lab:
 
     def wait_for_idle_kernel(self, timeout: float = 60) -> None:
         """Until the notebook's session has a kernel that reports idle."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def idle() -> bool:
             sessions = self.api("GET", "/api/sessions")
-            if sessions and sessions[0]["kernel"]["execution_state"] == "idle":
-                return
-            time.sleep(0.2)
-        raise AssertionError("the notebook's kernel did not start:\n" + self.log.read_text())
+            return bool(sessions) and sessions[0]["kernel"]["execution_state"] == "idle"
+
+        wait_for(idle, timeout, lambda: "the notebook's kernel did not start:\n"
+                 + self.log.read_text(), interval=0.2)
 
     def api(self, method: str, path: str) -> Any:
         session = requests.Session()
@@ -111,15 +109,15 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     server = Lab(process, port, token, root, cache, log)
     server.code_cells = code_cells
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        def up() -> bool:
             try:
                 server.api("GET", "/api/status")
-                break
+                return True
             except requests.RequestException:
                 assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "JupyterLab did not start:\n" + log.read_text()
-                time.sleep(0.2)
+                return False
+
+        wait_for(up, 60, lambda: "JupyterLab did not start:\n" + log.read_text(), interval=0.2)
         yield server
     finally:
         try:
@@ -135,10 +133,9 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         # Nothing the kernel deployed may outlive it.
-        deadline = time.monotonic() + 15
-        while (left := _processes_using(cache)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not left, f"left behind: {[p.cmdline() for p in left]}"
+        wait_for(lambda: not _processes_using(cache), 15,
+                 lambda: f"left behind: {[p.cmdline() for p in _processes_using(cache)]}",
+                 interval=0.2)
 
 
 def _processes_using(cache: Path) -> list[psutil.Process]:

@@ -9,8 +9,6 @@ container'``); under CI a missing engine fails them.
 from __future__ import annotations
 
 import os
-import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,7 +20,7 @@ from ofnotebook import images
 from ofnotebook.backends.container import LABEL_SESSION, SESSION, ContainerBackend
 from ofnotebook.errors import BuildError, InvocationError
 from tests.backends.conformance import BackendConformance
-from tests.helpers import make_function
+from tests.helpers import make_function, uid, wait_for
 
 pytestmark = pytest.mark.container
 REGISTRY = "127.0.0.1:5000"
@@ -48,10 +46,6 @@ def backend(client: Any) -> Iterator[ContainerBackend]:
                     pass
 
 
-def unique() -> str:
-    return uuid.uuid4().hex[:8]
-
-
 class TestContainerConformance(BackendConformance):
     """The whole contract on each engine; an async function reaches the kernel's Dapr
     stand-in from its container (host network)."""
@@ -69,7 +63,7 @@ def function(body: str = "'v1'") -> Any:
               "    if request.args.get('long'):  # both engines split it across log frames\n"
               "        print('L' * 40000, 'end', flush=True)\n"
               f"    return {{'version': {body}, 'run': RUN}}\n")
-    return make_function(source, {"RUN": unique()}, name="hello")
+    return make_function(source, {"RUN": uid()}, name="hello")
 
 
 def common_prefix(a: list[str], b: list[str]) -> int:
@@ -82,7 +76,7 @@ def common_prefix(a: list[str], b: list[str]) -> int:
 def test_build_reuse_and_a_code_edit_rebuilds_only_the_code_layers(
         backend: ContainerBackend, client: Any) -> None:
     fn = function()
-    name = f"img-{unique()}"
+    name = f"img-{uid()}"
     first = ofnotebook.deploy(fn, name, target=backend)
     assert first.deployment.image.built and first.status == "running"
     assert [e.detail for e in first.events if e.state == "progress"], "no build lines streamed"
@@ -107,25 +101,19 @@ def test_build_reuse_and_a_code_edit_rebuilds_only_the_code_layers(
 
 def test_run_invoke_follow_logs_and_report_a_killed_container(backend: ContainerBackend,
                                                               client: Any) -> None:
-    handle = ofnotebook.deploy(function(), f"run-{unique()}", target=backend)
+    handle = ofnotebook.deploy(function(), f"run-{uid()}", target=backend)
     assert handle.url.startswith("http://127.0.0.1:")
     container = handle.deployment.container
     container.reload()
     published = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"]
     assert {p["HostIp"] for p in published} == {"127.0.0.1"}  # loopback only
     assert handle.invoke(params={"who": "ada", "long": "1"}).status_code == 200
-    deadline = time.monotonic() + 30
     long_line = "L" * 40000 + " end"
-    while long_line not in handle.deployment.logs():
-        assert time.monotonic() < deadline, handle.logs()[-2000:]
-        time.sleep(0.05)
+    wait_for(lambda: long_line in handle.deployment.logs(), 30, lambda: handle.logs()[-2000:])
     # each printed line is one entry, however the engine framed it
     assert "hello from the container ada" in handle.deployment.logs()
     container.kill()
-    deadline = time.monotonic() + 30
-    while handle.status != "failed":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: handle.status == "failed", 30, lambda: f"status {handle.status!r}")
     assert "exited with code" in (handle.deployment.failure or "")
     with pytest.raises(InvocationError, match="not running"):
         handle.invoke()
@@ -136,7 +124,7 @@ def test_run_invoke_follow_logs_and_report_a_killed_container(backend: Container
 
 def test_a_failing_pip_step_quotes_the_step_and_leaves_no_tag(backend: ContainerBackend,
                                                              client: Any) -> None:
-    name = f"badpip-{unique()}"
+    name = f"badpip-{uid()}"
     with pytest.raises(BuildError) as caught:
         ofnotebook.deploy(function(), name, target=backend,
                           requirements=["ofnotebook-no-such-distribution==0.0.1"])
@@ -149,7 +137,7 @@ def test_a_failing_pip_step_quotes_the_step_and_leaves_no_tag(backend: Container
 
 def test_a_python_mismatch_is_refused_before_building(backend: ContainerBackend,
                                                       client: Any) -> None:
-    base = f"ofnotebook-test-base:{unique()}"
+    base = f"ofnotebook-test-base:{uid()}"
     image = client.images.get("python:3.11-slim" if not os.environ.get("OFNOTEBOOK_BASE_IMAGE")
                               else os.environ["OFNOTEBOOK_BASE_IMAGE"])
     # a base that says it has another Python (the label wins over running the image)
@@ -159,7 +147,7 @@ def test_a_python_mismatch_is_refused_before_building(backend: ContainerBackend,
                          changes=['LABEL io.ofnotebook.python="3.9.18"'])
     finally:
         container.remove(force=True)
-    name = f"mismatch-{unique()}"
+    name = f"mismatch-{uid()}"
     try:
         with pytest.raises(BuildError, match=r"Python 3\.9\.18, the notebook runs 3\.11"):
             ofnotebook.deploy(function(), name, target=backend, base_image=base)
@@ -175,7 +163,7 @@ def test_the_base_image_python_is_read_from_its_env_else_by_running_it(client: A
     assert env.get("PYTHON_VERSION", "").startswith("3.11."), env
     assert images.base_python(client, "python:3.11-slim") == env["PYTHON_VERSION"]
     # with neither the label nor the env, one run of the image tells
-    blank = f"ofnotebook-test-base:noenv-{unique()}"
+    blank = f"ofnotebook-test-base:noenv-{uid()}"
     container = client.containers.create(base.id, command=["true"])
     try:
         container.commit(repository=blank.split(":")[0], tag=blank.split(":")[1],
@@ -209,7 +197,7 @@ def manifest(reference: str) -> dict[str, Any]:
 def test_push_to_a_real_registry_and_deploy_by_digest(client: Any) -> None:
     need_registry()
     backend = ContainerBackend(start_timeout=30, registry=REGISTRY)
-    name = f"push-{unique()}"
+    name = f"push-{uid()}"
     try:
         handle = ofnotebook.deploy(function(), name, target=backend)
         reference = handle.deployment.reference
@@ -248,7 +236,7 @@ def test_the_engine_builder_pushes_an_image_that_runs_by_its_digest(client: Any)
 
     need_registry()
     assert builders.resolve("auto") == "engine"  # an engine answers: auto takes it
-    name = f"engine-{unique()}"
+    name = f"engine-{uid()}"
     fn = function()
     pkg = package(capture(fn, entry="hello"), FunctionSpec(name=name, entry="hello"))
     recorder = PhaseRecorder()
@@ -267,14 +255,10 @@ def test_the_engine_builder_pushes_an_image_that_runs_by_its_digest(client: Any)
         port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
         session = requests.Session()
         session.trust_env = False
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                answer = session.get(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except requests.RequestException:
-                assert time.monotonic() < deadline, container.logs().decode()
-                time.sleep(0.05)
+        # the first answer counts, whatever its status (a 1-tuple: an error Response is false)
+        (answer,) = wait_for(lambda: (session.get(f"http://127.0.0.1:{port}/", timeout=1),),
+                             30, lambda: container.logs().decode(),
+                             ignoring=(requests.RequestException,))
         assert answer.status_code == 200 and answer.json()["version"] == "v1"
     finally:
         if container is not None:
@@ -288,7 +272,7 @@ def test_containers_are_removed_when_the_kernel_exits(client: Any, tmp_path: Any
     import sys
     import textwrap
 
-    name = f"atexit-{unique()}"
+    name = f"atexit-{uid()}"
     script = tmp_path / "kernel.py"
     script.write_text(textwrap.dedent(f"""
         import warnings

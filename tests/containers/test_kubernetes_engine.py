@@ -14,7 +14,6 @@ import ofnotebook
 from ofnotebook.backends.kubernetes import KubernetesBackend
 from tests.helpers import make_function
 from tests.k8s_double import KubeDouble
-from tests.k8s_double.fixtures import cluster, crd, kubeconfig  # noqa: F401
 
 pytestmark = pytest.mark.container
 REGISTRY = "127.0.0.1:5000"

@@ -41,7 +41,7 @@ from ofnotebook import layers, tarlayers
 from ofnotebook import registry as reg
 from ofnotebook.registry import transport
 from ofnotebook.registry.reference import FAMILY, MANIFEST_DOCKER, MANIFEST_OCI, sha256_digest
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 
 USER = "ada"
 PASSWORD = f"pw-{uuid.uuid4().hex}"  # distinctive: tests grep for it in every message
@@ -112,17 +112,22 @@ class Registry:
         self.proc = subprocess.Popen(["docker-registry", "serve", str(path)], stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
-        deadline = time.monotonic() + 15
-        while True:
+        def listening() -> bool:
             try:
                 socket.create_connection((self.addr, self.port), timeout=1).close()
-                return self
+                return True
             except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"docker-registry {self.name} did not start:\n"
-                                       + self.log_path.read_text()[-2000:]) from None
-                time.sleep(0.05)
+                if self.proc.poll() is not None:
+                    raise AssertionError("exited") from None
+                return False
+
+        try:
+            wait_for(listening, 15, interval=0.05)
+        except AssertionError:
+            self.stop()
+            raise RuntimeError(f"docker-registry {self.name} did not start:\n"
+                               + self.log_path.read_text()[-2000:]) from None
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

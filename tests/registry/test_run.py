@@ -14,7 +14,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,7 +30,7 @@ from ofnotebook.errors import BackendUnavailableError
 from ofnotebook.package import package
 from ofnotebook.runtime import HEALTH_PATH
 from ofnotebook.spec import FunctionSpec
-from tests.helpers import free_port, make_function
+from tests.helpers import free_port, make_function, wait_for
 from tests.registry.conftest import PASSWORD, USER, Registry, login, need
 
 pytestmark = pytest.mark.container
@@ -69,20 +68,17 @@ def podman(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
 
 
 def wait_port(port: int, path: str | None = None, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
     session = requests.Session()
     session.trust_env = False
-    while time.monotonic() < deadline:
-        try:
-            if path is None:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return
-            if session.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200:
-                return
-        except (OSError, requests.RequestException):
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"nothing answered on 127.0.0.1:{port} within {timeout} s")
+
+    def answers() -> bool:
+        if path is None:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        return session.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200
+
+    wait_for(answers, timeout, f"nothing answered on 127.0.0.1:{port} within {timeout} s",
+             ignoring=(OSError, requests.RequestException), interval=0.1)
 
 
 def test_a_sync_function_built_without_an_engine_answers(basic: Registry, real_base: str,

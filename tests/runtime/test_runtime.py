@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -19,8 +18,8 @@ from ofnotebook.capture import capture
 from ofnotebook.package import package
 from ofnotebook.runtime import ERROR_HEADER, EXIT_BAD_PACKAGE, HEALTH_PATH
 from ofnotebook.spec import FunctionSpec
-from tests.helpers import free_port, make_function
-from tests.test_context import SYNC_OUT_V1, SYNC_OUT_V2
+from tests.helpers import free_port, make_function, wait_for
+from tests.contexts import SYNC_OUT_V1, SYNC_OUT_V2
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,16 +47,13 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 
 def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"runtime exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            if requests.get(url + HEALTH_PATH, timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    raise AssertionError("runtime not ready")
+        return requests.get(url + HEALTH_PATH, timeout=1).status_code == 200
+
+    wait_for(ready, timeout, "runtime not ready", ignoring=(requests.ConnectionError,),
+             interval=0.05)
 
 
 @pytest.fixture
