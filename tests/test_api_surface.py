@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import pickle
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -12,12 +17,85 @@ from ofnotebook.errors import ConfigError, RemoteFunctionError
 from ofnotebook.spec import FunctionSpec, derive_name, parse_env, validate_name
 
 
-def test_all_is_sorted_and_every_name_resolves() -> None:
-    assert ofnotebook.__all__ == sorted(ofnotebook.__all__)
-    for name in ofnotebook.__all__:
-        assert getattr(ofnotebook, name) is not None, name
+def public_names(path: Path) -> set[str]:
+    """The names a package's ``__init__.py`` offers without an underscore: what it defines
+    (``def``, ``class``, assignments), what it imports from itself (relative imports), and the
+    keys of its lazy table ``_LAZY`` (PEP 562); not what it imports from elsewhere."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            names.update(alias.asname or alias.name for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+                if isinstance(target, ast.Name) and target.id == "_LAZY":
+                    assert isinstance(node.value, ast.Dict)
+                    names.update(ast.literal_eval(key) for key in node.value.keys
+                                 if key is not None)
+    return {name for name in names if not name.startswith("_")}
+
+
+def surface_problems(module: ModuleType) -> list[str]:
+    """What is wrong with ``module.__all__``: a public name left out, a name exported that
+    the module does not offer or that is private, a name that does not import."""
+    exported = list(module.__all__)
+    offered = public_names(Path(str(module.__file__)))
+    problems = [f"public but not in __all__: {name}" for name in sorted(offered - set(exported))]
+    problems += [f"private but exported: {name}" for name in exported if name.startswith("_")]
+    problems += [f"exported twice: {name}" for name in sorted(set(exported))
+                 if exported.count(name) > 1]
+    for name in exported:
+        try:
+            getattr(module, name)
+        except Exception as exc:  # an AttributeError, or the lazy import failing
+            problems.append(f"exported but does not import: {name} ({type(exc).__name__}: "
+                            f"{exc})")
+    return problems
+
+
+def test_every_public_name_is_exported_and_imports() -> None:
+    assert surface_problems(ofnotebook) == []
+    assert {"deploy", "FunctionHandle", "OfnotebookError", "view_for"} <= set(ofnotebook.__all__)
     with pytest.raises(AttributeError):
         ofnotebook.no_such_name  # noqa: B018
+
+
+def test_the_surface_check_catches_each_mistake(tmp_path: Path) -> None:
+    package = tmp_path / "badsurface"
+    package.mkdir()
+    (package / "sub.py").write_text("Thing = 1\n")
+    (package / "__init__.py").write_text(
+        "from typing import Any\n"
+        "from .sub import Thing\n"
+        "_LAZY = {'lazy_ok': 'badsurface.sub', 'lazy_broken': 'badsurface.sub'}\n"
+        "__all__ = ['Thing', 'lazy_ok', 'lazy_broken', 'gone', '_hidden', 'Thing']\n"
+        "def helper() -> None: ...\n"
+        "def _hidden() -> None: ...\n"
+        "def __getattr__(name: str) -> Any:\n"
+        "    if name == 'lazy_ok':\n"
+        "        return 2\n"
+        "    raise AttributeError(name)\n")
+    spec = importlib.util.spec_from_file_location("badsurface", package / "__init__.py",
+                                                  submodule_search_locations=[str(package)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["badsurface"] = module
+    try:
+        spec.loader.exec_module(module)
+        problems = surface_problems(module)
+    finally:
+        sys.modules.pop("badsurface", None)
+        sys.modules.pop("badsurface.sub", None)
+    assert problems == [
+        "public but not in __all__: helper",
+        "private but exported: _hidden",
+        "exported twice: Thing",
+        "exported but does not import: lazy_broken (AttributeError: lazy_broken)",
+        "exported but does not import: gone (AttributeError: gone)",
+    ]
 
 
 def test_setting_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
