@@ -128,18 +128,26 @@ def _redeploy(handle: FunctionHandle, on_event: EventSink | None) -> None:
 
 
 def redeploy(handle: FunctionHandle, on_event: EventSink | None = None) -> None:
-    """Stop ``handle``'s deployment and deploy its function again; ``handle`` follows it."""
+    """Stop ``handle``'s deployment and deploy its function again with the same request;
+    ``handle`` follows the new one, so a name bound in the notebook (and its view) stays
+    valid across the redeploy the view's button asks for."""
     handle.redeploy(on_event)
 
 
 def deployments() -> list[FunctionHandle]:
-    """The latest handle of every deployment this kernel manages, in deploy order."""
+    """The latest handle of every deployment this kernel manages, in deploy order: what
+    ``%function list`` shows, so a function deployed in a forgotten cell can still be found
+    (and stopped). Deployments a backend dropped are left out."""
     live = {id(d) for backend in active_backends() for d in backend.deployments()}
     return [h for h in _handles.values() if id(h.deployment) in live]
 
 
 def stop(name: str | None = None, *, all: bool = False) -> list[str]:
-    """Stop deployment ``name`` (or every deployment with ``all=True``); return the names."""
+    """Stop deployment ``name`` (or every deployment with ``all=True``); return the names.
+
+    By name, not by handle, so a cell can stop what an earlier cell deployed without holding
+    its handle; an unknown name is an error listing the running ones, since a typo must not
+    look like a stop."""
     stopped = []
     for (target_name, dep_name), handle in list(_handles.items()):
         if all or dep_name == name:
@@ -153,7 +161,9 @@ def stop(name: str | None = None, *, all: bool = False) -> list[str]:
 
 
 def get(name: str) -> FunctionHandle:
-    """The handle of deployment ``name``."""
+    """The handle of deployment ``name``: to reach a function deployed in another cell (or
+    whose variable was rebound) without redeploying it; an unknown name lists the running
+    ones."""
     for (_, dep_name), handle in _handles.items():
         if dep_name == name:
             return handle

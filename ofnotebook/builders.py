@@ -41,7 +41,9 @@ def build_mode(explicit: str | bool | None = None, *, allowed: tuple[str, ...] =
 
 
 def platform(explicit: str | None = None) -> str:
-    """The image platform (``--platform``, ``OFNOTEBOOK_PLATFORM``, ``linux/amd64``)."""
+    """The image platform (``--platform``, ``OFNOTEBOOK_PLATFORM``, ``linux/amd64``): the
+    cluster's nodes, not this machine's, decide it, hence a default that does not look at the
+    notebook's CPU; checked here so a typo fails before a build starts."""
     value = config.get("platform", explicit)
     try:
         return config._platform(str(value))
@@ -65,7 +67,9 @@ def engine_answers() -> bool:
 
 
 def resolve(mode: str) -> str:
-    """``auto`` made concrete for this machine; other modes unchanged."""
+    """``auto`` made concrete for this machine (an engine when one answers, else the
+    engine-less registry build a JupyterHub pod needs); other modes unchanged, since the user
+    chose them."""
     if mode != "auto":
         return mode
     return "engine" if engine_answers() else "registry"

@@ -1,7 +1,8 @@
 """Settings: an explicit argument wins, then ``OFNOTEBOOK_<KEY>`` in the environment, then the default.
 
-This is the only module that reads ``OFNOTEBOOK_*`` variables, so a backend never hides a
-setting the user cannot see in one place.
+This is the only module that reads ``OFNOTEBOOK_*`` settings, so a backend never hides a
+setting the user cannot see in one place. (``OFNOTEBOOK_TRACEBACK`` is a switch of how errors
+print, read by :mod:`ofnotebook.errors` itself: this module imports the errors.)
 """
 
 from __future__ import annotations
@@ -155,7 +156,3 @@ def get(key: str, explicit: Any = UNSET) -> Any:
                           key=key) from None
     return setting.resolve(explicit)
 
-
-def full_tracebacks() -> bool:
-    """True when ``OFNOTEBOOK_TRACEBACK`` asks for full Python tracebacks."""
-    return os.environ.get("OFNOTEBOOK_TRACEBACK", "") not in ("", "0")

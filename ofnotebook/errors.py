@@ -26,7 +26,9 @@ from typing import Any
 
 
 class OfnotebookError(Exception):
-    """Base class of every error ofnotebook raises on purpose."""
+    """Every error ofnotebook raises on purpose: one ``except`` tells "ofnotebook refused or
+    failed, with a message that says the fix" from a bug, and IPython prints it short (one
+    line, no traceback) because the message, not the stack, is what the user needs."""
 
     def _render_traceback_(self) -> list[str]:
         # IPython calls this instead of formatting the traceback; a list of lines is expected.
@@ -38,7 +40,8 @@ class OfnotebookError(Exception):
 
 
 class ConfigError(OfnotebookError):
-    """Raised when a setting (argument or ``OFNOTEBOOK_*`` variable) has a bad value."""
+    """A setting (argument or ``OFNOTEBOOK_*`` variable) has a bad value: the user fixes an
+    input, not the code; ``key`` names the setting so a caller can point at it."""
 
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)
@@ -46,11 +49,14 @@ class ConfigError(OfnotebookError):
 
 
 class CaptureError(OfnotebookError):
-    """Raised when the cell or its function cannot be captured for deployment."""
+    """The cell or its function cannot be captured: nothing was packaged or started, and the
+    fix is in the cell."""
 
 
 class UnpicklableGlobalError(CaptureError):
-    """Raised when a global the function uses cannot be serialized (a lock, socket, client...)."""
+    """A global the function uses cannot travel (a lock, socket, client...): its own class,
+    with ``global_name`` and ``type_name``, because the fix is always the same (create it
+    inside the function) and the view names the global."""
 
     def __init__(self, message: str, *, global_name: str, type_name: str) -> None:
         super().__init__(message)
@@ -59,15 +65,18 @@ class UnpicklableGlobalError(CaptureError):
 
 
 class PackageError(OfnotebookError):
-    """Raised when the build context for a function cannot be produced."""
+    """The build context cannot be written (disk, cache folder, an unreadable file): an
+    environment problem, apart from the cell's and the target's."""
 
 
 class BackendUnavailableError(OfnotebookError):
-    """Raised when a target is unknown or needs an extra that is not installed."""
+    """A target is unknown or needs an extra that is not installed: raised before anything
+    runs, so the user installs the extra or picks another target and nothing is left behind."""
 
 
 class DeployError(OfnotebookError):
-    """Raised when a deployment fails to start, or its process dies."""
+    """A deployment did not start, or died: the package was fine, the target was not.
+    ``last_logs`` carries the function's last lines, since the cause is usually in them."""
 
     def __init__(self, message: str, *, function_name: str | None = None,
                  last_logs: list[str] | None = None) -> None:
@@ -77,11 +86,13 @@ class DeployError(OfnotebookError):
 
 
 class BuildError(DeployError):
-    """Raised when an image cannot be built or pushed, or its base does not fit the notebook."""
+    """An image cannot be built or pushed, or its base does not fit the notebook: a deploy
+    failure whose fix is in the image (base, requirements, registry), not in the cell."""
 
 
 class InvocationError(OfnotebookError):
-    """Raised when a request to a deployed function cannot be completed."""
+    """A request to a deployed function did not complete (no answer, wrong runtime): the
+    deployment exists; calling it failed, so the user retries or checks ``status``."""
 
     def __init__(self, message: str, *, function_name: str | None = None) -> None:
         super().__init__(message)

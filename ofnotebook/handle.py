@@ -85,7 +85,9 @@ def _session() -> "requests.Session":
 
 
 class FunctionHandle:
-    """A deployed function: call it locally, ``invoke`` it remotely, read its logs, stop it."""
+    """A deployed function that is still the plain function: ``%%function`` binds the cell's
+    name to it, so code calling the function keeps working, while ``invoke``, ``logs``,
+    ``publish`` and ``stop`` reach the deployed one on whatever target it runs."""
 
     def __init__(self, function: Callable[..., Any], *, deployment: Deployment,
                  backend: "Backend", target: str, events: list[PhaseEvent],
@@ -101,7 +103,6 @@ class FunctionHandle:
         self.reused = reused
         self.__doc__ = getattr(function, "__doc__", None)
         self.__wrapped__ = function
-        self._subscribers: list[Callable[[PhaseEvent], None]] = []
         self._invocation_listeners: list[Callable[["Invocation"], None]] = []
         self.last_invocation: Invocation | None = None
         #: What this handle was deployed with (``None``: made by hand, not by ``deploy``).
@@ -111,6 +112,8 @@ class FunctionHandle:
     # -- plain Python ------------------------------------------------------------------------
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the plain function in the kernel: the cell's name keeps working as before the
+        deploy, so the rest of the notebook need not change."""
         return self.function(*args, **kwargs)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -121,47 +124,50 @@ class FunctionHandle:
 
     @property
     def name(self) -> str:
+        """The deployment's name (``%function stop NAME``), which may differ from the
+        Python name: it is what the target knows the function by."""
         return self.deployment.name
 
     @property
     def package(self) -> "Package":
+        """What was deployed, on disk: to look at the build context a target received."""
         return self.deployment.package
 
     @property
     def capture(self) -> "Capture":
+        """What was pickled with the function (``.report()``): to see why a payload is big or
+        which global was caught."""
         return self.deployment.package.capture
 
     @property
     def runtime(self) -> str:
+        """``sync`` or ``async``: which verbs apply (``invoke`` against ``publish`` and the
+        outputs)."""
         return self.package.spec.runtime
 
     @property
     def url(self) -> str:
+        """Where the target says the function is, for a ``curl`` outside the notebook."""
         return self.deployment.url
 
     @property
     def status(self) -> str:
+        """The target's state now, asked fresh on each read (a process may exit at any
+        time)."""
         return self.deployment.status
 
     @property
     def digest(self) -> str:
+        """The package's content digest: equal digests mean an unchanged cell, which is why a
+        redeploy could reuse the running function."""
         return self.package.digest
 
     # -- events ------------------------------------------------------------------------------
 
-    def subscribe(self, callback: Callable[[PhaseEvent], None]) -> Callable[[], None]:
-        """Call ``callback(event)`` for every later phase event; returns an unsubscribe."""
-        self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
-
-    def _publish(self, event: PhaseEvent) -> None:
-        self.events.append(event)
-        for callback in list(self._subscribers):
-            callback(event)
-
     def subscribe_invocations(self, callback: Callable[["Invocation"], None]
                               ) -> Callable[[], None]:
-        """Call ``callback(invocation)`` after every ``invoke``; returns an unsubscribe."""
+        """Call ``callback(invocation)`` after every ``invoke``; returns an unsubscribe. The
+        view's call table follows calls made from code too, not only from its own form."""
         self._invocation_listeners.append(callback)
 
         def remove() -> None:
@@ -241,11 +247,14 @@ class FunctionHandle:
 
     @property
     def outputs(self) -> list["OutputEvent"]:
-        """What the function sent to its outputs, oldest first (live, bounded)."""
+        """What the function sent to its outputs, oldest first (live, bounded): an async
+        function answers nobody, so this is how the notebook sees what it did."""
         return list(self._events().outputs)
 
     def wait_for_outputs(self, n: int = 1, timeout: float = 10.0) -> list["OutputEvent"]:
-        """Block until the function has sent at least ``n`` outputs; return the outputs."""
+        """Block until the function has sent at least ``n`` outputs; return the outputs. Events
+        are handled in another process, so a cell that publishes waits for the effect instead
+        of sleeping a guessed time."""
         try:
             return self._events().wait_for_outputs(n, timeout)
         except TimeoutError as exc:
@@ -257,12 +266,14 @@ class FunctionHandle:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counts of events in, delivered, out, retries, dead letters and errors."""
+        """Counts of events in, delivered, out, retries, dead letters and errors: one look
+        tells a function that drops nothing from one that retries or fails quietly."""
         return self._events().stats()
 
     @property
     def dead_letters(self) -> list[dict[str, Any]]:
-        """Events that could not be delivered after every retry (never dropped silently)."""
+        """Events that could not be delivered after every retry: an event is never dropped
+        silently, and this is where to look for it."""
         return list(self._events().dead_letters)
 
     def get_state(self, key: str, store: str | None = None) -> Any:
@@ -280,11 +291,13 @@ class FunctionHandle:
         return self.deployment.events  # UnsupportedError where the target reports none
 
     def logs(self, tail: int | None = None) -> str:
-        """The function's recent output (stdout and stderr), as one string."""
+        """The function's recent output (stdout and stderr), as one string: ``print`` in a
+        deployed function lands here, since it runs in another process."""
         return "\n".join(self.deployment.logs(tail=tail))
 
     def stop(self) -> None:
-        """Stop the deployed function. The handle stays callable as a plain function."""
+        """Stop the deployed function and free what it holds (process, container, ports). The
+        handle stays callable as a plain function, so the notebook keeps working."""
         if self.deployment in self.backend.deployments():
             self.backend.stop(self.name)
         self.deployment.stop()

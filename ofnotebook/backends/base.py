@@ -57,6 +57,9 @@ class PhaseRecorder:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def emit(self, event: PhaseEvent) -> None:
+        """Keep ``event`` (the handle's ``events`` and ``timings`` are read from here after
+        the deploy) and pass it on at once, so a view shows the phase while it runs. Backends
+        emit from build and log threads, hence the lock."""
         with self._lock:
             self.events.append(event)
             if event.duration is not None and event.state == "finished":
@@ -96,6 +99,8 @@ class LogBuffer:
         self._lock = threading.Lock()
 
     def append(self, line: str) -> None:
+        """Keep ``line`` and hand it to the followers on the reader's thread; a follower that
+        raises is dropped silently, since a broken view must not stop the log collection."""
         with self._lock:
             self.lines.append(line)
             subscribers = list(self._subscribers)
@@ -106,11 +111,15 @@ class LogBuffer:
                 pass
 
     def tail(self, n: int | None = None) -> list[str]:
+        """The last ``n`` lines (all kept lines when ``n`` is falsy), copied under the lock
+        so a reader thread appending meanwhile cannot break the caller's iteration."""
         with self._lock:
             lines = list(self.lines)
         return lines[-n:] if n else lines
 
     def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Follow the logs live (the widget's log pane, ``subscribe_logs``); the returned
+        function stops following, so a closed view holds no reference to the buffer."""
         with self._lock:
             self._subscribers.append(callback)
 
@@ -165,6 +174,8 @@ class Deployment:
 
     @property
     def status(self) -> str:
+        """Asked fresh each time (a process can exit, a pod can crash between two reads), so
+        the handle and the view never show a state the target has left."""
         raise NotImplementedError("The 'status' property must be implemented.")
 
     @property
@@ -191,9 +202,12 @@ class BufferedDeployment(Deployment):
     log_buffer: LogBuffer
 
     def logs(self, tail: int | None = None) -> list[str]:
+        """From the buffer the target's reader threads fill: reading logs costs no call to
+        the engine or the process."""
         return self.log_buffer.tail(tail)
 
     def subscribe_logs(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Follow the buffer: every target that collects lines follows them the same way."""
         return self.log_buffer.subscribe(callback)
 
 
@@ -247,10 +261,13 @@ class TrackedBackend(Backend):
         return previous
 
     def deployments(self) -> list[Deployment]:
+        """A copy, so ``%function list`` can iterate while another cell deploys."""
         with self._lock:
             return list(self._deployments.values())
 
     def stop(self, name: str) -> bool:
+        """Forget ``name`` under the lock, stop it outside it: a slow stop (a container, a
+        pod's finalizer) must not block a deploy of another function."""
         with self._lock:
             deployment = self._deployments.pop(name, None)
         if deployment is None:
@@ -259,6 +276,8 @@ class TrackedBackend(Backend):
         return True
 
     def close(self) -> None:
+        """Stop all, as ``stop`` does one by one: the kernel's exit and ``%function stop
+        --all`` must leave nothing running."""
         with self._lock:
             deployments = list(self._deployments.values())
             self._deployments.clear()

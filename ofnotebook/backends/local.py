@@ -42,7 +42,6 @@ class RuntimeProcess:
     def __init__(self, *, log_lines: int) -> None:
         self.log_buffer = LogBuffer(log_lines)
         self.logs = self.log_buffer.lines
-        self.subscribe = self.log_buffer.subscribe
         self._port_ready = threading.Event()
         self.exited = threading.Event()
         self.port: int | None = None
@@ -304,11 +303,6 @@ def stop_all_processes() -> None:
     """Stop every runtime process this kernel started (registered with ``atexit``)."""
     for process in list(_LIVE_PROCESSES):
         process.stop()
-
-
-def live_process_ids() -> list[int]:
-    """PIDs of runtime processes that are still running (used by tests and ``%function``)."""
-    return [p.pid for p in list(_LIVE_PROCESSES) if p.proc.poll() is None]
 
 
 atexit.register(stop_all_processes)
