@@ -69,6 +69,8 @@ class LockEntry:
 
     @property
     def requirement(self) -> str:
+        """The pip line: pinned to the notebook's version so the function runs against what
+        it was written with; unpinned only when the version is unknown."""
         return f"{self.distribution}=={self.version}" if self.version else self.distribution
 
 

@@ -65,6 +65,8 @@ class Setting(Generic[T]):
 
     @property
     def env_var(self) -> str:
+        """``OFNOTEBOOK_<KEY>``: derived, never spelled by hand, so the variable a message
+        names is always the one that is read."""
         return f"OFNOTEBOOK_{self.key.upper()}"
 
     def resolve(self, explicit: Any = UNSET) -> T:

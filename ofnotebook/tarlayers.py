@@ -75,6 +75,8 @@ def tree(members: Iterable[Member]) -> list[Member]:
 
 
 def files_members(files: Mapping[str, Path | bytes], prefix: str) -> list[Member]:
+    """Tar members for ``files`` under ``prefix``, keeping only the executable bit of a
+    file on disk: nothing else of the machine (owner, time) may change a layer's digest."""
     out = []
     for rel, source in files.items():
         executable = isinstance(source, Path) and os.access(source, os.X_OK)
@@ -175,6 +177,8 @@ class Layer:
 
 
 def cache_root() -> Path:
+    """Where built layers are kept, under the package cache: a layer already built for the
+    same inputs is reused instead of re-tarred and re-pushed."""
     return Path(config.get("cache_dir")) / "layers"
 
 
@@ -279,6 +283,9 @@ def files_layer(package: Package, kind: str, top: str) -> Layer:
 
 
 def pip_platforms(platform: str) -> list[str]:
+    """pip's ``--platform`` tags for an image platform: the wheels are chosen for the
+    cluster's nodes, not for this machine; a platform pip cannot target is a ``BuildError``.
+    """
     os_, arch, _variant = parse_platform(platform)
     if os_ != "linux" or arch not in _ARCH:
         raise BuildError(f"The registry build makes Linux images for {', '.join(_ARCH)}; "
@@ -335,6 +342,8 @@ def _strip_scripts(target: Path) -> None:
 
 
 def deps_layer(package: Package, python: str, platform: str, on_line: OnLine) -> Layer:
+    """The dependency layer (pip's install of ``requirements.txt`` for the image's Python and
+    platform), cached by those inputs: the slow layer, rebuilt only when they change."""
     requirements = (package.path / "requirements.txt").read_bytes()
     major_minor = ".".join(python.split(".")[:2])
     platforms = pip_platforms(platform)

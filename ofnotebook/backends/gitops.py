@@ -75,6 +75,9 @@ registry, the `imageCredentials` secret keyed by the registry's bare `host[:port
 
 
 def image_reference(package: Package) -> str:
+    """The tag a manifest names when no image was pushed: ``OFNOTEBOOK_REGISTRY`` (or a
+    ``REGISTRY`` placeholder for the GitOps pipeline to fill) and the package digest, so the
+    same cell always names the same image."""
     registry = str(config.get("registry") or "REGISTRY")
     return f"{registry.rstrip('/')}/ofnotebook/{package.spec.name}:{package.digest[:16]}"
 

@@ -49,6 +49,8 @@ WARNING = re.compile(r'\d{3} \S+ "((?:[^"\\]|\\.)*)"')
 
 
 def rules_text(rules: list[dict[str, Any]]) -> str:
+    """RBAC rules as one readable line, for the message of a 403: the user forwards it to
+    whoever can grant the access."""
     return "; ".join(f"{', '.join(r['resources'])}"
                      f"{' (' + r['apiGroups'][0] + ')' if r['apiGroups'][0] else ''}: "
                      f"{', '.join(r['verbs'])}" for r in rules)
@@ -145,6 +147,9 @@ class KubeApi:
     # -- retries -----------------------------------------------------------------------------
 
     def unreachable(self, what: str, exc: BaseException, waited: float) -> DeployError:
+        """The error after retries ran out, worded by what went wrong: an API server that
+        kept failing, one never reached (check the kubeconfig) or one that stopped answering.
+        """
         if getattr(exc, "status", None) in RETRIED:
             return DeployError(f"Kubernetes: {what} failed: the API server kept answering "
                                f"{_cause(exc)} ({_detail(exc)}); retried for {waited:.0f} s.")
@@ -178,6 +183,8 @@ class KubeApi:
                 delay = min(delay * 2, 2.0)
 
     def error(self, exc: Exception, what: str) -> DeployError:
+        """A failed call as the one ``DeployError`` of this backend's edge (status, RBAC grant
+        to ask for, namespace), so no client exception reaches the notebook."""
         return api_error(exc, what, self.namespace)
 
     # -- Functions ---------------------------------------------------------------------------
@@ -307,6 +314,8 @@ class KubeApi:
                 yield "IDLE", None
 
     def pods(self, selector: str, deadline: float) -> list[Any]:
+        """The pods of ``selector``, with the retries of every call: their logs and restarts
+        are what explains a function that does not get ready."""
         try:
             return self.call("listing pods", deadline,  # type: ignore[no-any-return]
                              self.core.list_namespaced_pod, self.namespace,

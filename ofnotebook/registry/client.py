@@ -45,9 +45,12 @@ class BlobReader(io.RawIOBase):
         self.done = False
 
     def readable(self) -> bool:
+        """True, so the reader passes wherever a readable binary file is expected."""
         return True
 
     def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes as sent (no transfer decoding, so the digest is of the blob
+        itself); at the end the digest is checked, so corrupted bytes never pass as read."""
         if self.done:
             return b""
         try:
@@ -67,11 +70,13 @@ class BlobReader(io.RawIOBase):
         return chunk
 
     def readinto(self, buffer: Any) -> int:
+        """``read`` into ``buffer``, for readers that wrap this one (io.BufferedReader)."""
         data = self.read(len(buffer))
         buffer[:len(data)] = data
         return len(data)
 
     def close(self) -> None:
+        """Release the connection to the pool even when the blob was not read to the end."""
         self.response.close()
         super().close()
 
@@ -186,6 +191,8 @@ class RegistryClient(Transport):
     # -- blobs -------------------------------------------------------------------------------
 
     def blob_exists(self, repository: str, digest: str) -> bool:
+        """Whether ``repository`` has the blob (a HEAD): a layer the registry has is never
+        uploaded again."""
         response = self.request("HEAD", f"/v2/{repository}/blobs/{digest}",
                                 scopes=self._pull(repository), ok=(200, 404),
                                 what=f"check the blob {digest[:19]} in {repository}")
@@ -199,6 +206,7 @@ class RegistryClient(Transport):
         return BlobReader(response, digest, f"{self.host}/{repository}")
 
     def get_blob(self, repository: str, digest: str) -> bytes:
+        """The whole blob, digest checked: for small ones (an image's config)."""
         with self.open_blob(repository, digest) as reader:
             return reader.read()
 
