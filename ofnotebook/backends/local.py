@@ -28,7 +28,7 @@ from ..context import context_env
 from ..errors import DeployError
 from ..package import Package
 from ..runtime import HEALTH_PATH
-from .base import (FAILED, RUNNING, STOPPED, BufferedDeployment, Deployment, LogBuffer,
+from .base import (FAILED, RUNNING, STOPPED, BufferedDeployment, LogBuffer,
                    PhaseRecorder, TrackedBackend)
 from .processes import STOP_GRACE, child_env, terminate
 from .standin import StandIn, StandInUser, get_standin
@@ -125,11 +125,15 @@ def deployment_key(package: Package, env: Mapping[str, str]) -> tuple[object, ..
 
 
 def _wait_listening(process: RuntimeProcess, port: int, timeout: float) -> None:
-    """An async function serves gRPC: ready once its port accepts connections."""
+    """An async function serves gRPC: ready once it said it serves and its port accepts
+    connections (another process listening on that port must not pass for it)."""
     import socket
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not process.exited.is_set():
+        if not any(line.startswith("ofnotebook runtime: serving") for line in process.logs):
+            time.sleep(0.01)
+            continue
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return
@@ -137,6 +141,14 @@ def _wait_listening(process: RuntimeProcess, port: int, timeout: float) -> None:
             time.sleep(0.01)
     process.exited.wait(0.2)
     raise DeployError("not ready")
+
+
+def _lost_its_port(process: RuntimeProcess) -> bool:
+    """True when the runtime exited because its port was taken between the standby's release
+    and gRPC's bind (a race with other processes picking free ports)."""
+    text = "\n".join(process.logs).lower()
+    return process.exited.is_set() and ("failed to bind" in text or
+                                        "address already in use" in text)
 
 
 class LocalDeployment(StandInUser, BufferedDeployment):
@@ -238,39 +250,27 @@ class LocalBackend(TrackedBackend):
         if spec.needs_dapr:
             with recorder.phase("dapr", detail="local Dapr stand-in"):
                 standin = get_standin()
-        with recorder.phase("start", detail="local process"):
-            process = self._take_process()
-            try:
-                port = process.wait_standby(self.start_timeout)
-                if local_port is not None:
-                    port = local_port
-                order_env = dict(env)
-                if standin is not None:
-                    order_env.update(standin.env())
-                order_env.update(context_env(spec, port=port))
-                process.send({"package": str(package.path), "env": order_env,
-                              "port": local_port})
-            except (OSError, DeployError):
-                process.stop()
-                raise
-        threading.Thread(target=self._refill_standby, daemon=True).start()
-
-        with recorder.phase("ready", detail=f"127.0.0.1:{port}"):
-            try:
-                if spec.runtime == "async":
-                    _wait_listening(process, port, self.start_timeout)
-                else:
-                    _wait_healthy(process, port, self.start_timeout)
-                if standin is not None:
-                    standin.register(name, port, spec, self.start_timeout)
-            except DeployError as exc:
-                process.stop()
-                tail = "\n".join(list(process.logs)[-15:]) or "(no output)"
-                why = "" if str(exc) == "not ready" else f"{exc}. "
-                raise DeployError(
-                    f"Function {name!r} did not become ready on the local target "
-                    f"(exit code {process.returncode}). {why}Last log lines:\n{tail}",
-                    function_name=name, last_logs=list(process.logs)[-15:]) from None
+        for attempt in (1, 2):
+            process, port = self._start(package, env, local_port, standin, recorder)
+            with recorder.phase("ready", detail=f"127.0.0.1:{port}"):
+                try:
+                    if spec.runtime == "async":
+                        _wait_listening(process, port, self.start_timeout)
+                    else:
+                        _wait_healthy(process, port, self.start_timeout)
+                    if standin is not None:
+                        standin.register(name, port, spec, self.start_timeout)
+                    break
+                except DeployError as exc:
+                    process.stop()
+                    if attempt == 1 and local_port is None and _lost_its_port(process):
+                        continue  # another process took the free port first: take a new one
+                    tail = "\n".join(list(process.logs)[-15:]) or "(no output)"
+                    why = "" if str(exc) == "not ready" else f"{exc}. "
+                    raise DeployError(
+                        f"Function {name!r} did not become ready on the local target "
+                        f"(exit code {process.returncode}). {why}Last log lines:\n{tail}",
+                        function_name=name, last_logs=list(process.logs)[-15:]) from None
 
         deployment = LocalDeployment(name, package, process, port, env, standin)
         previous = self._track(deployment)
@@ -282,8 +282,26 @@ class LocalBackend(TrackedBackend):
                              name=f"ofnotebook-stop-{name}", daemon=True).start()
         return deployment
 
-    def get(self, name: str) -> Deployment | None:
-        return self._deployments.get(name)
+    def _start(self, package: Package, env: Mapping[str, str], local_port: int | None,
+               standin: StandIn | None, recorder: PhaseRecorder) -> tuple[RuntimeProcess, int]:
+        """Hand ``package`` to the warm standby process (and start the next standby)."""
+        with recorder.phase("start", detail="local process"):
+            process = self._take_process()
+            try:
+                port = process.wait_standby(self.start_timeout)
+                if local_port is not None:
+                    port = local_port
+                order_env = dict(env)
+                if standin is not None:
+                    order_env.update(standin.env())
+                order_env.update(context_env(package.spec, port=port))
+                process.send({"package": str(package.path), "env": order_env,
+                              "port": local_port})
+            except (OSError, DeployError):
+                process.stop()
+                raise
+        threading.Thread(target=self._refill_standby, daemon=True).start()
+        return process, port
 
     def close(self) -> None:
         with self._lock:

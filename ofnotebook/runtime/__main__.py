@@ -90,13 +90,12 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc))
         return
     if fctx.is_async:
-        # gRPC binds the port itself: hand it over from the standby socket.
+        # gRPC binds the port itself: hand it over from the standby socket at the last moment
+        # (after every import and registration), so no other process can take it meanwhile.
         host = args.host if sock is None else "127.0.0.1"
-        if sock is not None:
-            sock.close()
         from .callbacks import serve_async
 
-        serve_async(loaded, fctx, host)
+        serve_async(loaded, fctx, host, release=sock.close if sock is not None else None)
         return
     if sock is None:
         try:

@@ -127,8 +127,10 @@ def _topic_handler(loaded: LoadedFunction, fctx: FunctionContext, bridge: DaprBr
     return handle
 
 
-def serve_async(loaded: LoadedFunction, fctx: FunctionContext, host: str) -> None:
-    """Register every input and serve AppCallback on ``fctx.port`` until stopped."""
+def serve_async(loaded: LoadedFunction, fctx: FunctionContext, host: str,
+                release: Callable[[], None] | None = None) -> None:
+    """Register every input and serve AppCallback on ``fctx.port`` until stopped;
+    ``release`` frees the port the standby process held, just before gRPC binds it."""
     map_dapr_host()
     from dapr.ext.grpc import App
 
@@ -139,6 +141,8 @@ def serve_async(loaded: LoadedFunction, fctx: FunctionContext, host: str) -> Non
     app.register_health_check(lambda: None)
     print(f"ofnotebook runtime: serving {fctx.name} ({loaded.entry}, {loaded.signature}) "
           f"async on {host}:{fctx.port}, inputs: {', '.join(fctx.inputs) or 'none'}", flush=True)
+    if release is not None:
+        release()
     try:
         app.run(app_port=fctx.port, listen_address=host)
     finally:
