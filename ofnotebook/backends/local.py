@@ -61,6 +61,7 @@ class RuntimeProcess:
 
     @property
     def pid(self) -> int:
+        """The process's PID, for messages and for the tests' leak check."""
         return self.proc.pid
 
     def _read(self) -> None:
@@ -89,11 +90,15 @@ class RuntimeProcess:
         return self.port
 
     def send(self, order: dict[str, object]) -> None:
+        """Hand the standby process one JSON line (the package to load): stdin, because the
+        process is already started and waiting, which is what makes a deploy fast."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(order) + "\n")
         self.proc.stdin.flush()
 
     def stop(self) -> None:
+        """Terminate, then kill after the grace period (the finalizer, which also runs at
+        exit), and let the log reader finish so the last lines are kept."""
         self.stopping = True
         self._finalizer()
         self._reader.join(timeout=STOP_GRACE)
@@ -169,6 +174,8 @@ class LocalDeployment(StandInUser, BufferedDeployment):
 
     @property
     def key(self) -> tuple[object, ...]:
+        """Package digest and environment: equal keys mean an unchanged redeploy, which
+        reuses this process."""
         return deployment_key(self.package, self.env)
 
     @property
@@ -188,6 +195,8 @@ class LocalDeployment(StandInUser, BufferedDeployment):
                 f"{self.process.returncode}. Last log lines:\n{tail}")
 
     def mark_stopped(self) -> None:
+        """Report ``stopped`` at once while the process stops in the background: a replaced
+        deployment must not look alive during the grace period."""
         self._stopped = True
         self._leave_standin(unregister=False)
 
