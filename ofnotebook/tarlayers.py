@@ -178,7 +178,7 @@ class Layer:
 
 def cache_root() -> Path:
     """Where built layers are kept, under the package cache: a layer already built for the
-    same inputs is reused instead of re-tarred and re-pushed."""
+    same inputs is reused instead of built again."""
     return Path(config.get("cache_dir")) / "layers"
 
 
