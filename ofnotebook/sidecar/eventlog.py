@@ -9,6 +9,7 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from .protocol import ENCODING_BASE64, ENCODING_EMPTY, ENCODING_JSON, ENCODING_TEXT
@@ -70,7 +71,8 @@ class EventLog:
 
     def _after(self, after: int, app: str | None, limit: int) -> list[dict[str, Any]]:
         first = self._events[0]["seq"] if self._events else self._seq + 1
-        tail = itertools.islice(self._events, max(0, after + 1 - first), None)
+        tail: Iterator[dict[str, Any]] = itertools.islice(self._events,
+                                                          max(0, after + 1 - first), None)
         if app is not None:
             tail = (e for e in tail if e["app"] == app)
         return list(itertools.islice(tail, limit))

@@ -52,7 +52,7 @@ def _etag(message: Any) -> str | None:
     return message.etag.value if message.HasField("etag") else None
 
 
-class DaprApi(dapr_pb2_grpc.DaprServicer):  # type: ignore[misc]
+class DaprApi(dapr_pb2_grpc.DaprServicer):
     """The Dapr gRPC API: a translation of each call to one ``DaprCore`` verb."""
 
     def __init__(self, core: DaprCore) -> None:
@@ -99,7 +99,7 @@ class DaprApi(dapr_pb2_grpc.DaprServicer):  # type: ignore[misc]
         return metadata_pb2.GetMetadataResponse(id=STANDIN_ID, registered_components=components)
 
 
-class _TokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class _TokenInterceptor(grpc.ServerInterceptor):
     def __init__(self, token: str) -> None:
         self.token = token
 

@@ -36,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Callable, ClassVar, Mapping
+from typing import Callable, ClassVar, Mapping, TypeVar
 
 
 class ComponentError(Exception):
@@ -85,6 +85,7 @@ class InboundEvent:
 
 
 Deliver = Callable[[InboundEvent], None]
+_ClientT = TypeVar("_ClientT")
 _log = logging.getLogger(__name__)
 
 #: The component kind (the type before its dot) each verb belongs to, as Dapr's API splits it.
@@ -208,9 +209,19 @@ class Driver:
     def _require_started(self, *clients: object) -> None:
         """Raise unless started and not closed (and every client given exists)."""
         if self._lifecycle != "started" or any(c is None for c in clients):
-            state = f"is closed ({self._closed_reason})" if self._closed_reason else (
-                "is not started (or already closed)")
-            raise ComponentError(f"component {self.name!r} {state}")
+            raise self._not_started()
+
+    def _started(self, client: _ClientT | None) -> _ClientT:
+        """``client`` itself, once started and not closed; raise as ``_require_started`` if not
+        (a client set in ``_start`` and cleared in ``_close``, as the type checker sees it)."""
+        if self._lifecycle != "started" or client is None:
+            raise self._not_started()
+        return client
+
+    def _not_started(self) -> ComponentError:
+        state = f"is closed ({self._closed_reason})" if self._closed_reason else (
+            "is not started (or already closed)")
+        return ComponentError(f"component {self.name!r} {state}")
 
     def _hand_off(self, deliver: Deliver, event: InboundEvent) -> None:
         """Give ``event`` to ``deliver`` on this driver's ``DeliveryPump``, never on the caller's

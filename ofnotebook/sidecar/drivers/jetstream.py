@@ -81,17 +81,21 @@ class JetStreamDriver(Driver):
                                               "time": "by_start_time"}.get(policy, policy)),
             ack_policy=ack, flow_control=is_truthy(c.get("flowControl")) or None,
             mem_storage=is_truthy(c.get("memoryStorage")) or None)
+
+        def whole(key: str) -> int:
+            try:
+                return int(c.get(key))
+            except ValueError:
+                raise ComponentError(f"component {self.name!r}: metadata {key!r} must be a "
+                                     f"whole number (got {c.get(key)!r})") from None
+
         for key, attr in (("startSequence", "opt_start_seq"), ("maxDeliver", "max_deliver"),
                           ("maxAckPending", "max_ack_pending"), ("replicas", "num_replicas"),
-                          ("rateLimit", "rate_limit_bps"), ("startTime", "opt_start_time")):
+                          ("rateLimit", "rate_limit_bps")):
             if c.get(key):
-                try:
-                    setattr(cfg, attr, int(c.get(key)))
-                except ValueError:
-                    raise ComponentError(f"component {self.name!r}: metadata {key!r} must be a "
-                                         f"whole number (got {c.get(key)!r})") from None
-        if cfg.opt_start_time is not None:  # unix seconds, as daprd
-            cfg.opt_start_time = datetime.datetime.fromtimestamp(cfg.opt_start_time,
+                setattr(cfg, attr, whole(key))
+        if c.get("startTime"):  # unix seconds, as daprd
+            cfg.opt_start_time = datetime.datetime.fromtimestamp(whole("startTime"),
                                                                  tz=datetime.timezone.utc)
         for key, attr in (("ackWait", "ack_wait"), ("heartbeat", "idle_heartbeat")):
             if c.get(key):
@@ -101,10 +105,11 @@ class JetStreamDriver(Driver):
         return cfg
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT) -> T:
-        if self._loop is None or not self._loop.is_running():
+        loop = self._loop
+        if loop is None or not loop.is_running():
             coro.close()
-            self._require_started(None)  # raises: the loop is gone
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+            raise self._not_started()  # the loop is gone
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError as exc:
@@ -215,7 +220,7 @@ class JetStreamDriver(Driver):
     def _subscribe(self, topic: str, deliver: Deliver) -> None:
         cfg = self._consumer_config(topic)
         manual = cfg.ack_policy != api.AckPolicy.NONE
-        loop = self._loop
+        loop = self._started(self._loop)
 
         async def on_msg(msg: Any) -> None:
             def ack() -> None:  # the coroutine is made on the loop: none is left unawaited

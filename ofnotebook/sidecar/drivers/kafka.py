@@ -56,6 +56,13 @@ class _LibrdkafkaLog:
         log.debug("librdkafka: " + fmt, *args)
 
 
+def _text(value: str | bytes | None) -> str:
+    """A record key or header value as text: a consumer hands bytes (the stub allows str)."""
+    if isinstance(value, str):
+        return value
+    return (value or b"").decode("utf-8", "replace")
+
+
 def _duration_ms(text: str, key: str) -> int:
     """A ``time.Duration`` field as daprd decodes it (a bare number counts milliseconds)."""
     try:
@@ -115,7 +122,9 @@ class KafkaDriver(Driver):
         self._group = cfg.get("consumerGroup") or cfg.get("consumerID") or self.name
         self._base = {"bootstrap.servers": self._brokers, "logger": _LibrdkafkaLog(),
                       "client.id": cfg.get("clientID", "ofnotebook")}
-        admin = AdminClient(dict(self._base))
+        # The stub types conf values as str/int/float/bool, but librdkafka's binding takes the
+        # 'logger' object in conf too (as Producer and Consumer, whose stubs allow Any).
+        admin = AdminClient(dict(self._base))  # type: ignore[arg-type]
         try:
             meta = admin.list_topics(timeout=CONNECT_TIMEOUT)
         except KafkaException as exc:
@@ -126,17 +135,17 @@ class KafkaDriver(Driver):
                 "--advertised-listener-url tcp://127.0.0.1:9092`) or fix the metadata 'brokers'"
             ) from None
         self._admin = admin
-        session = timing.get("sessionTimeout") or max(SESSION_MS, self._min_session_ms(meta))
+        session = timing.get("sessionTimeout") or max(SESSION_MS, self._min_session_ms(admin, meta))
         heartbeat = timing.get("heartbeatInterval") or max(HEARTBEAT_MS, session // 7)
         self._session = (session, min(heartbeat, session // 3))
         self._producer = Producer({**self._base, "acks": "all", "linger.ms": 0,
                                    "message.timeout.ms": PRODUCE_TIMEOUT_MS})
 
-    def _min_session_ms(self, meta: Any) -> int:
+    def _min_session_ms(self, admin: AdminClient, meta: Any) -> int:
         """The broker's ``group.min.session.timeout.ms`` if reported (Kafka does, tansu not)."""
         try:
             resource = ConfigResource(ResourceType.BROKER, str(next(iter(meta.brokers))))
-            futures = self._admin.describe_configs([resource], request_timeout=CONNECT_TIMEOUT)
+            futures = admin.describe_configs([resource], request_timeout=CONNECT_TIMEOUT)
             configs = futures[resource].result(timeout=CONNECT_TIMEOUT)
             entry = configs.get("group.min.session.timeout.ms")
             return int(entry.value) if entry is not None and entry.value else 0
@@ -179,11 +188,11 @@ class KafkaDriver(Driver):
 
     def _produce(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
         """Produce one record and wait for the broker, so the caller learns of a failure."""
-        producer = self._producer
-        self._require_started(producer)
+        producer = self._started(self._producer)
         self._ensure_topic(topic)
         key = next((str(metadata[k]) for k in KEY_NAMES if metadata.get(k)), None)
-        headers = [(str(k), str(v).encode()) for k, v in metadata.items()]
+        headers: list[tuple[str, str | bytes | None]] = [
+            (str(k), str(v).encode()) for k, v in metadata.items()]
         outcome: list[KafkaError | None] = []
         producer.produce(topic, value=None if data == b"null" else data, key=key,
                          headers=headers or None, on_delivery=lambda err, _msg: outcome.append(err))
@@ -197,8 +206,7 @@ class KafkaDriver(Driver):
         """Create a missing topic explicitly: a consumer of a missing topic only gets errors."""
         if topic in self._topics:
             return
-        admin = self._admin
-        self._require_started(admin)
+        admin = self._started(self._admin)
         future = admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)],
                                      request_timeout=CONNECT_TIMEOUT)[topic]
         try:
@@ -281,9 +289,12 @@ class KafkaDriver(Driver):
             marks, self._to_commit = self._to_commit, {}
         if not marks:
             return
-        try:
-            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in marks.items()],
-                            asynchronous=asynchronous)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in marks.items()]
+        try:  # one call per literal: the stub overloads commit() on asynchronous's value
+            if asynchronous:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:  # not fatal: those messages are redelivered later
             log.warning("kafka component %r: offset commit failed: %s", self.name, exc)
 
@@ -325,6 +336,9 @@ class KafkaDriver(Driver):
 
     def _dispatch(self, msg: Message) -> None:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if topic is None or partition is None or offset is None:  # only error events lack them
+            raise RuntimeError(f"a Kafka message without topic, partition or offset: {topic!r}, "
+                               f"{partition!r}, {offset!r}")
         tp = (topic, partition)
         with self._lock:
             if offset < self._next.get(tp, -1):
@@ -334,13 +348,15 @@ class KafkaDriver(Driver):
             deliver = self._handlers[topic]
             self._backlog += 1
         metadata: dict[str, str] = {}
-        if msg.key() is not None:
-            metadata["__key"] = msg.key().decode("utf-8", "replace")
+        key = msg.key()
+        if key is not None:
+            metadata["__key"] = _text(key)
         _kind, timestamp = msg.timestamp()
         metadata.update({"__offset": str(offset), "__topic": topic,
                          "__timestamp": str(timestamp), "__partition": str(partition)})
-        for name, value in msg.headers() or []:
-            metadata[name] = (value or b"").decode("utf-8", "replace")
+        headers = msg.headers() or []
+        for name, header in headers.items() if isinstance(headers, dict) else headers:
+            metadata[name] = _text(header)
         value = msg.value()
         event = InboundEvent(data=b"null" if value is None else value, metadata=metadata,
                              topic=topic, _ack=lambda: self._ack(tp, offset))

@@ -124,7 +124,7 @@ class _Client:
             except ValueError as exc:  # paho checks the topic filter itself
                 rc, mid = mqtt.MQTT_ERR_INVAL, 0
                 reasons.append(exc)
-            if rc == mqtt.MQTT_ERR_SUCCESS:
+            if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:  # paho: a mid on success
                 self._suback[mid] = (done, reasons)
         ok = rc == mqtt.MQTT_ERR_SUCCESS and done.wait(WAIT)
         if not ok or any(getattr(r, "is_failure", True) for r in reasons):
