@@ -7,7 +7,8 @@ daprd refuses (or the reverse), so every driver reads durations and booleans her
 * :func:`parse_duration` is ``time.ParseDuration``: a bare number is an error (only ``0``
   passes). It is what robfig/cron's ``@every`` uses.
 * :func:`metadata_duration` is dapr/kit's ``DecodeMetadata`` hook for ``time.Duration`` fields
-  (``toTimeDurationHookFunc``): a Go duration, else a bare integer counted in **milliseconds**.
+  (``toTimeDurationHookFunc``): a Go duration, else a bare integer counted in **seconds**
+  (``metadata_durations`` the ``[]time.Duration`` hook, for ``backOff``).
   Every ``time.Duration`` component field goes through it: redis ``processingTimeout``,
   ``redeliverInterval``, ``streamTTL``; kafka ``sessionTimeout``, ``heartbeatInterval``;
   jetstream ``ackWait``, ``heartbeat``, ``backOff``.
@@ -29,7 +30,8 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 __all__ = ["GoNumber", "MAX_DURATION", "format_duration", "go_json", "is_truthy",
-           "metadata_duration", "parse_bool", "parse_duration", "replace_surrogates", "ttl_seconds"]
+           "metadata_duration", "metadata_durations", "parse_bool", "parse_duration",
+           "replace_surrogates", "ttl_seconds"]
 
 #: Go's ``time.Duration`` limit, in seconds.
 MAX_DURATION = (2**63 - 1) / 1e9
@@ -68,16 +70,25 @@ def _nanoseconds(text: str) -> tuple[str, Decimal]:
 
 
 def metadata_duration(text: str) -> float:
-    """A ``time.Duration`` component field as dapr/kit decodes it: a Go duration, else a bare
-    integer of milliseconds. Raises ``ValueError`` naming what is accepted."""
-    value = text.strip()
+    """A ``time.Duration`` component field as dapr/kit's ``DecodeMetadata`` hook decodes it
+    (``metadata/duration.go``): empty is 0; a Go duration; else ``strconv.ParseInt`` of whole
+    **seconds** (no trimming, no fraction). Raises ``ValueError`` naming what is accepted."""
+    if text == "":
+        return 0.0
     try:
-        return parse_duration(value)
+        return parse_duration(text)
     except ValueError:
-        if _INTEGER.fullmatch(value):
-            return int(value) / 1000
+        if _INTEGER.fullmatch(text):
+            return float(int(text))
         raise ValueError(f"{text!r} is not a duration such as 500ms, 30s or 1m "
-                         "(a bare number counts milliseconds)") from None
+                         "(a bare number counts seconds)") from None
+
+
+def metadata_durations(text: str) -> list[float]:
+    """A ``[]time.Duration`` field (``backOff``) as dapr/kit decodes it
+    (``metadata/string_decoders.go``): comma-separated, each part trimmed, empty parts
+    skipped, each part as :func:`metadata_duration`."""
+    return [metadata_duration(part.strip()) for part in text.split(",") if part.strip()]
 
 
 def ttl_seconds(text: str) -> float | None:

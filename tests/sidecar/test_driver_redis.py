@@ -139,8 +139,7 @@ def test_entries_idle_at_another_consumer_are_reclaimed(drivers: list, raw: Any)
     raw.xgroup_create(topic, group, id="0", mkstream=True)
     raw.xadd(topic, {"data": b"stuck"})
     raw.xreadgroup(group, "crashed-consumer", {topic: ">"})  # read, never acked
-    # bare numbers are milliseconds, as in Dapr
-    driver = _make(drivers, "pubsub.redis", consumerID=group, processingTimeout="300",
+    driver = _make(drivers, "pubsub.redis", consumerID=group, processingTimeout="300ms",
                    redeliverInterval="200ms")
     got: queue.Queue[InboundEvent] = queue.Queue()
     driver.subscribe(topic, got.put)

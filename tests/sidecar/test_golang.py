@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ofnotebook.sidecar.golang import (MAX_DURATION, format_duration, is_truthy,
-                                       metadata_duration, parse_bool, parse_duration, ttl_seconds)
+                                       metadata_duration, metadata_durations, parse_bool,
+                                       parse_duration, ttl_seconds)
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -23,14 +24,27 @@ def test_parse_duration_refuses_what_go_refuses(text: str) -> None:
         parse_duration(text)
 
 
-def test_metadata_duration_counts_a_bare_number_in_milliseconds() -> None:
-    assert metadata_duration("300") == 0.3  # dapr/kit's toTimeDurationHookFunc
-    assert metadata_duration(" 2s ") == 2.0
+def test_metadata_duration_counts_a_bare_number_in_seconds() -> None:
+    """dapr/kit metadata/duration.go: ParseDuration, else ParseInt seconds; "" is 0."""
+    assert metadata_duration("300") == 300.0
+    assert metadata_duration("300ms") == 0.3
+    assert metadata_duration("-5") == -5.0
+    assert metadata_duration("") == 0.0
     assert metadata_duration("0") == 0.0
     with pytest.raises(ValueError, match="500ms, 30s or 1m"):
         metadata_duration("soon")
     with pytest.raises(ValueError):
-        metadata_duration("1.5")  # Atoi: no fraction
+        metadata_duration("1.5")  # ParseInt: no fraction
+    with pytest.raises(ValueError):
+        metadata_duration(" 2s ")  # Go trims nothing here
+
+
+def test_metadata_durations_is_the_array_hook() -> None:
+    """dapr/kit string_decoders.go: split on commas, trim each part, skip empty ones."""
+    assert metadata_durations("1s, 2,500ms,") == [1.0, 2.0, 0.5]
+    assert metadata_durations("") == []
+    with pytest.raises(ValueError):
+        metadata_durations("1s,soon")
 
 
 def test_ttl_counts_a_bare_number_in_seconds_and_ignores_what_daprd_ignores() -> None:

@@ -28,7 +28,7 @@ import re
 import threading
 from typing import Any, Coroutine, Mapping, TypeVar
 
-from ..golang import is_truthy, metadata_duration
+from ..golang import is_truthy, metadata_duration, metadata_durations
 from .base import ComponentConfig, ComponentError, Deliver, Driver, InboundEvent
 
 import nats
@@ -43,7 +43,7 @@ CONNECT_WAIT = 3.0
 
 
 def _seconds(key: str, value: str) -> float:
-    """A ``time.Duration`` field as daprd decodes it (a bare number counts milliseconds)."""
+    """A ``time.Duration`` field as daprd decodes it (a bare number counts seconds)."""
     try:
         return metadata_duration(value)
     except ValueError:
@@ -101,7 +101,11 @@ class JetStreamDriver(Driver):
             if c.get(key):
                 setattr(cfg, attr, _seconds(key, c.get(key)))
         if c.get("backOff"):
-            cfg.backoff = [_seconds("backOff", v) for v in c.get("backOff").strip("[]").split(",")]
+            try:
+                cfg.backoff = metadata_durations(c.get("backOff").strip("[]"))
+            except ValueError:
+                raise ComponentError(f"metadata 'backOff' must be durations such as 1s,5s "
+                                     f"(got {c.get('backOff')!r})") from None
         return cfg
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT) -> T:

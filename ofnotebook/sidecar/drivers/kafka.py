@@ -64,7 +64,7 @@ def _text(value: str | bytes | None) -> str:
 
 
 def _duration_ms(text: str, key: str) -> int:
-    """A ``time.Duration`` field as daprd decodes it (a bare number counts milliseconds)."""
+    """A ``time.Duration`` field as daprd decodes it (a bare number counts seconds)."""
     try:
         return int(metadata_duration(text) * 1000)
     except ValueError:

@@ -70,8 +70,8 @@ class RedisDriver(Driver):
                               f"{value!r} is not {expected}; fix it in the component spec")
 
     def _number(self, key: str, default: float, duration: bool = False) -> float:
-        """An integer, or for durations seconds (dapr/kit: a bare number means milliseconds)."""
-        raw = self.component.get(key).strip()
+        """An integer, or for durations seconds (dapr/kit: a bare number means seconds)."""
+        raw = self.component.get(key)
         if not raw:
             return default
         if duration:
