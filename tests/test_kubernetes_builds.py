@@ -129,3 +129,25 @@ def test_cluster_builds_need_a_registry(kubeconfig: str) -> None:
     target = KubernetesBackend(kubeconfig=kubeconfig, build="cluster", timeout=5)
     with pytest.raises(DeployError, match="--build cluster pushes the build context"):
         ofnotebook.deploy(greet(), "no-registry", target=target)
+
+
+def test_a_stuck_cluster_build_says_why_and_stops_following(cluster: KubeDouble,
+                                                            kubeconfig: str) -> None:
+    """The bundle cannot be pulled (the double's knob: ``pullfail``): the view is told the
+    step's waiting reason, the deploy ends at its deadline, the Function it created goes, and
+    no thread keeps following the build's log."""
+    import threading
+
+    target = KubernetesBackend(kubeconfig=kubeconfig, build="cluster", registry=REGISTRY,
+                               timeout=2, build_timeout="1s")
+    lines: list[str] = []
+    with pytest.raises(DeployError) as failed:
+        ofnotebook.deploy(greet(), "pullfail", target=target,
+                          on_event=lambda e: lines.append(e.detail)
+                          if e.phase == "build" and e.state == "progress" else None)
+    assert "not ready within" in str(failed.value)
+    assert "The Function it created was deleted" in str(failed.value)
+    assert any(line.startswith("[source-default] waiting: ImagePullBackOff: Back-off pulling")
+               for line in lines), lines
+    followers = [t for t in threading.enumerate() if t.name.startswith("ofnotebook-build-")]
+    assert not [t for t in followers if t.is_alive()], followers

@@ -7,12 +7,13 @@ A :class:`Backend` turns a :class:`~ofnotebook.package.Package` into a running
 
 from __future__ import annotations
 
+import codecs
 import collections
 import threading
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
 from ..package import Package
 from .events import EventTracker
@@ -88,6 +89,34 @@ class _Phase:
         state = "finished" if exc is None else "failed"
         self.recorder.emit(PhaseEvent(self.name, state, time.time(), duration,
                                       detail=self.detail if exc is None else str(exc)))
+
+
+def stream_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The lines of a followed log, whatever its chunks are.
+
+    Log chunks are not lines: Docker splits a line longer than 16 kB, Podman a line written
+    in pieces (``print(a, b)`` under ``PYTHONUNBUFFERED``), an API server's pod log a chunk
+    wherever the network cut it, and a chunk may end inside a UTF-8 character. So a line is
+    yielded once its newline arrives, and what is left when the stream ends (a last line with
+    no newline) is yielded then. A stream that breaks (the container or pod went, the
+    connection was closed to stop following) ends like one that finished."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    source = iter(chunks)
+    while True:
+        try:
+            chunk = next(source)
+        except StopIteration:
+            break
+        except Exception:
+            break
+        pending += decoder.decode(chunk)
+        *complete, pending = pending.split("\n")
+        for line in complete:
+            yield line.rstrip("\r")
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending.rstrip("\r")
 
 
 class LogBuffer:

@@ -10,7 +10,6 @@ when the kernel exits.
 from __future__ import annotations
 
 import atexit
-import codecs
 import socket
 import threading
 import time
@@ -23,7 +22,7 @@ from ..errors import DeployError
 from ..package import Package
 from ..runtime import HEALTH_PATH
 from .base import (FAILED, RUNNING, STOPPED, BufferedDeployment, LogBuffer, PhaseEvent,
-                   PhaseRecorder, TrackedBackend)
+                   PhaseRecorder, TrackedBackend, stream_lines)
 from .standin import StandIn, StandInUser, get_standin
 
 if TYPE_CHECKING:
@@ -67,19 +66,11 @@ class ContainerDeployment(StandInUser, BufferedDeployment):
         inside a UTF-8 character. So a line is appended once its newline arrives, and what
         is left when the stream ends (a last line with no newline) is appended then.
         """
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending = ""
         try:
-            for chunk in self.container.logs(stream=True, follow=True):
-                pending += decoder.decode(chunk)
-                *complete, pending = pending.split("\n")
-                for line in complete:
-                    self.log_buffer.append(line.rstrip("\r"))
+            for line in stream_lines(self.container.logs(stream=True, follow=True)):
+                self.log_buffer.append(line)
         except Exception:  # the container was removed: the stream ends
             pass
-        pending += decoder.decode(b"", final=True)
-        if pending:
-            self.log_buffer.append(pending.rstrip("\r"))
 
     # -- the contract ------------------------------------------------------------------------
 

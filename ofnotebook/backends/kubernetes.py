@@ -32,7 +32,7 @@ from ..manifests import (ClusterBuild, ClusterOptions, add_cluster_build, functi
                          validate)
 from ..package import Package
 from .base import (FAILED, RUNNING, STARTING, STOPPED, STOPPING, BufferedDeployment,
-                   LogBuffer, PhaseEvent, PhaseRecorder, TrackedBackend)
+                   LogBuffer, PhaseEvent, PhaseRecorder, TrackedBackend, stream_lines)
 from .events import EventTracker
 from .kube_build import BuildFollower
 from .kube_api import (CLUSTER_ROLE_RULES, CRD_NAME, GROUP, PLURAL, VERSION, KubeApi,
@@ -99,9 +99,8 @@ class KubernetesDeployment(BufferedDeployment):
             stream: Any = self.backend.core.read_namespaced_pod_log(
                 pod, self.namespace, container="function", follow=True,
                 _preload_content=False)
-            for raw in stream.stream():
-                for line in raw.decode(errors="replace").splitlines():
-                    self.log_buffer.append(line)
+            for line in stream_lines(stream.stream()):
+                self.log_buffer.append(line)
                 if self._closing:
                     break
         except Exception:
@@ -218,6 +217,10 @@ class _Rollout:
             self.recorder.emit(PhaseEvent(
                 "build", finished, time.time(), time.perf_counter() - self.build_started,
                 detail=f"{state} in {build.get('buildDuration') or '?'}"))
+
+    def stop_following(self) -> None:
+        if self.follower is not None:
+            self.follower.stop(wait=0.5)
 
     def build_lines(self) -> list[str]:
         return list(self.follower.lines) if self.follower is not None else []
@@ -369,8 +372,10 @@ class KubernetesBackend(TrackedBackend):
             return existing
         cluster_build = self.cluster_build(package, recorder)
         image = self.image_for(package, recorder)
-        deadline = time.monotonic() + self.timeout + (self.build_timeout if cluster_build
-                                                      else 0)
+        # the calls before the rollout get the usual wait (a wrong kubeconfig says so at
+        # once); only the rollout of an in-cluster build waits for the build as well
+        deadline = time.monotonic() + self.timeout
+        rollout_deadline = deadline + (self.build_timeout if cluster_build else 0)
         name = spec.name
         with recorder.phase("apply", detail=f"{self.namespace}/{name}"):
             manifest = function_manifest(spec, image, self.options, api_version=VERSION)
@@ -393,11 +398,13 @@ class KubernetesBackend(TrackedBackend):
             status = before.get("status") or {}
             stale = (status.get("serving", {}).get("resourceRef", ""),
                      status.get("build", {}).get("resourceRef", ""))
-        rollout = _Rollout(self, name, stale, spec.runtime == "async", recorder, deadline)
+        rollout = _Rollout(self, name, stale, spec.runtime == "async", recorder,
+                           rollout_deadline)
         with recorder.phase("deploy", detail="OpenFunction"):
             try:
                 function = rollout.wait(fn)
             except BaseException as exc:
+                rollout.stop_following()  # a build still running must not stream on
                 note = self._undo(name, before) if changed else ""
                 if isinstance(exc, DeployError) and (note or exc.last_logs):
                     tail = "\nLast build lines:\n" + "\n".join(exc.last_logs) \

@@ -12,7 +12,9 @@ Shipwright's message naming the pod and container. With ``successfulBuildsHistor
 default) the successful Builder, and its pod with it, is deleted at once, so its logs are gone
 from the cluster; ``failedBuildsHistoryLimit`` (default 1) keeps a failed one.
 
-Knob: a bundle reference naming ``fail`` fails at pip.
+Knobs: a bundle reference naming ``fail`` fails at pip; one naming ``pullfail`` never starts
+(its source step waits in ``ImagePullBackOff``, as with a wrong pull secret) until the Function
+changes or goes.
 """
 
 from __future__ import annotations
@@ -92,6 +94,19 @@ def play(double: KubeDouble, ns: str, name: str, spec: dict[str, Any],
             "status": {"phase": "Running", "containerStatuses": [
                 {"name": step, "ready": False, "restartCount": 0, "image": "", "imageID": "",
                  "state": dict(waiting)} for step in STEPS]}}
+    if "pullfail" in build["srcRepo"].get("bundleContainer", {}).get("image", ""):
+        with double.cond:
+            _set_state(double, ns, pod, 0, {"waiting": {
+                "reason": "ImagePullBackOff",
+                "message": f'Back-off pulling image "{build["srcRepo"]["bundleContainer"]["image"]}"'}})
+        while not double.closed:
+            with double.cond:
+                fn = double.functions.get((ns, name))
+                if fn is None or fn["metadata"].get("deletionTimestamp") or \
+                        fn["spec"].get("build") != build:
+                    return False
+            time.sleep(0.05)
+        return False
     failed_step = ""
     for index, step in enumerate(STEPS):
         if failed_step:
