@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 
 
 def _frozen(value: Any) -> Any:
-    """A read-only copy of a mapping or a sequence given by the caller (others unchanged)."""
+    """A read-only copy of a mapping or any other collection given by the caller (a
+    generator or a set too: a redeploy must see the same values again); strings and other
+    scalars unchanged."""
     if isinstance(value, Mapping):
         return MappingProxyType(dict(value))
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes, bytearray)):
         return tuple(value)
     return value
 

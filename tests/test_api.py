@@ -42,6 +42,11 @@ def test_the_request_is_frozen_and_read_only() -> None:
         request.name = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
         request.env["K"] = "x"  # type: ignore[index]
+    # a generator or a set is read once, here: a redeploy sees the same values again
+    once = DeployRequest(env=(f"K{i}=v" for i in range(2)), inputs={"a=memory://a"})
+    assert once.env == ("K0=v", "K1=v") and once.env == ("K0=v", "K1=v")
+    assert once.inputs == ("a=memory://a",)
+    assert DeployRequest(inputs="a=memory://a").inputs == "a=memory://a"  # a str stays one
 
 
 def test_redeploy_keeps_the_handle_its_request_and_its_place(local_backend: Any) -> None:

@@ -50,7 +50,17 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
                 target = target.rpartition(".")[0]
             if target and target != name:
                 found.add(target)
+                # ... and runs the __init__ of every package above it that is not above the
+                # importer itself (those are being imported already)
+                own = _ancestors(name)
+                found.update(a for a in _ancestors(target) if a in known and a not in own
+                             and a != name)
     return found
+
+
+def _ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
@@ -107,8 +117,15 @@ def test_the_checker_finds_a_cycle_through_relative_and_lazy_imports(tmp_path: P
     (pkg / "sub" / "b.py").write_text("def f():\n    from ..a import other\n")
     (pkg / "c.py").write_text("import pkg.a\n")
     graph = import_graph(pkg)
-    assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.a"}
+    # importing pkg.sub.b runs pkg/sub/__init__.py too
+    assert graph["pkg.a"] == {"pkg.sub", "pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.a"}
     assert graph["pkg.c"] == {"pkg.a"} and graph["pkg.sub"] == {"pkg.sub.b"}
-    assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.a"]
+    assert find_cycle(graph) in (["pkg.a", "pkg.sub", "pkg.sub.b", "pkg.a"],
+                                 ["pkg.a", "pkg.sub.b", "pkg.a"])
     (pkg / "sub" / "b.py").write_text("def f():\n    return 1\n")
     assert find_cycle(import_graph(pkg)) is None
+    # a cycle only through a parent package's __init__ (``import pkg.a`` fails with
+    # "partially initialized module" here)
+    (pkg / "sub" / "__init__.py").write_text("from ..a import thing\n")
+    (pkg / "a.py").write_text("from .sub.b import f\nthing = 1\n")
+    assert find_cycle(import_graph(pkg)) == ["pkg.a", "pkg.sub", "pkg.a"]

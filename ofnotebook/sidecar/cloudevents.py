@@ -60,6 +60,16 @@ def _is_content_type(content_type: str, expected: str) -> bool:
     return lower == expected or lower.split(";", 1)[0] == expected
 
 
+def is_raw_payload(metadata: Mapping[str, str] | None) -> bool:
+    """Whether publish metadata asks for ``rawPayload`` (Go's ParseBool, as daprd reads it);
+    ``ValueError`` with daprd's wording for a value that is not a boolean."""
+    raw = (metadata or {}).get("rawPayload", "")
+    try:
+        return parse_bool(raw) if raw else False
+    except ValueError:
+        raise ValueError(f"rawPayload value must be a valid boolean: actual is {raw!r}") from None
+
+
 def new_cloud_event(*, app_id: str, pubsub_name: str, topic: str, data: bytes,
                     data_content_type: str | None, metadata: Mapping[str, str] | None = None,
                     native_ttl: bool = False) -> dict[str, Any]:
@@ -70,12 +80,7 @@ def new_cloud_event(*, app_id: str, pubsub_name: str, topic: str, data: bytes,
     adds no ``expiration``. ``ValueError``: bad ``rawPayload`` or cloudevents+json body.
     """
     md = dict(metadata or {})
-    raw = md.get("rawPayload", "")
-    try:
-        raw_payload = parse_bool(raw) if raw else False
-    except ValueError:
-        raise ValueError(f"rawPayload value must be a valid boolean: actual is {raw!r}") from None
-    if raw_payload:
+    if is_raw_payload(md):
         return from_raw_payload(data, topic=topic, pubsub_name=pubsub_name)
     now = datetime.now(timezone.utc)
     content_type = data_content_type or ""

@@ -107,7 +107,7 @@ class DaprCore:
                                  f"not a pub/sub component")
         topic = topic or ep.topic
         try:
-            if metadata.get("rawPayload") == "true":
+            if cloudevents.is_raw_payload(metadata):
                 body = data
             else:
                 ce = cloudevents.new_cloud_event(app_id=source or app.app_id,

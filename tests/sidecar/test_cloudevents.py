@@ -451,3 +451,17 @@ def test_the_real_app_receives_what_daprd_would_send(
                                     "subject": "s"}
     assert message.metadata()["pubsubname"] == "pubsub"
     assert message.metadata()["x-header"] == "kept"
+
+
+def test_raw_payload_is_read_as_go_parse_bool_in_one_place() -> None:
+    """The stand-in's publish and the envelope builder decide rawPayload alike (daprd:
+    strconv.ParseBool), so "1" or "True" stores the raw bytes, never a wrapped event."""
+    from ofnotebook.sidecar.cloudevents import is_raw_payload
+
+    for yes in ("1", "t", "T", "true", "TRUE", "True"):
+        assert is_raw_payload({"rawPayload": yes}) is True
+    for no in ("0", "f", "false", "False", ""):
+        assert is_raw_payload({"rawPayload": no}) is False
+    assert is_raw_payload(None) is False and is_raw_payload({}) is False
+    with pytest.raises(ValueError, match="rawPayload value must be a valid boolean"):
+        is_raw_payload({"rawPayload": "yes"})
