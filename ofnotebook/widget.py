@@ -232,11 +232,15 @@ class FunctionView(w.VBox):
         except ValueError as exc:
             self.response.value = _message(f"The body is not JSON ({exc}); fix it or clear it.")
             return
+        before = self.handle.last_invocation
         try:
             self.handle.invoke(self.path.value or "/", method=self.method.value,
                                json=payload)
-        except (RemoteFunctionError, OfnotebookError):
-            pass  # recorded as the last invocation, drawn by the flusher
+        except (RemoteFunctionError, OfnotebookError) as exc:
+            if self.handle.last_invocation is before:  # refused before any call (yaml target)
+                self.response.value = _message(str(exc))
+                return
+            # otherwise recorded as the last invocation, drawn by the flusher
         self.flush()
 
     def _publish(self) -> None:

@@ -225,3 +225,16 @@ def test_the_view_layer_is_attached_by_the_extension_and_removed_with_it(
             handle.view  # noqa: B018
     finally:
         ip.run_line_magic("load_ext", "ofnotebook")  # the fixture unloads it again
+
+
+def test_invoke_on_the_yaml_target_says_why_in_the_view(tmp_path: Any) -> None:
+    """Nothing runs on the yaml target: the Invoke button shows the refusal, not silence."""
+    from ofnotebook.backends.gitops import YamlBackend
+
+    handle = ofnotebook.deploy(make_function("def f(request):\n    return 1\n"), "yaml-view",
+                               target=YamlBackend(tmp_path))
+    view = ofnotebook.view_for(handle)
+    view._invoke()  # what the Send button runs
+    assert "The yaml target cannot invoke the function" in view.response.value, \
+        view.response.value
+    assert handle.last_invocation is None
