@@ -308,9 +308,11 @@ class RegistryClient(Transport):
             try:
                 location = self.mount(repository, digest, mount_from)
             except RegistryError as exc:
-                if exc.status in (None, 401):
-                    raise
-                location = None  # a registry that refuses mounts: plain upload
+                if exc.status is None:
+                    raise  # the registry did not answer: an upload would not either
+                # refused (no pull right on a source repository that is gone or not ours
+                # any more, a registry without mounts): a plain upload needs push only
+                location = None
             else:
                 if location is None:
                     return "mounted"

@@ -243,6 +243,7 @@ class TokenIssuer:
         self.x5c = [base64.b64encode(self.cert.public_bytes(serialization.Encoding.DER))
                     .decode()]
         self.requests: list[dict[str, Any]] = []
+        self.denied: set[str] = set()  # repositories no token grants anything on
         issuer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -298,7 +299,7 @@ class TokenIssuer:
             kind, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
             wanted = actions.split(",")
-            granted = [] if user is None else (
+            granted = [] if user is None or name in self.denied else (
                 [a for a in wanted if a == "pull"] if user == READER else wanted)
             if granted:
                 access.append({"type": kind, "name": name, "actions": granted})

@@ -499,6 +499,25 @@ def test_token_flow_scopes_cache_and_a_rescope_on_401(token: Registry,
             [], [f"repository:{target}:pull"]]
 
 
+def test_a_mount_refused_for_the_source_falls_back_to_an_upload(
+        token: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A remembered mount source the user may no longer read (deleted, access revoked)
+    must not fail every later build: the blob is uploaded with push rights only."""
+    issuer = token.issuer  # type: ignore[attr-defined]
+    login(monkeypatch)
+    source, target = unique("gone"), unique("dst")
+    data, digest = blob()
+    with reg.RegistryClient(token.host) as client:
+        client.upload(source, digest, len(data), opener(data))
+        issuer.denied.add(source)
+        try:
+            assert client.push_blob(target, digest, len(data), opener(data),
+                                    mount_from=source) == "uploaded"
+            assert client.get_blob(target, digest) == data
+        finally:
+            issuer.denied.discard(source)
+
+
 def test_a_user_without_push_gets_one_message(token: Registry,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     login(monkeypatch, READER, READER_PASSWORD)
