@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from . import config
+from . import config, display
 from .config import DEFAULT_RUNTIME, DEFAULT_VERSION
 from .backends import active_backends, get_backend
 from .backends.base import Backend, EventSink, PhaseRecorder
@@ -73,6 +73,7 @@ class Plan:
                                 request=dataclasses.replace(self.request, name=spec.name),
                                 redeploy=_redeploy)
         _handles[(self.target, spec.name)] = handle
+        display.register_in_notebook()
         return handle
 
 

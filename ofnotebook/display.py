@@ -45,15 +45,38 @@ def handle_bundle(handle: FunctionHandle) -> dict[str, Any] | None:
     return bundle
 
 
+_decided: dict[int, bool] = {}  # id(shell) -> registered (True) or unloaded (False)
+
+
 def register(ipython: Any) -> None:
     """Draw handles as their live view in ``ipython``, and let ``handle.view`` make one."""
     formatter = ipython.display_formatter.mimebundle_formatter
     formatter.for_type_by_name(*_HANDLE_TYPE, handle_bundle)
     handle_module.set_view_provider(view_for)
+    _decided[id(ipython)] = True
 
 
 def unregister(ipython: Any) -> None:
     """Undo :func:`register` (views already drawn stay, and keep following their handle)."""
     formatter = ipython.display_formatter.mimebundle_formatter
-    formatter.pop(".".join(_HANDLE_TYPE), None)  # by name, or by type once it was used
+    # registered by name; once used IPython keeps it by type, and a second registration by
+    # name may sit beside that: remove both
+    formatter.pop(".".join(_HANDLE_TYPE), None)
+    formatter.pop(FunctionHandle, None)
     handle_module.set_view_provider(None)
+    _decided[id(ipython)] = False
+
+
+def register_in_notebook() -> None:
+    """For ``ofnotebook.deploy(...)`` in a notebook that never ran ``%load_ext ofnotebook``:
+    the handle still draws its live view there, as the extension would make it (unless the
+    user unloaded the extension in that shell). Outside IPython, nothing."""
+    import sys
+
+    if "IPython" not in sys.modules:
+        return
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None and id(shell) not in _decided:
+        register(shell)

@@ -238,3 +238,25 @@ def test_invoke_on_the_yaml_target_says_why_in_the_view(tmp_path: Any) -> None:
     assert "The yaml target cannot invoke the function" in view.response.value, \
         view.response.value
     assert handle.last_invocation is None
+
+
+def test_deploy_in_a_notebook_without_the_extension_still_draws_the_view(
+        ip: Any, local_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ofnotebook import display
+
+    monkeypatch.setenv("OFNOTEBOOK_WIDGETS", "on")
+    ip.run_line_magic("unload_ext", "ofnotebook")
+    try:
+        display._decided.pop(id(ip))  # a shell that never ran %load_ext ofnotebook
+        handle = ofnotebook.deploy(make_function("def f(request):\n    return 1\n"),
+                                   "no-ext", target=local_backend)
+        assert ip.display_formatter.format(handle)[0][WIDGET_MIME]["model_id"] == \
+            handle.view.model_id
+        # but an explicit %unload_ext is respected by later deploys
+        ip.run_line_magic("load_ext", "ofnotebook")
+        ip.run_line_magic("unload_ext", "ofnotebook")
+        again = ofnotebook.deploy(make_function("def f(request):\n    return 2\n"),
+                                  "no-ext-2", target=local_backend)
+        assert WIDGET_MIME not in ip.display_formatter.format(again)[0]
+    finally:
+        ip.run_line_magic("load_ext", "ofnotebook")
