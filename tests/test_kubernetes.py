@@ -541,3 +541,19 @@ def test_an_unreachable_api_server_is_named(tmp_path: Path) -> None:
     with pytest.raises(DeployError, match="could not be reached; check the kubeconfig's "
                                           r"server address \(.*connection refused; retried"):
         ofnotebook.deploy(sync_fn(), "unreachable", target=target)
+
+
+def test_a_tls_failure_is_named_at_once_not_retried(cluster: KubeDouble,
+                                                    tmp_path: Path) -> None:
+    """HTTPS to a server that does not speak it (or a CA the kubeconfig does not name):
+    retrying cannot help, so the deploy says TLS at once instead of waiting its timeout."""
+    config = cluster.kubeconfig()
+    config["clusters"][0]["cluster"]["server"] = cluster.url.replace("http://", "https://")
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    target = KubernetesBackend(kubeconfig=str(path), build=False, timeout=20)
+    started = time.monotonic()
+    with pytest.raises(DeployError, match=r"TLS with the API server at https://127\.0\.0\.1:"
+                                          r"\d+ failed .*certificate-authority"):
+        ofnotebook.deploy(sync_fn(), "tls", target=target)
+    assert time.monotonic() - started < 10  # not the 20 s timeout

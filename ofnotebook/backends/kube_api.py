@@ -84,12 +84,28 @@ def _cause(exc: BaseException) -> str:
     return f"HTTP {status} {getattr(exc, 'reason', '')}".strip() if status else str(exc)[:200]
 
 
+def tls_failure(exc: BaseException) -> BaseException | None:
+    """The TLS error inside a transport error (a CA the kubeconfig does not name, a server
+    name that does not match, HTTPS to a plain-HTTP port), or None: retrying cannot fix it."""
+    import ssl
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) or type(seen).__name__ in ("SSLError",
+                                                                      "CertificateError"):
+            return seen
+        reason = getattr(seen, "reason", None)
+        seen = reason if isinstance(reason, BaseException) else \
+            (seen.__cause__ or seen.__context__)
+    return None
+
+
 def transient(exc: BaseException) -> bool:
-    """An error worth retrying: no answer, a cut connection, 429 or a 5xx."""
+    """An error worth retrying: no answer, a cut connection, 429 or a 5xx (not TLS)."""
     status = getattr(exc, "status", None)
     if status in RETRIED:
         return True
-    if status is not None:
+    if status is not None or tls_failure(exc) is not None:
         return False
     import urllib3
 
@@ -174,6 +190,12 @@ class KubeApi:
             except Exception as exc:
                 if getattr(exc, "status", None):
                     self.answered = True
+                tls = tls_failure(exc)
+                if tls is not None:
+                    raise DeployError(
+                        f"Kubernetes: {what} failed: TLS with the API server at {self.server} "
+                        f"failed ({str(tls)[:160]}); check the kubeconfig's server address "
+                        f"and its certificate-authority(-data).") from None
                 if not transient(exc):
                     raise
                 left = deadline - time.monotonic()
