@@ -4,7 +4,6 @@ API server double of tests/k8s_double stands in for the cluster)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ import requests
 
 import ofnotebook
 from ofnotebook.backends.kubernetes import KubernetesBackend
-from tests.helpers import make_function
+from tests.helpers import make_function, require_local_registry
 from tests.k8s_double import KubeDouble
 
 pytestmark = pytest.mark.container
@@ -22,12 +21,7 @@ REGISTRY = "127.0.0.1:5000"
 def test_the_image_is_built_pushed_and_declared_by_digest(client: Any, engine_name: str,
                                                          cluster: KubeDouble,
                                                          kubeconfig: str) -> None:
-    try:
-        requests.get(f"http://{REGISTRY}/v2/", timeout=2).raise_for_status()
-    except requests.RequestException as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide the registry (.ci/setup-containers): {exc}")
-        pytest.skip(f"no registry at {REGISTRY}: {exc}")
+    require_local_registry()
     name = f"built-k8s-{engine_name}"
     fn = make_function(f"def hello(request):\n    return {engine_name!r}\n", name="hello")
     target = KubernetesBackend(kubeconfig=kubeconfig, registry=REGISTRY, build="engine",

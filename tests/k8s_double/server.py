@@ -287,12 +287,7 @@ class KubeDouble(Store):
                                   f'functions.core.openfunction.io "{name}": the object has '
                                   f'been modified; please apply your changes to the latest '
                                   f'version and try again')
-                if sub:
-                    result = copy.deepcopy(live)
-                    result["status"] = body.get("status", {})
-                else:
-                    result = self._fresh(body, live)
-                return self._update(ns, name, live, result, warnings, sub)
+                return self._write_back(ns, name, live, body, warnings, sub)
 
         @app.patch(FN_PATH + "/<name>")
         @app.patch(FN_PATH + "/<name>/status")
@@ -319,12 +314,7 @@ class KubeDouble(Store):
                 live = self.functions.get((ns, name))
                 if live is None:
                     return self._not_found(name)
-                if sub:
-                    result = copy.deepcopy(live)
-                    result["status"] = body.get("status", {})
-                else:
-                    result = self._fresh(body, live)
-                return self._update(ns, name, live, result, warnings, sub)
+                return self._write_back(ns, name, live, body, warnings, sub)
 
         @app.delete(FN_PATH + "/<name>")
         def _delete(ns: str, name: str) -> Any:
@@ -422,6 +412,17 @@ class KubeDouble(Store):
         first word, as kube-apiserver derives it."""
         return request.args.get("fieldManager") or \
             (request.headers.get("User-Agent") or "unknown").split("/")[0]
+
+    def _write_back(self, ns: str, name: str, live: dict[str, Any], body: dict[str, Any],
+                    warnings: list[str], sub: str) -> Response:
+        """Under ``cond``: a PUT or merge patch of the object (spec and metadata, status
+        left alone) or of its ``/status`` subresource (status only)."""
+        if sub:
+            result = copy.deepcopy(live)
+            result["status"] = body.get("status", {})
+        else:
+            result = self._fresh(body, live)
+        return self._update(ns, name, live, result, warnings, sub)
 
     def _not_found(self, name: str) -> Response:
         return status(404, "NotFound", f'functions.core.openfunction.io "{name}" not found',
