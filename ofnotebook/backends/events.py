@@ -39,6 +39,9 @@ class OutputEvent:
         return f"<OutputEvent {stamp} {self.name} {self.data!r}>"
 
 
+SETTLE_WAIT = 0.5  # s: how long wait_for_outputs lets the events in flight finish
+
+
 class EventTracker:
     """Collects one app's events from the stand-in; ``wait_for_outputs`` blocks on them."""
 
@@ -75,7 +78,12 @@ class EventTracker:
         return remove
 
     def wait_for_outputs(self, n: int, timeout: float) -> list[OutputEvent]:
-        """Block until at least ``n`` outputs were recorded; return them (oldest first)."""
+        """Block until at least ``n`` outputs were recorded; return them (oldest first).
+
+        An output is recorded while its event is still being handled (the function sends,
+        then returns, then the stand-in records the delivery), so the wait also lets the
+        events that came in settle (delivered or dead-lettered), for at most
+        ``SETTLE_WAIT`` seconds more: ``stats`` read right after then agree with the outputs."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while self.total_outputs < n:
@@ -83,6 +91,10 @@ class EventTracker:
                 if remaining <= 0:
                     raise TimeoutError(f"{self.total_outputs} of {n} outputs within {timeout:g} s")
                 self._cond.wait(remaining)
+            settle = min(deadline, time.monotonic() + SETTLE_WAIT)
+            while (self.counts["delivered"] + self.counts["dead-letter"] < self.counts["in"]
+                   and time.monotonic() < settle):
+                self._cond.wait(settle - time.monotonic())
             return list(self.outputs)
 
     def stats(self) -> dict[str, int]:

@@ -1,0 +1,43 @@
+"""The kernel's record of an app's events: ``wait_for_outputs`` returns with the events that
+came in settled, so the stats read right after agree with the outputs (a notebook cell shows
+``handle.stats`` right after waiting for the outputs)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ofnotebook.backends.events import SETTLE_WAIT, EventTracker
+
+
+def out(i: int) -> dict[str, object]:
+    return {"kind": "out", "seq": i, "time": time.time(), "name": "out", "data": i,
+            "encoding": "json"}
+
+
+def test_the_wait_ends_once_the_events_in_flight_are_delivered() -> None:
+    tracker = EventTracker()
+    for i in (1, 2):
+        tracker({"kind": "in", "seq": i})
+    tracker(out(3))
+    tracker({"kind": "delivered", "seq": 4})
+    tracker(out(5))  # the second event sent its output, but is not delivered yet
+
+    def deliver_later() -> None:
+        time.sleep(0.1)
+        tracker({"kind": "delivered", "seq": 6})
+
+    threading.Thread(target=deliver_later).start()
+    outputs = tracker.wait_for_outputs(2, timeout=5)
+    assert [o.data for o in outputs] == [3, 5]
+    assert tracker.stats()["delivered"] == 2 == tracker.stats()["events_in"]
+
+
+def test_an_event_that_never_settles_delays_the_wait_only_a_little() -> None:
+    tracker = EventTracker()
+    tracker({"kind": "in", "seq": 1})
+    tracker({"kind": "in", "seq": 2})  # still being retried, say
+    tracker(out(3))
+    started = time.monotonic()
+    assert len(tracker.wait_for_outputs(1, timeout=5)) == 1
+    assert SETTLE_WAIT - 0.05 <= time.monotonic() - started < SETTLE_WAIT + 0.5
