@@ -20,7 +20,7 @@ from ofnotebook import images
 from ofnotebook.backends.container import LABEL_SESSION, SESSION, ContainerBackend
 from ofnotebook.errors import BuildError, InvocationError
 from tests.backends.conformance import BackendConformance
-from tests.helpers import make_function, uid, wait_for
+from tests.helpers import make_function, require_local_registry, uid, wait_for
 
 pytestmark = pytest.mark.container
 REGISTRY = "127.0.0.1:5000"
@@ -176,14 +176,6 @@ def test_the_base_image_python_is_read_from_its_env_else_by_running_it(client: A
         client.images.remove(blank, force=True)
 
 
-def need_registry() -> None:
-    try:
-        requests.get(f"http://{REGISTRY}/v2/", timeout=2).raise_for_status()
-    except requests.RequestException as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run a registry on {REGISTRY} (.ci/setup-containers): {exc}")
-        pytest.skip(f"no registry on {REGISTRY}: {exc}")
-
 
 def manifest(reference: str) -> dict[str, Any]:
     repo, digest = reference.split("/", 1)[1].split("@")
@@ -195,7 +187,7 @@ def manifest(reference: str) -> dict[str, Any]:
 
 
 def test_push_to_a_real_registry_and_deploy_by_digest(client: Any) -> None:
-    need_registry()
+    require_local_registry()
     backend = ContainerBackend(start_timeout=30, registry=REGISTRY)
     name = f"push-{uid()}"
     try:
@@ -234,7 +226,7 @@ def test_the_engine_builder_pushes_an_image_that_runs_by_its_digest(client: Any)
     from ofnotebook.package import package
     from ofnotebook.spec import FunctionSpec
 
-    need_registry()
+    require_local_registry()
     assert builders.resolve("auto") == "engine"  # an engine answers: auto takes it
     name = f"engine-{uid()}"
     fn = function()
