@@ -60,7 +60,8 @@ class Plan:
             captured = capture_function(self.function, runtime=spec.runtime, entry=spec.entry,
                                         requirements=spec.requirements,
                                         # async runtimes lock the Dapr SDK already
-                                        dapr=spec.uses_components)
+                                        dapr=spec.uses_components,
+                                        signature=self.request.signature)
         with recorder.phase("package"):
             pkg = build_package(captured, spec, base_image=self.request.base_image)
         existing = _handles.get((self.target, spec.name))
@@ -96,7 +97,8 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
            requirements: Iterable[str] = (), port: int | None = None,
            version: str | None = None, inputs: Any = None, outputs: Any = None,
            states: Any = None, base_image: str | None = None,
-           target_options: Mapping[str, Any] | None = None,
+           signature: str | None = None, include: Iterable[str] = (),
+           components: Any = None, target_options: Mapping[str, Any] | None = None,
            on_event: EventSink | None = None) -> FunctionHandle:
     """Deploy ``fn`` and return a :class:`FunctionHandle` once it is ready.
 
@@ -108,14 +110,22 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
     (``{"logs": "kafka://127.0.0.1:9092/logs"}``; ``None`` means in-memory); inputs make the
     function asynchronous. ``base_image`` is the image targets build on (default
     ``OFNOTEBOOK_BASE_IMAGE`` or ``python:<major>.<minor>-slim`` of this Python).
-    ``target_options`` go to the target (``{"registry": ..., "namespace": ...}``). Raises an
+    ``signature`` overrides the detected call shape (``"cloudevent"``, ``"background"``, ...;
+    see :data:`~ofnotebook.capture.SIGNATURES`). ``include`` lists files or folders, relative
+    to the working directory, packaged with the function at the same relative path.
+    ``components`` declares Dapr components by their exact name (``{"kafka-receiver":
+    "kafka://..."}``), which inputs, outputs and states use as ``"@kafka-receiver"``.
+    ``target_options`` go to the target (``{"registry": ..., "namespace": ...}``, and the
+    cluster settings of :class:`~ofnotebook.manifests.ClusterOptions` as plain values). Raises an
     :class:`~ofnotebook.errors.OfnotebookError` and leaves nothing running when any step
     fails.
     """
     request = DeployRequest(name=name, runtime=runtime, target=target, entry=entry, env=env,
                             requirements=tuple(requirements), port=port, version=version,
                             inputs=inputs, outputs=outputs, states=states,
-                            base_image=base_image, target_options=target_options)
+                            base_image=base_image, signature=signature,
+                            include=tuple(include) if not isinstance(include, str) else (include,),
+                            components=components, target_options=target_options)
     return plan(fn, request).deploy(on_event)
 
 

@@ -119,6 +119,12 @@ def _human(size: int) -> str:
     return f"{size / _MB:.1f} MB"
 
 
+#: The call shapes the runtime serves (``--signature``): a Flask request; a CloudEvent; GCF's
+#: legacy background ``(event, context)``; OpenFunction's ``(context)`` and ``(ctx, data)``;
+#: no argument.
+SIGNATURES = ("request", "cloudevent", "background", "context", "ctx_data", "noarg")
+
+
 def signature_kind(fn: Callable[..., Any]) -> str:
     """Classify how the runtime must call ``fn``.
 
@@ -376,16 +382,20 @@ def _lock(modules: Iterable[str], extra_requirements: Iterable[str], runtime: st
 
 def capture(fn: Callable[..., Any], *, runtime: str = "sync", entry: str | None = None,
             requirements: Iterable[str] = (), dapr: bool = False,
-            max_global_mb: float | None = None,
+            signature: str | None = None, max_global_mb: float | None = None,
             warn_global_mb: float | None = None) -> Capture:
     """Capture ``fn`` for deployment; raise :class:`CaptureError` with the fix when it cannot be.
 
-    ``dapr`` adds the Dapr SDK to the lock, for sync functions that send to outputs.
+    ``dapr`` adds the Dapr SDK to the lock, for sync functions that send to outputs;
+    ``signature`` (one of :data:`SIGNATURES`) overrides the detected call shape.
     """
     if not isinstance(fn, types.FunctionType):
         raise CaptureError(
             f"{fn!r} is not a Python function; deploy a function defined with 'def'.")
-    signature = signature_kind(fn)
+    if signature is not None and signature not in SIGNATURES:
+        raise CaptureError(f"Unknown signature {signature!r}; use one of "
+                           f"{', '.join(SIGNATURES)}.")
+    signature = signature or signature_kind(fn)
     max_bytes = config.get("max_global_mb", max_global_mb) * _MB
     warn_bytes = config.get("warn_global_mb", warn_global_mb) * _MB
     globals_report, warnings = _report_globals(fn, warn_bytes)

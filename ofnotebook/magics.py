@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import (argument, argument_group, magic_arguments,
+                                          parse_argstring)
 from IPython.utils.text import DollarFormatter
 
 from . import api, config
+from .capture import SIGNATURES
 from .errors import CaptureError, OfnotebookError
 from .request import DeployRequest
 from .view import TextProgress, widgets_enabled
@@ -117,6 +119,40 @@ class FunctionMagics(Magics):
     @argument("--base-image", default=None, metavar="IMAGE",
               help="Base image for image targets. Default: OFNOTEBOOK_BASE_IMAGE or "
                    "python:<major>.<minor>-slim of this Python.")
+    @argument("--signature", default=None, choices=list(SIGNATURES), metavar="SHAPE",
+              help="How the function is called, when detection guesses wrong: "
+                   + ", ".join(SIGNATURES) + ".")
+    @argument("--include", nargs="+", default=[], metavar="PATH",
+              help="Files or folders (relative to the notebook) the function reads: packaged "
+                   "at the same relative path, the working directory on every target.")
+    @argument("--component", action="append", default=[], metavar="NAME=URI",
+              help="A Dapr component with exactly this name (inputs, outputs and states may "
+                   "use it as NAME=@COMPONENT; the Dapr SDK may call it by name). Repeatable.")
+    @argument_group("cluster settings (kubernetes, yaml, %function export)")
+    @argument("--min-replicas", type=int, default=None, metavar="N")
+    @argument("--max-replicas", type=int, default=None, metavar="N")
+    @argument("--keda-trigger", action="append", default=[], metavar="TYPE:KEY=VALUE,...",
+              help="A KEDA scale trigger, e.g. kafka:topic=logs,lagThreshold=20. Repeatable.")
+    @argument("--keda-polling-interval", type=int, default=None, metavar="SECONDS")
+    @argument("--keda-cooldown", type=int, default=None, metavar="SECONDS")
+    @argument("--hpa-behavior", default=None, metavar="YAML",
+              help="The HPA behavior of the KEDA ScaledObject (scaleUp/scaleDown), as YAML or "
+                   "JSON.")
+    @argument("--image-credentials", default=None, metavar="SECRET",
+              help="Image pull secret (spec.imageCredentials).")
+    @argument("--pull-policy", default=None, choices=["Always", "IfNotPresent", "Never"])
+    @argument("--api-version", default=None, choices=["v1beta2", "v1beta1"],
+              help="OpenFunction API version written (default v1beta2).")
+    @argument("--cpu", default=None, help="CPU limit, e.g. 500m.")
+    @argument("--memory", default=None, help="Memory limit, e.g. 512Mi.")
+    @argument("--gpus", type=int, default=None, metavar="N", help="nvidia.com/gpu limit.")
+    @argument("--secret-env", action="append", default=[], metavar="VAR=SECRET:KEY",
+              help="An environment variable from a Kubernetes Secret (secretKeyRef). "
+                   "Repeatable.")
+    @argument("--dapr-mode", default=None, choices=["standalone", "sidecar"],
+              help="How OpenFunction attaches Dapr (default standalone: the Dapr proxy).")
+    @argument("--label", action="append", default=[], metavar="K=V",
+              help="A label on the Function. Repeatable.")
     @_named(cell_magic, "function")
     def function(self, line: str, cell: str) -> Any:
         """Run the cell, then deploy the function it defines and bind its name to a handle.
@@ -134,13 +170,12 @@ class FunctionMagics(Magics):
         if fn is None:
             raise CaptureError(f"The cell did not define {pyname!r}; check --entry.")
         fn = getattr(fn, "__wrapped__", fn)  # a re-run over an existing handle
-        options = (("registry", args.registry), ("namespace", args.namespace),
-                   ("folder", args.out), ("build", args.build), ("platform", args.platform))
         planned = api.plan(fn, DeployRequest(
             name=args.name, runtime=args.runtime, target=args.target, entry=pyname,
             env=args.env, requirements=args.requirements, port=args.port,
             version=args.version, inputs=args.input, outputs=args.output, states=args.state,
-            base_image=args.base_image, target_options={k: v for k, v in options if v}))
+            base_image=args.base_image, signature=args.signature, include=args.include,
+            components=args.component, target_options=_target_options(args)))
         if not widgets_enabled():
             handle = planned.deploy(on_event=TextProgress().on_phase)
             self.shell.user_ns[pyname] = handle
@@ -210,6 +245,24 @@ class FunctionMagics(Magics):
         raise OfnotebookError(f"Unknown %function command {line!r}; use list, "
                               f"stop NAME, stop --all, logs NAME [--tail N] or "
                               f"export NAME DIR.")
+
+
+#: magic option -> target option; cluster settings go to ``ClusterOptions`` as plain values.
+_TARGET_OPTIONS = {"registry": "registry", "namespace": "namespace", "out": "folder",
+                   "build": "build", "platform": "platform", "min_replicas": "min_replicas",
+                   "max_replicas": "max_replicas", "keda_trigger": "keda_triggers",
+                   "keda_polling_interval": "keda_polling_interval",
+                   "keda_cooldown": "keda_cooldown_period", "hpa_behavior": "hpa_behavior",
+                   "image_credentials": "image_credentials", "pull_policy": "pull_policy",
+                   "api_version": "api_version", "cpu": "cpu", "memory": "memory",
+                   "gpus": "gpus", "secret_env": "secrets", "dapr_mode": "dapr_mode",
+                   "label": "labels"}
+
+
+def _target_options(args: Any) -> dict[str, Any]:
+    """The options the magic line gave, as ``target_options`` (unset ones left out)."""
+    given = {key: getattr(args, option) for option, key in _TARGET_OPTIONS.items()}
+    return {k: v for k, v in given.items() if v is not None and v != []}
 
 
 class _Listing(list):

@@ -32,7 +32,7 @@ class DeployRequest:
     """Everything :func:`ofnotebook.deploy` was asked, except the function itself.
 
     The fields mirror ``deploy``'s parameters (see its docstring): ``env``, ``inputs``,
-    ``outputs``, ``states`` and ``target_options`` keep the caller's shape (a mapping or a
+    ``outputs``, ``states``, ``components`` and ``target_options`` keep the caller's shape (a mapping or a
     list of ``NAME=VALUE`` strings) as read-only copies.
     """
 
@@ -48,9 +48,14 @@ class DeployRequest:
     outputs: Any = None
     states: Any = None
     base_image: str | None = None
+    signature: str | None = None
+    include: tuple[str, ...] = ()
+    components: Any = None
     target_options: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        for field in ("env", "inputs", "outputs", "states", "target_options"):
+        for field in ("env", "inputs", "outputs", "states", "components", "target_options"):
             object.__setattr__(self, field, _frozen(getattr(self, field)))
-        object.__setattr__(self, "requirements", tuple(self.requirements))
+        for field in ("requirements", "include"):
+            value = getattr(self, field)
+            object.__setattr__(self, field, (value,) if isinstance(value, str) else tuple(value))
