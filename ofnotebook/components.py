@@ -43,7 +43,9 @@ class Component:
     """A Dapr component spec in Python: ``Component("bindings.kafka", {"brokers": ...})``.
 
     ``topic`` is the pub/sub topic; ``operation`` the output-binding operation (default
-    ``create``); ``output_metadata`` is sent with every output event.
+    ``create``); ``output_metadata`` is sent with every output event. ``name`` gives the Dapr
+    component exactly that name (the Dapr SDK may call it by it; a cluster gets a standalone
+    ``Component``); without it the name is generated per function, as OpenFunction does.
     """
 
     type: str
@@ -52,6 +54,7 @@ class Component:
     topic: str | None = None
     operation: str | None = None
     output_metadata: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
 
     def bind(self, name: str, role: str) -> ComponentSpec:
         """The :class:`ComponentSpec` for this component under ``name``."""
@@ -74,7 +77,8 @@ class Component:
             metadata=tuple(sorted((str(k), str(v)) for k, v in self.metadata.items())),
             topic=self.topic, operation=operation,
             output_metadata=tuple(sorted((str(k), str(v)) for k, v in
-                                         self.output_metadata.items())))
+                                         self.output_metadata.items())),
+            component=self.name or "")
 
 
 def _bad(name: str, role: str, uri: str, why: str) -> ConfigError:

@@ -43,7 +43,10 @@ def serving_name(spec: FunctionSpec) -> str:
 
 
 def component_name(spec: FunctionSpec, component: ComponentSpec) -> str:
-    """The generated Dapr component name: ``<serving>-<bindings|pubsub|state>-<name>-<rand5>``."""
+    """The Dapr component name: the user's own (``--component``), else generated as the
+    controller does, ``<serving>-<bindings|pubsub|state>-<name>-<rand5>``."""
+    if component.component:
+        return component.component
     kind = component.kind if component.kind != "state" else "state"
     return f"{serving_name(spec)}-{kind}-{component.name}-{_suffix(spec.name, component.name)}"
 

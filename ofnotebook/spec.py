@@ -55,6 +55,9 @@ class ComponentSpec:
     ``name`` is the name the function code uses (``ctx.send("notify", ...)``); ``type`` and
     ``version`` and ``metadata`` map 1:1 to a Dapr ``Component`` spec. ``topic`` applies to
     pub/sub; ``operation`` and ``output_metadata`` (sent with every event) to output bindings.
+    ``component`` is the Dapr component's own name when the user named it (``--component``,
+    ``Component(..., name=)``): the Dapr SDK may call it by that name, and a cluster gets it as
+    a standalone ``Component``; empty, the name is generated as OpenFunction does.
     """
 
     name: str
@@ -64,6 +67,7 @@ class ComponentSpec:
     topic: str | None = None
     operation: str | None = None
     output_metadata: tuple[tuple[str, str], ...] = ()
+    component: str = ""
 
     @property
     def kind(self) -> str:
