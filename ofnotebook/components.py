@@ -74,7 +74,8 @@ class Component:
         operation = self.operation or ("create" if role == "output" and kind == "bindings" else None)
         return ComponentSpec(
             name=name, type=self.type, version=self.version,
-            metadata=tuple(sorted((str(k), str(v)) for k, v in self.metadata.items())),
+            # in the order given: a manifest lists them as the user wrote them
+            metadata=tuple((str(k), str(v)) for k, v in self.metadata.items()),
             topic=self.topic, operation=operation,
             output_metadata=tuple(sorted((str(k), str(v)) for k, v in
                                          self.output_metadata.items())),
