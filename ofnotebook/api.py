@@ -21,6 +21,7 @@ from .capture import capture as capture_function
 from .components import parse_items
 from .errors import OfnotebookError
 from .handle import FunctionHandle
+from .includes import collect as collect_includes
 from .package import package as build_package
 from .request import DeployRequest
 from .spec import FunctionSpec, derive_name, parse_env
@@ -62,8 +63,10 @@ class Plan:
                                         # async runtimes lock the Dapr SDK already
                                         dapr=spec.uses_components,
                                         signature=self.request.signature)
+            included = collect_includes(self.request.include)
         with recorder.phase("package"):
-            pkg = build_package(captured, spec, base_image=self.request.base_image)
+            pkg = build_package(captured, spec, base_image=self.request.base_image,
+                                included=included)
         existing = _handles.get((self.target, spec.name))
         deployment = self.backend.deploy(pkg, env=spec.env_dict, local_port=self.request.port,
                                          recorder=recorder)

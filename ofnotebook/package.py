@@ -20,6 +20,7 @@ from . import config
 from .capture import Capture
 from .context import context_env
 from .errors import PackageError
+from .includes import IncludedFile, package_files
 from .spec import FunctionSpec
 
 _RUNTIME_SRC = Path(__file__).parent / "runtime"
@@ -69,6 +70,7 @@ class Package:
     spec: FunctionSpec
     capture: Capture = field(repr=False, compare=False)
     base_image: str = ""  # the Dockerfile's FROM
+    included: tuple[IncludedFile, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def short_digest(self) -> str:
@@ -96,10 +98,12 @@ def manifest_for(capture: Capture, spec: FunctionSpec) -> dict[str, object]:
     }
 
 
-def build_files(capture: Capture, spec: FunctionSpec, *, base_image: str | None = None
-                ) -> dict[str, bytes]:
-    """Every file of the build context, by relative path."""
+def build_files(capture: Capture, spec: FunctionSpec, *, base_image: str | None = None,
+                included: tuple[IncludedFile, ...] = ()) -> dict[str, bytes]:
+    """Every file of the build context, by relative path (``--include`` files under
+    ``function/files``, the code layer)."""
     files = dict(_runtime_files())
+    files.update(package_files(included))
     files["requirements.txt"] = ("\n".join(capture.requirements) + "\n").encode()
     files["Dockerfile"] = _DOCKERFILE.format(
         name=spec.name, base_image=base_image or default_base_image(capture.python_version),
@@ -122,11 +126,12 @@ def digest_files(files: dict[str, bytes]) -> str:
 
 
 def package(capture: Capture, spec: FunctionSpec, *, cache_dir: Path | None = None,
-            base_image: str | None = None) -> Package:
-    """Write (or reuse) the build context for ``capture`` + ``spec`` and return it."""
+            base_image: str | None = None, included: tuple[IncludedFile, ...] = ()) -> Package:
+    """Write (or reuse) the build context for ``capture`` + ``spec`` (and the ``--include``
+    files) and return it."""
     base_image = base_image or str(config.get("base_image") or "") or \
         default_base_image(capture.python_version)
-    files = build_files(capture, spec, base_image=base_image)
+    files = build_files(capture, spec, base_image=base_image, included=included)
     digest = digest_files(files)
     root = Path(config.get("cache_dir", cache_dir)) / "packages" / spec.name
     target = root / digest[:16]
@@ -149,4 +154,4 @@ def package(capture: Capture, spec: FunctionSpec, *, cache_dir: Path | None = No
                 f"Cannot write the build context for {spec.name!r} under {root}: {exc}. "
                 f"Point OFNOTEBOOK_CACHE_DIR at a writable directory.") from exc
     return Package(path=target, digest=digest, spec=spec, capture=capture,
-                   base_image=base_image)
+                   base_image=base_image, included=included)

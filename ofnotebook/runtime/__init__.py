@@ -16,6 +16,8 @@ HEALTH_PATH = "/_ofnotebook/healthz"
 ERROR_HEADER = "X-Ofnotebook-Error"
 #: Exit code for a package the runtime refuses to load (digest, Python or cloudpickle mismatch).
 EXIT_BAD_PACKAGE = 3
+#: The package's folder of ``--include`` files: the function's working directory on every target.
+FILES_DIR = "function/files"
 
 
 def is_local() -> bool:

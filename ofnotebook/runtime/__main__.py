@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import EXIT_BAD_PACKAGE
+from . import EXIT_BAD_PACKAGE, FILES_DIR
 from .context import ContextError, parse_context
 from .loader import PackageLoadError, context_from_package, load_function, read_manifest
 
@@ -35,6 +35,19 @@ def _watch_parent(pid: int) -> None:
                 os._exit(0)
 
     threading.Thread(target=loop, name="ofnotebook-parent-watch", daemon=True).start()
+
+
+def _enter_files(package: Path) -> None:
+    """Run in the package's ``--include`` folder on every target (made empty when nothing was
+    included), so a relative path works in a container exactly when it works locally, and
+    never reaches the folder the notebook happened to start the process in."""
+    files = package.resolve() / FILES_DIR
+    try:
+        files.mkdir(parents=True, exist_ok=True)
+        os.chdir(files)
+    except OSError as exc:  # a read-only image without includes: stay in the package
+        print(f"ofnotebook runtime: warning: cannot enter {files}: {exc}", file=sys.stderr,
+              flush=True)
 
 
 def _fail(message: str) -> None:
@@ -79,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
                 _fail(f"cannot listen on 127.0.0.1:{order['port']}: {exc}; pick another --port")
                 return
 
+    package = package.resolve()
+    _enter_files(package)
     env = dict(os.environ)
     if not env.get("FUNC_CONTEXT") and not env.get("FUNC_CONTEXT_V1BETA2"):
         env.update(context_from_package(package))

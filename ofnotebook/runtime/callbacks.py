@@ -16,6 +16,7 @@ import traceback
 from typing import Any, Callable
 
 from .context import Component, FunctionContext
+from .files import missing_file_hint
 from .loader import LoadedFunction
 from .outputs import DaprBridge, DaprContext, map_dapr_host
 
@@ -92,8 +93,9 @@ def _invoke(loaded: LoadedFunction, ctx: EventContext, data: Any) -> None:
 
 def _report(name: str, exc: BaseException) -> None:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    print(f"error handling an event from input {name!r}:\n{text}", file=sys.stderr, end="",
-          flush=True)
+    hint = missing_file_hint(exc)
+    print(f"error handling an event from input {name!r}:\n{text}" + (f"{hint}\n" if hint else ""),
+          file=sys.stderr, end="", flush=True)
 
 
 def _binding_handler(loaded: LoadedFunction, fctx: FunctionContext, bridge: DaprBridge,

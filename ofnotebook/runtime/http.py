@@ -20,6 +20,7 @@ from flask.json.provider import DefaultJSONProvider
 
 from . import ERROR_HEADER, HEALTH_PATH
 from .context import FunctionContext
+from .files import missing_file_hint
 from .loader import LoadedFunction
 from .outputs import DaprBridge, DaprContext
 
@@ -142,7 +143,9 @@ def create_app(loaded: LoadedFunction, fctx: FunctionContext, digest: str = "") 
         except Exception as exc:  # the function's own failure: report it, keep serving
             text = format_remote_traceback(exc, loaded.sources)
             print(text, file=sys.stderr, end="", flush=True)
-            body = {"error": {"type": type(exc).__qualname__, "message": str(exc),
+            hint = missing_file_hint(exc)
+            message = f"{exc}. {hint}" if hint else str(exc)
+            body = {"error": {"type": type(exc).__qualname__, "message": message,
                               "traceback": text}}
             return Response(json.dumps(body), status=500, mimetype="application/json",
                             headers={ERROR_HEADER: "1"})
