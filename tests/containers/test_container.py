@@ -284,3 +284,23 @@ def test_containers_are_removed_when_the_kernel_exits(client: Any, tmp_path: Any
     assert not left, [c.name for c in left]
     for image in client.images.list(name=f"ofnotebook/{name}"):
         client.images.remove(image.id)
+
+
+def test_included_files_are_in_the_image_at_their_relative_path(
+        backend: ContainerBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same cell as tests/test_includes.py, in a container: the template folder and the
+    data file are in the code layer, and the working directory is the same relative place."""
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "hello.html").write_text("<p>hello {{ name }}</p>")
+    (tmp_path / "labels.csv").write_text("cat\ndog\n")
+    monkeypatch.chdir(tmp_path)
+    fn = make_function("import flask, os\n\ndef page(request):\n"
+                       "    labels = open('labels.csv').read().split()\n"
+                       "    html = flask.render_template('hello.html', name='ada')\n"
+                       "    return {'labels': labels, 'html': html, 'cwd': os.getcwd()}\n",
+                       name="page")
+    handle = ofnotebook.deploy(fn, f"inc-{uid()}", target=backend,
+                               include=["templates", "labels.csv"])
+    body = handle.invoke().json()
+    assert body == {"labels": ["cat", "dog"], "html": "<p>hello ada</p>",
+                    "cwd": "/app/function/files"}
