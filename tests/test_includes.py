@@ -112,3 +112,11 @@ def test_a_template_that_was_not_included_names_the_fix(notebook_dir: Path,
     with pytest.raises(RemoteFunctionError, match=r"TemplateNotFound") as info:
         handle.invoke()
     assert "--include templates/hello.html" in str(info.value)
+
+
+def test_the_magic_packages_what_include_names(notebook_dir: Path, ip: Any) -> None:
+    handle = ip.run_cell_magic("function", f"inc-{uid()} --include templates data/labels.csv",
+                               "import os, flask\n" + SOURCE.split("import flask\n", 1)[1])
+    assert handle.invoke(params={"name": "bo"}).json()["html"] == "<p>hello bo</p>"
+    assert [f.path for f in handle.package.included] == ["data/labels.csv",
+                                                         "templates/hello.html"]
