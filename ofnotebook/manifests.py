@@ -1,64 +1,39 @@
-"""OpenFunction ``Function`` manifests from a :class:`FunctionSpec`, and their validation.
+"""OpenFunction ``Function`` manifests (and Dapr ``Component`` ones) from a
+:class:`FunctionSpec` and :class:`~ofnotebook.cluster.ClusterOptions`, and their validation.
 
 One manifest serves the ``kubernetes`` target (sent to the API server) and the ``yaml`` target
 (written for GitOps). The shapes follow ``reference/openfunction-contract.md`` §1.4 and §8:
 image by digest, the ``function`` container, ``triggers.http`` for sync functions,
 ``triggers.dapr`` with ``workloadType: Deployment`` for async ones, inline Dapr components under
 ``bindings``/``pubsub``/``states`` built from the same component specs the local target uses,
-empty lists and maps omitted. :func:`validate` checks a manifest against the CRD's structural
+empty lists and maps omitted. A component the user named (``--component``) is, in v1beta2, a
+standalone ``dapr.io/v1alpha1`` ``Component`` of that name, scoped to the functions using it,
+which the Function references by name; v1beta1 keeps it inline under its name (the conversion
+webhook drops outputs naming components it cannot see, §1.5). Every cluster setting lands where
+docs/cluster-settings.md says. :func:`validate` checks a manifest against its CRD's structural
 schema and reports every field the API server would prune, before anything is sent.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
 
+from .cluster import API_VERSIONS
+from .cluster import ClusterOptions as ClusterOptions  # re-exported: users import it here
 from .errors import ConfigError
 from .spec import ComponentSpec, FunctionSpec
 
 GROUP = "core.openfunction.io"
-VERSIONS = ("v1beta2", "v1beta1")
+VERSIONS = API_VERSIONS
 MANAGED_BY = {"app.kubernetes.io/managed-by": "ofnotebook"}
-DAPR_MODES = ("standalone", "sidecar")
+COMPONENT_API = "dapr.io/v1alpha1"
+DEFAULT_NAMESPACE = "default"
 
 
 class ManifestError(ConfigError):
     """A manifest the API server would reject or silently change."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class ClusterOptions:
-    """How the function runs in a cluster; everything the spec itself does not say.
-
-    ``secrets`` maps an environment variable to ``(secret name, key)``: the manifest holds a
-    ``secretKeyRef``, never the value. ``keda_triggers`` are KEDA ``ScaleTriggers`` (for
-    example Kafka lag); a ScaledObject is created only when they are given.
-    """
-
-    namespace: str = "default"
-    image_credentials: str | None = None
-    dapr_mode: str = "standalone"
-    min_replicas: int | None = None
-    max_replicas: int | None = None
-    keda_triggers: tuple[Mapping[str, Any], ...] = ()
-    keda_polling_interval: int | None = None
-    keda_cooldown_period: int | None = None
-    secrets: Mapping[str, tuple[str, str]] = field(default_factory=dict)
-    cpu: str | None = None
-    memory: str | None = None
-    gpus: int = 0
-    labels: Mapping[str, str] = field(default_factory=dict)
-    api_version: str = "v1beta2"  # what the yaml target writes; the cluster stores v1beta2
-
-    def __post_init__(self) -> None:
-        if self.dapr_mode not in DAPR_MODES:
-            raise ConfigError(f"Dapr mode {self.dapr_mode!r} is not one of "
-                              f"{', '.join(DAPR_MODES)}.", key="dapr_mode")
-        if (self.min_replicas is not None and self.max_replicas is not None
-                and self.min_replicas > self.max_replicas):
-            raise ConfigError(f"min_replicas {self.min_replicas} is above max_replicas "
-                              f"{self.max_replicas}.", key="replicas")
 
 
 def component_spec(component: ComponentSpec) -> dict[str, Any]:
@@ -80,16 +55,54 @@ def _output_fields(c: ComponentSpec, metadata_key: str) -> dict[str, Any]:
     return fields
 
 
+def app_id(name: str, namespace: str | None) -> str:
+    """The Dapr app id OpenFunction gives a function (``<fn>-<ns>``): what components'
+    ``scopes`` name."""
+    return f"{name}-{namespace or DEFAULT_NAMESPACE}"
+
+
+def named_components(spec: FunctionSpec) -> dict[str, ComponentSpec]:
+    """The components ``spec`` names itself (``--component``), by their Dapr name, once each
+    however many inputs, outputs and states use them; the same name with two definitions is
+    refused."""
+    return _by_key(spec.name, [c for c in spec.inputs + spec.outputs + spec.states
+                               if c.component], lambda c: c.component)
+
+
+def _by_key(function: str, components: Iterable[ComponentSpec],
+            key: Callable[[ComponentSpec], str]) -> dict[str, ComponentSpec]:
+    found: dict[str, ComponentSpec] = {}
+    for c in components:
+        name = key(c)
+        seen = found.get(name)
+        if seen is not None and (seen.type, seen.version, seen.metadata) != \
+                (c.type, c.version, c.metadata):
+            raise ConfigError(f"Function {function!r} declares two different Dapr components "
+                              f"named {name!r}; give them different names.", key="component")
+        found.setdefault(name, c)
+    return found
+
+
+def _check_scaling(spec: FunctionSpec, options: ClusterOptions) -> None:
+    if options.keda_triggers and spec.runtime != "async":
+        raise ConfigError(f"--keda-trigger scales asynchronous functions; {spec.name!r} is "
+                          f"synchronous, and Knative scales it by its requests: use "
+                          f"--min-replicas/--max-replicas.", key="keda_triggers")
+
+
 def function_manifest(spec: FunctionSpec, image: str, options: ClusterOptions | None = None,
                       *, api_version: str | None = None) -> dict[str, Any]:
     """The ``Function`` for ``spec`` running ``image`` (prefer a ``repo@sha256:`` reference),
-    in ``api_version`` (default: the options', v1beta2)."""
+    in ``api_version`` (default: the options', v1beta2). ``metadata.namespace`` is written
+    when the options name one, or when standalone Components are scoped to it (v1beta2 named
+    components: their ``scopes`` say ``<fn>-<namespace>``)."""
     options = options or ClusterOptions()
     api_version = api_version or options.api_version
     if api_version not in VERSIONS:
         raise ConfigError(f"Function {api_version!r} is not an OpenFunction API version; use "
                           f"v1beta2 (stored by v1.2.0) or v1beta1.", key="api_version")
-    container: dict[str, Any] = {"name": "function", "imagePullPolicy": "IfNotPresent"}
+    _check_scaling(spec, options)
+    container: dict[str, Any] = {"name": "function", "imagePullPolicy": options.pull_policy}
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in spec.env]
     env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
             for k, (secret, key) in sorted(options.secrets.items())]
@@ -105,60 +118,129 @@ def function_manifest(spec: FunctionSpec, image: str, options: ClusterOptions | 
     if limits:
         container["resources"] = {"limits": limits}
 
+    body: dict[str, Any] = {"version": spec.version, "image": image}
+    if options.image_credentials:
+        body["imageCredentials"] = {"name": options.image_credentials}
+    if api_version == "v1beta1":
+        if spec.runtime != "async":
+            body["port"] = spec.port
+        body["serving"] = _serving_v1beta1(spec, options, container)
+    else:
+        body["serving"] = _serving_v1beta2(spec, options, container)
+    metadata: dict[str, Any] = {"name": spec.name}
+    namespace = options.namespace or (DEFAULT_NAMESPACE if api_version == "v1beta2" and
+                                      named_components(spec) else None)
+    if namespace:
+        metadata["namespace"] = namespace
+    if options.labels:
+        metadata["labels"] = dict(options.labels)
+    return {"apiVersion": f"{GROUP}/{api_version}", "kind": "Function",
+            "metadata": metadata, "spec": body}
+
+
+def managed(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` labelled as the kubernetes target's own (what it may update and delete);
+    the yaml target's are not: whoever applies the folder manages them."""
+    meta = manifest["metadata"]
+    meta["labels"] = {**MANAGED_BY, **meta.get("labels", {})}
+    return manifest
+
+
+def _dapr_annotations(mode: str) -> dict[str, str]:
+    return {"openfunction.io/enable-dapr": "true", "openfunction.io/dapr-service-mode": mode}
+
+
+def _serving_v1beta2(spec: FunctionSpec, options: ClusterOptions,
+                     container: dict[str, Any]) -> dict[str, Any]:
+    """v1beta2 ``serving``: the Dapr mode always explicit (reference §8), named components
+    referenced by their name (their ``Component`` is :func:`component_manifests`), the
+    others inline, and the function's own input/output names kept as ``inputName`` /
+    ``outputName`` where they differ from the component's."""
     serving: dict[str, Any] = {}
     if spec.uses_components:
-        serving["annotations"] = {"openfunction.io/enable-dapr": "true",
-                                  "openfunction.io/dapr-service-mode": options.dapr_mode}
+        serving["annotations"] = _dapr_annotations(options.dapr_mode or "standalone")
     if spec.runtime == "async":
         serving["workloadType"] = "Deployment"  # otherwise "Running" is reported at once
     serving["template"] = {"containers": [container]}
     if spec.runtime == "async":
         triggers = []
         for c in spec.inputs:
-            trigger = {"name": c.name, "type": c.type}
+            trigger = {"name": c.component or c.name, "type": c.type}
             if c.topic:
                 trigger["topic"] = c.topic
+            if c.component and c.component != c.name:
+                trigger["inputName"] = c.name
             triggers.append(trigger)
         serving["triggers"] = {"dapr": triggers}
     else:
         serving["triggers"] = {"http": {"port": spec.port}}
-    outputs = [{"dapr": {"name": c.name, "type": c.type, **_output_fields(c, "metadata")}}
-               for c in spec.outputs]
+    outputs = []
+    for c in spec.outputs:
+        output = {"name": c.component or c.name, "type": c.type, **_output_fields(c, "metadata")}
+        if c.component and c.component != c.name:
+            output["outputName"] = c.name
+        outputs.append({"dapr": output})
     if outputs:
         serving["outputs"] = outputs
     for kind in ("bindings", "pubsub"):
         inline = {c.name: component_spec(c) for c in spec.inputs + spec.outputs
-                  if c.kind == kind}
+                  if c.kind == kind and not c.component}
         if inline:
             serving[kind] = inline
-    if spec.states:
-        serving["states"] = {c.name: {"spec": component_spec(c)} for c in spec.states}
+    states: dict[str, Any] = {}
+    for c in spec.states:
+        if c.component and c.component != c.name:
+            raise ConfigError(
+                f"State store {c.name!r} uses component {c.component!r}: OpenFunction names a "
+                f"state store after its component, so the function would not find "
+                f"{c.name!r}; call it {c.component!r} (--state {c.component}=@{c.component}).",
+                key="state")
+        states[c.name] = {} if c.component else {"spec": component_spec(c)}
+    if states:
+        serving["states"] = states
     scale: dict[str, Any] = {}
     if options.min_replicas is not None:
         scale["minReplicas"] = options.min_replicas
     if options.max_replicas is not None:
         scale["maxReplicas"] = options.max_replicas
     if options.keda_triggers:
-        scaled_object = {k: v for k, v in (("pollingInterval", options.keda_polling_interval),
-                                           ("cooldownPeriod", options.keda_cooldown_period))
-                         if v is not None}
         keda: dict[str, Any] = {"triggers": [dict(t) for t in options.keda_triggers]}
+        scaled_object = _scaled_object(options)
         if scaled_object:
             keda["scaledObject"] = scaled_object
         scale["keda"] = keda
     if scale:
         serving["scaleOptions"] = scale
+    return serving
 
-    body: dict[str, Any] = {"version": spec.version, "image": image}
-    if options.image_credentials:
-        body["imageCredentials"] = {"name": options.image_credentials}
-    body["serving"] = serving
-    if api_version == "v1beta1":
-        body = _as_v1beta1(spec, body)
-    return {"apiVersion": f"{GROUP}/{api_version}", "kind": "Function",
-            "metadata": {"name": spec.name, "namespace": options.namespace,
-                         "labels": {**MANAGED_BY, **dict(options.labels)}},
-            "spec": body}
+
+def _scaled_object(options: ClusterOptions, replicas: bool = False) -> dict[str, Any]:
+    """``keda.scaledObject``: polling, (v1beta1: the replica counts,) cooldown and the HPA
+    behaviour under ``advanced.horizontalPodAutoscalerConfig.behavior``, as the seed orders
+    them."""
+    fields = [("pollingInterval", options.keda_polling_interval)]
+    if replicas:
+        fields += [("minReplicaCount", options.min_replicas),
+                   ("maxReplicaCount", options.max_replicas)]
+    fields.append(("cooldownPeriod", options.keda_cooldown_period))
+    scaled: dict[str, Any] = {k: v for k, v in fields if v is not None}
+    if options.hpa_behavior:
+        scaled["advanced"] = {"horizontalPodAutoscalerConfig": {
+            "behavior": copy.deepcopy(dict(options.hpa_behavior))}}
+    return scaled
+
+
+def component_manifests(spec: FunctionSpec, namespace: str | None,
+                        scopes: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The standalone ``dapr.io/v1alpha1`` ``Component`` of each named component of
+    ``spec`` (v1beta2), named exactly so and scoped to ``spec``'s app id and ``scopes``
+    (the other functions that use it)."""
+    namespace = namespace or DEFAULT_NAMESPACE
+    apps = sorted({app_id(spec.name, namespace), *scopes})
+    return [{"apiVersion": COMPONENT_API, "kind": "Component",
+             "metadata": {"name": name, "namespace": namespace},
+             "spec": component_spec(c), "scopes": apps}
+            for name, c in named_components(spec).items()]
 
 
 KANIKO_BUILDER = "openfunction/kaniko-executor:v1.7.0"
@@ -212,45 +294,48 @@ def add_cluster_build(manifest: dict[str, Any], build: ClusterBuild) -> dict[str
     return manifest
 
 
-def _as_v1beta1(spec: FunctionSpec, body: dict[str, Any]) -> dict[str, Any]:
-    """The same Function in v1beta1, written so the webhook's conversion to v1beta2 loses
-    nothing (reference §1.5): every output's component is inline (others are dropped), KEDA
-    triggers sit under ``serving.triggers`` with ``scaleOptions.keda`` set (else dropped), and
-    async functions get a ``scaledObject`` with ``workloadType: Deployment`` (else the
-    converted Function reports Running at once)."""
-    serving = dict(body["serving"])
-    old: dict[str, Any] = {"runtime": "async" if spec.runtime == "async" else "knative"}
-    for key in ("annotations", "template", "bindings", "pubsub"):
-        if key in serving:
-            old[key] = serving[key]
+def _serving_v1beta1(spec: FunctionSpec, options: ClusterOptions,
+                     container: dict[str, Any]) -> dict[str, Any]:
+    """v1beta1 ``serving``, written so the webhook's conversion to v1beta2 loses nothing
+    (reference §1.5): every component is inline (the conversion drops outputs whose
+    component is not), named ones keyed by their name as the seed writes them; KEDA
+    triggers under ``serving.triggers`` with ``scaleOptions.keda`` set (else dropped); an
+    async function's replica counts in ``keda.scaledObject`` (converted to
+    ``scaleOptions.min/maxReplicas``), and a ``scaledObject`` in any case (its presence makes
+    the converted Function a Deployment, else it reports Running at once). The Dapr mode is
+    written only when given: OpenFunction enables Dapr for a Function with components and
+    defaults to standalone (reference §4.1)."""
+    serving: dict[str, Any] = {"runtime": "async" if spec.runtime == "async" else "knative"}
+    if options.dapr_mode and spec.uses_components:
+        serving["annotations"] = _dapr_annotations(options.dapr_mode)
+    scale: dict[str, Any] = {}
     if spec.runtime == "async":
-        old["inputs"] = [{"name": c.name, "component": c.name, **({"topic": c.topic}
-                                                                 if c.topic else {})}
-                         for c in spec.inputs]
-    outputs = [{"name": c.name, "component": c.name, **_output_fields(c, "params")}
-               for c in spec.outputs]
-    if outputs:
-        old["outputs"] = outputs
-    if spec.states:
-        old["states"] = {c.name: component_spec(c) for c in spec.states}
-    scale = dict(serving.get("scaleOptions", {}))
-    keda = dict(scale.pop("keda", {}))
-    if keda.get("triggers"):
-        old["triggers"] = keda.pop("triggers")
-    if spec.runtime == "async" or old.get("triggers"):
-        scaled = dict(keda.get("scaledObject", {}))
-        if spec.runtime == "async":
-            scaled["workloadType"] = "Deployment"
-        keda["scaledObject"] = scaled
-    if keda:
-        scale["keda"] = keda
+        scaled = _scaled_object(options, replicas=True) or {"workloadType": "Deployment"}
+        scale["keda"] = {"scaledObject": scaled}
+    else:
+        scale.update((k, v) for k, v in (("minReplicas", options.min_replicas),
+                                         ("maxReplicas", options.max_replicas))
+                     if v is not None)
     if scale:
-        old["scaleOptions"] = scale
-    result = {k: v for k, v in body.items() if k != "serving"}
-    if spec.runtime != "async":
-        result["port"] = spec.port
-    result["serving"] = old
-    return result
+        serving["scaleOptions"] = scale
+    if options.keda_triggers:
+        serving["triggers"] = [dict(t) for t in options.keda_triggers]
+    serving["template"] = {"containers": [container]}
+    if spec.runtime == "async":
+        serving["inputs"] = [{"name": c.name, "component": c.component or c.name,
+                              **({"topic": c.topic} if c.topic else {})} for c in spec.inputs]
+    outputs = [{"name": c.name, "component": c.component or c.name,
+                **_output_fields(c, "params")} for c in spec.outputs]
+    if outputs:
+        serving["outputs"] = outputs
+    inline = _by_key(spec.name, spec.inputs + spec.outputs, lambda c: c.component or c.name)
+    for kind in ("bindings", "pubsub"):
+        found = {name: component_spec(c) for name, c in inline.items() if c.kind == kind}
+        if found:
+            serving[kind] = found
+    if spec.states:
+        serving["states"] = {c.name: component_spec(c) for c in spec.states}
+    return serving
 
 
 # -- validation against the CRD -----------------------------------------------------------------
@@ -277,7 +362,8 @@ def validate(manifest: Mapping[str, Any], crd: Mapping[str, Any]) -> None:
                  for path in pruned_fields(manifest, schema)]
     if problems:
         name = manifest.get("metadata", {}).get("name", "?")
-        raise ManifestError(f"The Function manifest for {name!r} does not fit the CRD "
+        kind = manifest.get("kind", "Function")
+        raise ManifestError(f"The {kind} manifest for {name!r} does not fit the CRD "
                             f"({version}):\n  " + "\n  ".join(sorted(problems)))
 
 

@@ -140,9 +140,14 @@ def test_target_options_from_the_magic(ip: Any, tmp_path: Path, crd_env: Path) -
     again = ip.run_cell_magic("function", f"from-magic --target yaml --out {out}",
                               "def f(request):\n    return 'y'\n")
     assert again.backend is handle.backend
-    with pytest.raises(ConfigError, match="'yaml' takes no --namespace option"):
-        ip.run_cell_magic("function", "bad-option --target yaml --namespace demo",
-                          "def f(request):\n    return 'x'\n")
+    # --namespace is a cluster setting: the written Function is in that namespace
+    ip.run_cell_magic("function", f"in-ns --target yaml --out {out} --namespace demo",
+                      "def f(request):\n    return 'x'\n")
+    written = yaml.safe_load((out / "in-ns" / "function.yaml").read_text())
+    assert written["metadata"] == {"name": "in-ns", "namespace": "demo"}
+    with pytest.raises(ConfigError, match="'yaml' takes no --timeout option"):
+        ofnotebook.deploy(make_function("def f(request):\n    return 1\n"), "bad-option",
+                          target="yaml", target_options={"folder": str(out), "timeout": 3})
 
 
 @pytest.fixture

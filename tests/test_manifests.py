@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from ofnotebook.components import parse_items
-from ofnotebook.manifests import ClusterOptions, ManifestError, function_manifest, validate
+from ofnotebook.errors import ConfigError
+from ofnotebook.manifests import (ClusterOptions, ManifestError, function_manifest, managed,
+                                  validate)
 from ofnotebook.spec import FunctionSpec
 from tests.helpers import shared_file
 
@@ -46,8 +48,10 @@ def test_the_async_log_handler_matches_the_reference_and_the_crd(crd: dict[str, 
     manifest = function_manifest(spec, IMAGE, options)
     validate(manifest, crd)
     assert manifest["apiVersion"] == "core.openfunction.io/v1beta2"
-    assert manifest["metadata"] == {"name": "logs-handler", "namespace": "demo",
-                                    "labels": {"app.kubernetes.io/managed-by": "ofnotebook"}}
+    assert manifest["metadata"] == {"name": "logs-handler", "namespace": "demo"}
+    # the kubernetes target marks what it manages; a GitOps folder is managed by its tool
+    assert managed(manifest)["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "ofnotebook"}
     serving = manifest["spec"]["serving"]
     # reference §1.4 (b): explicit Deployment, dapr triggers naming inline bindings
     assert serving["workloadType"] == "Deployment"
@@ -156,11 +160,10 @@ def test_schema_violations_are_listed(crd: dict[str, Any]) -> None:
 
 
 def test_bad_cluster_options_are_refused() -> None:
-    from ofnotebook.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="standalone, sidecar"):
+    with pytest.raises(ConfigError, match="--dapr-mode 'proxy' is not one of standalone, "
+                                          "sidecar"):
         ClusterOptions(dapr_mode="proxy")
-    with pytest.raises(ConfigError, match="min_replicas 5 is above max_replicas 2"):
+    with pytest.raises(ConfigError, match="--min-replicas 5 is above --max-replicas 2"):
         ClusterOptions(min_replicas=5, max_replicas=2)
 
 
@@ -177,10 +180,14 @@ def test_v1beta1_on_request_fits_its_schema_and_avoids_the_conversion_traps(
     assert serving["outputs"] == [{"name": "notify", "component": "notify",
                                    "operation": "create"}]
     assert set(serving["bindings"]) == {"logs", "notify"}
-    # KEDA triggers live in serving.triggers, kept because scaleOptions.keda is set
+    # KEDA triggers live in serving.triggers, kept because scaleOptions.keda is set; the
+    # replica counts in the scaledObject (the conversion makes them min/maxReplicas), whose
+    # presence makes the converted Function a Deployment
     assert serving["triggers"][0]["type"] == "kafka"
-    assert serving["scaleOptions"]["keda"]["scaledObject"] == {
-        "pollingInterval": 15, "cooldownPeriod": 60, "workloadType": "Deployment"}
+    assert serving["scaleOptions"] == {"keda": {"scaledObject": {
+        "pollingInterval": 15, "minReplicaCount": 0, "maxReplicaCount": 10,
+        "cooldownPeriod": 60}}}
+    assert "annotations" not in serving  # v1beta1: the Dapr mode only when given
 
     sync = function_manifest(sync_with_kafka_output(), IMAGE, api_version="v1beta1")
     validate(sync, crd)
@@ -189,8 +196,6 @@ def test_v1beta1_on_request_fits_its_schema_and_avoids_the_conversion_traps(
 
 
 def test_an_unknown_api_version_is_refused() -> None:
-    from ofnotebook.errors import ConfigError
-
     with pytest.raises(ConfigError, match="v1beta2 .* or v1beta1"):
         function_manifest(FunctionSpec(name="x"), IMAGE, api_version="v2")
 

@@ -14,6 +14,7 @@ import threading
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from ..cluster import cluster_settings, hashable
 from ..errors import BackendUnavailableError, ConfigError
 from .base import Backend
 
@@ -27,7 +28,7 @@ _known: dict[str, tuple[str, str]] = {
 }
 #: name -> (dotted path, install hint); read-only view.
 known_backends: Mapping[str, tuple[str, str]] = MappingProxyType(_known)
-_instances: dict[tuple[str, tuple[tuple[str, Any], ...]], Backend] = {}
+_instances: dict[tuple[str, Any], Backend] = {}
 _lock = threading.Lock()
 
 
@@ -46,10 +47,18 @@ def _entry_point_backends() -> None:
 
 def get_backend(target: str | Backend, **options: Any) -> Backend:
     """The backend for ``target``: the object itself, or the kernel-wide instance of a name
-    (one per distinct ``options``, such as ``registry=`` or ``namespace=``)."""
+    (one per distinct ``options``, such as ``registry=`` or ``namespace=``).
+
+    The cluster settings among ``options`` (:data:`~ofnotebook.cluster.SETTINGS`, plain
+    values or ``options=ClusterOptions(...)``) are coerced into one ``ClusterOptions`` for
+    every target, so a bad value fails here; a target whose constructor takes ``options``
+    (kubernetes, yaml) gets it, the others (local, container) ignore it, so a cell written
+    for the cluster still runs locally. Any other option the target does not take is
+    refused."""
     if isinstance(target, Backend):
         return target
-    key = (target, tuple(sorted((k, v) for k, v in options.items() if v is not None)))
+    given = {k: v for k, v in options.items() if v is not None}
+    key = (target, hashable(given))
     with _lock:
         if key in _instances:
             return _instances[key]
@@ -66,14 +75,18 @@ def get_backend(target: str | Backend, **options: Any) -> Backend:
             raise BackendUnavailableError(
                 f"Target {target!r} needs a package that is not installed ({exc.name}); "
                 f"{hint}.") from exc
-        given = dict(key[1])
+        cluster, own = cluster_settings(given)
         accepted = set(inspect.signature(cls).parameters)
-        unknown = sorted(set(given) - accepted)
+        if cluster is not None and "options" in accepted:
+            own["options"] = cluster
+        unknown = sorted(set(own) - accepted)
         if unknown:
             raise ConfigError(
                 f"Target {target!r} takes no {', '.join('--' + u.replace('_', '-') for u in unknown)}"
-                f" option; it takes: {', '.join(sorted(accepted)) or 'none'}.", key=unknown[0])
-        backend: Backend = cls(**given)
+                f" option; it takes: {', '.join(sorted(accepted)) or 'none'}"
+                f"{' and the cluster settings' if cluster is not None else ''}.",
+                key=unknown[0])
+        backend: Backend = cls(**own)
         _instances[key] = backend
         return backend
 

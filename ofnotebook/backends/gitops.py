@@ -17,8 +17,8 @@ from typing import Any, Callable, ClassVar, Mapping
 
 from .. import builders, config
 from ..errors import ConfigError, DeployError, UnsupportedError
-from ..manifests import (ClusterBuild, ClusterOptions, add_cluster_build, function_manifest,
-                         validate)
+from ..cluster import ClusterOptions
+from ..manifests import ClusterBuild, add_cluster_build, function_manifest, validate
 from ..package import Package
 from .base import STOPPED, Deployment, PhaseRecorder, TrackedBackend
 from .events import EventTracker

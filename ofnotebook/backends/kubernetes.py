@@ -22,14 +22,15 @@ watches, RBAC and other errors as one message) is :mod:`.kube_api`.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, cast
 
 from .. import builders, config, images
 from ..errors import BackendUnavailableError, ConfigError, DeployError, UnsupportedError
-from ..manifests import (ClusterBuild, ClusterOptions, add_cluster_build, function_manifest,
-                         validate)
+from ..cluster import ClusterOptions
+from ..manifests import ClusterBuild, add_cluster_build, function_manifest, managed, validate
 from ..package import Package
 from .base import (FAILED, RUNNING, STARTING, STOPPED, STOPPING, BufferedDeployment,
                    LogBuffer, PhaseEvent, PhaseRecorder, TrackedBackend, stream_lines)
@@ -311,8 +312,7 @@ class KubernetesBackend(TrackedBackend):
                     f"inside a cluster.") from None
         self.namespace = namespace or (options.namespace if options else None) or \
             default_ns or "default"
-        self.options = ClusterOptions(**{**(options.__dict__ if options else {}),
-                                         "namespace": self.namespace})
+        self.options = dataclasses.replace(options or ClusterOptions(), namespace=self.namespace)
         self.registry = str(config.get("registry", registry) or "")
         self.timeout = float(config.get("start_timeout", timeout))
         self.log_lines = int(config.get("log_lines"))
@@ -378,7 +378,8 @@ class KubernetesBackend(TrackedBackend):
         rollout_deadline = deadline + (self.build_timeout if cluster_build else 0)
         name = spec.name
         with recorder.phase("apply", detail=f"{self.namespace}/{name}"):
-            manifest = function_manifest(spec, image, self.options, api_version=VERSION)
+            manifest = managed(function_manifest(spec, image, self.options,
+                                                 api_version=VERSION))
             if cluster_build is not None:
                 add_cluster_build(manifest, cluster_build)
             known = self._crd_forbidden
