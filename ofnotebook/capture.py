@@ -26,9 +26,8 @@ import cloudpickle
 
 from . import config
 from .errors import CaptureError, UnpicklableGlobalError
-
-#: Signature kinds the runtime knows how to call.
-SIGNATURES = ("request", "context", "ctx_data", "noarg")
+from .runtime import shapes
+from .runtime.shapes import SIGNATURES as SIGNATURES  # re-exported: --signature's choices
 
 _MB = 1024 * 1024
 _STDLIB = frozenset(sys.stdlib_module_names) | {"__main__", "builtins", "__future__"}
@@ -36,6 +35,8 @@ _STDLIB = frozenset(sys.stdlib_module_names) | {"__main__", "builtins", "__futur
 RUNTIME_DISTRIBUTIONS = {"sync": ("cloudpickle", "flask", "waitress"),
                          # dapr.ext.grpc (the AppCallback server) needs dapr[grpc]'s cloudevents
                          "async": ("cloudpickle", "dapr", "cloudevents")}
+# ... and these for the shapes that take an event (runtime/events.py parses and builds them).
+SHAPE_DISTRIBUTIONS = {shape: ("cloudevents",) for shape in shapes.EVENT_SHAPES}
 
 _HINTS = {
     "lock": "create the lock inside the function (or at module level of a helper module)",
@@ -119,34 +120,21 @@ def _human(size: int) -> str:
     return f"{size / _MB:.1f} MB"
 
 
-#: The call shapes the runtime serves (``--signature``): a Flask request; a CloudEvent; GCF's
-#: legacy background ``(event, context)``; OpenFunction's ``(context)`` and ``(ctx, data)``;
-#: no argument.
-SIGNATURES = ("request", "cloudevent", "background", "context", "ctx_data", "noarg")
+def signature_kind(fn: Callable[..., Any], runtime: str = "sync") -> str:
+    """How the runtime must call ``fn`` (one of :data:`SIGNATURES`): the decorator of
+    functions-framework when one wraps it, else the names of its required parameters. The
+    whole rule is in :mod:`ofnotebook.runtime.shapes`; a shape that cannot be served on
+    ``runtime`` is a :class:`CaptureError` naming the supported ones."""
+    return _shape(fn, runtime, None)
 
 
-def signature_kind(fn: Callable[..., Any]) -> str:
-    """Classify how the runtime must call ``fn``.
-
-    ``f(request)`` gets the HTTP request; ``f(context)`` (the parameter named ``context`` or
-    ``ctx``) gets an OpenFunction-style context; ``f(ctx, data)`` gets the context and the
-    decoded body; ``f()`` gets nothing.
-    """
+def _shape(fn: Callable[..., Any], runtime: str, signature: str | None) -> str:
     try:
-        params = [p for p in inspect.signature(fn).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                  and p.default is p.empty]
-    except (TypeError, ValueError) as exc:
+        return shapes.detect(fn, runtime, signature)
+    except shapes.ShapeError as exc:
+        raise CaptureError(str(exc)) from None
+    except (TypeError, ValueError) as exc:  # inspect.signature on an odd callable
         raise CaptureError(f"Cannot read the signature of {fn!r}: {exc}.") from exc
-    if len(params) == 0:
-        return "noarg"
-    if len(params) == 1:
-        return "context" if params[0].name in ("context", "ctx") else "request"
-    if len(params) == 2:
-        return "ctx_data"
-    raise CaptureError(
-        f"{fn.__name__}() takes {len(params)} required arguments; a deployed function takes "
-        f"(request), (context) or (ctx, data). Give the others default values.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,8 +328,10 @@ def _report_globals(fn: types.FunctionType, warn_bytes: float
 
 
 def _lock(modules: Iterable[str], extra_requirements: Iterable[str], runtime: str,
-          dapr: bool = False) -> tuple[tuple[LockEntry, ...], tuple[str, ...]]:
-    """Pin the distributions behind ``modules``; return the lock and unresolved requirements."""
+          dapr: bool = False, signature: str = "request"
+          ) -> tuple[tuple[LockEntry, ...], tuple[str, ...]]:
+    """Pin the distributions behind ``modules``, plus what the runtime needs to serve the
+    ``runtime`` kind and the ``signature`` shape; return the lock and unresolved requirements."""
     mapping = _packages_distributions()
     by_dist: dict[str, set[str]] = collections.defaultdict(set)
     for module in modules:
@@ -350,7 +340,8 @@ def _lock(modules: Iterable[str], extra_requirements: Iterable[str], runtime: st
             continue
         for dist in mapping.get(top, ()):
             by_dist[dist].add(top)
-    for dist in RUNTIME_DISTRIBUTIONS[runtime] + (("dapr",) if dapr else ()):
+    for dist in (RUNTIME_DISTRIBUTIONS[runtime] + (("dapr",) if dapr else ())
+                 + SHAPE_DISTRIBUTIONS.get(signature, ())):
         by_dist[dist].add("ofnotebook.runtime")
     passthrough: list[str] = []
     for requirement in extra_requirements:
@@ -387,15 +378,15 @@ def capture(fn: Callable[..., Any], *, runtime: str = "sync", entry: str | None 
     """Capture ``fn`` for deployment; raise :class:`CaptureError` with the fix when it cannot be.
 
     ``dapr`` adds the Dapr SDK to the lock, for sync functions that send to outputs;
-    ``signature`` (one of :data:`SIGNATURES`) overrides the detected call shape.
+    ``signature`` (one of :data:`SIGNATURES`) overrides the detected call shape. A function
+    under a functions-framework decorator is captured without the decorator's wrapper (which
+    only passes the arguments on), so the image needs no functions-framework.
     """
     if not isinstance(fn, types.FunctionType):
         raise CaptureError(
             f"{fn!r} is not a Python function; deploy a function defined with 'def'.")
-    if signature is not None and signature not in SIGNATURES:
-        raise CaptureError(f"Unknown signature {signature!r}; use one of "
-                           f"{', '.join(SIGNATURES)}.")
-    signature = signature or signature_kind(fn)
+    signature = _shape(fn, runtime, signature)
+    fn = cast(types.FunctionType, shapes.unwrap(fn))
     max_bytes = config.get("max_global_mb", max_global_mb) * _MB
     warn_bytes = config.get("warn_global_mb", warn_global_mb) * _MB
     globals_report, warnings = _report_globals(fn, warn_bytes)
@@ -430,7 +421,7 @@ def capture(fn: Callable[..., Any], *, runtime: str = "sync", entry: str | None 
             f"the function, or raise OFNOTEBOOK_MAX_GLOBAL_MB.")
 
     modules = {m for m in referenced if not _is_local_module(_top(m))}
-    lock, passthrough = _lock(modules, requirements, runtime, dapr)
+    lock, passthrough = _lock(modules, requirements, runtime, dapr, signature)
     if passthrough:
         lock = lock + tuple(LockEntry(req, "", ("--requirements",)) for req in passthrough)
     return Capture(

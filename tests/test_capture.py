@@ -187,6 +187,15 @@ def test_sources_kept_for_tracebacks() -> None:
     ("def f(context): pass", "context"),
     ("def f(ctx): pass", "context"),
     ("def f(ctx, data): pass", "ctx_data"),
+    ("def f(context, order): pass", "ctx_data"),
+    ("def f(a, b): pass", "ctx_data"),  # OpenFunction's order when the names say nothing
+    ("def f(event, context): pass", "background"),
+    ("def f(data, context): pass", "background"),
+    ("def f(message, ctx): pass", "background"),
+    ("def f(cloud_event): pass", "cloudevent"),
+    ("def f(event): pass", "cloudevent"),
+    ("def f(e: 'CloudEvent'): pass", "cloudevent"),
+    ("def f(order): pass", "request"),
     ("def f(): pass", "noarg"),
     ("def f(request, verbose=False): pass", "request"),
 ])
@@ -195,8 +204,67 @@ def test_signature_kinds(source: str, kind: str) -> None:
 
 
 def test_too_many_arguments() -> None:
-    with pytest.raises(CaptureError, match="takes 3 required arguments"):
+    with pytest.raises(CaptureError, match="takes 3 required arguments") as info:
         capture(make_function("def f(a, b, c): pass"))
+    assert "f(event, context)" in str(info.value) and "--signature" in str(info.value)
+
+
+FF_HTTP = "import functions_framework\n@functions_framework.http\ndef {name}(request):\n" \
+          "    return 'x'\n"
+
+
+def test_functions_framework_decorators_are_read_and_left_behind() -> None:
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    fn = make_function("import functions_framework\n@functions_framework.cloud_event\n"
+                       "def hello(payload):\n    return payload['id']\n", ns, "hello")
+    cap = capture(fn)
+    assert cap.signature == "cloudevent"  # the decorator says so, whatever the name
+    assert cap.report().startswith("captured hello() [cloudevent]")
+    inner = cloudpickle.loads(cap.payload)
+    assert inner({"id": "e"}) == "e" and not hasattr(inner, "__wrapped__")  # no wrapper
+    dists = {e.distribution.lower(): e.version for e in cap.lock}
+    assert "functions-framework" not in dists and "functions_framework" not in dists
+    assert dists["cloudevents"] == importlib.metadata.version("cloudevents")  # pinned
+    assert signature_kind(make_function(FF_HTTP.format(name="web"), name="web")) == "request"
+
+
+def test_the_registry_is_trusted_only_for_the_decorators_own_wrapper() -> None:
+    make_function(FF_HTTP.format(name="reused"), name="reused")  # REGISTRY_MAP["reused"]
+    plain = make_function("def reused(cloud_event):\n    return 1\n", name="reused")
+    assert signature_kind(plain) == "cloudevent"
+
+
+def test_an_http_function_cannot_take_events() -> None:
+    fn = make_function(FF_HTTP.format(name="web"), name="web")
+    with pytest.raises(CaptureError, match="HTTP function .*asynchronous"):
+        capture(fn, runtime="async")
+    with pytest.raises(CaptureError, match="takes an HTTP request"):
+        capture(make_function("def f(request):\n    return 1\n"), runtime="async")
+    # the data of an event, under any other name, is fine
+    assert capture(make_function("def f(order):\n    return 1\n"),
+                   runtime="async").signature == "request"
+
+
+def test_signature_override_must_fit_the_parameters() -> None:
+    fn = make_function("def f(a, b):\n    return a\n")
+    assert capture(fn, signature="background").signature == "background"
+    with pytest.raises(CaptureError, match="--signature cloudevent calls f\\(cloud_event\\)"):
+        capture(fn, signature="cloudevent")
+    with pytest.raises(CaptureError, match="Unknown signature 'grpc'"):
+        capture(fn, signature="grpc")
+
+
+@pytest.mark.parametrize("source, has_cloudevents", [
+    ("def f(request):\n    return 1\n", False),
+    ("def f(cloud_event):\n    return 1\n", True),
+    ("def f(event, context):\n    return 1\n", True),
+])
+def test_event_shapes_lock_cloudevents(source: str, has_cloudevents: bool) -> None:
+    lock = {e.distribution: e for e in capture(make_function(source)).lock}
+    assert ("cloudevents" in lock) is has_cloudevents
+    if has_cloudevents:
+        assert lock["cloudevents"].requirement == (
+            f"cloudevents=={importlib.metadata.version('cloudevents')}")
 
 
 def test_not_a_function() -> None:

@@ -5,6 +5,12 @@ Each input of the context becomes a binding handler (``bindings.*``) or a topic 
 daprd (or the local stand-in) calls it with. Reply statuses follow daprd's meaning: a handled
 event acknowledges; an exception in the function asks for redelivery (RETRY for topics, a gRPC
 error for bindings).
+
+Every shape is served: ``f(ctx, data)`` and ``f(context)`` get an :class:`EventContext`;
+``f(cloud_event)`` the delivered event as a ``cloudevents.http.CloudEvent`` (pub/sub arrives as
+a CloudEvent, a binding event is wrapped into one: runtime/events.py); ``f(event, context)``
+the data and a functions-framework-like ``Context`` whose ``resource`` is the topic or the
+binding; ``f(data)`` the decoded data; ``f()`` nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from .context import Component, FunctionContext
 from .files import missing_file_hint
 from .loader import LoadedFunction
 from .outputs import DaprBridge, DaprContext, map_dapr_host
+from .shapes import EVENT_SHAPES
 
 
 def decode_binding_data(raw: bytes) -> Any:
@@ -75,14 +82,25 @@ def _legacy_event(message: Any) -> Any:
     return event
 
 
-def _invoke(loaded: LoadedFunction, ctx: EventContext, data: Any) -> None:
+def _invoke(loaded: LoadedFunction, ctx: EventContext, data: Any,
+            cloud_event: Callable[[], Any], resource: str) -> None:
+    """Call the function in its shape; ``cloud_event`` builds the delivered event as a
+    ``cloudevents.http.CloudEvent`` (only the event shapes pay for it); ``resource`` is what a
+    background function's ``context.resource`` names (the topic, or the binding)."""
     fn = loaded.function
-    if loaded.signature == "ctx_data":
+    kind = loaded.signature
+    if kind == "ctx_data":
         result = fn(ctx, data)
-    elif loaded.signature == "context":
+    elif kind == "context":
         result = fn(ctx)
-    elif loaded.signature == "request":
-        result = fn(data)
+    elif kind == "cloudevent":
+        result = fn(cloud_event())
+    elif kind == "background":
+        from .events import background_from_cloud_event
+
+        result = fn(*background_from_cloud_event(cloud_event(), ctx._bridge, resource=resource))
+    elif kind == "request":
+        result = fn(data)  # f(data): there is no HTTP request on async, the data stands for it
     else:
         result = fn()
     if inspect.iscoroutine(result):
@@ -99,11 +117,18 @@ def _report(name: str, exc: BaseException) -> None:
 
 
 def _binding_handler(loaded: LoadedFunction, fctx: FunctionContext, bridge: DaprBridge,
-                     name: str) -> Callable[[Any], None]:
+                     name: str, comp: Component) -> Callable[[Any], None]:
     def handle(request: Any) -> None:
         ctx = EventContext(fctx, bridge, name, binding_request=request)
         try:
-            _invoke(loaded, ctx, decode_binding_data(request.data))
+            data = decode_binding_data(request.data)
+
+            def cloud_event() -> Any:
+                from .events import cloud_event_from_binding
+
+                return cloud_event_from_binding(request, comp, data)
+
+            _invoke(loaded, ctx, data, cloud_event, comp.component_name)
         except Exception as exc:
             _report(name, exc)
             raise  # a gRPC error: the stand-in (or daprd) retries
@@ -117,8 +142,14 @@ def _topic_handler(loaded: LoadedFunction, fctx: FunctionContext, bridge: DaprBr
     def handle(message: Any) -> Any:
         ctx = EventContext(fctx, bridge, name, topic_event=_legacy_event(message))
         try:
-            _invoke(loaded, ctx, message.data() if message.data() is not None
-                    else message.raw_data())
+            data = message.data() if message.data() is not None else message.raw_data()
+
+            def cloud_event() -> Any:
+                from .events import cloud_event_from_topic
+
+                return cloud_event_from_topic(message, data)
+
+            _invoke(loaded, ctx, data, cloud_event, message.topic())
         except Exception as exc:
             _report(name, exc)
             return TopicEventResponse("retry")
@@ -136,6 +167,8 @@ def serve_async(loaded: LoadedFunction, fctx: FunctionContext, host: str,
     map_dapr_host()
     from dapr.ext.grpc import App
 
+    if loaded.signature in EVENT_SHAPES:
+        from . import events  # noqa: F401  (cloudevents, imported before the first event)
     bridge = DaprBridge(fctx)
     app = App()
     for name, comp in fctx.inputs.items():
@@ -154,7 +187,7 @@ def serve_async(loaded: LoadedFunction, fctx: FunctionContext, host: str,
 def _register(app: Any, loaded: LoadedFunction, fctx: FunctionContext, bridge: DaprBridge,
               name: str, comp: Component) -> None:
     if comp.kind == "bindings":
-        app.binding(comp.component_name)(_binding_handler(loaded, fctx, bridge, name))
+        app.binding(comp.component_name)(_binding_handler(loaded, fctx, bridge, name, comp))
     elif comp.kind == "pubsub":
         app.subscribe(pubsub_name=comp.component_name, topic=comp.topic)(
             _topic_handler(loaded, fctx, bridge, name))

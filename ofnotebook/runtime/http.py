@@ -1,12 +1,19 @@
 """Serve a sync function over HTTP with Flask, the way Google's and OpenFunction's Python
 frameworks do: every path and method reaches the function; its return value becomes the
 response; an exception becomes a 500 that carries the remote traceback for ``invoke``.
+
+A Werkzeug ``HTTPException`` the function raises (``flask.abort(404)``,
+``abort(Response(...))``, ``NotFound("x")``) is an answer, not a failure: it keeps its status,
+body and headers, as under Flask and functions-framework, and carries no ``ERROR_HEADER`` (so
+``invoke`` returns it instead of raising). CloudEvent and background functions get the request
+as an event (runtime/events.py); a request that is not one gets a 400 saying what it lacks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import inspect
 import json
 import os
@@ -17,12 +24,14 @@ from typing import Any, Callable
 
 from flask import Flask, Response, request
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import HTTPException
 
 from . import ERROR_HEADER, HEALTH_PATH
 from .context import FunctionContext
 from .files import missing_file_hint
 from .loader import LoadedFunction
 from .outputs import DaprBridge, DaprContext
+from .shapes import EVENT_SHAPES
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -74,11 +83,18 @@ def decode_body(req: Any) -> Any:
         return raw
 
 
-def _call(loaded: LoadedFunction, fctx: FunctionContext, bridge: DaprBridge) -> Any:
+def _call(loaded: LoadedFunction, fctx: FunctionContext, bridge: DaprBridge,
+          events: Any = None) -> Any:
+    """Call the function in its shape; ``events`` is runtime/events.py, imported for the
+    shapes that take an event (raises its ``NotAnEvent`` for a request that is none)."""
     fn = loaded.function
     kind = loaded.signature
     if kind == "request":
         result = fn(request)
+    elif kind == "cloudevent":
+        result = fn(events.cloud_event_from_http(request.headers, request.get_data()))
+    elif kind == "background":
+        result = fn(*events.background_from_http(request.headers, request.get_data(), bridge))
     elif kind == "context":
         result = fn(HttpContext(fctx, request, bridge))
     elif kind == "ctx_data":
@@ -129,6 +145,9 @@ def create_app(loaded: LoadedFunction, fctx: FunctionContext, digest: str = "") 
     app = Flask(f"ofnotebook.{fctx.name}")
     app.json = _JSONProvider(app)
     bridge = DaprBridge(fctx)
+    # cloudevents is imported only for the shapes that need it (never in a standby process).
+    events = (importlib.import_module(f"{__package__}.events")
+              if loaded.signature in EVENT_SHAPES else None)
 
     @app.route(HEALTH_PATH, methods=["GET"])
     def _health() -> Any:
@@ -139,18 +158,29 @@ def create_app(loaded: LoadedFunction, fctx: FunctionContext, digest: str = "") 
     @app.route("/<path:path>", methods=METHODS)
     def _invoke(path: str) -> Any:
         try:
-            return _to_response(app, _call(loaded, fctx, bridge))
-        except Exception as exc:  # the function's own failure: report it, keep serving
-            text = format_remote_traceback(exc, loaded.sources)
-            print(text, file=sys.stderr, end="", flush=True)
-            hint = missing_file_hint(exc)
-            message = f"{exc}. {hint}" if hint else str(exc)
-            body = {"error": {"type": type(exc).__qualname__, "message": message,
-                              "traceback": text}}
-            return Response(json.dumps(body), status=500, mimetype="application/json",
-                            headers={ERROR_HEADER: "1"})
+            return _to_response(app, _call(loaded, fctx, bridge, events))
+        except HTTPException as exc:
+            if exc.code is None and exc.response is None:
+                return _error_response(exc, loaded)  # a bare HTTPException() has no status
+            return exc.get_response()  # the function's own answer: status, body, headers
+        except Exception as exc:
+            if events is not None and isinstance(exc, events.NotAnEvent):
+                return Response(f"{exc}\n", status=400, mimetype="text/plain")
+            return _error_response(exc, loaded)
 
     return app
+
+
+def _error_response(exc: BaseException, loaded: LoadedFunction) -> Response:
+    """The function's own failure, reported on stderr and as a 500 that carries ERROR_HEADER
+    and the remote traceback; the process keeps serving."""
+    text = format_remote_traceback(exc, loaded.sources)
+    print(text, file=sys.stderr, end="", flush=True)
+    hint = missing_file_hint(exc)
+    message = f"{exc}. {hint}" if hint else str(exc)
+    body = {"error": {"type": type(exc).__qualname__, "message": message, "traceback": text}}
+    return Response(json.dumps(body), status=500, mimetype="application/json",
+                    headers={ERROR_HEADER: "1"})
 
 
 def make_http_server(app: Callable[..., Any], sock: socket.socket) -> Any:

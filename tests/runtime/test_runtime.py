@@ -217,3 +217,13 @@ def test_missing_context_is_refused(tmp_path: Path) -> None:
     proc = start(pkg, {})
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == EXIT_BAD_PACKAGE and "neither FUNC_CONTEXT" in out
+
+
+def test_the_standby_imports_no_cloudevents() -> None:
+    """A standby process imports the HTTP server ahead of any package; cloudevents is only for
+    the event shapes, imported when such a function is loaded (the standby stays fast)."""
+    code = ("import sys, ofnotebook.runtime.http, ofnotebook.runtime.shapes\n"
+            "assert 'cloudevents' not in sys.modules, 'cloudevents imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
