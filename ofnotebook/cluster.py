@@ -253,6 +253,18 @@ def _labels(value: Any, key: str) -> dict[str, str]:
     return out
 
 
+def _unquoted(value: Any) -> Any:
+    """``value`` without the quotes around it, or around each of its strings: IPython's magic
+    parser keeps them (``--hpa-behavior '{scaleUp: ...}'`` arrives quoted), and no setting's
+    value is itself a quoted string."""
+    if isinstance(value, str):
+        return value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" \
+            else value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return type(value)(_unquoted(v) for v in value)
+    return value
+
+
 _COERCE: dict[str, Callable[[Any, str], Any]] = {
     "namespace": _name(_DNS_LABEL, "namespace"),
     "image_credentials": _name(_DNS_SUBDOMAIN, "Secret name"),
@@ -304,8 +316,8 @@ class ClusterOptions:
 
     def __post_init__(self) -> None:
         for item in fields(self):
-            object.__setattr__(self, item.name,
-                               _COERCE[item.name](getattr(self, item.name), item.name))
+            value = _unquoted(getattr(self, item.name))
+            object.__setattr__(self, item.name, _COERCE[item.name](value, item.name))
         if (self.min_replicas is not None and self.max_replicas is not None
                 and self.min_replicas > self.max_replicas):
             raise ConfigError(f"--min-replicas {self.min_replicas} is above --max-replicas "

@@ -75,8 +75,8 @@ def _by_key(function: str, components: Iterable[ComponentSpec],
     for c in components:
         name = key(c)
         seen = found.get(name)
-        if seen is not None and (seen.type, seen.version, seen.metadata) != \
-                (c.type, c.version, c.metadata):
+        if seen is not None and (seen.type, seen.version, sorted(seen.metadata)) != \
+                (c.type, c.version, sorted(c.metadata)):
             raise ConfigError(f"Function {function!r} declares two different Dapr components "
                               f"named {name!r}; give them different names.", key="component")
         found.setdefault(name, c)

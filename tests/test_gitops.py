@@ -205,3 +205,33 @@ def test_the_magic_writes_an_in_cluster_build(tmp_path: Path, crd_env: Path, no_
     readme = (tmp_path / "yaml-built" / "README.md").read_text()
     assert "Shipwright source bundle" in readme and "kaniko" in readme
     ofnotebook.stop("yaml-built")
+
+
+def test_a_named_component_is_its_own_file_scoped_to_every_function_using_it(
+        tmp_path: Path, crd_env: Path) -> None:
+    """v1beta2: ``_components/<name>.yaml``, a ``dapr.io/v1alpha1`` Component valid against
+    its CRD, whose scopes grow with each function of the folder that uses it."""
+    from ofnotebook.cluster import ClusterOptions
+    from ofnotebook.manifests import validate
+
+    dapr_crd = yaml.safe_load(shared_file("schemas/dapr-component-crd.yaml").read_text())
+    backend = YamlBackend(tmp_path, options=ClusterOptions(namespace="demo"))
+    events = {"events": "kafka://kafka.demo.svc:9092/events"}
+    handles = [ofnotebook.deploy(make_function("def handle(ctx, data):\n    ctx.send('out', "
+                                               "data)\n", name="handle"), name, target=backend,
+                                 components=events, inputs={"in": "@events"},
+                                 outputs={"out": "kafka://kafka.demo.svc:9092/alerts"})
+               for name in ("first-fn", "second-fn")]
+    path = tmp_path / "_components" / "events.yaml"
+    component = yaml.safe_load(path.read_text())
+    validate(component, dapr_crd)
+    assert component["metadata"] == {"name": "events", "namespace": "demo"}
+    assert component["scopes"] == ["first-fn-demo", "second-fn-demo"]
+    function = yaml.safe_load((tmp_path / "second-fn" / "function.yaml").read_text())
+    assert function["spec"]["serving"]["triggers"]["dapr"] == [
+        {"name": "events", "type": "bindings.kafka", "inputName": "in"}]
+    assert "events" not in function["spec"]["serving"].get("bindings", {})
+    readme = (tmp_path / "second-fn" / "README.md").read_text()
+    assert "kubectl apply -f ../_components/events.yaml\nkubectl apply -f function.yaml" in readme
+    for handle in handles:
+        handle.stop()

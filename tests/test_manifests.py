@@ -230,3 +230,128 @@ def test_an_in_cluster_build_fits_the_crd_and_matches_the_reference(crd: dict[st
         add_cluster_build(function_manifest(FunctionSpec(name="greet"), "img",
                                             ClusterOptions(api_version="v1beta1")),
                           ClusterBuild(bundle=bundle))
+
+
+# -- every cluster setting where the manifest keeps it ------------------------------------------
+
+BEHAVIOR = {"scaleDown": {"stabilizationWindowSeconds": 45,
+                          "policies": [{"type": "Percent", "value": 50, "periodSeconds": 15}]}}
+
+
+def test_pull_policy_hpa_behaviour_and_the_dapr_mode_in_both_versions(crd: dict[str, Any]
+                                                                      ) -> None:
+    spec, options = log_handler()
+    options = ClusterOptions(**{**vars(options), "pull_policy": "Always",
+                                "hpa_behavior": BEHAVIOR})
+    v2 = function_manifest(spec, IMAGE, options)
+    validate(v2, crd)
+    serving = v2["spec"]["serving"]
+    assert serving["template"]["containers"][0]["imagePullPolicy"] == "Always"
+    scaled = serving["scaleOptions"]["keda"]["scaledObject"]
+    assert scaled["advanced"] == {"horizontalPodAutoscalerConfig": {"behavior": BEHAVIOR}}
+    # v1beta2 writes the (default) mode explicitly, as reference §8 advises
+    assert serving["annotations"] == {"openfunction.io/enable-dapr": "true",
+                                      "openfunction.io/dapr-service-mode": "standalone"}
+    v1 = function_manifest(spec, IMAGE, options, api_version="v1beta1")
+    validate(v1, crd)
+    old = v1["spec"]["serving"]
+    assert old["scaleOptions"]["keda"]["scaledObject"]["advanced"] == scaled["advanced"]
+    assert "annotations" not in old  # OpenFunction enables Dapr and defaults to standalone
+    sidecar = function_manifest(spec, IMAGE, ClusterOptions(dapr_mode="sidecar"),
+                                api_version="v1beta1")
+    assert sidecar["spec"]["serving"]["annotations"][
+        "openfunction.io/dapr-service-mode"] == "sidecar"
+
+
+def test_v1beta1_keeps_a_sync_functions_replicas_in_scale_options(crd: dict[str, Any]) -> None:
+    manifest = function_manifest(sync_with_kafka_output(), IMAGE,
+                                 ClusterOptions(min_replicas=0, max_replicas=5),
+                                 api_version="v1beta1")
+    validate(manifest, crd)
+    assert manifest["spec"]["serving"]["scaleOptions"] == {"minReplicas": 0, "maxReplicas": 5}
+
+
+def test_keda_triggers_on_a_sync_function_are_refused() -> None:
+    with pytest.raises(ConfigError, match="--keda-trigger scales asynchronous functions; "
+                                          "'sync-out' is synchronous"):
+        function_manifest(sync_with_kafka_output(), IMAGE,
+                          ClusterOptions(keda_triggers=["kafka:topic=t"]))
+
+
+# -- named components ------------------------------------------------------------------------
+
+def named_spec() -> FunctionSpec:
+    """An async function whose input, output and state store are named components."""
+    from ofnotebook.spec import ComponentSpec
+
+    receiver = ComponentSpec(name="kafka", type="bindings.kafka", component="kafka-receiver",
+                             metadata=(("brokers", BROKERS), ("topics", "logs"),
+                                       ("authRequired", "false")))
+    notify = ComponentSpec(name="notify", type="bindings.http", operation="post",
+                           component="notification-manager",
+                           metadata=(("url", "http://notify.default.svc/alerts"),))
+    cache = ComponentSpec(name="cache", type="state.redis", component="cache",
+                          metadata=(("redisHost", "redis.default.svc:6379"),))
+    inline = ComponentSpec(name="audit", type="bindings.kafka",
+                           metadata=(("brokers", BROKERS), ("publishTopic", "audit")),
+                           operation="create")
+    return FunctionSpec(name="named-fn", runtime="async", inputs=(receiver,),
+                        outputs=(notify, inline), states=(cache,))
+
+
+@pytest.fixture(scope="module")
+def dapr_crd() -> dict[str, Any]:
+    return yaml.safe_load(shared_file("schemas/dapr-component-crd.yaml").read_text())
+
+
+def test_v1beta2_references_named_components_and_each_is_a_component(
+        crd: dict[str, Any], dapr_crd: dict[str, Any]) -> None:
+    from ofnotebook.manifests import component_manifests
+
+    spec = named_spec()
+    manifest = function_manifest(spec, IMAGE, ClusterOptions(namespace="demo"))
+    validate(manifest, crd)
+    serving = manifest["spec"]["serving"]
+    assert serving["triggers"]["dapr"] == [{"name": "kafka-receiver", "type": "bindings.kafka",
+                                            "inputName": "kafka"}]
+    assert serving["outputs"] == [
+        {"dapr": {"name": "notification-manager", "type": "bindings.http",
+                  "operation": "post", "outputName": "notify"}},
+        {"dapr": {"name": "audit", "type": "bindings.kafka", "operation": "create"}}]
+    assert serving["states"] == {"cache": {}}  # no spec: the Component of that name
+    assert list(serving["bindings"]) == ["audit"]  # only the unnamed one is inline
+    found = component_manifests(spec, "demo", scopes=["other-fn-demo"])
+    for component in found:
+        validate(component, dapr_crd)
+    assert [c["metadata"] for c in found] == [{"name": n, "namespace": "demo"} for n in
+                                              ("kafka-receiver", "notification-manager",
+                                               "cache")]
+    assert found[0]["spec"] == {"type": "bindings.kafka", "version": "v1", "metadata": [
+        {"name": "brokers", "value": BROKERS}, {"name": "topics", "value": "logs"},
+        {"name": "authRequired", "value": "false"}]}
+    assert all(c["scopes"] == ["named-fn-demo", "other-fn-demo"] for c in found)
+    # with no namespace given, the Function is written into the one its scopes name
+    assert function_manifest(spec, IMAGE)["metadata"]["namespace"] == "default"
+
+
+def test_v1beta1_keeps_named_components_inline_under_their_names(crd: dict[str, Any]) -> None:
+    manifest = function_manifest(named_spec(), IMAGE, api_version="v1beta1")
+    validate(manifest, crd)
+    serving = manifest["spec"]["serving"]
+    assert serving["inputs"] == [{"name": "kafka", "component": "kafka-receiver"}]
+    assert serving["outputs"] == [
+        {"name": "notify", "component": "notification-manager", "operation": "post"},
+        {"name": "audit", "component": "audit", "operation": "create"}]
+    assert list(serving["bindings"]) == ["kafka-receiver", "notification-manager", "audit"]
+    assert serving["states"]["cache"]["type"] == "state.redis"
+    assert "namespace" not in manifest["metadata"]
+
+
+def test_a_state_store_named_otherwise_than_its_component_is_refused() -> None:
+    from ofnotebook.spec import ComponentSpec
+
+    spec = FunctionSpec(name="state-fn", states=(ComponentSpec(
+        name="cache", type="state.redis", component="redis-main"),))
+    with pytest.raises(ConfigError, match="State store 'cache' uses component 'redis-main'.*"
+                                          "--state redis-main=@redis-main"):
+        function_manifest(spec, IMAGE)

@@ -6,6 +6,12 @@ target builds) and a ``README.md`` with the image build and ``kubectl apply`` co
 image is named by the package digest, under ``OFNOTEBOOK_REGISTRY`` when set. When
 ``OFNOTEBOOK_FUNCTION_CRD`` points at the Function CRD (the cluster's, or the chart's), the
 manifest is validated against it before anything is written.
+
+A named component (``--component``, v1beta2) is its own ``dapr.io/v1alpha1`` ``Component`` in
+``_components/<name>.yaml`` beside the functions' folders (no function is called
+``_components``: names are DNS labels): one file for every function of the folder that uses
+it, its ``scopes`` the union of their app ids, so exporting a second function that uses it adds
+that function to the file instead of taking the component from the first.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from typing import Any, Callable, ClassVar, Mapping
 from .. import builders, config
 from ..errors import ConfigError, DeployError, UnsupportedError
 from ..cluster import ClusterOptions
-from ..manifests import ClusterBuild, add_cluster_build, function_manifest, validate
+from ..manifests import (ClusterBuild, add_cluster_build, component_manifests,
+                         function_manifest, validate)
 from ..package import Package
 from .base import STOPPED, Deployment, PhaseRecorder, TrackedBackend
 from .events import EventTracker
 
 WRITTEN = "written"
+COMPONENTS_DIR = "_components"
 
 _README = """\
 # {name}
@@ -33,7 +41,7 @@ Written by ofnotebook for GitOps review: the OpenFunction `Function` and the ima
 ```bash
 docker build -t {image} build/
 docker push {image}
-kubectl apply -f function.yaml
+{components}kubectl apply -f function.yaml
 ```
 
 Package digest `{digest}`; Python {python}, cloudpickle {cloudpickle} (the image must run the
@@ -49,7 +57,7 @@ Written by ofnotebook for GitOps review: the OpenFunction `Function` and the ima
 The image `{image}` is in the registry already (built and pushed when this was written), so:
 
 ```bash
-kubectl apply -f function.yaml
+{components}kubectl apply -f function.yaml
 ```
 
 Package digest `{digest}`; Python {python}, cloudpickle {cloudpickle}. `build/` is the context
@@ -65,7 +73,7 @@ The build context is in the registry as the Shipwright source bundle `{bundle}`;
 builds it with kaniko (the `Dockerfile` in `build/`) and pushes `{image}`. Apply:
 
 ```bash
-kubectl apply -f function.yaml
+{components}kubectl apply -f function.yaml
 ```
 
 Package digest `{digest}`; Python {python}, cloudpickle {cloudpickle}. The cluster needs
@@ -121,6 +129,8 @@ def write_function(package: Package, folder: Path, options: ClusterOptions | Non
     if crd is not None:
         validate(manifest, crd)
     target = Path(folder) / spec.name
+    components = _shared_components(package, Path(folder), manifest) \
+        if manifest["apiVersion"].endswith("/v1beta2") else {}
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=target.parent))
     try:
@@ -132,15 +142,41 @@ def write_function(package: Package, folder: Path, options: ClusterOptions | Non
             name=spec.name, image=image, digest=package.digest,
             python=package.capture.python_version,
             cloudpickle=package.capture.cloudpickle_version,
-            bundle=cluster_build.bundle if cluster_build else ""))
+            bundle=cluster_build.bundle if cluster_build else "",
+            components="".join(f"kubectl apply -f ../{COMPONENTS_DIR}/{path.name}\n"
+                               for path in components)))
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
+        for path, component in components.items():
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(yaml.safe_dump(component, sort_keys=False))
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise DeployError(f"Cannot write {target}: {exc}. Choose a writable folder "
                           f"(OFNOTEBOOK_YAML_DIR).", function_name=spec.name) from None
     return target
+
+
+def _shared_components(package: Package, folder: Path, function: dict[str, Any]
+                       ) -> dict[Path, dict[str, Any]]:
+    """The named components' files, each scoped to this function and to those the file
+    already names (other functions of the folder that use it)."""
+    import yaml
+
+    namespace = function["metadata"].get("namespace")
+    out = {}
+    for component in component_manifests(package.spec, namespace):
+        path = folder / COMPONENTS_DIR / f"{component['metadata']['name']}.yaml"
+        try:
+            before = yaml.safe_load(path.read_text()) if path.exists() else None
+        except (OSError, yaml.YAMLError):
+            before = None  # unreadable: written anew
+        if isinstance(before, dict) and before.get("kind") == "Component" and \
+                before.get("metadata", {}).get("namespace") == namespace:
+            component["scopes"] = sorted({*component["scopes"], *before.get("scopes", [])})
+        out[path] = component
+    return out
 
 
 class YamlDeployment(Deployment):
