@@ -1,4 +1,5 @@
-"""The public Python API: ``deploy``, ``deployments``, ``stop``. The magics only call these.
+"""The public Python API: ``deploy``, ``deployments``, ``stop``, ``dapr_env``. The magics only
+call these.
 
 A deploy is decided once, here: :func:`plan` settles the target, the name and the runtime
 (what a view's header shows before anything runs), then :meth:`Plan.deploy` builds the spec,
@@ -13,13 +14,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from . import config, display
+from . import config, display, named
 from .config import DEFAULT_RUNTIME, DEFAULT_VERSION
 from .backends import active_backends, get_backend
 from .backends.base import Backend, EventSink, PhaseRecorder
 from .capture import capture as capture_function
-from .components import parse_items
-from .errors import OfnotebookError
+from .components import Component, parse_items
+from .errors import ConfigError, OfnotebookError
 from .handle import FunctionHandle
 from .includes import collect as collect_includes
 from .package import package as build_package
@@ -41,14 +42,29 @@ class Plan:
     name: str
     runtime: str
 
+    def declarations(self) -> dict[str, Component]:
+        """The named components this deploy declares (``components`` and named
+        ``Component`` values), checked against what running functions and the notebook's
+        client use under those names (raises ``ConfigError``)."""
+        request = self.request
+        own = named.declarations(request.components, request.inputs, request.outputs,
+                                 request.states)
+        named.check(own, _named_users(exclude=(self.target, self.name)))
+        return own
+
     def spec(self) -> FunctionSpec:
-        """The :class:`FunctionSpec` of this plan (raises ``ConfigError`` on a bad item)."""
+        """The :class:`FunctionSpec` of this plan (raises ``ConfigError`` on a bad item);
+        ``@NAME`` items use this deploy's declarations, then the kernel's."""
         request, name = self.request, self.name
+        if name == named.NOTEBOOK_APP and self.target in ("local", "container"):
+            raise ConfigError(f"The name {name!r} is the app id of the notebook's own Dapr "
+                              f"client with the local stand-in; pick another name.", key="name")
+        usable = {**named.declared(), **self.declarations()}
         return FunctionSpec(
             name=name, runtime=self.runtime,
-            inputs=parse_items(request.inputs, "input", app=name),
-            outputs=parse_items(request.outputs, "output", app=name),
-            states=parse_items(request.states, "state", app=name),
+            inputs=parse_items(request.inputs, "input", app=name, components=usable),
+            outputs=parse_items(request.outputs, "output", app=name, components=usable),
+            states=parse_items(request.states, "state", app=name, components=usable),
             entry=request.entry or str(getattr(self.function, "__name__", "")),
             env=parse_env(request.env), requirements=request.requirements,
             version=request.version if request.version is not None else DEFAULT_VERSION)
@@ -77,6 +93,7 @@ class Plan:
                                 request=dataclasses.replace(self.request, name=spec.name),
                                 redeploy=_redeploy)
         _handles[(self.target, spec.name)] = handle
+        named.remember(self.declarations())
         display.register_in_notebook()
         return handle
 
@@ -117,7 +134,10 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
     see :data:`~ofnotebook.capture.SIGNATURES`). ``include`` lists files or folders, relative
     to the working directory, packaged with the function at the same relative path.
     ``components`` declares Dapr components by their exact name (``{"kafka-receiver":
-    "kafka://..."}``), which inputs, outputs and states use as ``"@kafka-receiver"``.
+    "kafka://..."}`` or ``["kafka-receiver=kafka://..."]``), which inputs, outputs and states
+    of this and later deploys use as ``"@kafka-receiver"`` (``"@NAME/TOPIC"`` for another
+    pub/sub topic, ``"@NAME?operation=post"`` for an output binding's operation); a named
+    ``Component(..., name=...)`` given as a value declares itself.
     ``target_options`` go to the target (``{"registry": ..., "namespace": ...}``, and the
     cluster settings of :class:`~ofnotebook.manifests.ClusterOptions` as plain values). Raises an
     :class:`~ofnotebook.errors.OfnotebookError` and leaves nothing running when any step
@@ -183,3 +203,33 @@ def get(name: str) -> FunctionHandle:
             return handle
     known = ", ".join(sorted(n for _, n in _handles)) or "none"
     raise OfnotebookError(f"No deployment named {name!r}; running: {known}.")
+
+
+def _named_users(exclude: tuple[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """The named components each running deployment uses (but ``exclude``, the one a
+    redeploy replaces), for the one-definition-per-name check."""
+    return named.users_of((dep_name, handle.package.spec)
+                          for (target, dep_name), handle in _handles.items()
+                          if (target, dep_name) != exclude
+                          and any(d is handle.deployment for d in handle.backend.deployments()))
+
+
+def declared_components() -> dict[str, Component]:
+    """The named components this kernel knows (declared by deploys that succeeded or by
+    :func:`dapr_env`), by name: what ``@NAME`` may refer to without declaring it again."""
+    return named.declared()
+
+
+def dapr_env(components: Any = None, *, export: bool = False) -> dict[str, str]:
+    """The environment that points the unmodified Dapr SDK at this kernel's local stand-in.
+
+    Starts the stand-in if it is not running and registers every named component of the
+    kernel (and ``components``, declared here as for :func:`deploy`) for the notebook's own
+    client, app id ``notebook``: ``DaprClient().invoke_binding("kafka-binding", ...)`` in the
+    notebook, or a script run with ``env={**os.environ, **ofnotebook.dapr_env()}``, reaches
+    them by name. Returns ``DAPR_GRPC_ENDPOINT``, ``DAPR_HTTP_ENDPOINT``, ``DAPR_RUNTIME_HOST``,
+    the ports and, when the stand-in has one, ``DAPR_API_TOKEN``. ``export=True`` also sets
+    them in ``os.environ`` and in an imported ``dapr.conf.settings`` (what ``%function dapr``
+    does). Call it again after declaring more components, or after the stand-in restarted.
+    """
+    return named.dapr_env(components, _named_users(), export=export)

@@ -108,6 +108,13 @@ class StandIn:
             env["DAPR_API_TOKEN"] = self.token
         return env
 
+    def client_env(self) -> dict[str, str]:
+        """What Dapr SDK code that is no function needs (the notebook, a script beside it):
+        the functions' variables and both endpoints, which the SDK prefers to host and port,
+        so a ``DAPR_GRPC_ENDPOINT`` left from another Dapr does not win over the ports."""
+        return {**self.env(), "DAPR_GRPC_ENDPOINT": f"127.0.0.1:{self.grpc_port}",
+                "DAPR_HTTP_ENDPOINT": f"http://127.0.0.1:{self.http_port}"}
+
     # -- control API -------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
