@@ -132,13 +132,15 @@ def test_background_function_over_http(local_backend: Any) -> None:
 
     # A CloudEvent, converted as functions-framework converts one: Google's types map back
     # to their legacy names; the resource is the source's path and the subject.
-    storage = event({"name": "o"}, type="google.cloud.storage.object.v1.finalized",
+    object_data = {"name": "o", "kind": "storage#object"}
+    storage = event(object_data, type="google.cloud.storage.object.v1.finalized",
                     subject="objects/o", time="2024-05-01T10:00:00Z")
     headers, body = to_binary(storage)
     got = handle.invoke(method="POST", headers=headers, data=body).json()
-    assert got["event"] == {"name": "o"}
+    assert got["event"] == object_data
     assert got["context"] == ["ev-1", "2024-05-01T10:00:00Z", "google.storage.object.finalize",
-                              "projects/_/buckets/b/objects/o"]
+                              {"name": "projects/_/buckets/b/objects/o",
+                               "service": "storage.googleapis.com", "type": "storage#object"}]
     headers, body = to_structured(event([1, 2]))
     got = handle.invoke(method="POST", headers=headers, data=body).json()
     assert got["event"] == [1, 2] and got["context"][2] == "com.example.order"
