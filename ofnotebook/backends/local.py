@@ -8,6 +8,12 @@ new process answers its health probe.
 
 No process outlives the kernel: each is stopped at exit (atexit, SIGTERM then SIGKILL), and each
 watches its parent PID and exits on its own if the kernel is killed.
+
+Functions that talk Dapr are registered with the kernel's stand-in once they answer; one whose
+component cannot start is not deployed, and the error names the component. A sync function
+without components is registered too when the stand-in already runs (a few milliseconds, no
+drivers), so other functions reach it by app id with service invocation; the stand-in is never
+started for that alone, but starting it for a later function registers the ones running.
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from ..context import context_env
 from ..errors import DeployError
 from ..package import Package
 from ..runtime import HEALTH_PATH
+from ..spec import FunctionSpec
 from .base import (FAILED, RUNNING, STOPPED, BufferedDeployment, LogBuffer,
                    PhaseRecorder, TrackedBackend)
 from .processes import STOP_GRACE, child_env, terminate
-from .standin import StandIn, StandInUser, get_standin
+from .standin import StandIn, StandInUser, current_standin, get_standin
 
 _LIVE_PROCESSES: "weakref.WeakSet[RuntimeProcess]" = weakref.WeakSet()
 
@@ -171,6 +178,8 @@ class LocalDeployment(StandInUser, BufferedDeployment):
         self.url = f"grpc://127.0.0.1:{port}" if is_async else f"http://127.0.0.1:{port}/"
         self._stopped = False
         self._attach_standin(standin)
+        #: The stand-in a function without Dapr components is listed with, for invocation.
+        self.listed_in: StandIn | None = None
 
     @property
     def key(self) -> tuple[object, ...]:
@@ -204,6 +213,12 @@ class LocalDeployment(StandInUser, BufferedDeployment):
         was_stopped = self._stopped
         self.mark_stopped()
         self._leave_standin(unregister=unregister and not was_stopped)
+        listed, self.listed_in = self.listed_in, None
+        if listed is not None and unregister and not was_stopped:
+            try:
+                listed.unregister(self.name)
+            except DeployError:
+                pass  # the stand-in is gone already
         self.process.stop()
 
 
@@ -255,21 +270,21 @@ class LocalBackend(TrackedBackend):
                 and local_port in (None, existing.port)):
             return existing
 
-        standin = None
+        standin = listed = None
         if spec.needs_dapr:
             with recorder.phase("dapr", detail="local Dapr stand-in"):
                 standin = get_standin()
+                self._list_running(standin)
+        else:
+            listed = current_standin()
         for attempt in (1, 2):
-            process, port = self._start(package, env, local_port, standin, recorder)
+            process, port = self._start(package, env, local_port, standin or listed, recorder)
             with recorder.phase("ready", detail=f"127.0.0.1:{port}"):
                 try:
                     if spec.runtime == "async":
                         _wait_listening(process, port, self.start_timeout)
                     else:
                         _wait_healthy(process, port, self.start_timeout)
-                    if standin is not None:
-                        standin.register(name, port, spec, self.start_timeout)
-                    break
                 except DeployError as exc:
                     process.stop()
                     if attempt == 1 and local_port is None and _lost_its_port(process):
@@ -280,8 +295,13 @@ class LocalBackend(TrackedBackend):
                         f"Function {name!r} did not become ready on the local target "
                         f"(exit code {process.returncode}). {why}Last log lines:\n{tail}",
                         function_name=name, last_logs=list(process.logs)[-15:]) from None
+                if standin is not None:
+                    self._register(standin, name, port, process, spec)
+                break
 
         deployment = LocalDeployment(name, package, process, port, env, standin)
+        if listed is not None:
+            self._list(deployment, listed)
         previous = self._track(deployment)
         if isinstance(previous, LocalDeployment):
             # The new process already answers; stopping the old one need not hold the cell.
@@ -290,6 +310,45 @@ class LocalBackend(TrackedBackend):
             threading.Thread(target=previous.stop, kwargs={"unregister": False},
                              name=f"ofnotebook-stop-{name}", daemon=True).start()
         return deployment
+
+    def _register(self, standin: StandIn, name: str, port: int, process: RuntimeProcess,
+                  spec: FunctionSpec) -> None:
+        """Register a ready function with the stand-in, which starts its components; one that
+        cannot start fails the deploy naming it (and stops the process: nothing is left)."""
+        try:
+            answer = standin.register(name, port, spec, self.start_timeout)
+        except DeployError as exc:
+            crashed = process.exited.is_set()
+            process.stop()
+            tail = ""
+            if crashed:
+                tail = "\nLast log lines:\n" + "\n".join(list(process.logs)[-15:])
+            raise DeployError(f"Function {name!r} was not deployed to the local target: {exc}"
+                              f"{tail}", function_name=name,
+                              last_logs=list(process.logs)[-15:]) from None
+        for warning in answer.get("warnings") or []:  # metadata daprd would ignore, and so on
+            process.log_buffer.append(f"ofnotebook: warning: {warning}")
+
+    def _list(self, deployment: LocalDeployment, standin: StandIn) -> None:
+        """Make a function without Dapr components reachable by its app id (service
+        invocation): a registration without components, cheap, never fatal."""
+        try:
+            standin.register(deployment.name, deployment.port, deployment.package.spec,
+                             self.start_timeout)
+            deployment.listed_in = standin
+        except DeployError as exc:
+            deployment.log_buffer.append(f"ofnotebook: not reachable by service invocation: "
+                                         f"{exc}")
+
+    def _list_running(self, standin: StandIn) -> None:
+        """The stand-in just started (or is in use): list the running functions without
+        Dapr components that it does not know yet."""
+        with self._lock:
+            running = [d for d in self._deployments.values() if isinstance(d, LocalDeployment)]
+        for deployment in running:
+            if deployment.status == RUNNING and deployment.standin is None \
+                    and deployment.listed_in is not standin:
+                self._list(deployment, standin)
 
     def _start(self, package: Package, env: Mapping[str, str], local_port: int | None,
                standin: StandIn | None, recorder: PhaseRecorder) -> tuple[RuntimeProcess, int]:
@@ -302,7 +361,7 @@ class LocalBackend(TrackedBackend):
                     port = local_port
                 order_env = dict(env)
                 if standin is not None:
-                    order_env.update(standin.env())
+                    order_env.update(standin.env(package.spec.name))
                 order_env.update(context_env(package.spec, port=port))
                 process.send({"package": str(package.path), "env": order_env,
                               "port": local_port})

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from ..context import component_name
 from ..errors import DeployError, InvocationError, OfnotebookError
+from ..sidecar.protocol import APP_GRPC, APP_HTTP, APP_NONE, STANDIN_KEY_ENV, app_token
 from ..spec import FunctionSpec
 from .events import EventTracker
 from .processes import child_env, terminate
@@ -45,10 +46,14 @@ class StandIn:
     """A running stand-in process: its ports, its control API and its event stream."""
 
     def __init__(self) -> None:
+        import secrets
+
+        self._app_key = secrets.token_hex(16)  # signs each function's own DAPR_API_TOKEN
         self.proc = subprocess.Popen(
             [sys.executable, "-u", "-m", "ofnotebook.sidecar", "--parent-pid", str(os.getpid())],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=child_env(), start_new_session=True, text=True, bufsize=1)
+            env={**child_env(), STANDIN_KEY_ENV: self._app_key}, start_new_session=True,
+            text=True, bufsize=1)
         self._finalizer = weakref.finalize(self, terminate, self.proc)
         self.logs: list[str] = []
         ports = self._read_ports()
@@ -99,13 +104,17 @@ class StandIn:
 
     # -- env for functions -------------------------------------------------------------------
 
-    def env(self) -> dict[str, str]:
-        """What a function process needs to reach this stand-in with the unmodified SDK."""
+    def env(self, app_id: str | None = None) -> dict[str, str]:
+        """What a function process needs to reach this stand-in with the unmodified SDK.
+        With ``app_id``, its ``DAPR_API_TOKEN`` is that app's own: the stand-in knows the
+        caller by it (``get_metadata().application_id``) and accepts it as the kernel's."""
         env = {"DAPR_RUNTIME_HOST": "127.0.0.1", "DAPR_HTTP_PORT": str(self.http_port),
                "DAPR_GRPC_PORT": str(self.grpc_port),
                "DAPR_API_METHOD_INVOCATION_PROTOCOL": "grpc", "DAPR_HEALTH_TIMEOUT": "10"}
         if self.token:
             env["DAPR_API_TOKEN"] = self.token
+        if app_id:
+            env["DAPR_API_TOKEN"] = app_token(self._app_key, app_id)
         return env
 
     def client_env(self) -> dict[str, str]:
@@ -135,7 +144,12 @@ class StandIn:
         return response
 
     def register(self, app_id: str, port: int, spec: FunctionSpec, timeout: float) -> Any:
-        body = {"port": port, "timeout": timeout, "components": components_payload(spec)}
+        """Register an app; its answer has the app's subscriptions and ``warnings`` about
+        its components' metadata. An async function is called over AppCallback, a sync one
+        over HTTP (service invocation), an app without a port not at all."""
+        protocol = APP_NONE if not port else APP_GRPC if spec.runtime == "async" else APP_HTTP
+        body = {"port": port, "timeout": timeout, "appProtocol": protocol,
+                "components": components_payload(spec)}
         return self._call("PUT", f"/ofnotebook/apps/{app_id}", json=body,
                           timeout=timeout + 30).json()
 
@@ -215,6 +229,13 @@ def get_standin() -> StandIn:
         if _instance is None or not _instance.alive:
             _instance = StandIn()
         return _instance
+
+
+def current_standin() -> StandIn | None:
+    """The kernel's stand-in if it runs; never starts one (a function without Dapr components
+    registers with a running stand-in only, to be reachable by service invocation)."""
+    with _instance_lock:
+        return _instance if _instance is not None and _instance.alive else None
 
 
 def stop_standin() -> None:

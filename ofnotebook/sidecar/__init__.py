@@ -8,12 +8,16 @@ least once, and records every output event so the notebook can show it.
 Modules, top down (each imports only those below it; none imports the kernel side):
 
 * ``__main__``: the process: arguments, the two listeners, shutdown.
-* ``server``: the two faces, the gRPC ``Dapr`` servicer and the Flask HTTP app, as thin
-  adapters over ``core``.
-* ``core``: ``DaprCore``, one method per Dapr verb and per control verb; the error table.
+* ``server`` and ``httpapi``: the two faces, the gRPC ``Dapr`` servicer and the Flask HTTP
+  app, as thin adapters over ``core``; ``unimplemented``: what answers the calls not served.
+* ``core``: ``DaprCore``, one method per Dapr verb and per control verb.
+* ``errors``: the stand-in's errors and the table of their gRPC codes and HTTP statuses.
+* ``invoke``: service invocation between the apps of the kernel (HTTP or AppCallback).
 * ``inject``: test events from the notebook into an input, through the broker.
 * ``registry``: apps, their drivers and dispatchers; registration from the kernel's payload.
-* ``delivery``: ``Dispatcher``, at-least-once delivery to AppCallback with retries.
+* ``metadata`` (and its data, ``metadata_keys``): component metadata as daprd reads it.
+* ``delivery``: ``Dispatcher``, at-least-once delivery to AppCallback with retries, routes and
+  dead-letter topics.
 * ``apps``: ``App`` (AppCallback port, channels) and ``Endpoint`` (one component of an app).
 * ``eventlog``: the numbered event log the kernel long-polls, and ``payload_view``.
 * ``cloudevents``: daprd's CloudEvents envelope, byte for byte.

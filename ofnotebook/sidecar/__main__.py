@@ -18,8 +18,10 @@ import time
 from .core import DaprCore
 from .delivery import DEFAULT_ATTEMPTS
 from .eventlog import EventLog
+from .httpapi import create_http_app
+from .protocol import STANDIN_KEY_ENV
 from .registry import Registry
-from .server import create_http_app, make_grpc_server
+from .server import make_grpc_server
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     token = os.environ.get("DAPR_API_TOKEN") or None
 
-    core = DaprCore(Registry(EventLog(), attempts=args.attempts))
+    core = DaprCore(Registry(EventLog(), attempts=args.attempts),
+                    key=os.environ.pop(STANDIN_KEY_ENV, ""))
     grpc_server, grpc_port = make_grpc_server(core, token)
     grpc_server.start()
     import waitress

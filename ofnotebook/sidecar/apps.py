@@ -1,4 +1,5 @@
-"""What the stand-in knows of each function: its AppCallback port and its components."""
+"""What the stand-in knows of each function: how to call it (its port and protocol) and its
+components."""
 
 from __future__ import annotations
 
@@ -10,18 +11,27 @@ import grpc
 from dapr.proto.runtime.v1 import appcallback_pb2_grpc
 
 from .drivers import ComponentConfig, Driver
-from .protocol import ROLE_INPUT
+from .protocol import APP_GRPC, ROLE_INPUT
 
 
 @dataclass
 class Endpoint:
-    """One component of one app: its role, the name the code uses and the driver behind it."""
+    """One component of one app: its role, the name the code uses and the driver behind it.
+
+    A pub/sub input also carries its subscription as daprd keeps it: the dead-letter topic
+    failed events go to, and the routes (``default_path``, ``rules`` of ``(match, path)``)
+    that pick the ``path`` of each ``OnTopicEvent``. ``discovered`` marks a subscription the
+    app declared itself (``ListTopicSubscriptions``), with a driver of its own."""
 
     role: str  # protocol.ROLES
     name: str
     component: ComponentConfig
     topic: str = ""
     driver: Driver | None = None
+    dead_letter_topic: str = ""
+    default_path: str = ""
+    rules: tuple[tuple[str, str], ...] = ()
+    discovered: bool = False
 
     @property
     def kind(self) -> str:
@@ -45,11 +55,21 @@ class App:
     port: int
     endpoints: list[Endpoint] = field(default_factory=list)
     signature: str = ""
+    #: How the stand-in calls the app: ``protocol.APP_PROTOCOLS``.
+    protocol: str = APP_GRPC
     _channels: dict[int, grpc.Channel] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def inputs(self) -> list[Endpoint]:
         return [ep for ep in self.endpoints if ep.role == ROLE_INPUT]
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """The app's topic subscriptions as daprd's metadata API lists them."""
+        return [{"pubsubname": ep.component.name, "topic": ep.topic,
+                 "deadLetterTopic": ep.dead_letter_topic,
+                 "rules": [{"match": match, "path": path} for match, path in ep.rules]
+                 + [{"match": "", "path": ep.default_path}]}
+                for ep in self.inputs() if ep.kind == "pubsub"]
 
     def endpoint(self, role: str, name: str) -> Endpoint | None:
         """The endpoint the function's code calls ``name`` in ``role``, if it has one."""

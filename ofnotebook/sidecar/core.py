@@ -1,52 +1,33 @@
 """The Dapr API of the stand-in, one method per verb, under both of its faces.
 
-``server.py`` exposes :class:`DaprCore` twice, over gRPC (the ``Dapr`` servicer the SDK calls)
-and over HTTP (the Dapr HTTP API plus the kernel's control API), as thin adapters: they decode
-the request, call one method here and encode the answer. So both faces record the same events
-and raise the same errors; :data:`ERROR_STATUS` is the one table that maps an error to its gRPC
-code and HTTP status.
+``server.py`` and ``httpapi.py`` expose :class:`DaprCore` twice, over gRPC (the ``Dapr``
+servicer the SDK calls) and over HTTP (the Dapr HTTP API plus the kernel's control API), as thin
+adapters: they decode the request, call one method here and encode the answer. So both faces
+record the same events and raise the same errors; ``errors.ERROR_STATUS`` is the one table that
+maps an error to its gRPC code and HTTP status.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from . import cloudevents
 from .apps import App, Endpoint
 from .drivers import ComponentConfig, ComponentError
+from .drivers.base import STATE_OPERATIONS, StateOperation
+from .errors import ERROR_STATUS, DaprError, NotRegisteredError, error_status
 from .eventlog import EventLog, payload_view
 from .inject import Injector
-from .protocol import ENCODING_MISSING, EVENT_ERROR, EVENT_OUT, EVENT_STATE, ROLE_OUTPUT, \
-    ROLE_STATE
+from .invoke import InvokeResult, Invoker
+from .protocol import (ENCODING_MISSING, EVENT_ERROR, EVENT_OUT, EVENT_STATE, ROLE_OUTPUT,
+                       ROLE_STATE, token_app)
 from .registry import Registry
 
+__all__ = ["DaprCore", "ERROR_STATUS", "NotRegisteredError", "error_status", "state_key"]
 
-class NotRegisteredError(LookupError):
-    """Raised when a call names a component or an app the stand-in does not know."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "not registered"
-
-
-class EtagError(ComponentError):
-    """Raised when a state write's etag is stale or malformed (Dapr: ABORTED / 409)."""
-
-
-#: (error class, gRPC status code name, HTTP status), most specific first.
-ERROR_STATUS: tuple[tuple[type[Exception], str, int], ...] = (
-    (NotRegisteredError, "NOT_FOUND", 404),
-    (EtagError, "ABORTED", 409),
-    (ComponentError, "INTERNAL", 400),
-)
-
-
-def error_status(exc: BaseException) -> tuple[str, int] | None:
-    """The gRPC code name and HTTP status of ``exc``, or None for an unexpected error."""
-    for cls, code, status in ERROR_STATUS:
-        if isinstance(exc, cls):
-            return code, status
-    return None
+#: ``GetMetadata``'s app id for a caller that is no function (the notebook, a script).
+STANDIN_ID = "ofnotebook-standin"
 
 
 def state_key(app_id: str, key: str) -> str:
@@ -57,13 +38,19 @@ def state_key(app_id: str, key: str) -> str:
 class DaprCore:
     """Every Dapr verb the stand-in serves, and the kernel's control verbs, over a registry."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, key: str = "") -> None:
         self.registry = registry
         self.log: EventLog = registry.log
+        self.key = key  # protocol.STANDIN_KEY_ENV: the key of the per-app tokens
+        self.invoker = Invoker(registry)
         self.injector = Injector(registry, lambda app, ep, topic, data, ct: self._publish(
             app, ep, topic, data, ct, {}, source="ofnotebook"))
 
     # -- lookups ------------------------------------------------------------------------------
+    def caller(self, token: str | None) -> str | None:
+        """The app a call comes from, by its per-app ``dapr-api-token`` (None: not an app)."""
+        return token_app(self.key, token) if token else None
+
     def find(self, component_name: str) -> tuple[App, Endpoint]:
         try:
             return self.registry.find(component_name)
@@ -142,20 +129,140 @@ class DaprCore:
         app, ep = self.find(store)
         assert ep.driver is not None
         for key, value, etag in items:
-            with _etag_errors():
-                ep.driver.save_state(state_key(app.app_id, key), value, etag or None)
+            ep.driver.save_state(state_key(app.app_id, key), value, etag or None)
             self.log.record(app.app_id, EVENT_STATE, name=ep.name, key=key,
                             **payload_view(value))
 
     def delete_state(self, store: str, key: str, etag: str | None) -> None:
         app, ep = self.find(store)
         assert ep.driver is not None
-        with _etag_errors():
-            ep.driver.delete_state(state_key(app.app_id, key), etag or None)
+        ep.driver.delete_state(state_key(app.app_id, key), etag or None)
+
+    def delete_bulk_state(self, store: str, items: Iterable[tuple[str, str | None]]) -> None:
+        """``DeleteBulkState``: ``(key, etag)`` items, one after the other, as daprd's."""
+        for key, etag in items:
+            self.delete_state(store, key, etag)
+
+    def transact(self, store: str, operations: Sequence[tuple[str, str, bytes, str | None]]
+                 ) -> None:
+        """``ExecuteStateTransaction``: ``(operation, key, value, etag)`` items, all or none,
+        in the store's own transaction. A failure, a stale etag too, is daprd's
+        ``ERR_STATE_TRANSACTION`` (INTERNAL / 500: daprd maps ETagMismatch to ABORTED only
+        for SaveState and DeleteState)."""
+        app, ep = self.find(store)
+        assert ep.driver is not None
+        for kind, _key, _value, _etag in operations:
+            if kind not in STATE_OPERATIONS:
+                raise DaprError(f"operation type {kind} not supported", code="UNIMPLEMENTED",
+                                status=400, error_code="ERR_NOT_SUPPORTED_STATE_OPERATION")
+        ops = [StateOperation(kind, state_key(app.app_id, key), value, etag or None)
+               for kind, key, value, etag in operations]
+        try:
+            ep.driver.transact(ops)
+        except ComponentError as exc:
+            if "does not support" in str(exc):
+                raise
+            raise DaprError(f"error while executing state transaction: {exc}", code="INTERNAL",
+                            status=500, error_code="ERR_STATE_TRANSACTION") from exc
+        for kind, key, value, _etag in operations:
+            if kind == "upsert":
+                self.log.record(app.app_id, EVENT_STATE, name=ep.name, key=key,
+                                **payload_view(value))
+
+    # -- bulk publish -------------------------------------------------------------------------
+    def bulk_publish(self, pubsub: str, topic: str,
+                     entries: Sequence[tuple[str, bytes, str, Mapping[str, str]]],
+                     metadata: Mapping[str, str]) -> list[tuple[str, str]]:
+        """``BulkPublishEvent``: ``(entry_id, event, content_type, metadata)`` entries, each
+        published as ``PublishEvent`` would (entry metadata over the request's), as daprd's
+        default bulk publisher does for brokers without a bulk API. Returns the failed
+        ``(entry_id, error)``; raises when an entry id is missing or repeated."""
+        app, ep = self.find(pubsub)
+        seen: set[str] = set()
+        for entry_id, _event, _ct, _md in entries:
+            if not entry_id or entry_id in seen:
+                raise DaprError(f"error marshaling events to bytes for topic {topic} pubsub "
+                                f"{pubsub}: entryId is duplicated or not present for entry",
+                                code="INVALID_ARGUMENT", status=400,
+                                error_code="ERR_PUBSUB_EVENTS_SER")
+            seen.add(entry_id)
+        failed = []
+        for entry_id, event, content_type, entry_metadata in entries:
+            try:
+                self._publish(app, ep, topic, event, content_type,
+                              {**metadata, **entry_metadata})
+            except ComponentError as exc:
+                failed.append((entry_id, str(exc)))
+        return failed
+
+    # -- secrets ------------------------------------------------------------------------------
+    def _secret_store(self, store: str) -> Endpoint:
+        stores = [c for c in self.registry.components() if c.type.startswith("secretstores.")]
+        if not stores:
+            raise DaprError("secret store is not configured: declare a secretstores.local.env "
+                            "or secretstores.local.file component", code="FAILED_PRECONDITION",
+                            status=500, error_code="ERR_SECRET_STORES_NOT_CONFIGURED")
+        try:
+            _app, ep = self.registry.find(store)
+        except KeyError:
+            ep = None
+        if ep is None or ep.kind != "secretstores" or ep.driver is None:
+            names = ", ".join(sorted(c.name for c in stores))
+            raise DaprError(f"failed finding secret store with key {store} (the secret stores "
+                            f"registered with the local stand-in: {names})",
+                            code="INVALID_ARGUMENT", status=401,
+                            error_code="ERR_SECRET_STORE_NOT_FOUND")
+        return ep
+
+    def get_secret(self, store: str, key: str) -> dict[str, str]:
+        """``GetSecret``: the secret's key/value pairs."""
+        driver = self._secret_store(store).driver
+        assert driver is not None
+        try:
+            return driver.get_secret(key)
+        except ComponentError as exc:
+            raise DaprError(f"failed getting secret with key {key} from secret store {store}: "
+                            f"{exc}", code="INTERNAL", status=500,
+                            error_code="ERR_SECRET_GET") from exc
+
+    def bulk_secret(self, store: str) -> dict[str, dict[str, str]]:
+        """``GetBulkSecret``: every secret of the store."""
+        driver = self._secret_store(store).driver
+        assert driver is not None
+        try:
+            return driver.bulk_secret()
+        except ComponentError as exc:
+            raise DaprError(f"failed getting secrets from secret store {store}: {exc}",
+                            code="INTERNAL", status=500, error_code="ERR_SECRET_GET") from exc
+
+    # -- service invocation and metadata ------------------------------------------------------
+    def invoke(self, app_id: str, method: str, *, verb: str, query: str, data: bytes,
+               content_type: str, headers: Mapping[str, str], caller: str | None,
+               type_url: str = "") -> InvokeResult:
+        """``InvokeService`` and ``/v1.0/invoke``: see ``invoke.py``."""
+        return self.invoker.invoke(app_id, method, verb=verb, query=query, data=data,
+                                   content_type=content_type, headers=headers, caller=caller,
+                                   type_url=type_url)
 
     def components(self) -> list[ComponentConfig]:
         """``GetMetadata``: every registered component."""
         return self.registry.components()
+
+    def metadata(self, caller: str | None) -> dict[str, Any]:
+        """``GetMetadata`` for ``caller``: its own app id (the stand-in's for a caller that is
+        no function), every component, and the caller's subscriptions and app channel."""
+        app = self.registry.apps.get(caller or "")
+        body: dict[str, Any] = {
+            "id": app.app_id if app else STANDIN_ID, "runtimeVersion": "ofnotebook-standin",
+            "components": [{"name": c.name, "type": c.type, "version": c.version}
+                           for c in self.components()],
+            "subscriptions": app.subscriptions() if app else []}
+        if app is not None:
+            body["appConnectionProperties"] = {"port": app.port, "protocol": app.protocol,
+                                               "channelAddress": "127.0.0.1"}
+        elif caller:
+            body["id"] = caller  # its process runs, but it is not registered (yet)
+        return body
 
     # -- the kernel's control verbs (protocol.py) --------------------------------------------
     def register(self, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -188,16 +295,5 @@ class DaprCore:
 
     def close(self) -> None:
         self.injector.close()
+        self.invoker.close()
         self.registry.close()
-
-
-class _etag_errors:  # noqa: N801 - used as a context manager
-    """A driver's etag failure becomes :class:`EtagError` (ABORTED / 409, as daprd)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
-        if isinstance(exc, ComponentError) and not isinstance(exc, EtagError) \
-                and "etag" in str(exc):
-            raise EtagError(str(exc)) from exc

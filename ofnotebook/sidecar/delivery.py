@@ -1,25 +1,33 @@
 """At-least-once delivery of one input's events to its app's AppCallback.
 
 Delivery follows daprd: a binding event goes to ``OnBindingEvent``, a topic event to
-``OnTopicEvent`` with the CloudEvent envelope daprd builds. SUCCESS acknowledges; RETRY or a
-gRPC error is retried with exponential backoff (the app may be restarting: each attempt uses
-the app's current port); DROP, UNIMPLEMENTED or the last failed attempt record a dead letter
-and acknowledge. No event is dropped without a record in the log.
+``OnTopicEvent`` with the CloudEvent envelope daprd builds, on the ``path`` its subscription's
+routes pick (the first rule that matches, else the default route). SUCCESS acknowledges; RETRY
+or a gRPC error is retried with exponential backoff (the app may be restarting: each attempt
+uses the app's current port); DROP, UNIMPLEMENTED, no matching route or the last failed
+attempt record a dead letter and acknowledge. A topic event given up on goes, as it was stored,
+to the subscription's dead-letter topic on the same pub/sub, as daprd's ``sendToDeadLetter``
+does, when the subscription names one. No event is dropped without a record in the log.
+
+Routing rules are CEL expressions in daprd; the stand-in evaluates the form nearly every rule
+takes, comparisons of CloudEvent attributes joined by ``&&`` (``event.type == "order"``), and
+the registry warns about any other (:func:`rule_error`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Mapping
 
 import grpc
 from dapr.proto.runtime.v1 import appcallback_pb2
 
 from . import cloudevents
 from .apps import App, Endpoint
-from .drivers.base import InboundEvent
+from .drivers.base import ComponentError, InboundEvent
 from .eventlog import EventLog, payload_view
 from .protocol import EVENT_DEAD_LETTER, EVENT_DELIVERED, EVENT_IN, EVENT_RETRY
 
@@ -63,7 +71,11 @@ class Dispatcher:
                         type=ep.component.type, metadata=dict(event.metadata),
                         **payload_view(data, content_type))
         delay = BACKOFF_START
-        error = ""
+        error, attempt = "", 0
+        if request is None:
+            self._give_up(event, "no route of the subscription matches the event", 0, data,
+                          content_type)
+            return
         for attempt in range(1, self.attempts + 1):
             if self._closed.is_set():
                 return  # unacknowledged: redelivered by the broker to the next consumer
@@ -79,12 +91,28 @@ class Dispatcher:
             if attempt < self.attempts:
                 self._closed.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
+        self._give_up(event, error, attempt, data, content_type)
+
+    def _give_up(self, event: InboundEvent, error: str, attempts: int, data: bytes,
+                 content_type: str) -> None:
+        """Record the dead letter, send it to the dead-letter topic if there is one, ack."""
+        ep = self.endpoint
+        extra: dict[str, Any] = {}
+        topic = ep.dead_letter_topic if ep.kind == "pubsub" else ""
+        if topic and ep.driver is not None:
+            try:  # as stored: daprd publishes msg.Data with msg.Metadata
+                ep.driver.publish(topic, event.data, event.metadata)
+                extra["topic"] = topic
+            except ComponentError as exc:
+                error = f"{error}; sending it to the dead-letter topic {topic!r} failed: {exc}"
         self.log.record(self.app.app_id, EVENT_DEAD_LETTER, name=ep.name,
-                        component=ep.component.name, error=error, attempts=attempt,
-                        **payload_view(data, content_type))
+                        component=ep.component.name, error=error, attempts=attempts,
+                        **extra, **payload_view(data, content_type))
         event.ack()
 
     def _request(self, event: InboundEvent) -> tuple[Any, str, bytes]:
+        """The AppCallback request for ``event`` (None: no route matches it), its content
+        type and data."""
         ep = self.endpoint
         if ep.kind == "bindings":
             return (appcallback_pb2.BindingEventRequest(name=ep.component.name, data=event.data,
@@ -96,9 +124,11 @@ class Dispatcher:
         except ValueError:
             ce = cloudevents.from_raw_payload(data=event.data, topic=ep.topic,
                                               pubsub_name=ep.component.name)
+        path = route(ep.rules, ep.default_path, ce)
         request = cloudevents.topic_event_request(ce, topic=ep.topic,
-                                                  pubsub_name=ep.component.name)
-        return request, request.data_content_type, request.data
+                                                  pubsub_name=ep.component.name,
+                                                  path=path or "")
+        return (None if path is None else request), request.data_content_type, request.data
 
     def _attempt(self, request: Any) -> tuple[str, str]:
         ep = self.endpoint
@@ -122,3 +152,37 @@ class Dispatcher:
     def close(self) -> None:
         self._closed.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+_COMPARISON = re.compile(r"""\s*event\.([A-Za-z0-9_]+)\s*(==|!=)\s*(?:"([^"\\]*)"|'([^'\\]*)')\s*""")
+
+
+def rule_error(match: str) -> str:
+    """Why the stand-in cannot evaluate the routing rule ``match`` ("" when it can)."""
+    if all(_COMPARISON.fullmatch(part) for part in match.split("&&")):
+        return ""
+    return (f"routing rule {match!r} is not evaluated by the local stand-in (it evaluates "
+            "event.ATTRIBUTE == \"value\" comparisons joined by &&); events will not match it")
+
+
+def matches(match: str, event: Mapping[str, Any]) -> bool:
+    """Whether the CloudEvent ``event`` satisfies the rule ``match`` (see :func:`rule_error`)."""
+    for part in match.split("&&"):
+        found = _COMPARISON.fullmatch(part)
+        if found is None:
+            return False
+        attribute, operator, double, single = found.groups()
+        equal = str(event.get(attribute, "")) == (double if double is not None else single)
+        if equal != (operator == "=="):
+            return False
+    return True
+
+
+def route(rules: tuple[tuple[str, str], ...], default: str, event: Mapping[str, Any]
+          ) -> str | None:
+    """daprd's ``findMatchingRoute``: the path of the first rule ``event`` matches, else the
+    default route; None when the subscription has rules, no default and no match."""
+    for match, path in rules:
+        if not match or matches(match, event):
+            return path
+    return default if default or not rules else None

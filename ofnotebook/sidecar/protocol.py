@@ -6,8 +6,13 @@ on these strings; the stand-in imports nothing of the kernel, so they live here,
 without dependencies that the kernel side may import as well.
 
 * Start-up: the process prints one JSON line with ``READY_KEYS`` (the ports and its pid).
-* ``PUT APPS_PATH`` registers an app: ``{"port", "timeout", "components": [...]}``, each
-  component a dict with ``COMPONENT_KEYS``; ``role`` is one of ``ROLES``.
+* ``PUT APPS_PATH`` registers an app: ``{"port", "timeout", "appProtocol", "components": [...]}``,
+  each component a dict with ``COMPONENT_KEYS``; ``role`` is one of ``ROLES``; ``appProtocol``
+  one of ``APP_PROTOCOLS`` (how the app is called: AppCallback gRPC, HTTP, or not at all). The
+  answer lists what the app subscribes to and ``warnings`` about its components' metadata.
+* Each function process gets its own ``DAPR_API_TOKEN``, :func:`app_token`: the stand-in
+  tells callers apart by it (``GetMetadata`` answers the caller's app id), and accepts it
+  wherever the kernel's own token is required. The key is ``STANDIN_KEY_ENV`` of the process.
 * ``GET EVENTS_PATH?after=&wait=&app=`` answers ``{"events": [...], "last": seq}``; each record
   has ``seq``, ``time``, ``app`` and ``kind`` (one of ``EVENT_KINDS``) plus fields by kind.
   Payloads appear as ``data`` plus ``encoding`` (one of ``ENCODINGS``).
@@ -43,7 +48,8 @@ ENCODINGS: Final = (ENCODING_JSON, ENCODING_TEXT, ENCODING_BASE64, ENCODING_EMPT
 ROLE_INPUT: Final = "input"
 ROLE_OUTPUT: Final = "output"
 ROLE_STATE: Final = "state"
-ROLES: Final = (ROLE_INPUT, ROLE_OUTPUT, ROLE_STATE)
+ROLE_COMPONENT: Final = "component"  # declared by name; the app's code calls it through the SDK
+ROLES: Final = (ROLE_INPUT, ROLE_OUTPUT, ROLE_STATE, ROLE_COMPONENT)
 COMPONENT_KEYS: Final = ("role", "name", "componentName", "type", "version", "metadata",
                          "topic")
 
@@ -56,3 +62,33 @@ EVENTS_PATH: Final = "/ofnotebook/events"  # GET, long poll
 STATS_PATH: Final = "/ofnotebook/stats"  # GET apps, counts per app and kind, pid
 READY_KEYS: Final = ("http", "grpc", "pid")
 TOKEN_HEADER: Final = "dapr-api-token"
+
+# -- how the stand-in calls an app (the registration's ``appProtocol``) -------------------
+APP_GRPC: Final = "grpc"  # the AppCallback service (async functions, dapr.ext.grpc apps)
+APP_HTTP: Final = "http"  # an HTTP server (sync functions): service invocation only
+APP_NONE: Final = ""  # nothing listens for the stand-in
+APP_PROTOCOLS: Final = (APP_GRPC, APP_HTTP, APP_NONE)
+
+# -- per-app tokens ----------------------------------------------------------------------
+STANDIN_KEY_ENV: Final = "OFNOTEBOOK_STANDIN_KEY"
+_APP_TOKEN_PREFIX: Final = "ofnb-app."
+
+
+def app_token(key: str, app_id: str) -> str:
+    """The ``DAPR_API_TOKEN`` of app ``app_id``: its id and an HMAC of it under ``key``, so
+    the stand-in knows the caller without a table, and nobody without the key can pose as it."""
+    import hashlib
+    import hmac
+
+    digest = hmac.new(key.encode(), app_id.encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{_APP_TOKEN_PREFIX}{app_id}.{digest}"
+
+
+def token_app(key: str, token: str) -> str | None:
+    """The app id an :func:`app_token` was made for, or None (not one, or a forged one)."""
+    import hmac
+
+    if not key or not token.startswith(_APP_TOKEN_PREFIX):
+        return None
+    app_id = token[len(_APP_TOKEN_PREFIX):].rpartition(".")[0]
+    return app_id if app_id and hmac.compare_digest(app_token(key, app_id), token) else None

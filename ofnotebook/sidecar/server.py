@@ -1,40 +1,43 @@
-"""The stand-in's two faces over :class:`~.core.DaprCore`: the Dapr gRPC API and an HTTP server.
+"""The stand-in's gRPC face over :class:`~.core.DaprCore`: the ``dapr.proto.runtime.v1.Dapr``
+service the SDK's ``DaprClient`` calls. The HTTP face is ``httpapi.py``.
 
-gRPC (``dapr.proto.runtime.v1.Dapr``): ``InvokeBinding``, ``PublishEvent``, ``GetState``,
-``SaveState``, ``DeleteState``, ``GetBulkState`` and ``GetMetadata``; everything else answers
-UNIMPLEMENTED as the generated servicer does. HTTP: the health probe the SDK polls
-(``/v1.0/healthz/outbound``, 204 like daprd), the HTTP equivalents of those calls, and the
-control API the kernel uses (``protocol.py``: register apps, test events, the event log).
-``DAPR_API_TOKEN``, when set, is required on every call except the health probe.
+Served: ``InvokeBinding``, ``PublishEvent``, ``BulkPublishEvent`` (and its ``Alpha1``),
+``GetState``, ``GetBulkState``, ``SaveState``, ``DeleteState``, ``DeleteBulkState``,
+``ExecuteStateTransaction``, ``InvokeService``, ``GetSecret``, ``GetBulkSecret`` and
+``GetMetadata`` (which answers the calling function's own app id). Every other method of the
+generated servicer answers UNIMPLEMENTED with a message naming the call and what to use instead
+(``unimplemented.py``), not the generated "Method not implemented!".
 
-Both faces only translate: each handler decodes its request, calls one ``DaprCore`` method and
-encodes the answer; errors map through ``core.ERROR_STATUS`` in one place per face.
+``DAPR_API_TOKEN``, when the kernel has one, is required on every call; a function's own token
+(``protocol.app_token``) is accepted too, and tells the stand-in who calls.
+
+Each handler decodes its request, calls one ``DaprCore`` method and encodes the answer; errors
+map through ``errors.error_status`` in one place (:func:`_grpc_errors`).
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import re
 from concurrent import futures
 from typing import Any, Callable, TypeVar
 
 import grpc
-from dapr.proto.runtime.v1 import binding_pb2, dapr_pb2_grpc, metadata_pb2, state_pb2
-from flask import Flask, Response, request
-from google.protobuf import empty_pb2
+from dapr.proto.common.v1 import common_pb2
+from dapr.proto.runtime.v1 import (binding_pb2, dapr_pb2_grpc, metadata_pb2, pubsub_pb2,
+                                   secret_pb2, state_pb2)
+from google.protobuf import any_pb2, empty_pb2
 
-from .core import ERROR_STATUS, DaprCore, error_status
-from .eventlog import payload_view
-from .protocol import (APPS_PATH, EVENTS_PATH, INPUTS_PATH, STATES_PATH, STATS_PATH,
-                       TOKEN_HEADER)
+from . import unimplemented
+from .core import DaprCore
+from .errors import error_status
+from .invoke import VERBS
+from .protocol import TOKEN_HEADER, token_app
 
 F = TypeVar("F", bound=Callable[..., Any])
-STANDIN_ID = "ofnotebook-standin"
 
 
 def _grpc_errors(method: F) -> F:
-    """Abort the call with the status ``ERROR_STATUS`` gives a core error."""
+    """Abort the call with the status ``error_status`` gives a core error."""
 
     @functools.wraps(method)
     def wrapper(self: DaprApi, req: Any, context: Any) -> Any:
@@ -52,11 +55,19 @@ def _etag(message: Any) -> str | None:
     return message.etag.value if message.HasField("etag") else None
 
 
+def _token(context: Any) -> str | None:
+    return next((value for key, value in context.invocation_metadata() or ()
+                 if key == TOKEN_HEADER), None)
+
+
 class DaprApi(dapr_pb2_grpc.DaprServicer):
     """The Dapr gRPC API: a translation of each call to one ``DaprCore`` verb."""
 
     def __init__(self, core: DaprCore) -> None:
         self.core = core
+
+    def _caller(self, context: Any) -> str | None:
+        return self.core.caller(_token(context))
 
     @_grpc_errors
     def InvokeBinding(self, req: Any, context: Any) -> Any:
@@ -69,6 +80,23 @@ class DaprApi(dapr_pb2_grpc.DaprServicer):
         self.core.publish_event(req.pubsub_name, req.topic, req.data, req.data_content_type,
                                 dict(req.metadata))
         return empty_pb2.Empty()
+
+    @_grpc_errors
+    def BulkPublishEvent(self, req: Any, context: Any) -> Any:
+        """daprd answers a bulk publish with any failed entry as an error, INTERNAL "error
+        when publish to topic ..." (the failed entries travel only in the HTTP answer)."""
+        failed = self.core.bulk_publish(
+            req.pubsub_name, req.topic,
+            [(e.entry_id, e.event, e.content_type, dict(e.metadata)) for e in req.entries],
+            dict(req.metadata))
+        if failed:
+            ids = ", ".join(entry_id for entry_id, _ in failed)
+            context.abort(grpc.StatusCode.INTERNAL,
+                          f"error when publish to topic {req.topic} in pubsub "
+                          f"{req.pubsub_name}: {failed[0][1]} (failed entries: {ids})")
+        return pubsub_pb2.BulkPublishResponse()
+
+    BulkPublishEventAlpha1 = BulkPublishEvent
 
     @_grpc_errors
     def GetState(self, req: Any, context: Any) -> Any:
@@ -92,16 +120,85 @@ class DaprApi(dapr_pb2_grpc.DaprServicer):
         self.core.delete_state(req.store_name, req.key, _etag(req))
         return empty_pb2.Empty()
 
+    @_grpc_errors
+    def DeleteBulkState(self, req: Any, context: Any) -> Any:
+        self.core.delete_bulk_state(req.store_name,
+                                    [(item.key, _etag(item)) for item in req.states])
+        return empty_pb2.Empty()
+
+    @_grpc_errors
+    def ExecuteStateTransaction(self, req: Any, context: Any) -> Any:
+        self.core.transact(req.storeName, [
+            (op.operationType, op.request.key, op.request.value, _etag(op.request))
+            for op in req.operations])
+        return empty_pb2.Empty()
+
+    @_grpc_errors
+    def InvokeService(self, req: Any, context: Any) -> Any:
+        """An HTTP app's status other than 2xx is the call's error, as in daprd; its status
+        travels in the ``dapr-http-status`` header."""
+        message = req.message
+        extension = message.http_extension if message.HasField("http_extension") else None
+        result = self.core.invoke(
+            req.id, message.method, verb=VERBS[extension.verb] if extension else "NONE",
+            query=extension.querystring if extension else "", data=message.data.value,
+            content_type=message.content_type,
+            headers={k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)},
+            caller=self._caller(context), type_url=message.data.type_url)
+        headers = [(k.lower(), v) for k, v in result.headers if k.isascii()]
+        headers.append(("dapr-http-status", str(result.status)))
+        context.send_initial_metadata(tuple(headers))
+        if result.code != "OK":
+            context.abort(getattr(grpc.StatusCode, result.code), result.message)
+        return common_pb2.InvokeResponse(
+            data=any_pb2.Any(type_url=result.type_url, value=result.data),
+            content_type=result.content_type)
+
+    @_grpc_errors
+    def GetSecret(self, req: Any, context: Any) -> Any:
+        return secret_pb2.GetSecretResponse(data=self.core.get_secret(req.store_name, req.key))
+
+    @_grpc_errors
+    def GetBulkSecret(self, req: Any, context: Any) -> Any:
+        data = {key: secret_pb2.SecretResponse(secrets=pairs)
+                for key, pairs in self.core.bulk_secret(req.store_name).items()}
+        return secret_pb2.GetBulkSecretResponse(data=data)
+
     def GetMetadata(self, req: Any, context: Any) -> Any:
-        components = [metadata_pb2.RegisteredComponents(name=c.name, type=c.type,
-                                                        version=c.version)
-                      for c in self.core.components()]
-        return metadata_pb2.GetMetadataResponse(id=STANDIN_ID, registered_components=components)
+        body = self.core.metadata(self._caller(context))
+        components = [metadata_pb2.RegisteredComponents(**c) for c in body["components"]]
+        subscriptions = [metadata_pb2.PubsubSubscription(
+            pubsub_name=s["pubsubname"], topic=s["topic"], dead_letter_topic=s["deadLetterTopic"],
+            rules=metadata_pb2.PubsubSubscriptionRules(rules=[
+                metadata_pb2.PubsubSubscriptionRule(**rule) for rule in s["rules"]]))
+            for s in body["subscriptions"]]
+        connection = body.get("appConnectionProperties")
+        return metadata_pb2.GetMetadataResponse(
+            id=body["id"], runtime_version=body["runtimeVersion"],
+            registered_components=components, subscriptions=subscriptions,
+            app_connection_properties=metadata_pb2.AppConnectionProperties(
+                port=connection["port"], protocol=connection["protocol"],
+                channel_address=connection["channelAddress"]) if connection else None)
+
+
+def _unimplemented(name: str) -> Callable[..., Any]:
+    def answer(self: DaprApi, request: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, unimplemented.grpc_message(name))
+    answer.__name__ = answer.__qualname__ = name
+    answer.__doc__ = f"UNIMPLEMENTED: {unimplemented.grpc_message(name)}"
+    return answer
+
+
+for _name in dir(dapr_pb2_grpc.DaprServicer):
+    if not _name.startswith("_") and _name not in DaprApi.__dict__:
+        setattr(DaprApi, _name, _unimplemented(_name))
 
 
 class _TokenInterceptor(grpc.ServerInterceptor):
-    def __init__(self, token: str) -> None:
-        self.token = token
+    """Requires the kernel's token, or a function's own (``protocol.app_token``)."""
+
+    def __init__(self, token: str, key: str) -> None:
+        self.token, self.key = token, key
 
         def deny(request: Any, context: Any) -> Any:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong dapr-api-token")
@@ -109,123 +206,15 @@ class _TokenInterceptor(grpc.ServerInterceptor):
         self._deny = grpc.unary_unary_rpc_method_handler(deny)
 
     def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
-        if (TOKEN_HEADER, self.token) in tuple(details.invocation_metadata or ()):
+        given = dict(details.invocation_metadata or ()).get(TOKEN_HEADER, "")
+        if given == self.token or (given and token_app(self.key, given)):
             return continuation(details)
         return self._deny
 
 
 def make_grpc_server(core: DaprCore, token: str | None) -> tuple[grpc.Server, int]:
-    interceptors = [_TokenInterceptor(token)] if token else []
+    interceptors = [_TokenInterceptor(token, core.key)] if token else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), interceptors=interceptors)
     dapr_pb2_grpc.add_DaprServicer_to_server(DaprApi(core), server)
     port = server.add_insecure_port("127.0.0.1:0")
     return server, port
-
-
-def _rule(path: str) -> str:
-    """A ``protocol`` path template as a Flask rule: ``{app_id}`` -> ``<app_id>``."""
-    return re.sub(r"\{(\w+)\}", r"<\1>", path)
-
-
-def _as_bytes(value: Any) -> bytes:
-    """A JSON body's ``data``/``value``: a string as its UTF-8, anything else as its JSON."""
-    return value.encode() if isinstance(value, str) else json.dumps(value).encode()
-
-
-def create_http_app(core: DaprCore, token: str | None) -> Flask:
-    """The HTTP face: health probe, the Dapr HTTP API subset, and the kernel's control API."""
-    app = Flask("ofnotebook-standin")
-
-    @app.before_request
-    def _auth() -> Any:
-        if token and not request.path.startswith("/v1.0/healthz") and (
-                request.headers.get(TOKEN_HEADER) != token):
-            return Response("missing or wrong dapr-api-token", status=401)
-        return None
-
-    def _mapped(exc: Exception) -> Any:
-        status = error_status(exc)
-        assert status is not None
-        return {"error": str(exc)}, status[1]
-
-    for cls, _code, _status in ERROR_STATUS:
-        app.register_error_handler(cls, _mapped)
-
-    @app.get("/v1.0/healthz")
-    @app.get("/v1.0/healthz/outbound")
-    def _health() -> Any:
-        return Response(status=204)
-
-    @app.route("/v1.0/bindings/<name>", methods=["POST", "PUT"])
-    def _binding(name: str) -> Any:
-        body = request.get_json(force=True) or {}
-        out, _ = core.invoke_binding(name, body.get("operation", "create"),
-                                     _as_bytes(body.get("data")),
-                                     {k: str(v) for k, v in (body.get("metadata") or {}).items()})
-        return Response(out, status=200 if out else 204)
-
-    @app.post("/v1.0/publish/<pubsub>/<path:topic>")
-    def _publish(pubsub: str, topic: str) -> Any:
-        core.publish_event(pubsub, topic, request.get_data(), request.content_type or "",
-                           {k[len("metadata."):]: v for k, v in request.args.items()
-                            if k.startswith("metadata.")})
-        return Response(status=204)
-
-    @app.get("/v1.0/state/<store>/<key>")
-    def _get_state(store: str, key: str) -> Any:
-        data, etag = core.get_state(store, key)
-        if data is None:
-            return Response(status=204)
-        return Response(data, headers={"ETag": etag})
-
-    @app.post("/v1.0/state/<store>/bulk")
-    def _get_bulk_state(store: str) -> Any:
-        keys = (request.get_json(force=True) or {}).get("keys") or []
-        return [{"key": key, "data": payload_view(data or b"")["data"], "etag": etag}
-                for key, data, etag in core.get_bulk_state(store, keys)]
-
-    @app.post("/v1.0/state/<store>")
-    def _save_state(store: str) -> Any:
-        core.save_state(store, [(item["key"], _as_bytes(item.get("value")), item.get("etag"))
-                                for item in request.get_json(force=True) or []])
-        return Response(status=204)
-
-    @app.delete("/v1.0/state/<store>/<key>")
-    def _delete_state(store: str, key: str) -> Any:
-        core.delete_state(store, key, request.headers.get("If-Match"))
-        return Response(status=204)
-
-    @app.get("/v1.0/metadata")
-    def _metadata() -> Any:
-        return {"id": STANDIN_ID, "components": [
-            {"name": c.name, "type": c.type, "version": c.version} for c in core.components()]}
-
-    # -- control API for the kernel (protocol.py) ------------------------------------------
-
-    @app.put(_rule(APPS_PATH))
-    def _register(app_id: str) -> Any:
-        return core.register(app_id, request.get_json(force=True))
-
-    @app.delete(_rule(APPS_PATH))
-    def _unregister(app_id: str) -> Any:
-        return {"removed": core.unregister(app_id)}
-
-    @app.post(_rule(INPUTS_PATH))
-    def _inject(app_id: str, name: str) -> Any:
-        core.inject(app_id, name, request.get_data(), request.content_type or "")
-        return Response(status=202)
-
-    @app.get(_rule(STATES_PATH))
-    def _read_state(app_id: str, name: str, key: str) -> Any:
-        return core.read_state(app_id, name, key)
-
-    @app.get(_rule(EVENTS_PATH))
-    def _events() -> Any:
-        return core.events(int(request.args.get("after", "0")),
-                           float(request.args.get("wait", "0")), request.args.get("app"))
-
-    @app.get(_rule(STATS_PATH))
-    def _stats() -> Any:
-        return core.stats()
-
-    return app

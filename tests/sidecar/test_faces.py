@@ -62,7 +62,8 @@ class Http:
 
     def _ok(self, response: requests.Response) -> requests.Response:
         if response.status_code >= 400:
-            raise HttpError(response.status_code, response.json()["error"])
+            body = response.json()
+            raise HttpError(response.status_code, body["message"], body["errorCode"])
         return response
 
     def invoke(self, name: str, data: bytes) -> None:
@@ -94,7 +95,8 @@ class Http:
     def error(self, call: Callable[[], Any]) -> tuple[str, str]:
         with pytest.raises(HttpError) as info:
             call()
-        code = next(c for c, status in STATUS.items() if status == info.value.status)
+        code = info.value.error_code.removeprefix("ERR_")
+        assert STATUS[code] == info.value.status, (code, info.value.status)
         return code, info.value.message
 
     def close(self) -> None:
@@ -102,9 +104,9 @@ class Http:
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, error_code: str) -> None:
         super().__init__(status, message)
-        self.status, self.message = status, message
+        self.status, self.message, self.error_code = status, message, error_code
 
 
 def _scenario(face: Grpc | Http) -> list[tuple[str, str]]:

@@ -27,6 +27,8 @@ _DRIVERS: dict[str, str] = {
     "state.postgresql": "postgresql:PostgresDriver",
     "bindings.postgresql": "postgresql:PostgresDriver",
     "bindings.postgres": "postgresql:PostgresDriver",
+    "secretstores.local.env": "secrets:EnvSecretStore",
+    "secretstores.local.file": "secrets:FileSecretStore",
 }
 
 SUPPORTED_TYPES = tuple(sorted(_DRIVERS))

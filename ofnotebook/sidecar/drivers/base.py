@@ -16,7 +16,11 @@ metadata). The stand-in calls:
   the driver then acknowledges the message to the broker (XACK, basic_ack, commit...). A driver
   that must acknowledge in order sets ``ordered = True`` and the stand-in delivers its events
   one at a time;
-* ``get_state/save_state/delete_state`` for state stores;
+* ``get_state/save_state/delete_state`` for state stores, and ``transact(operations)`` for
+  ``ExecuteStateTransaction``: all of the :class:`StateOperation` s or none, in the store's own
+  transaction. A stale etag raises :class:`EtagMismatch`, a malformed one :class:`EtagInvalid`
+  (daprd's ``ETagMismatch`` / ``ETagInvalid``), so the API maps them without reading messages;
+* ``get_secret(key)`` and ``bulk_secret()`` for secret stores;
 * ``close()`` once: stop consumers and disconnect. It must not raise.
 
 Every method not supported by a component type raises ``ComponentError``: :class:`Driver`
@@ -36,11 +40,34 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Callable, ClassVar, Mapping, TypeVar
+from typing import Callable, ClassVar, Mapping, Sequence, TypeVar
 
 
 class ComponentError(Exception):
     """Raised when a component cannot be created, reached or used; the message says the fix."""
+
+
+class EtagMismatch(ComponentError):
+    """Raised when a state write's etag is not the stored one (daprd: ETagMismatch)."""
+
+
+class EtagInvalid(ComponentError):
+    """Raised when an etag cannot be one of this store's (daprd: ETagInvalid)."""
+
+
+@dataclass(frozen=True)
+class StateOperation:
+    """One operation of a state transaction: ``upsert`` (``value``) or ``delete`` of ``key``,
+    conditional on ``etag`` when it is given."""
+
+    kind: str  # STATE_OPERATIONS
+    key: str
+    value: bytes = b""
+    etag: str | None = None
+
+
+#: The operation types of ``ExecuteStateTransaction`` (Dapr's ``state.OperationType``).
+STATE_OPERATIONS = ("upsert", "delete")
 
 
 @dataclass
@@ -91,10 +118,13 @@ _log = logging.getLogger(__name__)
 #: The component kind (the type before its dot) each verb belongs to, as Dapr's API splits it.
 VERB_KINDS: Mapping[str, str] = MappingProxyType({
     "invoke": "bindings", "read": "bindings", "publish": "pubsub", "subscribe": "pubsub",
-    "get_state": "state", "save_state": "state", "delete_state": "state"})
+    "get_state": "state", "save_state": "state", "delete_state": "state", "transact": "state",
+    "get_secret": "secretstores", "bulk_secret": "secretstores"})
 _VERB_NAMES = {"invoke": "output binding calls", "read": "input binding events",
                "publish": "publishing", "subscribe": "subscriptions", "get_state": "reading state",
-               "save_state": "saving state", "delete_state": "deleting state"}
+               "save_state": "saving state", "delete_state": "deleting state",
+               "transact": "state transactions", "get_secret": "reading secrets",
+               "bulk_secret": "reading all secrets"}
 #: Seconds ``close()`` may take in all: the stand-in closes every driver of an app in turn.
 CLOSE_BUDGET = 4.5
 
@@ -274,6 +304,25 @@ class Driver:
         self._route("delete_state")
         self._delete_state(key, etag)
 
+    def transact(self, operations: Sequence[StateOperation]) -> None:
+        """Apply every operation or none (``ExecuteStateTransaction``)."""
+        self._route("transact")
+        for op in operations:
+            if op.kind not in STATE_OPERATIONS:
+                raise ComponentError(f"operation type {op.kind} not supported")
+        if operations:
+            self._transact(operations)
+
+    def get_secret(self, key: str) -> dict[str, str]:
+        """The secret ``key`` as its key/value pairs (``GetSecret``)."""
+        self._route("get_secret")
+        return self._get_secret(key)
+
+    def bulk_secret(self) -> dict[str, dict[str, str]]:
+        """Every secret of the store (``GetBulkSecret``)."""
+        self._route("bulk_secret")
+        return self._bulk_secret()
+
     # The subclass side; the base versions mark a verb as not implemented.
     def _invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]
                 ) -> tuple[bytes, dict[str, str]]:
@@ -295,4 +344,13 @@ class Driver:
         raise NotImplementedError
 
     def _delete_state(self, key: str, etag: str | None) -> None:
+        raise NotImplementedError
+
+    def _transact(self, operations: Sequence[StateOperation]) -> None:
+        raise NotImplementedError
+
+    def _get_secret(self, key: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _bulk_secret(self) -> dict[str, dict[str, str]]:
         raise NotImplementedError

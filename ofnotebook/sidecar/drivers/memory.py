@@ -13,9 +13,9 @@ from __future__ import annotations
 import functools
 import threading
 from collections import defaultdict
-from typing import Mapping
+from typing import Mapping, Sequence
 
-from .base import ComponentConfig, ComponentError, Deliver, Driver, InboundEvent
+from .base import ComponentConfig, Deliver, Driver, EtagMismatch, InboundEvent, StateOperation
 
 
 class _Bus:
@@ -72,15 +72,28 @@ class MemoryDriver(Driver):
         return (item[0], str(item[1])) if item else (None, "")
 
     def _save_state(self, key: str, value: bytes, etag: str | None) -> None:
-        with self.bus.lock:
-            current = self.bus.state.get(key)
-            if etag and (current is None or str(current[1]) != etag):
-                raise ComponentError(f"etag mismatch for key {key!r} in {self.name!r}")
-            self.bus.state[key] = (value, (current[1] + 1) if current else 1)
+        self._transact([StateOperation("upsert", key, value, etag)])
 
     def _delete_state(self, key: str, etag: str | None) -> None:
+        self._transact([StateOperation("delete", key, etag=etag)])
+
+    def _transact(self, operations: Sequence[StateOperation]) -> None:
+        """Check every etag against the state as the operations before it leave it, then
+        apply them all, under the bus lock: all or nothing, as daprd's in-memory store."""
         with self.bus.lock:
-            self.bus.state.pop(key, None)
+            after: dict[str, tuple[bytes, int] | None] = {}
+            for op in operations:
+                current = after[op.key] if op.key in after else self.bus.state.get(op.key)
+                if op.etag and (current is None or str(current[1]) != op.etag):
+                    raise EtagMismatch(f"etag mismatch for key {op.key!r} in {self.name!r}: "
+                                       f"the stored version is not {op.etag!r}")
+                after[op.key] = ((op.value, current[1] + 1 if current else 1)
+                                 if op.kind == "upsert" else None)
+            for key, item in after.items():
+                if item is None:
+                    self.bus.state.pop(key, None)
+                else:
+                    self.bus.state[key] = item
 
     def _close(self) -> None:
         with self.bus.lock:

@@ -28,11 +28,11 @@ import threading
 import time
 import uuid
 from decimal import Decimal
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..golang import format_duration
-from .base import ComponentError, Driver
+from .base import ComponentError, Driver, EtagInvalid, EtagMismatch, StateOperation
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -219,43 +219,59 @@ class PostgresDriver(Driver):
 
     def _etag(self, key: str, etag: str) -> str:
         if not etag.isdigit() or int(etag) >= 2**32:
-            raise ComponentError(f"invalid etag {etag!r} for key {key!r}: PostgreSQL etags are "
-                                 "the numbers get_state returns")
+            raise EtagInvalid(f"invalid etag {etag!r} for key {key!r}: PostgreSQL etags are "
+                              "the numbers get_state returns")
         return etag
 
     def _mismatch(self, key: str, etag: str) -> ComponentError:
-        return ComponentError(f"etag mismatch for key {key!r}: the row changed since etag "
-                              f"{etag!r} was read; read it again and retry")
+        return EtagMismatch(f"etag mismatch for key {key!r}: the row changed since etag "
+                            f"{etag!r} was read; read it again and retry")
+
+    def _statement(self, op: StateOperation) -> tuple[str, tuple[str, ...]]:
+        """The SQL of one state operation and its parameters (Dapr's v1 statements)."""
+        if op.kind == "delete":
+            if not op.etag:
+                return f"DELETE FROM {self._table} WHERE key = %s", (op.key,)
+            return (f"DELETE FROM {self._table} WHERE key = %s AND xmin = %s::xid",
+                    (op.key, self._etag(op.key, op.etag)))
+        payload = json.dumps(base64.b64encode(op.value).decode())
+        if not op.etag:
+            return (f"INSERT INTO {self._table} AS t (key, value, isbinary, expiredate) "
+                    "VALUES (%s, %s::jsonb, true, NULL) ON CONFLICT (key) DO UPDATE SET "
+                    "value = excluded.value, isbinary = excluded.isbinary, "
+                    "updatedate = CURRENT_TIMESTAMP, expiredate = NULL", (op.key, payload))
+        return (f"UPDATE {self._table} SET value = %s::jsonb, isbinary = true, "
+                "updatedate = CURRENT_TIMESTAMP, expiredate = NULL WHERE key = %s "
+                "AND xmin = %s::xid AND (expiredate IS NULL OR expiredate > CURRENT_TIMESTAMP)",
+                (payload, op.key, self._etag(op.key, op.etag)))
+
+    def _apply(self, conn: Any, op: StateOperation, sql: str, params: tuple[str, ...]) -> None:
+        rows = conn.execute(sql, params).rowcount
+        if op.etag and rows != 1:
+            raise self._mismatch(op.key, op.etag)
+        if op.kind == "upsert" and rows != 1:
+            raise ComponentError(f"component {self.name!r}: no item was updated for {op.key!r}")
 
     def _save_state(self, key: str, value: bytes, etag: str | None) -> None:
-        payload = json.dumps(base64.b64encode(value).decode())
-        if not etag:
-            sql = (f"INSERT INTO {self._table} AS t (key, value, isbinary, expiredate) "
-                   "VALUES (%s, %s::jsonb, true, NULL) ON CONFLICT (key) DO UPDATE SET "
-                   "value = excluded.value, isbinary = excluded.isbinary, "
-                   "updatedate = CURRENT_TIMESTAMP, expiredate = NULL")
-            params: tuple[str, ...] = (key, payload)
-        else:
-            sql = (f"UPDATE {self._table} SET value = %s::jsonb, isbinary = true, "
-                   "updatedate = CURRENT_TIMESTAMP, expiredate = NULL WHERE key = %s "
-                   "AND xmin = %s::xid AND (expiredate IS NULL OR expiredate > CURRENT_TIMESTAMP)")
-            params = (payload, key, self._etag(key, etag))
-        rows = self._run(lambda conn: conn.execute(sql, params).rowcount, retry=not etag)
-        if rows != 1:
-            if etag:
-                raise self._mismatch(key, etag)
-            raise ComponentError(f"component {self.name!r}: no item was updated for {key!r}")
+        op = StateOperation("upsert", key, value, etag)
+        sql, params = self._statement(op)
+        self._run(lambda conn: self._apply(conn, op, sql, params), retry=not etag)
 
     def _delete_state(self, key: str, etag: str | None) -> None:
-        if not etag:
-            self._run(lambda conn: conn.execute(f"DELETE FROM {self._table} WHERE key = %s",
-                                                (key,)), retry=True)
-            return
-        params = (key, self._etag(key, etag))
-        rows = self._run(lambda conn: conn.execute(
-            f"DELETE FROM {self._table} WHERE key = %s AND xmin = %s::xid", params).rowcount)
-        if rows != 1:
-            raise self._mismatch(key, etag)
+        op = StateOperation("delete", key, etag=etag)
+        sql, params = self._statement(op)
+        self._run(lambda conn: self._apply(conn, op, sql, params), retry=not etag)
+
+    def _transact(self, operations: Sequence[StateOperation]) -> None:
+        """Every statement in one SQL transaction: a stale etag (an UPDATE or DELETE that
+        matches no row) raises inside it, so PostgreSQL rolls all of them back."""
+        statements = [(op, *self._statement(op)) for op in operations]  # bad etags first
+
+        def work(conn: Any) -> None:
+            with conn.transaction():
+                for op, sql, params in statements:
+                    self._apply(conn, op, sql, params)
+        self._run(work)
 
     # -- output binding ---------------------------------------------------------------------
     def invoke(self, operation: str, data: bytes, metadata: Mapping[str, str]

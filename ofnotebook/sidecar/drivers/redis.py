@@ -18,10 +18,11 @@ import re
 import threading
 import time
 from functools import partial
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..golang import is_truthy, metadata_duration
-from .base import ComponentError, Deliver, Driver, InboundEvent
+from .base import (ComponentError, Deliver, Driver, EtagInvalid, EtagMismatch, InboundEvent,
+                   StateOperation)
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -34,24 +35,44 @@ _MAX_PAUSE = 1.0  # reconnect backoff cap: a local server comes back fast
 _OPERATIONS = ("create", "get", "delete", "increment")
 _NET = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
-# Dapr's setDefaultQuery/delDefaultQuery semantics: without an etag (ARGV[1] == "0") the write
-# wins unless daprd marked the key first-write; a given etag must equal the stored version.
-_ETAG = 'local etag = redis.pcall("HGET", KEYS[1], "version")\n'
-_SET_SCRIPT = _ETAG + """if type(etag) == "table" then redis.call("DEL", KEYS[1]) end
-local fwr = redis.pcall("HGET", KEYS[1], "first-write")
-if not etag or type(etag) == "table" or etag == "" or etag == ARGV[1]
-    or (not fwr and ARGV[1] == "0") then
-  redis.call("HSET", KEYS[1], "data", ARGV[2])
-  local version = redis.call("HINCRBY", KEYS[1], "version", 1)
-  local ttl = tonumber(ARGV[3])
-  if ttl > 0 then redis.call("EXPIRE", KEYS[1], ttl)
-  elseif ttl < 0 then redis.call("PERSIST", KEYS[1]) end
-  return version
+# One script for SaveState, DeleteState and ExecuteStateTransaction. KEYS are the keys, ARGV four
+# values per key: operation, etag ("0" when none was given), value, ttl. Each etag is checked the
+# way Dapr's setDefaultQuery/delDefaultQuery check it (without one the write wins unless daprd
+# marked the key first-write; a plain string, written without etags, is replaced), against the
+# state the operations before it leave; only then is anything written: all or nothing, where
+# Dapr's MULTI of per-key scripts would keep the writes before a failed one.
+_STATE_SCRIPT = """local seen = {}
+for i, key in ipairs(KEYS) do
+  local op, etag = ARGV[i * 4 - 3], ARGV[i * 4 - 2]
+  local s = seen[key]
+  if not s then
+    local version = redis.pcall("HGET", key, "version")
+    if type(version) == "table" then s = {wrong = true}
+    else s = {version = version, fwr = redis.call("HGET", key, "first-write")} end
+    seen[key] = s
+  end
+  local v = s.version
+  local ok = s.wrong or not v or v == "" or v == etag
+  if op == "upsert" then ok = ok or (not s.fwr and etag == "0") else ok = ok or etag == "0" end
+  if not ok then return redis.error_reply("etag mismatch " .. i) end
+  if op == "upsert" then s.version = tostring((tonumber(v) or 0) + 1)
+  else s.version = false; s.fwr = false end
+  s.wrong = false
 end
-return redis.error_reply("etag mismatch")"""
-_DEL_SCRIPT = _ETAG + """if not etag or type(etag) == "table" or etag == ARGV[1] or etag == ""
-    or ARGV[1] == "0" then return redis.call("DEL", KEYS[1]) end
-return redis.error_reply("etag mismatch")"""
+for i, key in ipairs(KEYS) do
+  if ARGV[i * 4 - 3] == "upsert" then
+    local kind = redis.call("TYPE", key)["ok"]
+    if kind ~= "hash" and kind ~= "none" then redis.call("DEL", key) end
+    redis.call("HSET", key, "data", ARGV[i * 4 - 1])
+    redis.call("HINCRBY", key, "version", 1)
+    local ttl = tonumber(ARGV[i * 4])
+    if ttl > 0 then redis.call("EXPIRE", key, ttl)
+    elseif ttl < 0 then redis.call("PERSIST", key) end
+  else
+    redis.call("DEL", key)
+  end
+end
+return #KEYS"""
 
 
 
@@ -135,8 +156,7 @@ class RedisDriver(Driver):
                                  "redisPassword/redisUsername") from None
         client.set_retry(Retry(ExponentialBackoff(cap=0.512, base=0.008), 2))
         self._client = client
-        self._set_script = client.register_script(_SET_SCRIPT)
-        self._del_script = client.register_script(_DEL_SCRIPT)
+        self._state_script = client.register_script(_STATE_SCRIPT)
 
     def _close(self) -> None:
         self._stop.set()
@@ -237,24 +257,33 @@ class RedisDriver(Driver):
             return None, ""
         return fields.get(b"data", b""), fields.get(b"version", b"").decode()
 
-    def _eval(self, script: Any, key: str, etag: str | None, *args: Any) -> None:
-        try:
-            script(keys=[key], args=[etag or "0", *args])
-        except redis.exceptions.RedisError as exc:
-            if isinstance(exc, redis.exceptions.ResponseError) and "etag mismatch" in str(exc):
-                raise ComponentError(f"etag mismatch for key {key!r}: the stored version is not "
-                                     f"{etag!r}; read the key again and retry") from None
-            raise self._failed(f"writing state {key!r}", exc) from None
-
     def _save_state(self, key: str, value: bytes, etag: str | None) -> None:
-        if etag and not re.fullmatch(r"-?\d+", etag):
-            raise ComponentError(f"invalid etag {etag!r} for key {key!r}: Redis etags are the "
-                                 "integers get_state returns")
-        # the component-wide ttlInSeconds is applied as Dapr does, but atomically
-        self._eval(self._set_script, key, etag, value, self._ttl)
+        self._transact([StateOperation("upsert", key, value, etag)])
 
     def _delete_state(self, key: str, etag: str | None) -> None:
-        self._eval(self._del_script, key, etag)
+        self._transact([StateOperation("delete", key, etag=etag)])
+
+    def _transact(self, operations: Sequence[StateOperation]) -> None:
+        """One EVAL of ``_STATE_SCRIPT``: atomic on the server (the component-wide
+        ``ttlInSeconds`` applies to each write, as in Dapr)."""
+        client = self._need()
+        args: list[Any] = []
+        for op in operations:
+            if op.etag and not re.fullmatch(r"-?\d+", op.etag):
+                raise EtagInvalid(f"invalid etag {op.etag!r} for key {op.key!r}: Redis etags "
+                                  "are the integers get_state returns")
+            args += [op.kind, op.etag or "0", op.value, self._ttl]
+        try:
+            self._state_script(keys=[op.key for op in operations], args=args, client=client)
+        except redis.exceptions.RedisError as exc:
+            match = re.search(r"etag mismatch (\d+)", str(exc))
+            if isinstance(exc, redis.exceptions.ResponseError) and match:
+                op = operations[int(match.group(1)) - 1]
+                raise EtagMismatch(f"etag mismatch for key {op.key!r}: the stored version is "
+                                   f"not {op.etag!r}; read the key again and retry") from None
+            what = f"writing state {operations[0].key!r}" if len(operations) == 1 else (
+                f"a transaction of {len(operations)} operations")
+            raise self._failed(what, exc) from None
 
 
 class _StreamConsumer:

@@ -1,0 +1,61 @@
+"""The stand-in's errors and the one table that gives each its gRPC code and HTTP status.
+
+Both faces (``server.py``, ``httpapi.py``) map an error through :func:`error_status` and
+:func:`error_body`, so a call fails the same way over gRPC and HTTP. Where daprd gives a call
+its own code and status (``pkg/messages``: ``ERR_STATE_TRANSACTION`` is INTERNAL / 500,
+``ERR_SECRET_STORE_NOT_FOUND`` INVALID_ARGUMENT / 401...), the error is a :class:`DaprError`
+that carries them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .drivers import ComponentError
+from .drivers.base import EtagInvalid, EtagMismatch
+
+
+class NotRegisteredError(LookupError):
+    """Raised when a call names a component or an app the stand-in does not know."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "not registered"
+
+
+class DaprError(Exception):
+    """Raised with daprd's own gRPC code, HTTP status and ``errorCode`` for the failure."""
+
+    def __init__(self, message: str, *, code: str, status: int, error_code: str = "") -> None:
+        super().__init__(message)
+        self.code, self.status, self.error_code = code, status, error_code
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+#: (error class, gRPC status code name, HTTP status), most specific first; a DaprError
+#: carries its own. A stale etag is ABORTED / 409 and a malformed one INVALID_ARGUMENT / 400,
+#: as daprd's ``stateErrorResponse`` maps ETagMismatch and ETagInvalid.
+ERROR_STATUS: tuple[tuple[type[Exception], str, int], ...] = (
+    (NotRegisteredError, "NOT_FOUND", 404),
+    (EtagMismatch, "ABORTED", 409),
+    (EtagInvalid, "INVALID_ARGUMENT", 400),
+    (ComponentError, "INTERNAL", 400),
+)
+
+
+def error_status(exc: BaseException) -> tuple[str, int] | None:
+    """The gRPC code name and HTTP status of ``exc``, or None for an unexpected error."""
+    if isinstance(exc, DaprError):
+        return exc.code, exc.status
+    for cls, code, status in ERROR_STATUS:
+        if isinstance(exc, cls):
+            return code, status
+    return None
+
+
+def error_body(exc: BaseException) -> dict[str, Any]:
+    """daprd's HTTP error body (``errorCode``, ``message``), plus ``error`` for the kernel."""
+    code = exc.error_code if isinstance(exc, DaprError) and exc.error_code else (
+        f"ERR_{(error_status(exc) or ('INTERNAL', 500))[0]}")
+    return {"errorCode": code, "message": str(exc), "error": str(exc)}

@@ -1,0 +1,226 @@
+"""The stand-in's HTTP face over :class:`~.core.DaprCore`: the health probe the SDK polls
+(``/v1.0/healthz/outbound``, 204 like daprd), the Dapr HTTP API (``/v1.0/...``, with daprd's
+paths, bodies and statuses), and the control API the kernel uses (``protocol.py``: register
+apps, test events, the event log).
+
+A Dapr HTTP path the stand-in does not serve answers 501 with a message naming the call and
+what to use instead (``unimplemented.py``). Errors are daprd's body, ``{"errorCode",
+"message"}`` (plus ``error`` for the kernel), with the status ``errors.error_status`` gives.
+``DAPR_API_TOKEN``, when set, is required on every call except the health probe; a function's
+own token (``protocol.app_token``) is accepted too.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+
+from flask import Flask, Response, request
+
+from . import unimplemented
+from .core import DaprCore
+from .errors import ERROR_STATUS, DaprError, error_body, error_status
+from .eventlog import payload_view
+from .protocol import (APPS_PATH, EVENTS_PATH, INPUTS_PATH, STATES_PATH, STATS_PATH,
+                       TOKEN_HEADER, token_app)
+
+_ALL_VERBS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH"]
+#: Response headers of an invoked app that are the hop's own.
+_HOP = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive",
+                  "server", "date"})
+
+
+def _rule(path: str) -> str:
+    """A ``protocol`` path template as a Flask rule: ``{app_id}`` -> ``<app_id>``."""
+    return re.sub(r"\{(\w+)\}", r"<\1>", path)
+
+
+def _as_bytes(value: Any) -> bytes:
+    """A JSON body's ``data``/``value``: a string as its UTF-8, anything else as its JSON."""
+    return value.encode() if isinstance(value, str) else json.dumps(value).encode()
+
+
+def _event_bytes(event: Any, content_type: str) -> bytes:
+    """A bulk entry's ``event`` as daprd's ``ConvertEventToBytes``: JSON content types take
+    the JSON value, text a string, anything else base64 of the bytes."""
+    if "json" in content_type or not content_type:
+        return json.dumps(event, separators=(",", ":")).encode() \
+            if not isinstance(event, str) or "json" in content_type else event.encode()
+    if isinstance(event, str):
+        if content_type.startswith("text/"):
+            return event.encode()
+        try:
+            return base64.b64decode(event, validate=True)
+        except ValueError:
+            return event.encode()
+    return json.dumps(event).encode()
+
+
+def _query_metadata() -> dict[str, str]:
+    return {k[len("metadata."):]: v for k, v in request.args.items() if k.startswith("metadata.")}
+
+
+def create_http_app(core: DaprCore, token: str | None) -> Flask:
+    """The HTTP face: health probe, the Dapr HTTP API, and the kernel's control API."""
+    app = Flask("ofnotebook-standin")
+
+    @app.before_request
+    def _auth() -> Any:
+        given = request.headers.get(TOKEN_HEADER, "")
+        if token and not request.path.startswith("/v1.0/healthz") and given != token and not (
+                given and token_app(core.key, given)):
+            return Response("missing or wrong dapr-api-token", status=401)
+        return None
+
+    def _mapped(exc: Exception) -> Any:
+        status = error_status(exc)
+        assert status is not None
+        return error_body(exc), status[1]
+
+    for cls, _code, _status in ERROR_STATUS:
+        app.register_error_handler(cls, _mapped)
+    app.register_error_handler(DaprError, _mapped)
+
+    def _caller() -> str | None:
+        return core.caller(request.headers.get(TOKEN_HEADER))
+
+    @app.get("/v1.0/healthz")
+    @app.get("/v1.0/healthz/outbound")
+    def _health() -> Any:
+        return Response(status=204)
+
+    @app.route("/v1.0/bindings/<name>", methods=["POST", "PUT"])
+    def _binding(name: str) -> Any:
+        body = request.get_json(force=True) or {}
+        out, _ = core.invoke_binding(name, body.get("operation", "create"),
+                                     _as_bytes(body.get("data")),
+                                     {k: str(v) for k, v in (body.get("metadata") or {}).items()})
+        return Response(out, status=200 if out else 204)
+
+    @app.post("/v1.0/publish/<pubsub>/<path:topic>")
+    def _publish(pubsub: str, topic: str) -> Any:
+        core.publish_event(pubsub, topic, request.get_data(), request.content_type or "",
+                           _query_metadata())
+        return Response(status=204)
+
+    @app.post("/v1.0-alpha1/publish/bulk/<pubsub>/<path:topic>")
+    @app.post("/v1.0/publish/bulk/<pubsub>/<path:topic>")
+    def _bulk_publish(pubsub: str, topic: str) -> Any:
+        """daprd: 204 when every entry went out; else 500 with the failed entries."""
+        entries = request.get_json(force=True)
+        if not isinstance(entries, list):
+            raise DaprError("error when unmarshaling the request for topic "
+                            f"{topic} pubsub {pubsub}: the body must be a JSON array of "
+                            "{entryId, event, contentType, metadata}", code="INVALID_ARGUMENT",
+                            status=400, error_code="ERR_PUBSUB_EVENTS_SER")
+        failed = core.bulk_publish(pubsub, topic, [
+            (str(e.get("entryId") or ""),
+             _event_bytes(e.get("event"), str(e.get("contentType") or "")),
+             str(e.get("contentType") or ""),
+             {k: str(v) for k, v in (e.get("metadata") or {}).items()}) for e in entries],
+            _query_metadata())
+        if not failed:
+            return Response(status=204)
+        return {"failedEntries": [{"entryId": entry_id, "error": error}
+                                  for entry_id, error in failed],
+                "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE"}, 500
+
+    @app.get("/v1.0/state/<store>/<key>")
+    def _get_state(store: str, key: str) -> Any:
+        data, etag = core.get_state(store, key)
+        if data is None:
+            return Response(status=204)
+        return Response(data, headers={"ETag": etag})
+
+    @app.post("/v1.0/state/<store>/bulk")
+    def _get_bulk_state(store: str) -> Any:
+        keys = (request.get_json(force=True) or {}).get("keys") or []
+        return [{"key": key, "data": payload_view(data or b"")["data"], "etag": etag}
+                for key, data, etag in core.get_bulk_state(store, keys)]
+
+    @app.post("/v1.0/state/<store>/transaction")
+    def _transaction(store: str) -> Any:
+        body = request.get_json(force=True) or {}
+        operations = []
+        for op in body.get("operations") or []:
+            item = op.get("request") or {}
+            value = item.get("value")
+            operations.append((str(op.get("operation") or ""), str(item.get("key") or ""),
+                               b"" if value is None else _as_bytes(value), item.get("etag")))
+        core.transact(store, operations)
+        return Response(status=204)
+
+    @app.post("/v1.0/state/<store>")
+    def _save_state(store: str) -> Any:
+        core.save_state(store, [(item["key"], _as_bytes(item.get("value")), item.get("etag"))
+                                for item in request.get_json(force=True) or []])
+        return Response(status=204)
+
+    @app.delete("/v1.0/state/<store>/<key>")
+    def _delete_state(store: str, key: str) -> Any:
+        core.delete_state(store, key, request.headers.get("If-Match"))
+        return Response(status=204)
+
+    @app.get("/v1.0/secrets/<store>/bulk")
+    def _bulk_secret(store: str) -> Any:
+        return core.bulk_secret(store)
+
+    @app.get("/v1.0/secrets/<store>/<path:key>")
+    def _get_secret(store: str, key: str) -> Any:
+        return core.get_secret(store, key)
+
+    @app.get("/v1.0/metadata")
+    def _metadata() -> Any:
+        return core.metadata(_caller())
+
+    @app.route("/v1.0/invoke/<app_id>/method/<path:method>", methods=_ALL_VERBS)
+    def _invoke(app_id: str, method: str) -> Any:
+        result = core.invoke(app_id, method, verb=request.method,
+                             query=request.query_string.decode(), data=request.get_data(),
+                             content_type=request.headers.get("Content-Type", ""),
+                             headers=dict(request.headers), caller=_caller())
+        headers = [(k, v) for k, v in result.headers if k.lower() not in _HOP]
+        response = Response(result.data, status=result.status, headers=headers)
+        if result.content_type:
+            response.headers["Content-Type"] = result.content_type
+        return response
+
+    @app.route("/v1.0/<path:rest>", methods=_ALL_VERBS)
+    @app.route("/v1.0-alpha1/<path:rest>", methods=_ALL_VERBS)
+    @app.route("/v1.0-alpha2/<path:rest>", methods=_ALL_VERBS)
+    @app.route("/v1.0-beta1/<path:rest>", methods=_ALL_VERBS)
+    def _not_served(rest: str) -> Any:
+        message = unimplemented.http_message(request.method, request.path)
+        return {"errorCode": "ERR_NOT_IMPLEMENTED", "message": message, "error": message}, 501
+
+    # -- control API for the kernel (protocol.py) ------------------------------------------
+
+    @app.put(_rule(APPS_PATH))
+    def _register(app_id: str) -> Any:
+        return core.register(app_id, request.get_json(force=True))
+
+    @app.delete(_rule(APPS_PATH))
+    def _unregister(app_id: str) -> Any:
+        return {"removed": core.unregister(app_id)}
+
+    @app.post(_rule(INPUTS_PATH))
+    def _inject(app_id: str, name: str) -> Any:
+        core.inject(app_id, name, request.get_data(), request.content_type or "")
+        return Response(status=202)
+
+    @app.get(_rule(STATES_PATH))
+    def _read_state(app_id: str, name: str, key: str) -> Any:
+        return core.read_state(app_id, name, key)
+
+    @app.get(_rule(EVENTS_PATH))
+    def _events() -> Any:
+        return core.events(int(request.args.get("after", "0")),
+                           float(request.args.get("wait", "0")), request.args.get("app"))
+
+    @app.get(_rule(STATS_PATH))
+    def _stats() -> Any:
+        return core.stats()
+
+    return app
