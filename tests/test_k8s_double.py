@@ -213,3 +213,40 @@ def test_the_controller_writes_status_through_the_subresource(cluster: KubeDoubl
     assert status and status[0]["manager"] == "openfunction-manager"
     assert "f:serving" in status[0]["fieldsV1"]["f:status"]
     assert [c for c in cluster.calls if "status" in c[1]] == []  # not the user's calls
+
+
+def test_dapr_components_are_served_from_their_crd_and_collected_with_their_owners(
+        cluster: KubeDouble) -> None:
+    """As kube-apiserver serves ``components.dapr.io``: strict apply refuses what the schema
+    would prune, ownerReferences merge by uid, and the garbage collector drops a deleted
+    Function's reference, deleting the Component with its last owner."""
+    from tests.helpers import wait_for
+    from tests.k8s_double.fixtures import COMPONENTS
+
+    path = COMPONENTS.format(ns="demo") + "/shared"
+    owners = []
+    for name in ("a", "b"):
+        created = call(cluster, "POST", FN, function(name)).json()["metadata"]
+        owners.append({"apiVersion": "core.openfunction.io/v1beta2", "kind": "Function",
+                       "name": name, "uid": created["uid"]})
+    body = {"apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": "shared", "ownerReferences": owners},
+            "spec": {"type": "bindings.kafka", "version": "v1", "metadata": []},
+            "scopes": ["a-demo", "b-demo"]}
+    strict = call(cluster, "PATCH", path, {**body, "spec": {**body["spec"], "typo": 1}},
+                  content_type=APPLY, fieldManager="t", fieldValidation="Strict")
+    assert strict.status_code == 400 and 'unknown field "spec.typo"' in strict.json()["message"]
+    got = call(cluster, "PATCH", path, body, content_type=APPLY, fieldManager="t",
+               fieldValidation="Strict")
+    assert got.status_code == 201 and got.json()["metadata"]["ownerReferences"] == owners
+    same = call(cluster, "PATCH", path, body, content_type=APPLY, fieldManager="t")
+    assert same.json()["metadata"]["resourceVersion"] == got.json()["metadata"][
+        "resourceVersion"]  # a no-op apply
+    assert call(cluster, "DELETE", f"{FN}/a").ok  # background: collected at once
+    assert [o["name"] for o in call(cluster, "GET", path).json()["metadata"][
+        "ownerReferences"]] == ["b"]
+    assert call(cluster, "DELETE", f"{FN}/b", {"propagationPolicy": "Foreground"}).ok
+    wait_for(lambda: call(cluster, "GET", path).status_code == 404)
+    cluster.components.installed = False  # a cluster without Dapr serves no such group
+    gone = call(cluster, "GET", path)
+    assert (gone.status_code, gone.text) == (404, "404 page not found\n")

@@ -14,8 +14,12 @@
   bookmark's); one that expired (``410 Gone``, after a restart or once the watch cache moved
   on) is re-read with a LIST, which gives the current resourceVersion, and watched again.
 * Errors become one message naming the fix: the verb and resource a 403 lacks and the Role that
-  grants it (:data:`ROLE_RULES`, docs/kubernetes-rbac.yaml), OpenFunction not installed for an
-  API group nobody serves, and so on.
+  grants it (:data:`ROLE_RULES`, docs/kubernetes-rbac.yaml), OpenFunction (or Dapr, for the
+  standalone ``Component`` of a named component) not installed for an API group nobody serves,
+  and so on.
+
+Two resources go through here: OpenFunction ``Function`` s (:data:`FUNCTIONS`, the default)
+and Dapr ``Component`` s (:data:`COMPONENTS`); get, apply and delete take either.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..errors import DeployError
@@ -30,6 +35,26 @@ from ..errors import DeployError
 GROUP, VERSION, PLURAL = "core.openfunction.io", "v1beta2", "functions"
 CRD_NAME = "functions.core.openfunction.io"
 FIELD_MANAGER = "ofnotebook"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A custom resource the target writes, and what installs its CRD (for a 404)."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    crd: str
+    product: str
+    install: str
+
+
+FUNCTIONS = Resource(GROUP, VERSION, PLURAL, "Function", CRD_NAME, "OpenFunction",
+                     "install OpenFunction v1.2.0 (docs/kubernetes.md)")
+COMPONENTS = Resource("dapr.io", "v1alpha1", "components", "Component", "components.dapr.io",
+                      "Dapr", "install Dapr (dapr init -k, or its Helm chart; OpenFunction's "
+                              "chart installs it), or use no named component (--component)")
 #: the namespaced Role the target needs (docs/kubernetes-rbac.yaml holds it as YAML)
 ROLE_RULES = [
     {"apiGroups": [GROUP], "resources": ["functions"],
@@ -37,6 +62,8 @@ ROLE_RULES = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [GROUP], "resources": ["builders"], "verbs": ["get"]},
+    {"apiGroups": [COMPONENTS.group], "resources": ["components"],
+     "verbs": ["get", "create", "patch", "delete"]},
 ]
 #: the optional ClusterRole: with it the manifest is checked against the CRD before sending
 CLUSTER_ROLE_RULES = [
@@ -112,8 +139,9 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, (urllib3.exceptions.HTTPError, OSError))
 
 
-def api_error(exc: Exception, what: str, namespace: str) -> DeployError:
-    """One clear message for an ``ApiException``."""
+def api_error(exc: Exception, what: str, namespace: str,
+              resource: Resource = FUNCTIONS) -> DeployError:
+    """One clear message for an ``ApiException`` of a call on ``resource``."""
     status = getattr(exc, "status", None)
     detail = _detail(exc)
     if status == 401:
@@ -127,9 +155,9 @@ def api_error(exc: Exception, what: str, namespace: str) -> DeployError:
                 f"docs/kubernetes-rbac.yaml in namespace {namespace!r} ({rules_text(ROLE_RULES)})"
                 f", and optionally its ClusterRole ({rules_text(CLUSTER_ROLE_RULES)} on "
                 f"{CRD_NAME}) so that manifests are checked against the CRD before sending")
-    elif status == 404 and (detail.strip() == "404 page not found" or CRD_NAME in detail):
-        hint = (f"OpenFunction is not installed: the API server serves no {GROUP}/{VERSION} "
-                f"(CRD {CRD_NAME}); install OpenFunction v1.2.0 (docs/kubernetes.md)")
+    elif status == 404 and (detail.strip() == "404 page not found" or resource.crd in detail):
+        hint = (f"{resource.product} is not installed: the API server serves no "
+                f"{resource.group}/{resource.version} (CRD {resource.crd}); {resource.install}")
     elif status == 404 and 'namespaces "' in detail:
         hint = f"namespace {namespace!r} does not exist"
     elif status == 404:
@@ -204,10 +232,10 @@ class KubeApi:
                 time.sleep(min(delay, left))
                 delay = min(delay * 2, 2.0)
 
-    def error(self, exc: Exception, what: str) -> DeployError:
+    def error(self, exc: Exception, what: str, resource: Resource = FUNCTIONS) -> DeployError:
         """A failed call as the one ``DeployError`` of this backend's edge (status, RBAC grant
         to ask for, namespace), so no client exception reaches the notebook."""
-        return api_error(exc, what, self.namespace)
+        return api_error(exc, what, self.namespace, resource)
 
     # -- Functions ---------------------------------------------------------------------------
 
@@ -224,19 +252,21 @@ class KubeApi:
             raise self.error(exc, f"reading the CRD {CRD_NAME}") from None
         return self.extensions.api_client.sanitize_for_serialization(crd)  # type: ignore
 
-    def get(self, name: str, deadline: float) -> dict[str, Any] | None:
-        """Function ``name``, or None when there is none."""
+    def get(self, name: str, deadline: float, resource: Resource = FUNCTIONS
+            ) -> dict[str, Any] | None:
+        """``resource`` ``name`` (a Function unless told), or None when there is none."""
+        what = f"reading {resource.kind} {name!r}"
         try:
-            return self.call(f"reading Function {name!r}", deadline,  # type: ignore
-                             self.custom.get_namespaced_custom_object, GROUP, VERSION,
-                             self.namespace, PLURAL, name)
+            return self.call(what, deadline,  # type: ignore[no-any-return]
+                             self.custom.get_namespaced_custom_object, resource.group,
+                             resource.version, self.namespace, resource.plural, name)
         except DeployError:
             raise
         except Exception as exc:
             if getattr(exc, "status", None) == 404 and _detail(exc).strip() != \
                     "404 page not found":
                 return None
-            raise self.error(exc, f"reading Function {name!r}") from None
+            raise self.error(exc, what, resource) from None
 
     def list_one(self, name: str, deadline: float) -> tuple[dict[str, Any] | None, str]:
         """Function ``name`` (or None) and the list's resourceVersion (the current one)."""
@@ -251,14 +281,14 @@ class KubeApi:
         items = listed.get("items") or []
         return (items[0] if items else None), listed["metadata"]["resourceVersion"]
 
-    def apply(self, manifest: dict[str, Any], deadline: float
-              ) -> tuple[dict[str, Any], list[str]]:
+    def apply(self, manifest: dict[str, Any], deadline: float,
+              resource: Resource = FUNCTIONS) -> tuple[dict[str, Any], list[str]]:
         """Server-side apply ``manifest``; the object and the API server's warnings."""
-        name = manifest["metadata"]["name"]
+        what = f"applying {resource.kind} {manifest['metadata']['name']!r}"
         try:
-            got = self.call(f"applying Function {name!r}", deadline,
-                            self.custom.patch_namespaced_custom_object, GROUP, VERSION,
-                            self.namespace, PLURAL, name, manifest,
+            got = self.call(what, deadline, self.custom.patch_namespaced_custom_object,
+                            resource.group, resource.version, self.namespace, resource.plural,
+                            manifest["metadata"]["name"], manifest,
                             field_manager=FIELD_MANAGER, force=True, field_validation="Strict",
                             _content_type="application/apply-patch+yaml",
                             _preload_content=False)  # the client drops a 201's body
@@ -266,26 +296,27 @@ class KubeApi:
         except DeployError:
             raise
         except Exception as exc:
-            raise self.error(exc, f"applying Function {name!r}") from None
+            raise self.error(exc, what, resource) from None
         header = got.headers.get("Warning") or ""
         warnings = [w.replace('\\"', '"') for w in WARNING.findall(header)]
         return data, warnings
 
-    def delete(self, name: str, deadline: float) -> dict[str, Any] | None:
+    def delete(self, name: str, deadline: float, resource: Resource = FUNCTIONS
+               ) -> dict[str, Any] | None:
         """Delete with foreground propagation; the object while it goes, None if gone."""
         from kubernetes import client
 
+        what = f"deleting {resource.kind} {name!r}"
         try:
-            got = self.call(f"deleting Function {name!r}", deadline,
-                            self.custom.delete_namespaced_custom_object, GROUP, VERSION,
-                            self.namespace, PLURAL, name,
-                            body=client.V1DeleteOptions(propagation_policy="Foreground"))
+            got = self.call(what, deadline, self.custom.delete_namespaced_custom_object,
+                            resource.group, resource.version, self.namespace, resource.plural,
+                            name, body=client.V1DeleteOptions(propagation_policy="Foreground"))
         except DeployError:
             raise
         except Exception as exc:
             if getattr(exc, "status", None) == 404:
                 return None
-            raise self.error(exc, f"deleting Function {name!r}") from None
+            raise self.error(exc, what, resource) from None
         return got if isinstance(got, dict) and got.get("kind") != "Status" else None
 
     def follow(self, name: str, since: str, deadline: float, window: float

@@ -7,7 +7,9 @@ strict validation checks it, and a phase event says so), then server-side apply 
 Function and a watch until OpenFunction reports the new serving ready (reference
 openfunction-contract.md §2.2: build ``Skipped``/``Succeeded``, serving ``Running`` with
 ``lastSuccessfulResourceRef == resourceRef``, a new ``resourceRef`` after a spec change; async
-servings say Running early, so their pods must be ready too). An apply that changes nothing
+servings say Running early, so their pods must be ready too; :mod:`.kube_rollout`). Named
+components are standalone Dapr ``Component`` s applied before the Function and owned by the
+Functions using them (:mod:`.kube_components`). An apply that changes nothing
 (the same code after a kernel restart) is recognised from the object and returns at once when
 it already serves. Every state change is a phase event. A failed first deploy deletes what it
 created; a failed update applies the previous spec again. A Function still being deleted is
@@ -32,28 +34,25 @@ from ..errors import BackendUnavailableError, ConfigError, DeployError, Unsuppor
 from ..cluster import ClusterOptions
 from ..manifests import ClusterBuild, add_cluster_build, function_manifest, managed, validate
 from ..package import Package
+from ..spec import FunctionSpec
 from .base import (FAILED, RUNNING, STARTING, STOPPED, STOPPING, BufferedDeployment,
                    LogBuffer, PhaseEvent, PhaseRecorder, TrackedBackend, stream_lines)
 from .events import EventTracker
-from .kube_build import BuildFollower
+from .kube_components import NamedComponents
+from .kube_rollout import TERMINAL, WATCH_WINDOW, Rollout, meta as _meta
 from .kube_api import (CLUSTER_ROLE_RULES, CRD_NAME, GROUP, PLURAL, VERSION, KubeApi,
                        applied_config, rules_text, transient)
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-READY_BUILD = ("Skipped", "Succeeded")
-TERMINAL = ("Failed", "Timeout", "Canceled")
-WATCH_WINDOW = 2  # s: how long one watch request stays open before the pods are looked at
 CLEANUP_WAIT = 10.0  # s: the most a failed deploy waits to undo what it did
+AS_V1BETA2 = (f"applied as {GROUP}/{VERSION}, the version the cluster stores (--api-version "
+              f"v1beta1 is what the yaml target and %function export write)")
 NO_CRD = (f"the account may not read the CRD {CRD_NAME}: the manifest is not checked before "
           f"sending, the API server's strict validation checks it (to check first, grant the "
           f"optional ClusterRole of docs/kubernetes-rbac.yaml: "
           f"{rules_text(CLUSTER_ROLE_RULES)})")
-
-
-def _meta(obj: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
-    return (obj or {}).get("metadata", {}).get(key, default)
 
 
 class KubernetesDeployment(BufferedDeployment):
@@ -140,7 +139,7 @@ class KubernetesDeployment(BufferedDeployment):
         if self._gone or self._superseded:
             return
         self._closing = True
-        self.backend.delete(self.name)
+        self.backend.delete(self.name, self.package.spec)
         self._gone = True
 
     # -- what the kernel cannot do in a cluster (its Dapr sidecar is the cluster's) ----------
@@ -188,98 +187,6 @@ def _url(function: dict[str, Any], namespace: str) -> str:
     return ""
 
 
-class _Rollout:
-    """Watching one applied Function until its serving for the applied spec is ready.
-    ``stale`` is the (serving, build) resourceRefs from before a spec change: states still
-    about them say nothing about the new spec."""
-
-    def __init__(self, backend: KubernetesBackend, name: str, stale: tuple[str, str] | None,
-                 is_async: bool, recorder: PhaseRecorder, deadline: float) -> None:
-        self.backend, self.name, self.stale, self.is_async = backend, name, stale, is_async
-        self.recorder, self.deadline = recorder, deadline
-        self.last, self.starting = "", ""
-        self.follower: BuildFollower | None = None  # an in-cluster build's log, as it runs
-        self.build_started = 0.0
-
-    def _follow_build(self, build: dict[str, Any]) -> None:
-        """A new in-cluster build: its own phase, and its pod's log streamed into it."""
-        state, builder = build.get("state", ""), build.get("resourceRef", "")
-        if self.follower is None and builder and state in ("Created", "Building"):
-            self.build_started = time.perf_counter()
-            self.recorder.emit(PhaseEvent("build", "started", time.time(),
-                                          detail=f"in the cluster ({builder})"))
-            self.follower = BuildFollower(
-                self.backend.core, self.backend.custom, self.backend.namespace, builder,
-                on_line=lambda line: self.recorder.emit(
-                    PhaseEvent("build", "progress", time.time(), detail=line)))
-        elif self.follower is not None and state in READY_BUILD + TERMINAL:
-            self.follower.stop()
-            finished = "finished" if state in READY_BUILD else "failed"
-            self.recorder.emit(PhaseEvent(
-                "build", finished, time.time(), time.perf_counter() - self.build_started,
-                detail=f"{state} in {build.get('buildDuration') or '?'}"))
-
-    def stop_following(self) -> None:
-        if self.follower is not None:
-            self.follower.stop(wait=0.5)
-
-    def build_lines(self) -> list[str]:
-        return list(self.follower.lines) if self.follower is not None else []
-
-    def check(self, fn: dict[str, Any]) -> dict[str, Any] | None:
-        """``fn`` when it is ready; raises on a terminal state of the new serving."""
-        name, status = self.name, fn.get("status") or {}
-        build, serving = status.get("build") or {}, status.get("serving") or {}
-        ref, state, built = serving.get("resourceRef", ""), serving.get("state", ""), \
-            build.get("state", "")
-        new_serving = self.stale is None or ref != self.stale[0]
-        new_build = self.stale is None or build.get("resourceRef", "") != self.stale[1]
-        seen = f"build {built or '-'} · serving {state or '-'}"
-        if (new_serving or new_build) and seen != self.last:
-            self.recorder.emit(PhaseEvent("deploy", "progress", time.time(), detail=seen))
-            self.last = seen
-        if new_build and build:
-            self._follow_build(build)
-        for what, part, new in (("build", build, new_build), ("serving", serving, new_serving)):
-            if new and part.get("state") in TERMINAL:
-                lines = self.build_lines() if what == "build" else []
-                raise DeployError(
-                    f"Function {name!r}: the {what} is {part.get('state')} "
-                    f"({part.get('reason') or ''}: {part.get('message') or 'no message'}). "
-                    f"See kubectl describe function {name} -n {self.backend.namespace}.",
-                    function_name=name, last_logs=lines[-12:])
-        if (built in READY_BUILD and new_serving and state == "Running" and ref
-                and serving.get("lastSuccessfulResourceRef") == ref):
-            if self.is_async:
-                with self.recorder.phase("ready", detail="pods"):
-                    self.backend._wait_pods(name, ref, self.deadline)
-            return fn
-        self.starting = ref if (self.is_async and state == "Starting" and new_serving) else ""
-        if self.starting:
-            self.backend._pods_ready(name, ref, self.deadline)  # raises on a crashing pod
-        return None
-
-    def wait(self, fn: dict[str, Any]) -> dict[str, Any]:
-        ready = self.check(fn)
-        if ready is not None:
-            return ready
-        for kind, obj in self.backend.api.follow(self.name, _meta(fn, "resourceVersion", ""),
-                                                 self.deadline, WATCH_WINDOW):
-            if kind == "DELETED":
-                raise DeployError(f"Function {self.name!r} was deleted while it was starting.",
-                                  function_name=self.name)
-            if obj is None:
-                if self.starting:  # between watch windows: how are the async pods doing?
-                    self.backend._pods_ready(self.name, self.starting, self.deadline)
-                continue
-            ready = self.check(obj)
-            if ready is not None:
-                return ready
-        raise DeployError(f"Function {self.name!r} was not ready within "
-                          f"{self.backend.timeout:g} s (last: {self.last or 'no status'}); "
-                          f"OFNOTEBOOK_START_TIMEOUT sets the wait.", function_name=self.name)
-
-
 class KubernetesBackend(TrackedBackend):
     """Functions as OpenFunction ``Function`` resources in one namespace."""
 
@@ -324,6 +231,7 @@ class KubernetesBackend(TrackedBackend):
         self.api = KubeApi(api, self.namespace)
         self.custom, self.core, self.extensions = \
             self.api.custom, self.api.core, self.api.extensions
+        self.components = NamedComponents(self.api, self.namespace)
         self._crd: dict[str, Any] | None = None
         self._crd_forbidden = False
 
@@ -388,8 +296,17 @@ class KubernetesBackend(TrackedBackend):
                 validate(manifest, crd)
             elif not known:
                 recorder.emit(PhaseEvent("apply", "progress", time.time(), detail=NO_CRD))
+            if self.options.api_version != VERSION:
+                recorder.emit(PhaseEvent("apply", "progress", time.time(), detail=AS_V1BETA2))
             before = self._current(name, deadline, recorder)
-            fn, warnings = self.api.apply(manifest, deadline)
+            # named components first: the controller reads their type from the cluster
+            unowned, created = self.components.prepare(spec, _meta(before, "uid"), deadline)
+            try:
+                fn, warnings = self.api.apply(manifest, deadline)
+                self.components.own(spec, unowned, fn, deadline)
+            except BaseException:
+                self._undo_components(created)
+                raise
             for warning in warnings:
                 recorder.emit(PhaseEvent("apply", "progress", time.time(),
                                          detail=f"the API server warns: {warning}"))
@@ -399,7 +316,7 @@ class KubernetesBackend(TrackedBackend):
             status = before.get("status") or {}
             stale = (status.get("serving", {}).get("resourceRef", ""),
                      status.get("build", {}).get("resourceRef", ""))
-        rollout = _Rollout(self, name, stale, spec.runtime == "async", recorder,
+        rollout = Rollout(self, name, stale, spec.runtime == "async", recorder,
                            rollout_deadline)
         with recorder.phase("deploy", detail="OpenFunction"):
             try:
@@ -407,6 +324,7 @@ class KubernetesBackend(TrackedBackend):
             except BaseException as exc:
                 rollout.stop_following()  # a build still running must not stream on
                 note = self._undo(name, before) if changed else ""
+                self._undo_components(created)
                 if isinstance(exc, DeployError) and (note or exc.last_logs):
                     tail = "\nLast build lines:\n" + "\n".join(exc.last_logs) \
                         if exc.last_logs else ""
@@ -448,6 +366,14 @@ class KubernetesBackend(TrackedBackend):
         except DeployError as exc:
             return f"Undoing it failed too: {exc}"
 
+    def _undo_components(self, created: list[str]) -> None:
+        """Delete the Components a failed deploy created and no Function owns (best effort:
+        the deploy's own error is the one to show)."""
+        try:
+            self.components.undo(created, time.monotonic() + min(self.timeout, CLEANUP_WAIT))
+        except DeployError:
+            pass
+
     def _pods_ready(self, name: str, ref: str, deadline: float) -> bool:
         """True when every pod of serving ``ref`` is ready; raises on a crashing one."""
         pods = self.api.pods(f"openfunction.io/serving={ref}", deadline)
@@ -474,13 +400,16 @@ class KubernetesBackend(TrackedBackend):
 
     # -- teardown ----------------------------------------------------------------------------
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, spec: FunctionSpec | None = None) -> None:
         """Delete the Function (foreground: its servings and pods first) and wait until the
-        garbage collector has removed it."""
+        garbage collector has removed it; then the named components of ``spec`` that other
+        Functions still use stop naming it in their scopes (the last user's go with it)."""
         deadline = time.monotonic() + self.timeout
         fn = self.api.delete(name, deadline)
         if fn is not None:
             self._wait_gone(name, fn, deadline)
+        if spec is not None:
+            self.components.release(spec, deadline)
 
     def _wait_gone(self, name: str, fn: dict[str, Any], deadline: float) -> None:
         for kind, obj in self.api.follow(name, _meta(fn, "resourceVersion", ""), deadline,

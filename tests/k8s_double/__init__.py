@@ -28,6 +28,9 @@ v1.36 was measured to behave with OpenFunction v1.2.0's Function CRD (issue 9, p
   creates needs ``create`` too. 401 for a wrong token.
 * Pods (list by label) and pods/log (followable), played by ``controller.py``, which also plays
   OpenFunction's controller (status through ``/status``) and the garbage collector.
+* Dapr ``components.dapr.io/v1alpha1`` (get, server-side apply, delete; garbage-collected with
+  their owner Functions) when given Dapr's CRD, else ``404 page not found`` as in a cluster
+  without Dapr (``components.py``).
 
 ``calls`` and ``requests`` record the user's requests; ``churn(n)`` moves the watch cache on.
 """

@@ -168,7 +168,8 @@ class Controller:
     # -- the garbage collector ----------------------------------------------------------------
 
     def collect(self, ns: str, name: str, uid: str) -> None:
-        """Delete the Function's dependents, then drop ``foregroundDeletion``."""
+        """Delete the Function's dependents (its pods, Builders, the Components it alone
+        owned; the others lose its owner reference), then drop ``foregroundDeletion``."""
         def run() -> None:
             time.sleep(0.1)
             while not self.double.up and not self.double.closed:
@@ -181,5 +182,6 @@ class Controller:
                          b["metadata"]["labels"].get("openfunction.io/function") == name]
             for _, builder in owned:
                 builds.prune(self.double, ns, builder)
+            self.double.components.collect(ns, uid)
             self.double.drop_finalizer(ns, name, uid, "foregroundDeletion")
         threading.Thread(target=run, daemon=True, name=f"double-gc-{name}").start()

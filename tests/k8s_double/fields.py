@@ -75,6 +75,26 @@ def get(value: Any, path: Path) -> Any:
     return value
 
 
+def _positions(value: Any, path: Path) -> tuple[int, ...]:
+    """Where each element of ``path`` stands in ``value`` (field order, list index)."""
+    out = []
+    for element in path:
+        kind, _, name = element.partition(":")
+        if kind == "f" and isinstance(value, dict):
+            out.append(list(value).index(name) if name in value else 0)
+            value = value.get(name)
+        elif kind in ("k", "v") and isinstance(value, list):
+            want = json.loads(name)
+            index = next((i for i, item in enumerate(value) if (
+                item == want if kind == "v" else isinstance(item, dict) and
+                all(item.get(k) == v for k, v in want.items()))), 0)
+            out.append(index)
+            value = value[index] if value else None
+        else:
+            out.append(0)
+    return tuple(out)
+
+
 def _put(target: Any, path: Path, source: Any) -> None:
     """Copy the value at ``path`` in ``source`` into ``target``, creating what is missing."""
     node = target
@@ -212,14 +232,26 @@ def apply(live: dict[str, Any], config: dict[str, Any], schema: dict[str, Any],
     if conflicts:
         return live, conflicts
     result = copy.deepcopy(live)
-    for path in sorted(new, key=len):
-        _put(result, path, config)
+    for path in sorted(new, key=lambda p: (len(p), _positions(config, p))):
+        _put(result, path, config)  # new list items appended in the applied order
     keep = managers.others(key) | new
     for path in sorted(old - new, key=len, reverse=True):
         if path not in keep:
             _remove(result, path, keep)
     managers.sets[key] = new
     return result, []
+
+
+def apply_object(live: dict[str, Any] | None, config: dict[str, Any], schema: dict[str, Any],
+                 kind: str, manager: str, force: bool
+                 ) -> tuple[dict[str, Any], Managers, list[str]]:
+    """Server-side apply of ``config`` onto object ``live`` (None: the apply creates it):
+    the result, its managers and the conflicts."""
+    base = live if live is not None else {"apiVersion": config.get("apiVersion"),
+                                          "kind": kind, "metadata": {}}
+    managers = Managers(base["metadata"].get("managedFields"))
+    result, conflicts = apply(base, config, schema, managers, manager, force)
+    return result, managers, conflicts
 
 
 def update(live: dict[str, Any] | None, new: dict[str, Any], schema: dict[str, Any],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,12 +23,18 @@ def crd() -> dict[str, Any]:
                      Loader=loader)
 
 
+@functools.cache
+def dapr_crd() -> dict[str, Any]:
+    """Dapr's Component CRD (read once): a cluster here has Dapr, as OpenFunction's has."""
+    return yaml.safe_load(shared_file("schemas/dapr-component-crd.yaml").read_text())
+
+
 @pytest.fixture
 def cluster(crd: dict[str, Any]) -> Iterator[KubeDouble]:
     from ofnotebook import api
     from ofnotebook.backends.kubernetes import KubernetesBackend
 
-    with KubeDouble(crd) as double:
+    with KubeDouble(crd, component_crd=dapr_crd()) as double:
         yield double
         double.rbac = None
         # what the test left deployed goes while the API server still answers
@@ -57,6 +64,7 @@ def rbac_documents(user: str, namespace: str, cluster_role: bool = True
 
 
 FUNCTIONS = "/apis/core.openfunction.io/v1beta2/namespaces/{ns}/functions"
+COMPONENTS = "/apis/dapr.io/v1alpha1/namespaces/{ns}/components"
 
 
 def call(double: KubeDouble, method: str, path: str, body: Any = None,

@@ -16,6 +16,7 @@ from flask import Flask, Response, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from . import builds, fields
+from .components import Components
 from .controller import Controller
 from .rbac import Attributes, Rbac, attributes
 from .schema import prune, status, to_json_schema
@@ -56,7 +57,8 @@ class _Handler(WSGIRequestHandler):
 
 class KubeDouble(Store):
     def __init__(self, crd: dict[str, Any], token: str = "test-token", user: str = "tester",
-                 watch_cache_size: int = 1000, bookmark_interval: float = 1.0) -> None:
+                 watch_cache_size: int = 1000, bookmark_interval: float = 1.0,
+                 component_crd: dict[str, Any] | None = None) -> None:
         import jsonschema
 
         self.crd, self.token, self.user = crd, token, user
@@ -80,6 +82,7 @@ class KubeDouble(Store):
         self.controller_token = f"controller-{uuid.uuid4().hex}"
         self.cond = threading.Condition()
         self.controller = Controller(self)
+        self.components = Components(self, component_crd)  # None: a cluster without Dapr
         self.app = self._routes()
         self.server = self._server(0)
         self.port = self.server.server_port
@@ -164,6 +167,13 @@ class KubeDouble(Store):
         return status(403, "Forbidden", attrs.forbidden(self.user), name=attrs.name,
                       group=attrs.group, kind=attrs.resource.split("/")[0])
 
+    def create_denied(self, live: dict[str, Any] | None, group: str, resource: str, ns: str,
+                      name: str) -> Response | None:
+        """An apply that creates needs ``create`` as well as ``patch``: its 403, if denied."""
+        if live is not None:
+            return None
+        return self._forbidden(Attributes("create", group, resource, ns, name))
+
     def _body(self) -> Any:
         data = request.get_data()
         if "yaml" in (request.content_type or ""):
@@ -202,6 +212,8 @@ class KubeDouble(Store):
                 return Response("404 page not found\n", status=404,
                                 mimetype="text/plain")  # an API group nobody serves
             return None
+
+        self.components.routes(app)
 
         @app.get(CRD_PATH)
         def _crd() -> Any:
@@ -336,6 +348,7 @@ class KubeDouble(Store):
                     del self.functions[(ns, name)]
                     self._emit(ns, "DELETED", fn)
                     self._drop_pods(ns, name)
+                    self.components.collect(ns, meta["uid"])
                     return {"kind": "Status", "apiVersion": "v1", "metadata": {},
                             "status": "Success", "details": {
                                 "name": name, "group": "core.openfunction.io",
@@ -449,18 +462,15 @@ class KubeDouble(Store):
         config = {k: v for k, v in config.items() if k != "status"}
         config["metadata"] = {k: v for k, v in config.get("metadata", {}).items()
                               if k in USER_META or k in ("name", "namespace")}
+        config["apiVersion"] = API_VERSION
         with self.cond:
             live = self.functions.get((ns, name))
-            if live is None:  # an apply that creates needs create as well as patch
-                denied = self._forbidden(Attributes("create", "core.openfunction.io",
-                                                    "functions", ns, name))
-                if denied:
-                    return denied
-            base = live if live is not None else {"apiVersion": API_VERSION,
-                                                  "kind": "Function", "metadata": {}}
-            managers = fields.Managers(base["metadata"].get("managedFields"))
-            result, conflicts = fields.apply(base, config, self.schema, managers, manager,
-                                             request.args.get("force") == "true")
+            denied = self.create_denied(live, "core.openfunction.io", "functions", ns, name)
+            if denied:
+                return denied
+            result, managers, conflicts = fields.apply_object(
+                live, config, self.schema, "Function", manager,
+                request.args.get("force") == "true")
             if conflicts:
                 return status(409, "Conflict", f"Apply failed with {len(conflicts)} "
                               f"conflicts: " + "; ".join(conflicts))
