@@ -6,13 +6,14 @@ the 404s in a Kafka stream of logs (``logs-async-handler``). From Python ports o
 functions, deployed through the real API to the yaml target with ``api_version: v1beta1``
 (and, in the last test, through ``%%function`` in an IPython shell and ``%function export``),
 the written Functions equal the seed's in every field but ``spec.image`` (ours names the
-package's image) and ``spec.build`` (ours is prebuilt, or ``--build cluster``). The magic lines
-are the ones docs/cluster-settings.md shows.
+package's image) and ``spec.build`` (ours is prebuilt, or ``--build cluster``). The cells
+(components, ports, magic lines) are docs/cluster-settings.md's, read from there.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,57 +24,24 @@ import ofnotebook
 from ofnotebook import Component
 from tests.helpers import make_function, shared_file
 
-FRONT_SOURCE = '''
-def forward_to_kafka(ctx, data):
-    """ForwardToKafka: each request's body goes on to Kafka through the output "target"."""
-    ctx.send("target", data)
-    return "forwarded"
-'''
-LOGS_SOURCE = '''
-import json
-import re
-
-NOT_FOUND = re.compile(r'"(?:GET|POST|PUT|DELETE|HEAD) [^"]*" 404 ')
+DOC = Path(__file__).resolve().parents[1] / "docs" / "cluster-settings.md"
+BEGIN, END = "<!-- seed cells:", "<!-- end of the seed cells -->"
 
 
-def logs_handler(ctx, data):
-    """LogsHandler: an alert to Notification Manager for each 404 in the WordPress logs."""
-    line = data.decode() if isinstance(data, bytes) else str(data)
-    if NOT_FOUND.search(line):
-        alert = {"labels": {"alertname": "HTTP 404", "severity": "warning"},
-                 "annotations": {"message": line.strip()}}
-        ctx.send("notify", json.dumps([alert]))
-'''
-#: the named components of the seed, as a notebook declares them (metadata as written there:
-#: ``authRequired: "false"`` stays, daprd maps it to ``authType: none``)
-COMPONENTS_SOURCE = '''
-from ofnotebook import Component
+def doc_cells() -> list[str]:
+    """The python blocks of docs/cluster-settings.md's seed section, in order: the named
+    components, the two ``%%function`` cells, the exports."""
+    text = DOC.read_text()
+    section = text[text.index(BEGIN):text.index(END)]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
 
-kafka_server = Component("bindings.kafka", {
-    "brokers": "kafka-server-kafka-brokers:9092", "authRequired": "false",
-    "publishTopic": "sample-topic", "topics": "sample-topic",
-    "consumerGroup": "function-front"}, name="kafka-server")
-kafka_receiver = Component("bindings.kafka", {
-    "brokers": "kafka-server-kafka-brokers:9092", "authRequired": "false",
-    "publishTopic": "logs", "topics": "logs", "consumerGroup": "logs-handler"},
-    name="kafka-receiver")
-notification_manager = Component("bindings.http", {
-    "url": "http://notification-manager-svc.kubesphere-monitoring-system.svc.cluster.local"
-           ":19093/api/v2/alerts"}, name="notification-manager")
-'''
-HPA_BEHAVIOR = ("{scaleDown: {stabilizationWindowSeconds: 45, policies: [{type: Percent, "
-                "value: 50, periodSeconds: 15}]}, scaleUp: {stabilizationWindowSeconds: 0}}")
-KEDA_TRIGGER = ("kafka:topic=logs,bootstrapServers=kafka-server-kafka-brokers.default.svc."
-                "cluster.local:9092,consumerGroup=logs-handler,lagThreshold=20")
-#: the magic lines of docs/cluster-settings.md ({out} is the folder written)
-FRONT_LINE = ("function-front --target yaml --out {out} --api-version v1beta1 "
-              "--version v1.0.0 --image-credentials push-secret --pull-policy Always "
-              "--min-replicas 0 --max-replicas 5 --output target=@kafka_server")
-LOGS_LINE = ("logs-async-handler --target yaml --out {out} --api-version v1beta1 "
-             "--version v2.0.0 --image-credentials push-secret --pull-policy Always "
-             "--input kafka=@kafka_receiver --output notify=@notification_manager?operation=post "
-             f"--min-replicas 0 --max-replicas 10 --keda-trigger {KEDA_TRIGGER} "
-             "--keda-polling-interval 15 --keda-cooldown 60 --hpa-behavior '{hpa}'")
+
+def body(cell: str) -> str:
+    """A ``%%function`` cell without its magic line (and the line's continuations)."""
+    lines = cell.splitlines(True)
+    while lines and lines.pop(0).rstrip().endswith("\\"):
+        pass
+    return "".join(lines)
 
 
 def seed(name: str) -> dict[str, Any]:
@@ -99,12 +67,12 @@ def assert_as_the_seed(folder: Path, name: str) -> None:
 
 def components() -> dict[str, Component]:
     namespace: dict[str, Any] = {}
-    exec(COMPONENTS_SOURCE, namespace)
+    exec(doc_cells()[0], namespace)
     return {k: v for k, v in namespace.items() if isinstance(v, Component)}
 
 
 def test_function_front_from_python_equals_the_seed(tmp_path: Path) -> None:
-    fn = make_function(FRONT_SOURCE, name="forward_to_kafka")
+    fn = make_function(body(doc_cells()[1]), name="forward_to_kafka")
     handle = ofnotebook.deploy(
         fn, "function-front", target="yaml", version="v1.0.0",
         outputs={"target": components()["kafka_server"]},
@@ -120,7 +88,7 @@ def test_function_front_from_python_equals_the_seed(tmp_path: Path) -> None:
 
 def test_logs_async_handler_from_python_equals_the_seed(tmp_path: Path) -> None:
     """The components declared by name and used as ``@NAME`` (the other spelling)."""
-    fn = make_function(LOGS_SOURCE, name="logs_handler")
+    fn = make_function(body(doc_cells()[2]), name="logs_handler")
     named = components()
     handle = ofnotebook.deploy(
         fn, "logs-async-handler", target="yaml", version="v2.0.0",
@@ -144,18 +112,19 @@ def test_logs_async_handler_from_python_equals_the_seed(tmp_path: Path) -> None:
         handle.stop()
 
 
-def test_both_samples_through_the_magic_and_function_export(ip: Any, tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]
-                                                            ) -> None:
-    """The cells of docs/cluster-settings.md in a real shell: written by the yaml target,
-    then exported again with ``%function export`` from the handles' requests."""
-    ip.run_cell(COMPONENTS_SOURCE).raise_error()
-    out, exported = tmp_path / "written", tmp_path / "exported"
-    ip.run_cell_magic("function", FRONT_LINE.format(out=out), FRONT_SOURCE)
-    ip.run_cell_magic("function", LOGS_LINE.format(out=out, hpa=HPA_BEHAVIOR), LOGS_SOURCE)
+def test_the_docs_cells_through_the_magic_and_function_export(
+        ip: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The cells of docs/cluster-settings.md, verbatim, in a real shell: the yaml target
+    writes both Functions into ``gitops/``, then ``%function export`` writes them again into
+    ``exported/`` from the handles' requests."""
+    monkeypatch.chdir(tmp_path)
+    cells = doc_cells()
+    assert len(cells) == 4 and cells[1].startswith("%%function function-front")
+    for cell in cells:
+        ip.run_cell(cell).raise_error()
+    out = capsys.readouterr().out
     for name in ("function-front", "logs-async-handler"):
-        assert_as_the_seed(out, name)
-        ip.run_line_magic("function", f"export {name} {exported}")
-        assert f"written: {exported / name}" in capsys.readouterr().out
-        assert_as_the_seed(exported, name)
-        assert written(exported, name) == written(out, name)
+        assert_as_the_seed(tmp_path / "gitops", name)
+        assert f"written: exported/{name}" in out
+        assert written(tmp_path / "exported", name) == written(tmp_path / "gitops", name)
