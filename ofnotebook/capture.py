@@ -145,10 +145,29 @@ _DIST_CACHE: dict[str, list[str]] | None = None
 
 
 def _packages_distributions() -> dict[str, list[str]]:
+    """Top-level import name -> the distributions that install it (cached: one scan)."""
     global _DIST_CACHE
     if _DIST_CACHE is None:
-        _DIST_CACHE = dict(importlib.metadata.packages_distributions())
+        _DIST_CACHE = (dict(importlib.metadata.packages_distributions())
+                       if sys.version_info >= (3, 11) else _inferred_packages_distributions())
     return _DIST_CACHE
+
+
+def _inferred_packages_distributions() -> dict[str, list[str]]:
+    """``packages_distributions`` as Python 3.11 computes it, for 3.10.
+
+    3.10's reads only ``top_level.txt``, which wheels built by flit, hatch or maturin
+    (cloudpickle's among them) lack: their packages would count as local and be pickled by
+    value. 3.11 falls back to the names of the ``.py`` files a distribution installed.
+    """
+    found: dict[str, list[str]] = collections.defaultdict(list)
+    for dist in importlib.metadata.distributions():
+        names = (dist.read_text("top_level.txt") or "").split() or {
+            f.parts[0] if len(f.parts) > 1 else f.with_suffix("").name
+            for f in dist.files or () if f.suffix == ".py"}
+        for name in names:
+            found[name].append(dist.metadata["Name"])
+    return dict(found)
 
 
 def _top(module_name: str) -> str:

@@ -270,3 +270,16 @@ def test_event_shapes_lock_cloudevents(source: str, has_cloudevents: bool) -> No
 def test_not_a_function() -> None:
     with pytest.raises(CaptureError, match="not a Python function"):
         capture(len)  # type: ignore[arg-type]
+
+
+def test_packages_without_top_level_txt_count_as_installed() -> None:
+    """Wheels not built by setuptools (cloudpickle's, Flask's, dapr's) have no top_level.txt,
+    all that Python 3.10's ``packages_distributions`` reads: capture infers their packages from
+    the installed files as 3.11 does, else on 3.10 they would travel by value, unpinned."""
+    from ofnotebook.capture import _inferred_packages_distributions, _packages_distributions
+
+    assert importlib.metadata.distribution("cloudpickle").read_text("top_level.txt") is None
+    inferred = _inferred_packages_distributions()
+    for top, dist in [("cloudpickle", "cloudpickle"), ("flask", "Flask"), ("dapr", "dapr"),
+                      ("yaml", "PyYAML")]:  # PyYAML has top_level.txt: read first
+        assert dist in inferred[top] and dist in _packages_distributions()[top]
