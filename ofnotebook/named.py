@@ -129,7 +129,7 @@ def dapr_env(components: Any, users: Mapping[str, Mapping[str, Definition]], *,
     _client_standin = standin
     _client_components.clear()
     _client_components.update(spec_definitions(spec))
-    env = standin.client_env()
+    env = standin.client_env(NOTEBOOK_APP)
     if export:
         export_env(env)
     return env

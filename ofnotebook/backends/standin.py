@@ -117,11 +117,12 @@ class StandIn:
             env["DAPR_API_TOKEN"] = app_token(self._app_key, app_id)
         return env
 
-    def client_env(self) -> dict[str, str]:
-        """What Dapr SDK code that is no function needs (the notebook, a script beside it):
-        the functions' variables and both endpoints, which the SDK prefers to host and port,
-        so a ``DAPR_GRPC_ENDPOINT`` left from another Dapr does not win over the ports."""
-        return {**self.env(), "DAPR_GRPC_ENDPOINT": f"127.0.0.1:{self.grpc_port}",
+    def client_env(self, app_id: str) -> dict[str, str]:
+        """What Dapr SDK code that is no function needs (the notebook, a script beside it),
+        calling as the component-only app ``app_id``: the functions' variables with that app's
+        token, and both endpoints, which the SDK prefers to host and port, so a
+        ``DAPR_GRPC_ENDPOINT`` left from another Dapr does not win over the ports."""
+        return {**self.env(app_id), "DAPR_GRPC_ENDPOINT": f"127.0.0.1:{self.grpc_port}",
                 "DAPR_HTTP_ENDPOINT": f"http://127.0.0.1:{self.http_port}"}
 
     # -- control API -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ maps an error to its gRPC code and HTTP status.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import cloudevents
@@ -20,14 +21,16 @@ from .errors import ERROR_STATUS, DaprError, NotRegisteredError, error_status
 from .eventlog import EventLog, payload_view
 from .inject import Injector
 from .invoke import InvokeResult, Invoker
-from .protocol import (ENCODING_MISSING, EVENT_ERROR, EVENT_OUT, EVENT_STATE, ROLE_OUTPUT,
-                       ROLE_STATE, token_app)
+from .protocol import (ENCODING_MISSING, EVENT_ERROR, EVENT_OUT, EVENT_STATE, ROLE_INPUT,
+                       ROLE_OUTPUT, ROLE_STATE, token_app)
 from .registry import Registry
 
 __all__ = ["DaprCore", "ERROR_STATUS", "NotRegisteredError", "error_status", "state_key"]
 
 #: ``GetMetadata``'s app id for a caller that is no function (the notebook, a script).
 STANDIN_ID = "ofnotebook-standin"
+#: The app the call being served comes from, by its token (both faces set it per call).
+CALLER: ContextVar[str | None] = ContextVar("caller", default=None)
 
 
 def state_key(app_id: str, key: str) -> str:
@@ -52,11 +55,19 @@ class DaprCore:
         return token_app(self.key, token) if token else None
 
     def find(self, component_name: str) -> tuple[App, Endpoint]:
-        try:
-            return self.registry.find(component_name)
-        except KeyError:
+        """The app and endpoint a call of ``component_name`` goes to. A named component
+        (``--component``) is registered under that one name by every app using it: the
+        caller's own registration comes first (:data:`CALLER`: its events, its state keys),
+        then an output or state use before an input use (the call goes out)."""
+        caller = CALLER.get()
+        found = [(app, ep) for app in list(self.registry.apps.values())
+                 for ep in list(app.endpoints)
+                 if ep.component.name == component_name and not ep.discovered]
+        if not found:
             raise NotRegisteredError(f"component {component_name!r} is not registered with the "
-                                     "local stand-in") from None
+                                     "local stand-in")
+        return min(found, key=lambda item: (item[0].app_id != caller,
+                                            item[1].role == ROLE_INPUT))
 
     def app(self, app_id: str) -> App:
         app = self.registry.apps.get(app_id)

@@ -20,7 +20,7 @@ from typing import Any
 from flask import Flask, Response, request
 
 from . import unimplemented
-from .core import DaprCore
+from .core import CALLER, DaprCore
 from .errors import ERROR_STATUS, DaprError, error_body, error_status
 from .eventlog import payload_view
 from .protocol import (APPS_PATH, EVENTS_PATH, INPUTS_PATH, STATES_PATH, STATS_PATH,
@@ -72,6 +72,7 @@ def create_http_app(core: DaprCore, token: str | None) -> Flask:
         if token and not request.path.startswith("/v1.0/healthz") and given != token and not (
                 given and token_app(core.key, given)):
             return Response("missing or wrong dapr-api-token", status=401)
+        CALLER.set(core.caller(given or None))  # for the core, this request's caller
         return None
 
     def _mapped(exc: Exception) -> Any:

@@ -28,7 +28,7 @@ from dapr.proto.runtime.v1 import (binding_pb2, dapr_pb2_grpc, metadata_pb2, pub
 from google.protobuf import any_pb2, empty_pb2
 
 from . import unimplemented
-from .core import DaprCore
+from .core import CALLER, DaprCore
 from .errors import error_status
 from .invoke import VERBS
 from .protocol import TOKEN_HEADER, token_app
@@ -37,10 +37,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _grpc_errors(method: F) -> F:
-    """Abort the call with the status ``error_status`` gives a core error."""
+    """Abort the call with the status ``error_status`` gives a core error; the core knows the
+    caller (``core.CALLER``) meanwhile."""
 
     @functools.wraps(method)
     def wrapper(self: DaprApi, req: Any, context: Any) -> Any:
+        caller = CALLER.set(self._caller(context))
         try:
             return method(self, req, context)
         except Exception as exc:
@@ -48,6 +50,8 @@ def _grpc_errors(method: F) -> F:
             if status is None:
                 raise
             context.abort(getattr(grpc.StatusCode, status[0]), str(exc))
+        finally:
+            CALLER.reset(caller)
     return wrapper  # type: ignore[return-value]
 
 
