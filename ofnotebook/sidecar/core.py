@@ -33,9 +33,16 @@ STANDIN_ID = "ofnotebook-standin"
 CALLER: ContextVar[str | None] = ContextVar("caller", default=None)
 
 
-def state_key(app_id: str, key: str) -> str:
-    """Dapr's default keyPrefix is the app id: ``<app-id>||<key>``."""
-    return f"{app_id}||{key}"
+def state_key(app_id: str, key: str, store: ComponentConfig | None = None) -> str:
+    """The key daprd stores ``key`` under, by the store's ``keyPrefix`` strategy: ``appid``
+    (the default) ``<app-id>||<key>``; ``name`` ``<store>||<key>`` (apps using one store share
+    its keys: a named component's use); ``namespace`` ``<NAMESPACE>.<app-id>||<key>``, the app
+    id alone without one; ``none`` the key itself; any other value is the prefix."""
+    strategy = (store.get("keyPrefix") if store is not None else "") or "appid"
+    prefix = {"appid": app_id, "name": store.name if store is not None else app_id,
+              "namespace": ".".join(filter(None, (os.environ.get("NAMESPACE"), app_id))),
+              "none": ""}.get(strategy.lower(), strategy)
+    return f"{prefix}||{key}" if prefix else key
 
 
 class DaprCore:
@@ -129,7 +136,7 @@ class DaprCore:
         """The value (None when missing) and its etag."""
         app, ep = self.find(store)
         assert ep.driver is not None
-        return ep.driver.get_state(state_key(app.app_id, key))
+        return ep.driver.get_state(state_key(app.app_id, key, ep.component))
 
     def get_bulk_state(self, store: str, keys: Iterable[str]
                        ) -> list[tuple[str, bytes | None, str]]:
@@ -140,14 +147,14 @@ class DaprCore:
         app, ep = self.find(store)
         assert ep.driver is not None
         for key, value, etag in items:
-            ep.driver.save_state(state_key(app.app_id, key), value, etag or None)
+            ep.driver.save_state(state_key(app.app_id, key, ep.component), value, etag or None)
             self.log.record(app.app_id, EVENT_STATE, name=ep.name, key=key,
                             **payload_view(value))
 
     def delete_state(self, store: str, key: str, etag: str | None) -> None:
         app, ep = self.find(store)
         assert ep.driver is not None
-        ep.driver.delete_state(state_key(app.app_id, key), etag or None)
+        ep.driver.delete_state(state_key(app.app_id, key, ep.component), etag or None)
 
     def delete_bulk_state(self, store: str, items: Iterable[tuple[str, str | None]]) -> None:
         """``DeleteBulkState``: ``(key, etag)`` items, one after the other, as daprd's."""
@@ -166,7 +173,7 @@ class DaprCore:
             if kind not in STATE_OPERATIONS:
                 raise DaprError(f"operation type {kind} not supported", code="UNIMPLEMENTED",
                                 status=400, error_code="ERR_NOT_SUPPORTED_STATE_OPERATION")
-        ops = [StateOperation(kind, state_key(app.app_id, key), value, etag or None)
+        ops = [StateOperation(kind, state_key(app.app_id, key, ep.component), value, etag or None)
                for kind, key, value, etag in operations]
         try:
             ep.driver.transact(ops)
@@ -291,7 +298,7 @@ class DaprCore:
         if ep is None or ep.driver is None:
             raise NotRegisteredError(f"state store {name!r} of {app_id!r} is not registered "
                                      "with the local stand-in")
-        data, etag = ep.driver.get_state(state_key(app_id, key))
+        data, etag = ep.driver.get_state(state_key(app_id, key, ep.component))
         if data is None:
             return {"key": key, "etag": "", "data": None, "encoding": ENCODING_MISSING}
         return {"key": key, "etag": etag, **payload_view(data)}
