@@ -228,7 +228,8 @@ def dapr_env(components: Any = None, *, export: bool = False) -> dict[str, str]:
     client, app id ``notebook``: ``DaprClient().invoke_binding("kafka-binding", ...)`` in the
     notebook, or a script run with ``env={**os.environ, **ofnotebook.dapr_env()}``, reaches
     them by name. Returns ``DAPR_GRPC_ENDPOINT``, ``DAPR_HTTP_ENDPOINT``, ``DAPR_RUNTIME_HOST``,
-    the ports and, when the stand-in has one, ``DAPR_API_TOKEN``. ``export=True`` also sets
+    the ports and ``DAPR_API_TOKEN``, the client's own (the stand-in tells callers apart by
+    it, so the notebook's calls are never taken for a function's). ``export=True`` also sets
     them in ``os.environ`` and in an imported ``dapr.conf.settings`` (what ``%function dapr``
     does). Call it again after declaring more components, or after the stand-in restarted.
     """
