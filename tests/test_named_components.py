@@ -402,3 +402,13 @@ def test_ctx_send_uses_the_operation_given_in_the_uri(local_backend: Any) -> Non
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_no_local_deployment_may_take_the_notebook_clients_app_id() -> None:
+    from ofnotebook.request import DeployRequest
+
+    fn = make_function(PRODUCER, name="produce")
+    with pytest.raises(ConfigError, match="'notebook' is the app id of the notebook's own Dapr"):
+        api.plan(fn, DeployRequest(name=named.NOTEBOOK_APP, target="local")).spec()
+    assert api.plan(fn, DeployRequest(name=named.NOTEBOOK_APP, target="yaml")).spec().name == \
+        named.NOTEBOOK_APP  # a cluster has no such client
