@@ -118,3 +118,45 @@ def test_the_docs_role_covers_components_and_a_missing_verb_is_named(
                                           "components \\(dapr.io\\): get, create, patch"):
         deploy(backend(kubeconfig), "rbac-named")
     assert ("demo", "rbac-named") not in cluster.functions
+
+
+def test_every_cluster_setting_as_plain_values_reaches_the_applied_function(
+        cluster: KubeDouble, kubeconfig: str) -> None:
+    """``target="kubernetes"`` with the magic's plain values: the Function the double
+    stores (schema-checked) carries each of them; v1beta1 asked for, v1beta2 applied."""
+    from ofnotebook.backends.kubernetes import AS_V1BETA2
+
+    fn = make_function("def handle(ctx, data):\n    ctx.send('out', data)\n", name="handle")
+    handle = ofnotebook.deploy(fn, "all-settings", target="kubernetes",
+                               inputs={"in": URI + "?group=g"},
+                               outputs={"out": "http://notify.demo.svc/alerts?operation=post"},
+                               target_options={
+        "kubeconfig": kubeconfig, "build": False, "timeout": 10, "api_version": "v1beta1",
+        "min_replicas": 0, "max_replicas": "4", "pull_policy": "Always",
+        "keda_triggers": ["kafka:topic=k8s-events,lagThreshold=5"],
+        "keda_polling_interval": 10, "keda_cooldown_period": 30,
+        "hpa_behavior": "scaleDown: {stabilizationWindowSeconds: 45}",
+        "image_credentials": "push-secret", "cpu": "500m", "memory": "256Mi", "gpus": 1,
+        "secrets": ["TOKEN=fn-secrets:token"], "dapr_mode": "sidecar", "labels": ["team=data"]})
+    assert AS_V1BETA2 in [e.detail for e in handle.events]
+    stored = cluster.functions[("demo", "all-settings")]
+    assert stored["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "ofnotebook",
+                                            "team": "data"}
+    spec, serving = stored["spec"], stored["spec"]["serving"]
+    assert spec["imageCredentials"] == {"name": "push-secret"}
+    container = serving["template"]["containers"][0]
+    assert container["imagePullPolicy"] == "Always"
+    assert container["resources"] == {"limits": {"cpu": "500m", "memory": "256Mi",
+                                                 "nvidia.com/gpu": 1}}
+    assert container["env"] == [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "fn-secrets", "key": "token"}}}]
+    assert serving["annotations"]["openfunction.io/dapr-service-mode"] == "sidecar"
+    assert serving["outputs"][0]["dapr"]["operation"] == "post"
+    assert serving["scaleOptions"] == {
+        "minReplicas": 0, "maxReplicas": 4,
+        "keda": {"triggers": [{"type": "kafka", "metadata": {"topic": "k8s-events",
+                                                             "lagThreshold": "5"}}],
+                 "scaledObject": {"pollingInterval": 10, "cooldownPeriod": 30, "advanced": {
+                     "horizontalPodAutoscalerConfig": {"behavior": {
+                         "scaleDown": {"stabilizationWindowSeconds": 45}}}}}}}
+    handle.stop()
