@@ -5,9 +5,10 @@ it (``metadata.py``: warnings, not refusals), its driver starts (a failure names
 its type and the driver's reason, and nothing of the app stays registered), then the app is
 asked what it handles (``ListInputBindings``, ``ListTopicSubscriptions``) when it serves
 AppCallback. A subscription the app declares itself, on any pub/sub component the stand-in
-knows, gets a consumer of its own (consumer ID: the app id, as daprd's), so an app written with
-``dapr.ext.grpc``'s ``@app.subscribe`` receives its topics; the dead-letter topic and routes of
-every subscription come from the same answer.
+knows, gets a consumer of its own (consumer ID: the app id, as daprd's; MQTT client IDs and
+JetStream durables get the topic too, since each subscription has its own connection), so an
+app written with ``dapr.ext.grpc``'s ``@app.subscribe`` receives its topics; the dead-letter
+topic and routes of every subscription come from the same answer.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from .protocol import (APP_GRPC, APP_NONE, APP_PROTOCOLS, EVENT_REGISTERED, EVEN
 #: How a start failure names each role to the user.
 _ROLE_NAMES = {"input": "input", "output": "output", "state": "state store",
                "component": "component"}
+#: Metadata that names one connection (MQTT's client ID) or one consumer (JetStream's durable):
+#: a subscription the app declares itself gets its own, suffixed with its topic.
+_PER_SUBSCRIPTION = (("pubsub.mqtt", "consumerID"), ("pubsub.jetstream", "durableName"))
 #: A driver's message often starts by naming its component; the registry names it already.
 _LEADING_NAME = re.compile(r"^component '[^']*'(?: \([^)]*\))?:?\s*")
 
@@ -222,6 +226,12 @@ class Registry:
                 continue
             metadata = {**config.metadata, **dict(sub.metadata)}
             metadata["consumerID"] = config.metadata.get("consumerID") or app.app_id
+            # Each subscription has a driver (a connection) of its own: where the broker
+            # knows a connection or consumer by that name, it must be the subscription's.
+            for kind, key in _PER_SUBSCRIPTION:
+                if config.type.startswith(kind):
+                    base = config.metadata.get(key) or app.app_id
+                    metadata[key] = re.sub(r"[^A-Za-z0-9_-]", "-", f"{base}-{sub.topic}")
             ep = Endpoint(role=ROLE_INPUT, name=f"{sub.pubsub_name}/{sub.topic}",
                           component=replace(config, metadata=metadata), topic=sub.topic,
                           dead_letter_topic=sub.dead_letter_topic

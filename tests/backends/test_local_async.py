@@ -185,7 +185,14 @@ def test_unreachable_broker_fails_cleanly(local_backend: Any) -> None:
     with pytest.raises(DeployError) as info:
         ofnotebook.deploy(make_function(ALERTS, name="handle"), "no-broker",
                           target=local_backend, inputs={"logs": f"redis://127.0.0.1:{port}/logs"})
-    assert f"127.0.0.1:{port}" in str(info.value)
+    message = str(info.value)
+    assert f"127.0.0.1:{port}" in message
+    # the component failed, named with its type and the driver's reason and fix; the process
+    # was ready, so no "did not become ready (exit code None)"
+    assert message.startswith("Function 'no-broker' was not deployed to the local target: "
+                              "input 'logs' (pubsub.redis, Dapr component '"), message
+    assert "failed to start: cannot reach Redis at" in message and "Start Redis" in message
+    assert "exit code" not in message and "did not become ready" not in message
     assert local_backend.deployments() == []
     from ofnotebook.backends.standin import get_standin
 

@@ -3,7 +3,6 @@ process for the SDK tests."""
 
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import pytest
@@ -24,20 +23,16 @@ def drivers() -> Iterator[list[Driver]]:
 
 
 @pytest.fixture
-def standin(request: pytest.FixtureRequest) -> Iterator[StandIn]:
+def standin(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+            ) -> Iterator[StandIn]:
     """A stand-in process with ``SPEC`` registered (app ``sdk-user``); the parameter, if any, is
-    its DAPR_API_TOKEN."""
-    token = getattr(request, "param", None)
-    old = os.environ.get("DAPR_API_TOKEN")
-    if token:
-        os.environ["DAPR_API_TOKEN"] = token
-    try:
+    its DAPR_API_TOKEN, or a dict of the environment it starts with."""
+    param = getattr(request, "param", None)
+    env = param if isinstance(param, dict) else {"DAPR_API_TOKEN": param} if param else {}
+    with monkeypatch.context() as scoped:
+        for key, value in env.items():
+            scoped.setenv(key, value)
         proc = StandIn()
-    finally:
-        if token:
-            os.environ.pop("DAPR_API_TOKEN")
-        if old:
-            os.environ["DAPR_API_TOKEN"] = old
     proc.register("sdk-user", 0, SPEC, timeout=5)
     yield proc
     proc.close()

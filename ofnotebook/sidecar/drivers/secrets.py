@@ -19,7 +19,7 @@ import json
 import os
 from typing import Any
 
-from ..golang import is_truthy
+from ..golang import parse_bool
 from .base import ComponentError, Driver
 
 
@@ -75,7 +75,7 @@ class FileSecretStore(Driver):
             raise ComponentError(f"component {self.name!r} (secretstores.local.file): "
                                  f"secretsFile {path!r} must hold a JSON object")
         self._secrets: dict[str, str | dict[str, str]] = {}
-        if is_truthy(self.component.get("multiValued")):
+        if parse_bool(self.component.get("multiValued", "false"), False):  # mapstructure: ParseBool
             for key, value in document.items():
                 if isinstance(value, dict):
                     self._secrets[key] = self._flatten(value)
