@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import requests
 
 import ofnotebook
@@ -34,10 +35,13 @@ def call(request):
 """
 
 
-def test_functions_call_each_other_by_app_id(local_backend: Any) -> None:
+def test_functions_call_each_other_by_app_id(local_backend: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A sync function without Dapr components, deployed while no stand-in runs, is listed
     once a Dapr function starts it; the Dapr function's own SDK calls reach its HTTP server
     (gRPC ``InvokeService``), and ``GetMetadata`` answers the caller's own app id."""
+    from dapr.clients import DaprClient
+
     stop_standin()  # the kernel's stand-in starts again with the first Dapr function below
     greeter_name = f"greeter-{uid()}"
     greeter = ofnotebook.deploy(make_function(GREETER, name="greet"), greeter_name,
@@ -58,6 +62,15 @@ def test_functions_call_each_other_by_app_id(local_backend: Any) -> None:
                           data="body", headers={"Content-Type": "text/plain"}, timeout=10)
     assert reply.status_code == 200 and reply.json() == {
         "body": "body", "method": "POST", "path": "/x", "args": {"y": "2"}, "caller": ""}
+
+    # the SDK's own HTTP invocation (DAPR_API_METHOD_INVOCATION_PROTOCOL=http, its default)
+    monkeypatch.setenv("DAPR_HTTP_ENDPOINT", standin.base)
+    monkeypatch.setenv("DAPR_GRPC_ENDPOINT", f"127.0.0.1:{standin.grpc_port}")
+    monkeypatch.setenv("DAPR_API_METHOD_INVOCATION_PROTOCOL", "http")
+    with DaprClient() as client:
+        via_http = client.invoke_method(greeter_name, "from/sdk", data="plain",
+                                        content_type="text/plain", http_verb="POST")
+    assert via_http.status_code == 200 and via_http.json()["path"] == "/from/sdk"
 
     # a plain function deployed while the stand-in runs is listed at once, and leaves it
     late = ofnotebook.deploy(make_function(GREETER, name="greet"), f"late-{uid()}",

@@ -127,3 +127,37 @@ def test_the_apps_methods_answer_service_invocation(user_app: Any, sdk_env: Stan
     assert {"match": 'event.type == "refund"', "path": "refunds"} in subscriptions["routed"][
         "rules"]
     assert metadata["appConnectionProperties"]["protocol"] == "grpc"
+
+
+@pytest.mark.parametrize("standin", [{"OFNOTEBOOK_DELIVERY_ATTEMPTS": "2"}], indirect=True)
+def test_a_declared_inputs_dead_letter_topic_gets_what_fails_every_retry(
+        standin: StandIn) -> None:
+    """A pub/sub input's ``deadLetterTopic`` metadata (the runtime subscribes without one):
+    after the last retry the event goes, as stored, to that topic on the same pub/sub."""
+    from dapr.ext.grpc import App
+
+    topic, name = f"jobs-{uid()}", f"jobs-{uid()}"
+    app, got, port = App(), queue.Queue(), free_port()  # type: ignore[var-annotated]
+    app.subscribe(name, topic)(_handler(got, "jobs", "retry"))
+    app.subscribe(name, f"{topic}-dlq")(_handler(got, "dead"))
+    thread = threading.Thread(target=app.run, kwargs={"app_port": port,
+                                                      "listen_address": "127.0.0.1"},
+                              daemon=True)
+    thread.start()
+    wait_port(port)
+    spec = FunctionSpec(name="worker", runtime="async", inputs=(ComponentSpec(
+        name="jobs", type="pubsub.in-memory", topic=topic, component=name,
+        metadata=(("bus", BUS), ("deadLetterTopic", f"{topic}-dlq"))),))
+    try:
+        standin.register("worker", port, spec, timeout=5)
+        standin.inject("worker", "jobs", b'{"job": 1}', "application/json")
+        assert [got.get(timeout=5) for _ in range(3)] == [
+            ("jobs", {"job": 1}), ("jobs", {"job": 1}), ("dead", {"job": 1})]
+        letters = wait_for(lambda: [e for e in requests.get(
+            f"{standin.base}/ofnotebook/events", params={"app": "worker"}, timeout=5).json()[
+            "events"] if e["kind"] == "dead-letter"], 5)
+        assert [(e["name"], e["topic"], e["attempts"]) for e in letters] == [
+            ("jobs", f"{topic}-dlq", 2)]
+    finally:
+        app.stop()
+        thread.join(5)

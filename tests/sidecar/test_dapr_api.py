@@ -72,6 +72,14 @@ def test_state_transactions_are_all_or_nothing_on_both_faces(sdk_env: StandIn) -
         {"operation": "delete", "request": {"key": "a", "etag": fresh}}]}).status_code == 204
     assert requests.get(f"{base}/d", timeout=5).json() == {"n": 4}
     assert requests.get(f"{base}/a", timeout=5).status_code == 204
+    from dapr.proto.common.v1 import common_pb2
+    from dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2
+
+    # DeleteBulkState, which the SDK does not wrap, through the generated stub
+    with grpc.insecure_channel(f"127.0.0.1:{sdk_env.grpc_port}") as channel:
+        dapr_pb2_grpc.DaprStub(channel).DeleteBulkState(state_pb2.DeleteBulkStateRequest(
+            store_name=store, states=[common_pb2.StateItem(key=k) for k in "cd"]))
+    assert [requests.get(f"{base}/{k}", timeout=5).status_code for k in "cd"] == [204, 204]
     bad = requests.post(f"{base}/transaction", timeout=5, json={"operations": [
         {"operation": "merge", "request": {"key": "d", "value": 1}}]})
     assert bad.status_code == 400 and "operation type merge not supported" in bad.json()["message"]
