@@ -323,9 +323,19 @@ def merge_declaration(table: dict[str, Component], component: Component,
     table[component.name] = component
 
 
+def describe(type_: str, metadata: Iterable[tuple[str, Any]]) -> str:
+    """``type {key=value, ...}`` for a message, passwords masked (an error is shown and
+    logged; a broker's password must not be)."""
+    def shown(key: str, value: Any) -> str:
+        if any(word in key.lower() for word in ("password", "secret", "token")):
+            return "***"
+        text = re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", str(value))
+        return re.sub(r"(password=)\S+", r"\1***", text)
+    return f"{type_} {{{', '.join(f'{k}={shown(k, v)}' for k, v in metadata)}}}"
+
+
 def _describe(component: Component) -> str:
-    meta = ", ".join(f"{k}={v}" for k, v in component.metadata.items())
-    return f"{component.type} {{{meta}}}"
+    return describe(component.type, component.metadata.items())
 
 
 @dataclass(frozen=True)

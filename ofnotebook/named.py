@@ -22,7 +22,8 @@ import os
 import sys
 from typing import Any, Iterable, Mapping
 
-from .components import Component, item_pairs, merge_declaration, parse_components
+from .components import (Component, describe, item_pairs, merge_declaration,
+                         parse_components)
 from .errors import ConfigError
 from .spec import ComponentSpec, FunctionSpec
 
@@ -81,14 +82,12 @@ def check(new: Mapping[str, Component], users: Mapping[str, Mapping[str, Definit
                           if name in used and used[name] != mine)
         if clashing:
             old = next(holders[user][name] for user in clashing)
-            meta = ", ".join(f"{k}={v}" for k, v in old[2])
-            meta_new = ", ".join(f"{k}={v}" for k, v in mine[2])
             who = ", ".join(repr(u) if u != _CLIENT else u for u in clashing)
             raise ConfigError(
-                f"Component {name!r} is in use by {who} as {old[0]} {{{meta}}}; it cannot be "
-                f"declared again as {mine[0]} {{{meta_new}}}. Use the same definition, give "
-                f"the new one another name, or stop what uses it first (%function stop NAME).",
-                key="components")
+                f"Component {name!r} is in use by {who} as {describe(old[0], old[2])}; it "
+                f"cannot be declared again as {describe(mine[0], mine[2])}. Use the same "
+                f"definition, give the new one another name, or stop what uses it first "
+                f"(%function stop NAME).", key="components")
 
 
 def remember(new: Mapping[str, Component]) -> None:

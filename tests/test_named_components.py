@@ -414,3 +414,11 @@ def test_no_local_deployment_may_take_the_notebook_clients_app_id() -> None:
         api.plan(fn, DeployRequest(name=named.NOTEBOOK_APP, target="local")).spec()
     assert api.plan(fn, DeployRequest(name=named.NOTEBOOK_APP, target="yaml")).spec().name == \
         named.NOTEBOOK_APP  # a cluster has no such client
+
+
+def test_a_conflict_message_masks_the_brokers_passwords() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_components(["q=amqp://u:first-pw@127.0.0.1:5672/t",
+                          "q=amqp://u:second-pw@127.0.0.1:5672/t"])
+    assert "declared twice" in str(info.value) and "amqp://u:***@127.0.0.1:5672" in str(info.value)
+    assert "first-pw" not in str(info.value) and "second-pw" not in str(info.value)
