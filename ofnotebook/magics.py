@@ -7,6 +7,7 @@ continuations, so ``%%function {name} --env MODEL={model_path}`` works.
 from __future__ import annotations
 
 import ast
+import re
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
@@ -18,7 +19,7 @@ from IPython.utils.text import DollarFormatter
 
 from . import api, config
 from .capture import SIGNATURES
-from .errors import CaptureError, OfnotebookError
+from .errors import CaptureError, ConfigError, OfnotebookError
 from .request import DeployRequest
 from .view import TextProgress, widgets_enabled
 
@@ -105,7 +106,8 @@ class FunctionMagics(Magics):
               help="Registry to push the image to (container, kubernetes; default "
                    "OFNOTEBOOK_REGISTRY).")
     @argument("--namespace", default=None,
-              help="Kubernetes namespace (kubernetes; default: the kubeconfig context's).")
+              help="Kubernetes namespace (kubernetes: default the kubeconfig context's; yaml: "
+                   "written when given).")
     @argument("--out", default=None, metavar="DIR",
               help="Folder the yaml target writes into (default OFNOTEBOOK_YAML_DIR).")
     @argument("--build", default=None, choices=list(config.BUILD_MODES),
@@ -129,20 +131,25 @@ class FunctionMagics(Magics):
               help="A Dapr component with exactly this name (inputs, outputs and states may "
                    "use it as NAME=@COMPONENT; the Dapr SDK may call it by name). Repeatable.")
     @argument_group("cluster settings (kubernetes, yaml, %function export)")
-    @argument("--min-replicas", type=int, default=None, metavar="N")
-    @argument("--max-replicas", type=int, default=None, metavar="N")
+    @argument("--min-replicas", type=int, default=None, metavar="N",
+              help="Fewest replicas (0 scales to zero).")
+    @argument("--max-replicas", type=int, default=None, metavar="N", help="Most replicas.")
     @argument("--keda-trigger", action="append", default=[], metavar="TYPE:KEY=VALUE,...",
               help="A KEDA scale trigger, e.g. kafka:topic=logs,lagThreshold=20. Repeatable.")
-    @argument("--keda-polling-interval", type=int, default=None, metavar="SECONDS")
-    @argument("--keda-cooldown", type=int, default=None, metavar="SECONDS")
+    @argument("--keda-polling-interval", type=int, default=None, metavar="SECONDS",
+              help="How often KEDA checks its triggers (needs --keda-trigger).")
+    @argument("--keda-cooldown", type=int, default=None, metavar="SECONDS",
+              help="How long KEDA waits before scaling to zero (needs --keda-trigger).")
     @argument("--hpa-behavior", default=None, metavar="YAML",
               help="The HPA behavior of the KEDA ScaledObject (scaleUp/scaleDown), as YAML or "
-                   "JSON.")
+                   "JSON (needs --keda-trigger).")
     @argument("--image-credentials", default=None, metavar="SECRET",
               help="Image pull secret (spec.imageCredentials).")
-    @argument("--pull-policy", default=None, choices=["Always", "IfNotPresent", "Never"])
+    @argument("--pull-policy", default=None, choices=["Always", "IfNotPresent", "Never"],
+              help="The function container's imagePullPolicy (default IfNotPresent).")
     @argument("--api-version", default=None, choices=["v1beta2", "v1beta1"],
-              help="OpenFunction API version written (default v1beta2).")
+              help="OpenFunction API version the yaml target and %%function export write "
+                   "(default v1beta2; the kubernetes target applies v1beta2).")
     @argument("--cpu", default=None, help="CPU limit, e.g. 500m.")
     @argument("--memory", default=None, help="Memory limit, e.g. 512Mi.")
     @argument("--gpus", type=int, default=None, metavar="N", help="nvidia.com/gpu limit.")
@@ -170,6 +177,7 @@ class FunctionMagics(Magics):
         if fn is None:
             raise CaptureError(f"The cell did not define {pyname!r}; check --entry.")
         fn = getattr(fn, "__wrapped__", fn)  # a re-run over an existing handle
+        _use_notebook_components(args, self.shell.user_ns)
         planned = api.plan(fn, DeployRequest(
             name=args.name, runtime=args.runtime, target=args.target, entry=pyname,
             env=args.env, requirements=args.requirements, port=args.port,
@@ -216,7 +224,8 @@ class FunctionMagics(Magics):
     def function_line(self, line: str) -> Any:
         """Manage deployments: ``%function list``, ``%function stop NAME``,
         ``%function stop --all``, ``%function logs NAME [--tail N]``, ``%function export NAME
-        DIR`` (the yaml target's folder for a function deployed elsewhere)."""
+        DIR`` (the yaml target's folder for a function deployed elsewhere), ``%function dapr``
+        (point the Dapr SDK of this kernel, and of what it starts, at the local stand-in)."""
         words = shlex.split(line)
         command, rest = (words[0], words[1:]) if words else ("list", [])
         if command == "list":
@@ -232,9 +241,15 @@ class FunctionMagics(Magics):
             return None
         if command == "export" and len(rest) == 2:
             from .backends.gitops import write_function
+            from .cluster import cluster_settings
 
-            handle = api.get(rest[0])
-            print(f"written: {write_function(handle.package, Path(rest[1]))}")
+            handle = api.get(rest[0])  # with the cluster settings its deploy was given
+            given = handle.request.target_options if handle.request is not None else None
+            options, _ = cluster_settings(dict(given or {}))
+            print(f"written: {write_function(handle.package, Path(rest[1]), options)}")
+            return None
+        if command == "dapr" and not rest:
+            print(_env_text(api.dapr_env(export=True)))
             return None
         if command == "logs" and rest:
             tail = None
@@ -243,8 +258,40 @@ class FunctionMagics(Magics):
             print(api.get(rest[0]).logs(tail=tail))
             return None
         raise OfnotebookError(f"Unknown %function command {line!r}; use list, "
-                              f"stop NAME, stop --all, logs NAME [--tail N] or "
-                              f"export NAME DIR.")
+                              f"stop NAME, stop --all, logs NAME [--tail N], "
+                              f"export NAME DIR or dapr.")
+
+
+def _use_notebook_components(args: Any, user_ns: dict[str, Any]) -> None:
+    """An ``@NAME`` that neither ``--component`` nor an earlier deploy declared may name a
+    notebook variable holding a named ``Component``: the item then uses that component, by
+    its own Dapr name, and this deploy declares it (``args`` is rewritten so)."""
+    from .components import Component
+
+    declared = set(api.declared_components())
+    declared.update(str(c).partition("=")[0].strip() for c in args.component)
+    found: list[Component] = []
+    for option in ("input", "output", "state"):
+        items = getattr(args, option)
+        for i, item in enumerate(items):
+            key, _, value = item.partition("=")
+            match = re.match(r"@([^/?]+)(.*)$", value.strip())  # @NAME, then /TOPIC or ?...
+            value = user_ns.get(match[1]) if match and match[1] not in declared else None
+            if match is None or not isinstance(value, Component):
+                continue
+            if not value.name:
+                raise ConfigError(f"--{option} {item!r}: the notebook's {match[1]!r} is a "
+                                  f"Component without a name; give it one "
+                                  f"(Component(..., name=...)).", key="components")
+            items[i] = f"{key}=@{value.name}{match[2]}"
+            found.append(value)
+    args.component = [*args.component, *found]
+
+
+def _env_text(env: dict[str, str]) -> str:
+    """The variables ``%function dapr`` set, one a line, the token masked."""
+    lines = [f"{k}={'***' if k == 'DAPR_API_TOKEN' else v}" for k, v in sorted(env.items())]
+    return "Dapr SDK environment (set in os.environ):\n" + "\n".join(lines)
 
 
 #: magic option -> target option; cluster settings go to ``ClusterOptions`` as plain values.
