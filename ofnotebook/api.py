@@ -22,7 +22,7 @@ from .capture import capture as capture_function
 from .components import Component, parse_items
 from .errors import ConfigError, OfnotebookError
 from .handle import FunctionHandle
-from .includes import collect as collect_includes
+from .includes import collect as collect_includes, warnings as include_warnings
 from .package import package as build_package
 from .request import DeployRequest
 from .spec import FunctionSpec, derive_name, parse_env
@@ -80,6 +80,10 @@ class Plan:
                                         dapr=spec.uses_components,
                                         signature=self.request.signature)
             included = collect_includes(self.request.include)
+            if included:  # listed in the capture report, warned like the globals
+                captured = dataclasses.replace(
+                    captured, files=included,
+                    warnings=captured.warnings + tuple(include_warnings(included)))
         with recorder.phase("package"):
             pkg = build_package(captured, spec, base_image=self.request.base_image,
                                 included=included)

@@ -26,6 +26,7 @@ import cloudpickle
 
 from . import config
 from .errors import CaptureError, UnpicklableGlobalError
+from .includes import IncludedFile, report_lines
 from .runtime import shapes
 from .runtime.shapes import SIGNATURES as SIGNATURES  # re-exported: --signature's choices
 
@@ -91,6 +92,8 @@ class Capture:
     python_version: str
     cloudpickle_version: str
     warnings: tuple[str, ...] = ()
+    #: the ``--include`` files, set by the deploy once they are collected
+    files: tuple[IncludedFile, ...] = field(default=(), repr=False)
 
     @property
     def requirements(self) -> list[str]:
@@ -108,6 +111,7 @@ class Capture:
             lines.append(f"  local module {module} (by value)")
         for entry in self.lock:
             lines.append(f"  lock {entry.requirement}  ({', '.join(entry.modules)})")
+        lines.extend(report_lines(self.files))
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 

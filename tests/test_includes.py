@@ -120,3 +120,16 @@ def test_the_magic_packages_what_include_names(notebook_dir: Path, ip: Any) -> N
     assert handle.invoke(params={"name": "bo"}).json()["html"] == "<p>hello bo</p>"
     assert [f.path for f in handle.package.included] == ["data/labels.csv",
                                                          "templates/hello.html"]
+
+
+def test_the_capture_report_lists_the_included_files_and_warns_on_big_ones(
+        notebook_dir: Path, local_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    (notebook_dir / "model.bin").write_bytes(b"x" * 20_000)
+    monkeypatch.setenv("OFNOTEBOOK_WARN_GLOBAL_MB", "0.01")
+    fn = make_function("def f(request):\n    return open('model.bin', 'rb').read()[:3]\n")
+    handle = ofnotebook.deploy(fn, f"inc-{uid()}", target=local_backend,
+                               include=["model.bin", "data"])
+    assert handle.invoke().content == b"xxx"
+    report = handle.capture.report()
+    assert "file   data/labels.csv" in report and "19.5 kB" in report
+    assert "warning: included file 'model.bin' is 19.5 kB" in report
