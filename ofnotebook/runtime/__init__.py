@@ -2,8 +2,10 @@
 
 It reads the OpenFunction function context (``FUNC_CONTEXT`` and ``FUNC_CONTEXT_V1BETA2``),
 loads and digest-checks the cloudpickle payload of a package, and serves the function: HTTP
-on the context port for sync functions. It needs only the standard library, cloudpickle, Flask
-and waitress, never IPython, docker or kubernetes, because a copy of it ships in every image.
+on the context port for sync functions, Dapr's AppCallback for async ones. It needs only the
+standard library, cloudpickle, Flask and waitress (plus the Dapr SDK for async functions and
+``cloudevents`` for the event shapes, imported only then), never IPython, docker or kubernetes,
+because a copy of it ships in every image.
 """
 
 from __future__ import annotations
