@@ -20,6 +20,7 @@ from IPython.utils.text import DollarFormatter
 from . import api, config
 from .capture import SIGNATURES
 from .errors import CaptureError, ConfigError, OfnotebookError
+from .handle import FunctionHandle
 from .request import DeployRequest
 from .view import TextProgress, widgets_enabled
 
@@ -176,7 +177,8 @@ class FunctionMagics(Magics):
         fn = self.shell.user_ns.get(pyname)
         if fn is None:
             raise CaptureError(f"The cell did not define {pyname!r}; check --entry.")
-        fn = getattr(fn, "__wrapped__", fn)  # a re-run over an existing handle
+        if isinstance(fn, FunctionHandle):  # a re-run over an existing handle; never a
+            fn = fn.__wrapped__              # decorator's wrapper (functions_framework's)
         _use_notebook_components(args, self.shell.user_ns)
         planned = api.plan(fn, DeployRequest(
             name=args.name, runtime=args.runtime, target=args.target, entry=pyname,

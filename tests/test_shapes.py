@@ -233,3 +233,19 @@ def test_an_http_function_with_inputs_is_refused(local_backend: Any) -> None:
         ofnotebook.deploy(fn, "shape-http-async", target=local_backend,
                           inputs={"in": f"memory://{uid()}"})
     assert local_backend.deployments() == []
+
+
+def test_the_magic_keeps_a_functions_framework_decorator_for_detection(ip: Any) -> None:
+    """The cell magic must not unwrap the decorator's wrapper (only a handle's), or
+    ``@functions_framework.cloud_event`` is taken for ``f(request)`` again."""
+    handle = ip.run_cell_magic("function", f"shape-magic-{uid()}",
+                               CLOUD_EVENT_FUNCTIONS["decorated"])
+    assert handle.capture.signature == "cloudevent"
+    headers = {"ce-id": "1", "ce-source": "s", "ce-type": "t", "ce-specversion": "1.0"}
+    assert handle.invoke(json={"n": 1}, headers=headers).json()["id"] == "1"
+    again = ip.run_cell_magic("function", handle.name, CLOUD_EVENT_FUNCTIONS["decorated"])
+    assert again.deployment is handle.deployment  # the re-run over the handle still reuses
+    with pytest.raises(CaptureError, match="aio.http"):
+        ip.run_cell_magic("function", "shape-magic-aio",
+                          "import functions_framework.aio\n@functions_framework.aio.http\n"
+                          "async def f(request):\n    return 'x'\n")
