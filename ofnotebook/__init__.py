@@ -86,6 +86,8 @@ __all__ = sorted([
 
 
 def __getattr__(name: str) -> Any:
+    if name == "testing":  # ofnotebook.testing.local_kafka() without importing it first
+        return importlib.import_module(f"{__name__}.testing")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'ofnotebook' has no attribute {name!r}")

@@ -36,6 +36,7 @@ BROKER_MODULES = ("tests/sidecar/test_driver_", "tests/backends/test_local_broke
 STARTS_PROCESSES = (
     "tests/runtime/test_runtime.py",
     "tests/test_examples.py",
+    "tests/test_api_surface.py::test_the_testing_helpers_are_reachable_as_the_readme_writes_them",
     "tests/backends/test_local.py",
     "tests/test_magics.py::test_load_ext_imports_no_heavy_packages",
     "tests/test_gitops.py::test_the_yaml_target_pushes_the_image_without_an_engine",

@@ -171,3 +171,15 @@ def test_remote_error_pickles_and_renders_short(monkeypatch: pytest.MonkeyPatch)
         raise ConfigError("bad value")
     except ConfigError as exc:
         assert "Traceback" in "".join(exc._render_traceback_())
+
+
+def test_the_testing_helpers_are_reachable_as_the_readme_writes_them() -> None:
+    """``ofnotebook.testing.local_kafka()`` without ``import ofnotebook.testing`` first (in a
+    fresh interpreter, where nothing else imported the submodule)."""
+    import subprocess
+    import sys
+
+    code = "import ofnotebook; print(callable(ofnotebook.testing.local_kafka))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "True"
