@@ -59,12 +59,14 @@ class Plan:
         if name == named.NOTEBOOK_APP and self.target in ("local", "container"):
             raise ConfigError(f"The name {name!r} is the app id of the notebook's own Dapr "
                               f"client with the local stand-in; pick another name.", key="name")
-        usable = {**named.declared(), **self.declarations()}
+        own = self.declarations()
+        usable = {**named.declared(), **own}
+        inputs = parse_items(request.inputs, "input", app=name, components=usable)
+        outputs = parse_items(request.outputs, "output", app=name, components=usable)
+        states = parse_items(request.states, "state", app=name, components=usable)
         return FunctionSpec(
-            name=name, runtime=self.runtime,
-            inputs=parse_items(request.inputs, "input", app=name, components=usable),
-            outputs=parse_items(request.outputs, "output", app=name, components=usable),
-            states=parse_items(request.states, "state", app=name, components=usable),
+            name=name, runtime=self.runtime, inputs=inputs, outputs=outputs, states=states,
+            components=named.callable_components(own, (*inputs, *outputs, *states)),
             entry=request.entry or str(getattr(self.function, "__name__", "")),
             env=parse_env(request.env), requirements=request.requirements,
             version=request.version if request.version is not None else DEFAULT_VERSION)
@@ -224,7 +226,8 @@ def declared_components() -> dict[str, Component]:
     return named.declared()
 
 
-def dapr_env(components: Any = None, *, export: bool = False) -> dict[str, str]:
+def dapr_env(components: Any = None, *, export: bool = False, app_id: str | None = None,
+             app_port: int | None = None) -> dict[str, str]:
     """The environment that points the unmodified Dapr SDK at this kernel's local stand-in.
 
     Starts the stand-in if it is not running and registers every named component of the
@@ -236,5 +239,14 @@ def dapr_env(components: Any = None, *, export: bool = False) -> dict[str, str]:
     it, so the notebook's calls are never taken for a function's). ``export=True`` also sets
     them in ``os.environ`` and in an imported ``dapr.conf.settings`` (what ``%function dapr``
     does). Call it again after declaring more components, or after the stand-in restarted.
+
+    ``app_id`` registers another client app under that id instead, with its own token: the
+    user's own Dapr app, in this process or a script beside it. With ``app_port``, the port
+    its AppCallback server (``dapr.ext.grpc.App().run(app_port)``, started first) listens
+    on, the stand-in asks it for its ``ListTopicSubscriptions`` / ``ListInputBindings`` as
+    daprd does and delivers the topics it subscribes to on the kernel's named pub/sub
+    components (``@app.subscribe(pubsub_name="orders-bus", topic="t")``).
     """
-    return named.dapr_env(components, _named_users(), export=export)
+    taken = [n for (target, n) in _handles if target in ("local", "container")]
+    return named.dapr_env(components, _named_users(), export=export,
+                          app_id=app_id or named.NOTEBOOK_APP, app_port=app_port, taken=taken)

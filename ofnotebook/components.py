@@ -57,6 +57,34 @@ _COMPONENT_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_COMPONENT_NAME = 63
 SCHEMES = ("memory", "kafka", "pubsub+kafka", "mqtt", "pubsub+mqtt", "redis", "nats", "amqp",
            "bindings+amqp", "cron", "http", "https", "postgresql", "postgres")
+#: The kinds of component a function may call by name (:attr:`FunctionSpec.components`):
+#: those of inputs, outputs and states, and secret stores, which have no role of their own.
+CALLABLE_KINDS = ("bindings", "pubsub", "state", "secretstores")
+
+#: The operations of each output binding type, as components-contrib's ``metadata.yaml``
+#: lists them (``binding.operations``; ``shared/schemas/dapr-components-metadata``). Kept in
+#: the package, since nothing outside it is there at run time; tests/test_declared_components.py
+#: compares it to the schemas so it cannot drift. A type not listed is not checked.
+BINDING_OPERATIONS: dict[str, tuple[str, ...]] = {
+    "bindings.http": ("create", "get", "head", "post", "put", "patch", "delete", "options",
+                      "trace"),
+    "bindings.kafka": ("create",),
+    "bindings.mqtt3": ("create", "read"),
+    "bindings.postgres": ("exec", "query", "close"),
+    "bindings.rabbitmq": ("create",),
+    "bindings.redis": ("create", "get", "delete", "increment"),
+}
+#: daprd registers the PostgreSQL binding under both names.
+_BINDING_ALIASES = {"bindings.postgresql": "bindings.postgres"}
+
+
+def check_operation(type_: str, operation: str, where: str, key: str) -> None:
+    """Refuse ``operation`` when ``type_``'s operations are known and it is not one of them
+    (daprd would answer every call with an error; a deploy must not look fine)."""
+    known = BINDING_OPERATIONS.get(_BINDING_ALIASES.get(type_, type_))
+    if known is not None and operation not in known:
+        raise ConfigError(f"{where}: operation {operation!r} is not one of the operations of "
+                          f"{type_} ({', '.join(known)}); e.g. ?operation={known[0]}.", key=key)
 
 
 @dataclass(frozen=True)
@@ -89,8 +117,11 @@ class Component:
                                                      for k, v in self.metadata.items()))
 
     def bind(self, name: str, role: str) -> ComponentSpec:
-        """The :class:`ComponentSpec` for this component under ``name``."""
+        """The :class:`ComponentSpec` for this component under ``name``; ``role``
+        :data:`DECLARATION` binds a named component the function calls by name only."""
         kind = self.kind
+        if role == DECLARATION:
+            return self._callable(name)
         if kind not in ("bindings", "pubsub", "state"):
             raise ConfigError(f"Component type {self.type!r} of {role} {name!r} must start with "
                               f"bindings., pubsub. or state.", key=role)
@@ -113,15 +144,28 @@ class Component:
             # a named component may be shared by uses of other roles; there it does not apply
             raise ConfigError(f"{role.title()} {name!r}: an operation applies to output "
                               f"bindings only, not to a {role} of type {self.type!r}.", key=role)
+        operation = (self.operation or "create") if output_binding else None
+        if operation:
+            check_operation(self.type, operation, f"{role.title()} {name!r}", role)
         return ComponentSpec(
             name=name, type=self.type, version=self.version,
             # in the order given: a manifest lists them as the user wrote them
             metadata=tuple((str(k), str(v)) for k, v in self.metadata.items()),
-            topic=self.topic,
-            operation=(self.operation or "create") if output_binding else None,
+            topic=self.topic, operation=operation,
             output_metadata=tuple(sorted((str(k), str(v)) for k, v in
                                          self.output_metadata.items())),
             component=self.name or "")
+
+    def _callable(self, name: str) -> ComponentSpec:
+        """A declared component as the function's code calls it by ``name``: no topic or
+        operation (each SDK call gives its own)."""
+        if self.kind not in CALLABLE_KINDS:
+            raise ConfigError(f"Component {name!r} has type {self.type!r}; a component must be "
+                              f"a {', '.join(k + '.*' for k in CALLABLE_KINDS)} one.",
+                              key="components")
+        return ComponentSpec(name=name, type=self.type, version=self.version,
+                             metadata=tuple((str(k), str(v)) for k, v in self.metadata.items()),
+                             component=name)
 
 
 def _bad(name: str, role: str, uri: str, why: str) -> ConfigError:
@@ -272,12 +316,18 @@ def _declared(name: str, value: Any) -> Component:
         if value.name not in (None, "", name):
             raise ConfigError(f"--component {name!r}: the Component given is named "
                               f"{value.name!r}; declare it under one name.", key="components")
-        return dataclasses.replace(value, name=name)
-    if not isinstance(value, str) or not value.strip():
+        component = dataclasses.replace(value, name=name)
+    elif not isinstance(value, str) or not value.strip():
         raise ConfigError(f"--component {name!r} needs a URI or an ofnotebook.Component "
                           f"(e.g. --component {name}=kafka://127.0.0.1:9092/logs).",
                           key="components")
-    return parse_uri(name, value.strip(), DECLARATION)
+    else:
+        component = parse_uri(name, value.strip(), DECLARATION)
+    component.bind(name, DECLARATION)  # a kind no function can use is refused here
+    if component.operation and component.kind == "bindings":
+        check_operation(component.type, component.operation, f"--component {name!r}",
+                        "components")
+    return component
 
 
 def parse_components(items: Any) -> dict[str, Component]:

@@ -250,8 +250,8 @@ class FunctionMagics(Magics):
             options, _ = cluster_settings(dict(given or {}))
             print(f"written: {write_function(handle.package, Path(rest[1]), options)}")
             return None
-        if command == "dapr" and not rest:
-            print(_env_text(api.dapr_env(export=True)))
+        if command == "dapr":
+            print(_env_text(api.dapr_env(export=True, **_dapr_app(rest))))
             return None
         if command == "logs" and rest:
             tail = None
@@ -288,6 +288,21 @@ def _use_notebook_components(args: Any, user_ns: dict[str, Any]) -> None:
             items[i] = f"{key}=@{value.name}{match[2]}"
             found.append(value)
     args.component = [*args.component, *found]
+
+
+def _dapr_app(words: list[str]) -> dict[str, Any]:
+    """``%function dapr [--app-id ID] [--app-port N]`` as ``dapr_env`` arguments."""
+    usage = "Usage: %function dapr [--app-id ID [--app-port PORT]]"
+    found: dict[str, Any] = {}
+    options = {"--app-id": "app_id", "--app-port": "app_port"}
+    pairs = list(zip(words[::2], words[1::2]))
+    if len(words) % 2 or any(option not in options for option, _ in pairs):
+        raise OfnotebookError(f"{usage}; got {' '.join(words)!r}.")
+    for option, value in pairs:
+        if option == "--app-port" and not value.isdigit():
+            raise OfnotebookError(f"{usage}: --app-port {value!r} is not a port number.")
+        found[options[option]] = int(value) if option == "--app-port" else value
+    return found
 
 
 def _env_text(env: dict[str, str]) -> str:

@@ -66,7 +66,27 @@ def named_components(spec: FunctionSpec) -> dict[str, ComponentSpec]:
     however many inputs, outputs and states use them; the same name with two definitions is
     refused."""
     return _by_key(spec.name, [c for c in spec.inputs + spec.outputs + spec.states
-                               if c.component], lambda c: c.component)
+                               + spec.components if c.component], lambda c: c.component)
+
+
+def _check_callable(spec: FunctionSpec, api_version: str) -> None:
+    """Refuse what a cluster cannot give a component the code calls by name: a local secret
+    store (it reads the kernel's environment or a file on this machine, which a pod has not),
+    and in v1beta1, a kind OpenFunction cannot hold inline (only bindings, pub/sub, states)."""
+    for c in spec.components:
+        if c.type.startswith("secretstores.local."):
+            raise ConfigError(
+                f"Component {c.component!r} is a {c.type} secret store: it reads this "
+                f"machine's environment or files, which a pod does not have. On a cluster, "
+                f"declare the cluster's own secret store under that name (e.g. "
+                f"Component('secretstores.kubernetes', name={c.component!r})), or take "
+                f"single values from a Kubernetes Secret with --secret-env VAR=SECRET:KEY.",
+                key="components")
+        if api_version == "v1beta1" and c.kind not in ("bindings", "pubsub", "state"):
+            raise ConfigError(
+                f"Component {c.component!r} ({c.type}) cannot be written in a v1beta1 Function, "
+                f"which holds components inline under bindings, pubsub and states only; use "
+                f"--api-version v1beta2 (a standalone Component).", key="components")
 
 
 def _by_key(function: str, components: Iterable[ComponentSpec],
@@ -102,6 +122,7 @@ def function_manifest(spec: FunctionSpec, image: str, options: ClusterOptions | 
         raise ConfigError(f"Function {api_version!r} is not an OpenFunction API version; use "
                           f"v1beta2 (stored by v1.2.0) or v1beta1.", key="api_version")
     _check_scaling(spec, options)
+    _check_callable(spec, api_version)
     container: dict[str, Any] = {"name": "function", "imagePullPolicy": options.pull_policy}
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in spec.env]
     env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
@@ -328,13 +349,18 @@ def _serving_v1beta1(spec: FunctionSpec, options: ClusterOptions,
                 **_output_fields(c, "params")} for c in spec.outputs]
     if outputs:
         serving["outputs"] = outputs
-    inline = _by_key(spec.name, spec.inputs + spec.outputs, lambda c: c.component or c.name)
+    # components the code calls by name are inline too, under their own name (the kinds
+    # are checked in _check_callable)
+    called = tuple(c for c in spec.components if c.kind != "state")
+    inline = _by_key(spec.name, spec.inputs + spec.outputs + called,
+                     lambda c: c.component or c.name)
     for kind in ("bindings", "pubsub"):
         found = {name: component_spec(c) for name, c in inline.items() if c.kind == kind}
         if found:
             serving[kind] = found
-    if spec.states:
-        serving["states"] = {c.name: component_spec(c) for c in spec.states}
+    states = spec.states + tuple(c for c in spec.components if c.kind == "state")
+    if states:
+        serving["states"] = {c.name: component_spec(c) for c in states}
     return serving
 
 

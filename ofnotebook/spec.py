@@ -57,7 +57,8 @@ class ComponentSpec:
     pub/sub; ``operation`` and ``output_metadata`` (sent with every event) to output bindings.
     ``component`` is the Dapr component's own name when the user named it (``--component``,
     ``Component(..., name=)``): the Dapr SDK may call it by that name, and a cluster gets it as
-    a standalone ``Component``; empty, the name is generated as OpenFunction does.
+    a standalone ``Component``; empty, the name is generated as OpenFunction does. In
+    :attr:`FunctionSpec.components` ``type`` may also be a ``secretstores.*`` one.
     """
 
     name: str
@@ -71,7 +72,8 @@ class ComponentSpec:
 
     @property
     def kind(self) -> str:
-        """``bindings``, ``pubsub`` or ``state``: the first part of the Dapr type."""
+        """``bindings``, ``pubsub``, ``state`` (or ``secretstores``): the first part of the
+        Dapr type."""
         return self.type.split(".", 1)[0]
 
 
@@ -89,6 +91,11 @@ class FunctionSpec:
     inputs: tuple[ComponentSpec, ...] = ()
     outputs: tuple[ComponentSpec, ...] = ()
     states: tuple[ComponentSpec, ...] = field(default=())
+    #: Components declared by name in this deploy that are no input, output or state: the
+    #: function's code calls them through the Dapr SDK by that name (``invoke_binding(
+    #: "kafka-server", ...)``, ``get_secret("vault", ...)``), as OpenFunction's and Dapr's
+    #: samples do. The function context has no field for them (neither has the controller's).
+    components: tuple[ComponentSpec, ...] = ()
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -114,9 +121,10 @@ class FunctionSpec:
 
     @property
     def uses_components(self) -> bool:
-        """Declares Dapr components (inputs, outputs or state stores): in a cluster the
-        Function gets a Dapr sidecar and its components; in the image, the Dapr SDK."""
-        return bool(self.inputs or self.outputs or self.states)
+        """Declares Dapr components (inputs, outputs, state stores, or components it calls by
+        name): in a cluster the Function gets a Dapr sidecar and its components; in the
+        image, the Dapr SDK."""
+        return bool(self.inputs or self.outputs or self.states or self.components)
 
     @property
     def needs_dapr(self) -> bool:

@@ -37,7 +37,8 @@ def fresh_kernel_table() -> Iterator[None]:
         yield
     finally:
         if named._client_standin is not None and named._client_standin.alive:
-            named._client_standin.unregister(named.NOTEBOOK_APP)
+            for app in list(named._client_components):
+                named._client_standin.unregister(app)
         named._client_standin = None
         named._table.clear()
         named._client_components.clear()

@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 from ..context import component_name
 from ..errors import DeployError, InvocationError, OfnotebookError
-from ..sidecar.protocol import APP_GRPC, APP_HTTP, APP_NONE, STANDIN_KEY_ENV, app_token
+from ..sidecar.protocol import (APP_GRPC, APP_HTTP, APP_NONE, ROLE_COMPONENT, ROLE_INPUT,
+                                ROLE_OUTPUT, ROLE_STATE, STANDIN_KEY_ENV, app_token)
 from ..spec import FunctionSpec
 from .events import EventTracker
 from .processes import child_env, terminate
@@ -34,7 +35,8 @@ FOLLOW_LINGER = 0.01  # s; an isolated event is still seen at once
 def components_payload(spec: FunctionSpec) -> list[dict[str, Any]]:
     """What the stand-in needs to know about each component of ``spec``."""
     payload = []
-    for role, items in (("input", spec.inputs), ("output", spec.outputs), ("state", spec.states)):
+    for role, items in ((ROLE_INPUT, spec.inputs), (ROLE_OUTPUT, spec.outputs),
+                        (ROLE_STATE, spec.states), (ROLE_COMPONENT, spec.components)):
         for c in items:
             payload.append({"role": role, "name": c.name, "componentName": component_name(spec, c),
                             "type": c.type, "version": c.version, "metadata": dict(c.metadata),
