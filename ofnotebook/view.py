@@ -246,6 +246,9 @@ class TextProgress:
         self.stream = stream or sys.stdout
 
     def on_phase(self, event: PhaseEvent) -> None:
+        if event.state == "progress" and event.detail.startswith("warning: "):
+            print(event.detail, file=self.stream, flush=True)  # a deploy warning: always shown
+            return
         if event.phase not in self.LONG_PHASES or event.state == "progress":
             return
         if event.state == "started":

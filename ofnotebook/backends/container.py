@@ -23,6 +23,7 @@ from ..package import Package
 from ..runtime import HEALTH_PATH
 from .base import (FAILED, RUNNING, STOPPED, BufferedDeployment, LogBuffer, PhaseEvent,
                    PhaseRecorder, TrackedBackend, stream_lines)
+from . import standin_warnings
 from .standin import StandIn, StandInUser, get_standin
 
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ class ContainerBackend(TrackedBackend):
             run_env = dict(env)
             run_env.update(context_env(spec, port=port if host_network else CONTAINER_PORT))
             if standin is not None:
-                run_env.update(standin.env())
+                run_env.update(standin.env(spec.name))  # its own token: its own app id
             container = self._run(client, reference, package, run_env, port, host_network)
             if not host_network:
                 container.reload()
@@ -186,7 +187,9 @@ class ContainerBackend(TrackedBackend):
             try:
                 self._wait_ready(deployment)
                 if standin is not None:
-                    standin.register(spec.name, port, spec, self.start_timeout)
+                    answer = standin.register(spec.name, port, spec, self.start_timeout)
+                    for warning in standin_warnings.emit(recorder, spec, answer):
+                        deployment.log_buffer.append(f"ofnotebook: warning: {warning}")
             except DeployError as exc:
                 try:  # straight from the engine: the follower may not have caught the end
                     tail = container.logs(tail=15).decode(errors="replace").splitlines()

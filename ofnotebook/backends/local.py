@@ -37,6 +37,7 @@ from ..runtime import HEALTH_PATH
 from ..spec import FunctionSpec
 from .base import (FAILED, RUNNING, STOPPED, BufferedDeployment, LogBuffer,
                    PhaseRecorder, TrackedBackend)
+from . import standin_warnings
 from .processes import STOP_GRACE, child_env, terminate
 from .standin import StandIn, StandInUser, current_standin, get_standin
 
@@ -296,7 +297,7 @@ class LocalBackend(TrackedBackend):
                         f"(exit code {process.returncode}). {why}Last log lines:\n{tail}",
                         function_name=name, last_logs=list(process.logs)[-15:]) from None
                 if standin is not None:
-                    self._register(standin, name, port, process, spec)
+                    self._register(standin, name, port, process, spec, recorder)
                 break
 
         deployment = LocalDeployment(name, package, process, port, env, standin)
@@ -312,9 +313,10 @@ class LocalBackend(TrackedBackend):
         return deployment
 
     def _register(self, standin: StandIn, name: str, port: int, process: RuntimeProcess,
-                  spec: FunctionSpec) -> None:
+                  spec: FunctionSpec, recorder: PhaseRecorder) -> None:
         """Register a ready function with the stand-in, which starts its components; one that
-        cannot start fails the deploy naming it (and stops the process: nothing is left)."""
+        cannot start fails the deploy naming it (and stops the process: nothing is left). Its
+        warnings (metadata daprd would ignore, and so on) are deploy warnings, and logged."""
         try:
             answer = standin.register(name, port, spec, self.start_timeout)
         except DeployError as exc:
@@ -326,7 +328,7 @@ class LocalBackend(TrackedBackend):
             raise DeployError(f"Function {name!r} was not deployed to the local target: {exc}"
                               f"{tail}", function_name=name,
                               last_logs=list(process.logs)[-15:]) from None
-        for warning in answer.get("warnings") or []:  # metadata daprd would ignore, and so on
+        for warning in standin_warnings.emit(recorder, spec, answer):
             process.log_buffer.append(f"ofnotebook: warning: {warning}")
 
     def _list(self, deployment: LocalDeployment, standin: StandIn) -> None:

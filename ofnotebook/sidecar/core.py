@@ -17,12 +17,13 @@ from . import cloudevents
 from .apps import App, Endpoint
 from .drivers import ComponentConfig, ComponentError
 from .drivers.base import STATE_OPERATIONS, StateOperation
-from .errors import ERROR_STATUS, DaprError, NotRegisteredError, error_status
+from .errors import (ERROR_STATUS, DaprError, NotRegisteredError, component_not_found,
+                     error_status)
 from .eventlog import EventLog, payload_view
 from .inject import Injector
 from .invoke import InvokeResult, Invoker
 from .protocol import (ENCODING_MISSING, EVENT_ERROR, EVENT_OUT, EVENT_STATE, ROLE_INPUT,
-                       ROLE_OUTPUT, ROLE_STATE, token_app)
+                       ROLE_COMPONENT, ROLE_OUTPUT, ROLE_STATE, token_app)
 from .registry import Registry
 
 __all__ = ["DaprCore", "ERROR_STATUS", "NotRegisteredError", "error_status", "state_key"]
@@ -61,20 +62,39 @@ class DaprCore:
         """The app a call comes from, by its per-app ``dapr-api-token`` (None: not an app)."""
         return token_app(self.key, token) if token else None
 
-    def find(self, component_name: str) -> tuple[App, Endpoint]:
+    def find(self, component_name: str, kind: str = "") -> tuple[App, Endpoint]:
         """The app and endpoint a call of ``component_name`` goes to. A named component
         (``--component``) is registered under that one name by every app using it: the
         caller's own registration comes first (:data:`CALLER`: its events, its state keys),
-        then an output or state use before an input use (the call goes out)."""
+        then an output or state use before an input use (the call goes out). An unknown name
+        fails as daprd fails for its ``kind`` (``errors.NOT_FOUND``), listing what the caller
+        could call instead."""
         caller = CALLER.get()
         found = [(app, ep) for app in list(self.registry.apps.values())
                  for ep in list(app.endpoints)
                  if ep.component.name == component_name and not ep.discovered]
         if not found:
-            raise NotRegisteredError(f"component {component_name!r} is not registered with the "
-                                     "local stand-in")
+            raise component_not_found(kind, component_name, self._known(caller))
         return min(found, key=lambda item: (item[0].app_id != caller,
                                             item[1].role == ROLE_INPUT))
+
+    def _known(self, caller: str | None) -> str:
+        """What a caller may call, for an unknown-component error: its own components and
+        the kernel's named ones (``--component``), each with its type."""
+        apps = list(self.registry.apps.values())
+        # a caller that is no function (the notebook, a script) may call any of them
+        own = {ep.component.name: ep.component.type for app in apps
+               if app.app_id == caller or caller is None
+               for ep in list(app.endpoints) if not ep.discovered}
+        named = {ep.component.name: ep.component.type for app in apps
+                 for ep in list(app.endpoints) if ep.role == ROLE_COMPONENT}
+
+        def listed(items: dict[str, str]) -> str:
+            return ", ".join(f"{n!r} ({t})" for n, t in sorted(items.items())) or "none"
+
+        whose = f"{caller!r}'s" if caller else "registered"
+        return f"{whose} components: {listed(own)}; the kernel's named components: " \
+               f"{listed(named)}"
 
     def app(self, app_id: str) -> App:
         app = self.registry.apps.get(app_id)
@@ -85,7 +105,7 @@ class DaprCore:
     # -- Dapr verbs ---------------------------------------------------------------------------
     def invoke_binding(self, name: str, operation: str, data: bytes,
                        metadata: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
-        app, ep = self.find(name)
+        app, ep = self.find(name, "bindings")
         if ep.kind != "bindings" or ep.driver is None:
             raise ComponentError(f"{ep.component.name!r} is a {ep.component.type} component, "
                                  f"not an output binding")
@@ -102,7 +122,7 @@ class DaprCore:
 
     def publish_event(self, pubsub: str, topic: str, data: bytes, content_type: str,
                       metadata: Mapping[str, str]) -> None:
-        app, ep = self.find(pubsub)
+        app, ep = self.find(pubsub, "pubsub")
         self._publish(app, ep, topic, data, content_type, metadata)
 
     def _publish(self, app: App, ep: Endpoint, topic: str, data: bytes, content_type: str,
@@ -134,7 +154,7 @@ class DaprCore:
 
     def get_state(self, store: str, key: str) -> tuple[bytes | None, str]:
         """The value (None when missing) and its etag."""
-        app, ep = self.find(store)
+        app, ep = self.find(store, "state")
         assert ep.driver is not None
         return ep.driver.get_state(state_key(app.app_id, key, ep.component))
 
@@ -144,7 +164,7 @@ class DaprCore:
 
     def save_state(self, store: str, items: Iterable[tuple[str, bytes, str | None]]) -> None:
         """Write ``(key, value, etag)`` items in order; each write is recorded."""
-        app, ep = self.find(store)
+        app, ep = self.find(store, "state")
         assert ep.driver is not None
         for key, value, etag in items:
             ep.driver.save_state(state_key(app.app_id, key, ep.component), value, etag or None)
@@ -152,7 +172,7 @@ class DaprCore:
                             **payload_view(value))
 
     def delete_state(self, store: str, key: str, etag: str | None) -> None:
-        app, ep = self.find(store)
+        app, ep = self.find(store, "state")
         assert ep.driver is not None
         ep.driver.delete_state(state_key(app.app_id, key, ep.component), etag or None)
 
@@ -167,7 +187,7 @@ class DaprCore:
         in the store's own transaction. A failure, a stale etag too, is daprd's
         ``ERR_STATE_TRANSACTION`` (INTERNAL / 500: daprd maps ETagMismatch to ABORTED only
         for SaveState and DeleteState)."""
-        app, ep = self.find(store)
+        app, ep = self.find(store, "state")
         assert ep.driver is not None
         for kind, _key, _value, _etag in operations:
             if kind not in STATE_OPERATIONS:
@@ -195,7 +215,7 @@ class DaprCore:
         published as ``PublishEvent`` would (entry metadata over the request's), as daprd's
         default bulk publisher does for brokers without a bulk API. Returns the failed
         ``(entry_id, error)``; raises when an entry id is missing or repeated."""
-        app, ep = self.find(pubsub)
+        app, ep = self.find(pubsub, "pubsub")
         seen: set[str] = set()
         for entry_id, _event, _ct, _md in entries:
             if not entry_id or entry_id in seen:

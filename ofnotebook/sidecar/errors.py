@@ -44,6 +44,31 @@ ERROR_STATUS: tuple[tuple[type[Exception], str, int], ...] = (
 )
 
 
+#: daprd's answer for a component it does not know, by kind (``pkg/api/errors``,
+#: ``pkg/messages``): (message template, gRPC code, HTTP status, errorCode). An unknown
+#: output binding fails the call inside ``sendToOutputBinding``, hence INTERNAL / 500.
+NOT_FOUND: dict[str, tuple[str, str, int, str]] = {
+    "pubsub": ("pubsub {name} not found", "INVALID_ARGUMENT", 404, "ERR_PUBSUB_NOT_FOUND"),
+    "state": ("state store {name} is not found", "INVALID_ARGUMENT", 400,
+              "ERR_STATE_STORE_NOT_FOUND"),
+    "bindings": ("error invoking output binding {name}: couldn't find output binding {name}",
+                 "INTERNAL", 500, "ERR_INVOKE_OUTPUT_BINDING"),
+}
+
+
+def component_not_found(kind: str, name: str, known: str) -> Exception:
+    """The error for a call of the ``kind`` component ``name`` that no app registered:
+    daprd's code, status and message, then what is registered (``known``) and the fix."""
+    why = (f"; it is not registered with the local stand-in ({known}). Declare it with "
+           f"--component {name}=URI (or --output/--state NAME=URI) and call it by that name")
+    if kind not in NOT_FOUND:
+        return NotRegisteredError(f"component {name!r} is not registered with the local "
+                                  f"stand-in ({known})")
+    template, code, status, error_code = NOT_FOUND[kind]
+    return DaprError(template.format(name=name) + why, code=code, status=status,
+                     error_code=error_code)
+
+
 def error_status(exc: BaseException) -> tuple[str, int] | None:
     """The gRPC code name and HTTP status of ``exc``, or None for an unexpected error."""
     if isinstance(exc, DaprError):

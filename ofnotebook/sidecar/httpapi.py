@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from decimal import Decimal
 from typing import Any
 
 from flask import Flask, Response, request
@@ -38,8 +39,64 @@ def _rule(path: str) -> str:
 
 
 def _as_bytes(value: Any) -> bytes:
-    """A JSON body's ``data``/``value``: a string as its UTF-8, anything else as its JSON."""
+    """An output binding's ``data``: a string as its UTF-8, anything else as its JSON."""
     return value.encode() if isinstance(value, str) else json.dumps(value).encode()
+
+
+def _go_float(number: float) -> str:
+    """A number as Go's ``encoding/json`` writes a float64: positional from 1e-6 to 1e21
+    (``1`` for 1.0), else exponent form without a leading zero (``1e-07`` -> ``1e-7``)."""
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"unsupported value: {number}")
+    if number == 0 or 1e-6 <= abs(number) < 1e21:
+        text = format(Decimal(repr(number)), "f")
+        return text[:-2] if text.endswith(".0") else text
+    return re.sub(r"e-0(\d)$", r"e-\1", repr(number))
+
+
+def _go_json(value: Any) -> str:
+    """``value`` (decoded from a request body) as daprd stores it: Go's ``json.Marshal`` of
+    the ``any`` it decoded, so numbers are float64, map keys sorted, no spaces, and ``<``,
+    ``>``, ``&`` escaped as Go escapes them for HTML."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_go_json(str(k))}:{_go_json(v)}"
+                              for k, v in sorted(value.items())) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_go_json(v) for v in value) + "]"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return _go_float(float(value))
+    text = json.dumps(str(value), ensure_ascii=False)
+    return text.translate(_GO_ESCAPES)
+
+
+_GO_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+               0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def _state_value(value: Any) -> bytes:
+    """A ``value`` of the HTTP state API (save, transaction upsert) as daprd stores it: the
+    JSON of whatever the body held, a string included (``"Bruce Wayne"`` is stored with its
+    quotes, so GET answers it as JSON and gRPC ``GetState`` gives ``b'"Bruce Wayne"'``), as
+    components-contrib's stores marshal a non-bytes value."""
+    return _go_json(value).encode()
+
+
+def _bulk_item(key: str, data: bytes | None, etag: str) -> str:
+    """One entry of daprd's bulk-get answer: ``data`` is the stored bytes as raw JSON
+    (``json.RawMessage``; omitted when the key is missing), ``etag`` omitted without one. A
+    value that is no JSON (raw bytes saved over gRPC) comes as a JSON string of its text, or
+    of its base64 when it is no UTF-8 either (daprd would fail to encode the whole answer)."""
+    parts = [f'"key":{_go_json(key)}']
+    if data:
+        try:
+            parts.append(f'"data":{_go_json(json.loads(data))}')
+        except ValueError:
+            parts.append(f'"data":{_go_json(payload_view(data, "text/plain")["data"])}')
+    if etag:
+        parts.append(f'"etag":{_go_json(etag)}')
+    return "{" + ",".join(parts) + "}"
 
 
 def _event_bytes(event: Any, content_type: str) -> bytes:
@@ -130,16 +187,18 @@ def create_http_app(core: DaprCore, token: str | None) -> Flask:
 
     @app.get("/v1.0/state/<store>/<key>")
     def _get_state(store: str, key: str) -> Any:
+        """daprd: the stored bytes as they are, as ``application/json`` (``withJSON``)."""
         data, etag = core.get_state(store, key)
         if data is None:
             return Response(status=204)
-        return Response(data, headers={"ETag": etag})
+        return Response(data, headers={"ETag": etag}, content_type="application/json")
 
     @app.post("/v1.0/state/<store>/bulk")
     def _get_bulk_state(store: str) -> Any:
         keys = (request.get_json(force=True) or {}).get("keys") or []
-        return [{"key": key, "data": payload_view(data or b"")["data"], "etag": etag}
-                for key, data, etag in core.get_bulk_state(store, keys)]
+        items = [_bulk_item(key, data, etag)
+                 for key, data, etag in core.get_bulk_state(store, keys)]
+        return Response("[" + ",".join(items) + "]", content_type="application/json")
 
     @app.post("/v1.0/state/<store>/transaction")
     def _transaction(store: str) -> Any:
@@ -149,13 +208,13 @@ def create_http_app(core: DaprCore, token: str | None) -> Flask:
             item = op.get("request") or {}
             value = item.get("value")
             operations.append((str(op.get("operation") or ""), str(item.get("key") or ""),
-                               b"" if value is None else _as_bytes(value), item.get("etag")))
+                               b"" if value is None else _state_value(value), item.get("etag")))
         core.transact(store, operations)
         return Response(status=204)
 
     @app.post("/v1.0/state/<store>")
     def _save_state(store: str) -> Any:
-        core.save_state(store, [(item["key"], _as_bytes(item.get("value")), item.get("etag"))
+        core.save_state(store, [(item["key"], _state_value(item.get("value")), item.get("etag"))
                                 for item in request.get_json(force=True) or []])
         return Response(status=204)
 

@@ -13,7 +13,8 @@ daprd is lenient where a strict reader would refuse working manifests, so the st
   field takes. The warning names the closest known key, since a typo is the usual cause.
 
 :func:`read_metadata` returns the metadata to start the driver with and those warnings; the
-registry prints them in the stand-in's log and returns them in the registration's answer.
+registry prints them in the stand-in's log and returns them in the registration's answer,
+which the local and container targets show as deploy warnings (``backends/standin_warnings``).
 """
 
 from __future__ import annotations
@@ -95,13 +96,22 @@ def known_keys(component_type: str) -> frozenset[str] | None:
     return keys
 
 
+def describe(component: ComponentConfig, label: str = "") -> str:
+    """How a warning names a component: the use the user wrote and the Dapr component, since
+    the user knows the one and daprd's logs (and the cluster) the other. ``label`` is the
+    use, with its role (``input 'kafka'``) or as the name alone (``'kafka'``); without one,
+    or when the use has the Dapr name, the component is named alone."""
+    if not label or label in (repr(component.name), f"component {component.name!r}"):
+        return f"component {component.name!r} ({component.type})"
+    return f"{label} (Dapr component {component.name!r}, {component.type})"
+
+
 def read_metadata(component: ComponentConfig, label: str = "") -> tuple[ComponentConfig,
                                                                           list[str]]:
     """``component`` with its metadata read as daprd reads it, and one warning line per key
-    that daprd would ignore or that is deprecated. ``label`` names the component in the
-    warnings (default: its Dapr name). Raises ``ComponentError`` where daprd's init fails."""
-    label = label or repr(component.name)
-    where = f"component {label} ({component.type})"
+    that daprd would ignore or that is deprecated. ``label`` names the use of the component
+    (:func:`describe`). Raises ``ComponentError`` where daprd's init fails."""
+    where = describe(component, label)
     known = known_keys(component.type)
     metadata = dict(component.metadata)
     warnings: list[str] = []

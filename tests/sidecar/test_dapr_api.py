@@ -98,7 +98,10 @@ def test_bulk_publish_on_both_faces(sdk_env: StandIn) -> None:
         assert response.failed_entries == []
         with pytest.raises(DaprGrpcError) as info:
             client.publish_events("not-registered", "orders", ["x"])
-        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # daprd's
+        assert info.value.details().startswith("pubsub not-registered not found; it is not "
+                                               "registered with the local stand-in")
+        assert f"'{pubsub}' (pubsub.in-memory)" in info.value.details()
     url = f"{sdk_env.base}/v1.0-alpha1/publish/bulk/{pubsub}/orders"
     assert requests.post(url, timeout=5, json=[
         {"entryId": "e1", "event": {"n": 3}, "contentType": "application/json"},

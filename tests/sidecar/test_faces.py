@@ -3,6 +3,7 @@ and through the Dapr HTTP API record the same events and map the same errors (``
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 import grpc
@@ -12,9 +13,12 @@ import requests
 from ofnotebook.backends.standin import StandIn
 from ofnotebook.context import component_name
 from ofnotebook.sidecar.core import ERROR_STATUS
+from ofnotebook.sidecar.errors import NOT_FOUND
 from tests.sidecar.support import EVENTS, OUT, SPEC, STORE
 
-STATUS = {code: status for _cls, code, status in ERROR_STATUS}
+#: errorCode -> (gRPC code, HTTP status): the generic ``ERR_<CODE>`` and daprd's own.
+STATUS = {f"ERR_{code}": (code, status) for _cls, code, status in ERROR_STATUS}
+STATUS.update({error_code: (code, status) for _m, code, status, error_code in NOT_FOUND.values()})
 IGNORED = {"seq", "time"}
 
 
@@ -75,7 +79,7 @@ class Http:
                                headers={"Content-Type": "application/json"}))
 
     def save(self, store: str, key: str, value: bytes, etag: str | None = None) -> None:
-        item: dict[str, Any] = {"key": key, "value": value.decode()}
+        item: dict[str, Any] = {"key": key, "value": json.loads(value)}  # daprd stores its JSON
         if etag:
             item["etag"] = etag
         self._ok(requests.post(f"{self.base}/state/{store}", json=[item], timeout=5))
@@ -87,7 +91,8 @@ class Http:
     def bulk(self, store: str, keys: list[str]) -> list[tuple[str, bytes, str]]:
         items = self._ok(requests.post(f"{self.base}/state/{store}/bulk", json={"keys": keys},
                                        timeout=5)).json()
-        return [(i["key"], (i["data"] or "").encode(), i["etag"]) for i in items]
+        return [(i["key"], json.dumps(i["data"], separators=(",", ":")).encode()
+                 if "data" in i else b"", i.get("etag", "")) for i in items]
 
     def delete(self, store: str, key: str) -> None:
         self._ok(requests.delete(f"{self.base}/state/{store}/{key}", timeout=5))
@@ -95,8 +100,8 @@ class Http:
     def error(self, call: Callable[[], Any]) -> tuple[str, str]:
         with pytest.raises(HttpError) as info:
             call()
-        code = info.value.error_code.removeprefix("ERR_")
-        assert STATUS[code] == info.value.status, (code, info.value.status)
+        code, status = STATUS[info.value.error_code]
+        assert status == info.value.status, (info.value.error_code, info.value.status)
         return code, info.value.message
 
     def close(self) -> None:
@@ -114,15 +119,15 @@ def _scenario(face: Grpc | Http) -> list[tuple[str, str]]:
     out, events, store = (component_name(SPEC, c) for c in (OUT, EVENTS, STORE))
     face.invoke(out, b"hello")
     face.publish(events, "orders", b'{"id": 7}')
-    face.save(store, "k", b"v1")
+    face.save(store, "k", b'"v1"')  # JSON values: what both faces store alike
     data, etag = face.get(store, "k")
-    assert data == b"v1" and etag
-    face.save(store, "k", b"v2", etag=etag)
-    assert face.bulk(store, ["k", "missing"]) == [("k", b"v2", str(int(etag) + 1)),
+    assert data == b'"v1"' and etag
+    face.save(store, "k", b'{"v":2}', etag=etag)
+    assert face.bulk(store, ["k", "missing"]) == [("k", b'{"v":2}', str(int(etag) + 1)),
                                                   ("missing", b"", "")]
     errors = [
-        face.error(lambda: face.invoke("not-registered", b"x")),  # NOT_FOUND / 404
-        face.error(lambda: face.save(store, "k", b"v3", etag=etag)),  # stale: ABORTED / 409
+        face.error(lambda: face.invoke("not-registered", b"x")),  # daprd's: INTERNAL / 500
+        face.error(lambda: face.save(store, "k", b"3", etag=etag)),  # stale: ABORTED / 409
         face.error(lambda: face.bulk(events, ["k"])),  # not a state store: INTERNAL / 400
         face.error(lambda: face.invoke(events, b"x")),  # not a binding: INTERNAL / 400
     ]
@@ -155,5 +160,7 @@ def test_grpc_and_http_record_the_same_events_and_map_the_same_errors(
     assert [e["kind"] for e in grpc_events] == ["out", "out", "state", "state"]
     assert grpc_events == http_events
     assert errors[0] == errors[1]
-    assert [code for code, _ in errors[0]] == ["NOT_FOUND", "ABORTED", "INTERNAL", "INTERNAL"]
+    assert [code for code, _ in errors[0]] == ["INTERNAL", "ABORTED", "INTERNAL", "INTERNAL"]
     assert "not-registered" in errors[0][0][1] and "etag" in errors[0][1][1]
+    assert errors[0][0][1].startswith("error invoking output binding not-registered: couldn't "
+                                      "find output binding not-registered; it is not registered")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -124,3 +125,40 @@ def test_every_call_is_served_or_answers_what_to_use_instead() -> None:
             assert "is not served" in message and "; " in message, name
     assert "workflows" in http_message("POST", "/v1.0-beta1/workflows/dapr/w/start")
     assert "SetMetadata" not in http_message("GET", "/v1.0/metadata/x")
+
+
+def test_metadata_warnings_are_deploy_warnings_naming_the_use_and_the_component(
+        local_backend: Any) -> None:
+    """On the local target, the stand-in's metadata warnings reach the user while deploying:
+    a phase event the live view logs and the text progress prints, naming the input the user
+    wrote and the Dapr component daprd knows."""
+    import io
+
+    import ofnotebook
+    from ofnotebook.backends.base import PhaseEvent
+    from ofnotebook.view import TextProgress
+    from tests.helpers import make_function, uid
+
+    seen: list[PhaseEvent] = []
+    printed = io.StringIO()
+    progress = TextProgress(printed)
+
+    def on_event(event: PhaseEvent) -> None:
+        seen.append(event)
+        progress.on_phase(event)
+
+    name = f"kafka-receiver-{uid()}"
+    handle = ofnotebook.deploy(
+        make_function("def f(data):\n    return data\n"), f"warned-{uid()}",
+        target=local_backend, runtime="async", on_event=on_event,
+        inputs={"kafka": f"memory://{name}?maxLenAprox=5"})
+    try:
+        warnings = [e.detail for e in seen if e.detail.startswith("warning: ")]
+        assert len(warnings) == 1 and all(e.state == "progress" for e in seen
+                                          if e.detail in warnings)
+        assert warnings[0].startswith("warning: input 'kafka' (Dapr component ")
+        assert "metadata 'maxLenAprox' is not a key daprd reads" in warnings[0]
+        assert warnings[0] in printed.getvalue().splitlines()
+        assert f"ofnotebook: {warnings[0]}" in handle.logs()
+    finally:
+        handle.stop()

@@ -39,7 +39,7 @@ def test_unmodified_dapr_client(sdk_env: StandIn) -> None:
             c["componentName"] for c in components_payload(SPEC)}
         with pytest.raises(grpc.RpcError) as info:
             client.invoke_binding("not-registered", "create", b"x")
-        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert info.value.code() == grpc.StatusCode.INTERNAL  # daprd's ERR_INVOKE_OUTPUT_BINDING
     from ofnotebook.sidecar.protocol import EVENT_KINDS
 
     assert {e["kind"] for e in _events(sdk_env, "")} <= set(EVENT_KINDS)
