@@ -160,3 +160,19 @@ def test_every_cluster_setting_as_plain_values_reaches_the_applied_function(
                      "horizontalPodAutoscalerConfig": {"behavior": {
                          "scaleDown": {"stabilizationWindowSeconds": 45}}}}}}}
     handle.stop()
+
+
+def test_a_component_called_by_name_only_is_applied_scoped_and_goes_with_its_function(
+        cluster: KubeDouble, kubeconfig: str) -> None:
+    fn = make_function("def f(request):\n    return 'ok'\n", name="f")
+    handle = ofnotebook.deploy(fn, "caller-fn", target=backend(kubeconfig),
+                               components={"st": "redis://redis.demo.svc:6379"})
+    stored = cluster.components.items.get(("demo", "st"))
+    assert stored is not None and stored["spec"]["type"] == "state.redis"
+    validate(stored, dapr_crd())
+    assert stored["scopes"] == ["caller-fn-demo"]
+    serving = cluster.functions[("demo", "caller-fn")]["spec"]["serving"]
+    assert serving["annotations"]["openfunction.io/enable-dapr"] == "true"
+    handle.stop()
+    wait_for(lambda: ("demo", "st") not in cluster.components.items, 10,
+             lambda: str(cluster.components.items))
