@@ -35,9 +35,13 @@ pytestmark = pytest.mark.container
 
 ASYNC_CLOUD_EVENT = """
 import json
+from dapr.clients import DaprClient
 def on_event(cloud_event):
+    with DaprClient() as dapr:  # the container's own app id, known by its per-app token
+        app = dapr.get_metadata().application_id
     print("EVENT", json.dumps({"class": type(cloud_event).__name__, "data": cloud_event.data,
-                              "type": cloud_event["type"], "topic": cloud_event["topic"]}),
+                              "type": cloud_event["type"], "topic": cloud_event["topic"],
+                              "app": app}),
           flush=True)
 """
 
@@ -124,7 +128,7 @@ def test_an_async_cloud_event_function_gets_the_delivered_event(
 
     event = wait_for(seen, 30, lambda: "\n".join(handle.deployment.logs()[-30:]))
     assert event == {"class": "CloudEvent", "data": {"order": 1}, "type": "com.dapr.event.sent",
-                     "topic": topic}
+                     "topic": topic, "app": handle.name}
     handle.stop()
 
 
