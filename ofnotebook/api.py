@@ -19,10 +19,12 @@ from .config import DEFAULT_RUNTIME, DEFAULT_VERSION
 from .backends import active_backends, get_backend
 from .backends.base import Backend, EventSink, PhaseRecorder
 from .capture import capture as capture_function
+from .cluster import cluster_settings
 from .components import Component, parse_items
 from .errors import ConfigError, OfnotebookError
 from .handle import FunctionHandle
 from .includes import collect as collect_includes, warnings as include_warnings
+from .manifests import check_settings
 from .package import package as build_package
 from .request import DeployRequest
 from .spec import FunctionSpec, derive_name, parse_env
@@ -74,6 +76,9 @@ class Plan:
     def deploy(self, on_event: EventSink | None = None) -> FunctionHandle:
         """Capture, package and deploy; return the handle once the function is ready."""
         spec = self.spec()
+        cluster, _ = cluster_settings(dict(self.request.target_options or {}))
+        if cluster is not None:  # checked here on every target, not first at export
+            check_settings(spec, cluster)
         recorder = PhaseRecorder(sink=on_event)
         with recorder.phase("capture"):
             captured = capture_function(self.function, runtime=spec.runtime, entry=spec.entry,

@@ -103,7 +103,10 @@ def _by_key(function: str, components: Iterable[ComponentSpec],
     return found
 
 
-def _check_scaling(spec: FunctionSpec, options: ClusterOptions) -> None:
+def check_settings(spec: FunctionSpec, options: ClusterOptions) -> None:
+    """Refuse cluster settings that contradict the spec. Run at every deploy, on every
+    target, so a cell the local target accepts is not refused later by ``%function export``
+    or the kubernetes target."""
     if options.keda_triggers and spec.runtime != "async":
         raise ConfigError(f"--keda-trigger scales asynchronous functions; {spec.name!r} is "
                           f"synchronous, and Knative scales it by its requests: use "
@@ -121,7 +124,7 @@ def function_manifest(spec: FunctionSpec, image: str, options: ClusterOptions | 
     if api_version not in VERSIONS:
         raise ConfigError(f"Function {api_version!r} is not an OpenFunction API version; use "
                           f"v1beta2 (stored by v1.2.0) or v1beta1.", key="api_version")
-    _check_scaling(spec, options)
+    check_settings(spec, options)
     _check_callable(spec, api_version)
     container: dict[str, Any] = {"name": "function", "imagePullPolicy": options.pull_policy}
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in spec.env]

@@ -166,3 +166,21 @@ def test_a_bad_setting_deploys_nothing(tmp_path: Path) -> None:
         ofnotebook.deploy(fn, "bad-setting", target="yaml",
                           target_options={"folder": str(tmp_path), "pull_policy": "sometimes"})
     assert not list(tmp_path.iterdir())
+
+
+def test_a_misspelt_setting_suggests_the_right_one() -> None:
+    with pytest.raises(ConfigError, match=r"--min-replica option \(did you mean "
+                                          r"'min_replicas'\?\).*cluster settings \(") as info:
+        get_backend("local", min_replica=0)
+    assert "keda_triggers" in str(info.value)  # the settings are listed with the target's own
+
+
+def test_settings_that_contradict_the_function_are_refused_on_the_local_target_too(
+        local_backend: Any) -> None:
+    """Not first at ``%function export`` or on the cluster: the cell that deploys locally
+    must be one that exports."""
+    fn = make_function("def f(request):\n    return 1\n")
+    with pytest.raises(ConfigError, match="--keda-trigger scales asynchronous functions"):
+        ofnotebook.deploy(fn, "keda-sync", target=local_backend,
+                          target_options={"keda_triggers": ["kafka:topic=x"]})
+    assert local_backend.deployments() == []

@@ -7,6 +7,7 @@ kubernetes) import it inside their own module, so ``%load_ext ofnotebook`` stays
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import inspect
@@ -14,7 +15,7 @@ import threading
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from ..cluster import cluster_settings, hashable
+from ..cluster import SETTINGS, cluster_settings, hashable
 from ..errors import BackendUnavailableError, ConfigError
 from .base import Backend
 
@@ -81,11 +82,13 @@ def get_backend(target: str | Backend, **options: Any) -> Backend:
             own["options"] = cluster
         unknown = sorted(set(own) - accepted)
         if unknown:
+            known = sorted(accepted | set(SETTINGS))
+            close = difflib.get_close_matches(unknown[0], known, n=1)
             raise ConfigError(
                 f"Target {target!r} takes no {', '.join('--' + u.replace('_', '-') for u in unknown)}"
-                f" option; it takes: {', '.join(sorted(accepted)) or 'none'}"
-                f"{' and the cluster settings' if cluster is not None else ''}.",
-                key=unknown[0])
+                f" option{f' (did you mean {close[0]!r}?)' if close else ''}; it takes: "
+                f"{', '.join(sorted(accepted)) or 'none'} and the cluster settings "
+                f"({', '.join(sorted(SETTINGS))}).", key=unknown[0])
         backend: Backend = cls(**own)
         _instances[key] = backend
         return backend
