@@ -234,3 +234,20 @@ def test_the_dapr_line_magic_registers_an_app_by_its_id(ip: Any) -> None:
     for line in ("dapr --app-port x", "dapr --app-id", "dapr --port 1"):
         with pytest.raises(OfnotebookError, match="Usage: %function dapr"):
             ip.run_line_magic("function", line)
+
+
+def test_a_publish_through_a_declared_pubsub_is_one_of_the_functions_outputs(
+        local_backend: Any) -> None:
+    """The code publishes with the SDK by the component's name: the event shows in the
+    function's outputs (its view) as a ctx.send would."""
+    fn = make_function("from dapr.clients import DaprClient\n"
+                       "def shout(request):\n"
+                       "    with DaprClient() as d:\n"
+                       "        d.publish_event('bus', 'alerts', request.get_data())\n"
+                       "    return 'sent'\n", name="shout")
+    handle = ofnotebook.deploy(fn, f"pub-{uid()}", target=local_backend,
+                               components={"bus": f"memory://x?bus=b-{uid()}"})
+    assert handle.invoke(data=b'{"level": 3}', headers={
+        "Content-Type": "application/json"}).text == "sent"
+    out = handle.wait_for_outputs(1, timeout=10)
+    assert out[0].name == "bus" and out[0].data == {"level": 3}

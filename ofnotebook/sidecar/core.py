@@ -147,7 +147,7 @@ class DaprCore:
             if isinstance(exc, ComponentError):
                 raise
             raise ComponentError(f"publishing to {ep.component.name!r}: {exc}") from exc
-        if ep.role == ROLE_OUTPUT:
+        if ep.role in (ROLE_OUTPUT, ROLE_COMPONENT):  # a publish the function's code made
             self.log.record(app.app_id, EVENT_OUT, name=ep.name, component=ep.component.name,
                             type=ep.component.type, topic=topic, content_type=content_type,
                             **payload_view(data, content_type))
