@@ -1,11 +1,15 @@
 """``%%function`` and ``%function``: a thin syntax layer over :mod:`ofnotebook.api`.
 
 IPython's ``{var}`` and ``$var`` expansion stays on in the magic line and its backslash
-continuations, so ``%%function {name} --env MODEL={model_path}`` works.
+continuations, so ``%%function {name} --env MODEL={model_path}`` works. The line is then split
+as a shell line (``shlex``): quotes group and are removed, so a value with spaces, written or
+expanded, is one argument when quoted (``--input "c=cron://@every 5s"``,
+``--env "MSG={msg}"``).
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import re
 import shlex
@@ -13,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import (argument, argument_group, magic_arguments,
-                                          parse_argstring)
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument, argument_group, magic_arguments
 from IPython.utils.text import DollarFormatter
 
 from . import api, config
@@ -47,6 +51,43 @@ def join_continuations(line: str, cell: str,
     while line.rstrip().endswith("\\") and rest:
         line = line.rstrip()[:-1] + " " + expand(rest.pop(0).strip())
     return line.rstrip().rstrip("\\"), "\n".join(rest)
+
+
+def split_line(line: str, magic: str) -> list[str]:
+    """The magic line's words as a shell splits them (IPython's own splitter keeps the quotes
+    around ``"c=cron://@every 1s"``); an unbalanced quote is a usage error, not a traceback."""
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise OfnotebookError(f"Unbalanced quote in the {magic} line: {line!r} ({exc}); close "
+                              f"the quote, or escape a literal one as \\\" or \\'.") from None
+
+
+#: A word a cron schedule splits into when unquoted: a Go duration (``5s``, ``1m30s``) or a
+#: cron field (``*``, ``*/5``, ``1-5``, ``MON-FRI``).
+_SCHEDULE_PART = re.compile(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+|[\d*/,?LW#-]+|"
+                            r"[A-Za-z]{3}(-[A-Za-z]{3})?", re.ASCII)
+
+
+def refuse_split_schedule(words: list[str]) -> None:
+    """``--input c=cron://@every 5s`` unquoted splits the schedule, and ``5s`` would become the
+    deployment name: refuse it with the quoted line instead."""
+    for i, word in enumerate(words[:-1]):
+        if "cron://" not in word or words[i + 1].startswith("-"):
+            continue
+        parts = []
+        for part in words[i + 1:]:
+            if part.startswith("-") or not _SCHEDULE_PART.fullmatch(part):
+                break
+            parts.append(part)
+        if not parts:
+            continue
+        option = words[i - 1] if i and words[i - 1].startswith("--") else ""
+        quoted = f'"{word} {" ".join(parts)}"'
+        raise ConfigError(f"{option + ' ' if option else ''}{word} {' '.join(parts)}: the cron "
+                          f"schedule has a space, so the magic line splits it and "
+                          f"{parts[0]!r} would be taken as the deployment name; quote the "
+                          f"item: {option + ' ' if option else ''}{quoted}.", key="inputs")
 
 
 def find_entry(python_source: str, entry: str | None) -> str:
@@ -166,10 +207,19 @@ class FunctionMagics(Magics):
         """Run the cell, then deploy the function it defines and bind its name to a handle.
 
         The handle is still callable as the plain function; ``.invoke()`` calls the deployed
-        one; ``.url``, ``.status``, ``.logs()`` and ``.stop()`` manage it.
+        one; ``.url``, ``.status``, ``.logs()`` and ``.stop()`` manage it. The line is split
+        as a shell line: quote a value with spaces (``--input "c=cron://@every 5s"``), also
+        one from a variable, since ``{var}`` is expanded before the split
+        (``--env "MSG={msg}"``).
         """
         line, cell = join_continuations(line, cell, self._expand)
-        args = parse_argstring(self.function, line)
+        words = split_line(line, "%%function")
+        refuse_split_schedule(words)
+        try:
+            args = self.function.parser.parse_args(words)
+        except UsageError as exc:
+            raise ConfigError(f"%%function {line}: {exc}; see %%function? for the options."
+                              ) from None
         result = self.shell.run_cell(cell, store_history=False)
         if not result.success:
             raise CaptureError("The cell raised an exception (shown above); nothing was deployed.")
@@ -228,40 +278,94 @@ class FunctionMagics(Magics):
         ``%function stop --all``, ``%function logs NAME [--tail N]``, ``%function export NAME
         DIR`` (the yaml target's folder for a function deployed elsewhere), ``%function dapr``
         (point the Dapr SDK of this kernel, and of what it starts, at the local stand-in)."""
-        words = shlex.split(line)
-        command, rest = (words[0], words[1:]) if words else ("list", [])
-        if command == "list":
+        words = split_line(line, "%function")
+        if words and not words[0].startswith("-") and words[0] not in _COMMANDS:
+            _LINE_PARSER.error(f"unknown %function command {words[0]!r}")
+        try:
+            args, extra = _LINE_PARSER.parse_known_args(words or ["list"])
+            if args.command is None or extra:  # the subcommand's usage, not the top one's
+                _SUBCOMMANDS.get(args.command, _LINE_PARSER).error(
+                    f"unrecognized arguments: {' '.join(extra)}" if extra else
+                    "give a command")
+        except _HelpShown:
+            return None
+        if args.command == "list":
             return _Listing(api.deployments())
-        if command == "stop":
-            if rest == ["--all"]:
-                stopped = api.stop(all=True)
-            elif len(rest) == 1:
-                stopped = api.stop(rest[0])
-            else:
-                raise OfnotebookError("Usage: %function stop NAME  or  %function stop --all")
+        if args.command == "stop":
+            if args.all == (args.name is not None):
+                _SUBCOMMANDS["stop"].error("give a NAME or --all")
+            stopped = api.stop(all=True) if args.all else api.stop(args.name)
             print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
             return None
-        if command == "export" and len(rest) == 2:
+        if args.command == "export":
             from .backends.gitops import write_function
             from .cluster import cluster_settings
 
-            handle = api.get(rest[0])  # with the cluster settings its deploy was given
+            handle = api.get(args.name)  # with the cluster settings its deploy was given
             given = handle.request.target_options if handle.request is not None else None
             options, _ = cluster_settings(dict(given or {}))
-            print(f"written: {write_function(handle.package, Path(rest[1]), options)}")
+            print(f"written: {write_function(handle.package, Path(args.dir), options)}")
             return None
-        if command == "dapr":
-            print(_env_text(api.dapr_env(export=True, **_dapr_app(rest))))
+        if args.command == "dapr":
+            found = {k: v for k, v in (("app_id", args.app_id), ("app_port", args.app_port))
+                     if v is not None}
+            print(_env_text(api.dapr_env(export=True, **found)))
             return None
-        if command == "logs" and rest:
-            tail = None
-            if len(rest) == 3 and rest[1] == "--tail":
-                tail = int(rest[2])
-            print(api.get(rest[0]).logs(tail=tail))
-            return None
-        raise OfnotebookError(f"Unknown %function command {line!r}; use list, "
-                              f"stop NAME, stop --all, logs NAME [--tail N], "
-                              f"export NAME DIR or dapr.")
+        print(api.get(args.name).logs(tail=args.tail))  # logs
+        return None
+
+
+class _HelpShown(Exception):
+    """``--help`` printed the usage: the magic returns instead of exiting the kernel."""
+
+
+class _LineParser(argparse.ArgumentParser):
+    """argparse for ``%function``: a bad line is one ``OfnotebookError`` with the usage of
+    the subcommand, never ``SystemExit`` (which would end the kernel's cell with a trace)."""
+
+    def error(self, message: str) -> Any:
+        usage = self.format_usage().strip().replace("usage: ", "Usage: ", 1)
+        raise OfnotebookError(f"{message[:1].upper()}{message[1:]}. {usage}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> Any:
+        if status:
+            self.error(message or "bad %function line")
+        raise _HelpShown()
+
+
+def _port_number(value: str) -> int:
+    """``--app-port`` as the digits of a port; the range is ``dapr_env``'s to check."""
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number")
+    return int(value)
+
+
+def _line_parser() -> tuple[_LineParser, dict[str, _LineParser]]:
+    """``%function``'s parser, and one per subcommand (by name: their usage is the one an
+    error shows)."""
+    parser = _LineParser(prog="%function", description="Manage this kernel's deployments.")
+    commands = parser.add_subparsers(dest="command", parser_class=_LineParser,
+                                     metavar="{list,stop,logs,export,dapr}")
+    commands.add_parser("list", help="the deployments, as a table (the default)")
+    stop = commands.add_parser("stop", help="stop one deployment, or all of them",
+                               usage="%(prog)s NAME  or  %(prog)s --all")
+    stop.add_argument("name", nargs="?", metavar="NAME")
+    stop.add_argument("--all", action="store_true", help="stop every deployment")
+    logs = commands.add_parser("logs", help="a deployment's logs")
+    logs.add_argument("name", metavar="NAME")
+    logs.add_argument("--tail", type=int, default=None, metavar="N", help="the last N lines")
+    export = commands.add_parser("export", help="write a deployment's yaml folder")
+    export.add_argument("name", metavar="NAME")
+    export.add_argument("dir", metavar="DIR")
+    dapr = commands.add_parser("dapr", help="point the Dapr SDK at the local stand-in",
+                               usage="%(prog)s [--app-id ID [--app-port PORT]]")
+    dapr.add_argument("--app-id", default=None, metavar="ID")
+    dapr.add_argument("--app-port", type=_port_number, default=None, metavar="PORT")
+    return parser, dict(commands.choices)
+
+
+_LINE_PARSER, _SUBCOMMANDS = _line_parser()
+_COMMANDS = tuple(_SUBCOMMANDS)
 
 
 def _use_notebook_components(args: Any, user_ns: dict[str, Any]) -> None:
@@ -288,21 +392,6 @@ def _use_notebook_components(args: Any, user_ns: dict[str, Any]) -> None:
             items[i] = f"{key}=@{value.name}{match[2]}"
             found.append(value)
     args.component = [*args.component, *found]
-
-
-def _dapr_app(words: list[str]) -> dict[str, Any]:
-    """``%function dapr [--app-id ID] [--app-port N]`` as ``dapr_env`` arguments."""
-    usage = "Usage: %function dapr [--app-id ID [--app-port PORT]]"
-    found: dict[str, Any] = {}
-    options = {"--app-id": "app_id", "--app-port": "app_port"}
-    pairs = list(zip(words[::2], words[1::2]))
-    if len(words) % 2 or any(option not in options for option, _ in pairs):
-        raise OfnotebookError(f"{usage}; got {' '.join(words)!r}.")
-    for option, value in pairs:
-        if option == "--app-port" and not value.isdigit():
-            raise OfnotebookError(f"{usage}: --app-port {value!r} is not a port number.")
-        found[options[option]] = int(value) if option == "--app-port" else value
-    return found
 
 
 def _env_text(env: dict[str, str]) -> str:

@@ -147,6 +147,72 @@ def test_line_magic_list_logs_stop(ip: InteractiveShell, capsys: pytest.CaptureF
         ip.run_line_magic("function", "frobnicate")
 
 
+def test_the_readme_cron_syntax_deploys_and_ticks(ip: InteractiveShell, tmp_path: Path) -> None:
+    """The line is split as a shell line: the quoted schedule is one argument, quotes gone."""
+    seen = tmp_path / "ticks"
+    run(ip, f"SEEN = {str(seen)!r}")
+    handle = ip.run_cell_magic("function", 'ticker --input "c=cron://@every 1s"',
+                               "def tick(cloud_event):\n"
+                               "    with open(SEEN, 'a') as out:\n"
+                               "        out.write(cloud_event['type'] + '\\n')\n")
+    assert handle.name == "ticker" and handle.runtime == "async"
+    wait_for(lambda: seen.exists() and "dapr.binding.cron" in seen.read_text(), 15,
+             lambda: f"no tick; logs: {handle.logs()[-2000:]}")
+
+
+def test_a_quoted_expanded_value_with_spaces_is_one_argument(ip: InteractiveShell) -> None:
+    run(ip, "msg = 'hello big world'")
+    handle = ip.run_cell_magic("function", 'spaced --env "MSG={msg}" --env \'B=x y\'',
+                               "import os\n"
+                               "def f(request):\n    return os.environ['MSG'] + '|' + "
+                               "os.environ['B']\n")
+    assert handle.name == "spaced" and handle.invoke().text == "hello big world|x y"
+
+
+@pytest.mark.parametrize("line, error, message", [
+    ("--input c=cron://@every 5s", ConfigError,
+     r"'5s' would be taken as the deployment name; quote the item: "
+     r'--input "c=cron://@every 5s"'),
+    ("--input c=cron://*/5 * * * *", ConfigError, r'quote the item: --input "c=cron://\*/5 '),
+    ('--input "c=cron://@every 1s', OfnotebookError,
+     "Unbalanced quote in the %%function line"),
+    ("--port abc", ConfigError, "--port: invalid int value: 'abc'; see %%function\\?"),
+    ("--no-such-option", ConfigError, "unrecognized arguments: --no-such-option"),
+])
+def test_a_bad_magic_line_is_one_message_and_nothing_runs(ip: InteractiveShell, line: str,
+                                                          error: type, message: str) -> None:
+    with pytest.raises(error, match=message) as info:
+        ip.run_cell_magic("function", line, "def f(r):\n    return 1\n")
+    assert str(info.value).count("\n") == 0
+    assert "f" not in ip.user_ns  # refused before the cell ran
+    assert run(ip, "import ofnotebook; ofnotebook.deployments()") == []
+
+
+def test_bad_line_magic_lines_are_usage_errors(ip: InteractiveShell) -> None:
+    for line, message in [
+            ("logs x --tail abc", r"--tail: invalid int value: 'abc'\. Usage: %function logs"),
+            ('stop "x', "Unbalanced quote in the %function line"),
+            ("stop", "Give a NAME or --all. Usage: %function stop NAME  or  %function stop --all"),
+            ("stop a --all", "Usage: %function stop NAME  or"),
+            ("logs", "required: NAME. Usage: %function logs"),
+            ("export only-a-name", "required: DIR. Usage: %function export"),
+            ("frobnicate", r"Unknown %function command 'frobnicate'\. Usage: %function"),
+            ("list extra", "Unrecognized arguments: extra. Usage: %function list"),
+            ("--bogus", "Unrecognized arguments: --bogus. Usage: %function")]:
+        with pytest.raises(OfnotebookError, match=message):
+            ip.run_line_magic("function", line)
+
+
+def test_line_magic_help_prints_the_usage(ip: InteractiveShell,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert ip.run_line_magic("function", "--help") is None
+    out = capsys.readouterr().out
+    assert out.startswith("usage: %function") and "export" in out and "dapr" in out
+    ip.run_line_magic("function", "logs --help")
+    assert "usage: %function logs [-h] [--tail N] NAME" in capsys.readouterr().out
+    assert repr(ip.run_line_magic("function", "")) == "no deployments"
+
+
 def test_help_is_generated_from_the_parser(ip: InteractiveShell) -> None:
     doc = ip.find_cell_magic("function").__doc__
     for option in ("--runtime", "--target", "--entry", "--env", "--requirements", "--port"):
