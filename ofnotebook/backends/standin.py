@@ -22,8 +22,9 @@ from typing import Any, Callable
 
 from ..context import component_name
 from ..errors import DeployError, InvocationError, OfnotebookError
-from ..sidecar.protocol import (APP_GRPC, APP_HTTP, APP_NONE, ROLE_COMPONENT, ROLE_INPUT,
-                                ROLE_OUTPUT, ROLE_STATE, STANDIN_KEY_ENV, app_token)
+from ..sidecar.protocol import (API_TOKEN_ENV, APP_GRPC, APP_HTTP, APP_NONE, APP_TOKEN_ENV,
+                                ROLE_COMPONENT, ROLE_INPUT, ROLE_OUTPUT, ROLE_STATE,
+                                STANDIN_KEY_ENV, TOKEN_HEADER, app_token, callback_token)
 from ..spec import FunctionSpec
 from .events import EventTracker
 from .processes import child_env, terminate
@@ -51,24 +52,27 @@ class StandIn:
         import secrets
 
         self._app_key = secrets.token_hex(16)  # signs each function's own DAPR_API_TOKEN
+        # Always a token: 127.0.0.1 is shared by every user of the machine (JupyterHub's local
+        # spawners, shared servers), and the stand-in holds every payload. The user's own
+        # DAPR_API_TOKEN wins; both reach the process in its environment, never on its
+        # command line (which every user can read in ps).
+        self.token: str = os.environ.get(API_TOKEN_ENV) or secrets.token_urlsafe(32)
         self.proc = subprocess.Popen(
             [sys.executable, "-u", "-m", "ofnotebook.sidecar", "--parent-pid", str(os.getpid())],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env={**child_env(), STANDIN_KEY_ENV: self._app_key}, start_new_session=True,
-            text=True, bufsize=1)
+            env={**child_env(), API_TOKEN_ENV: self.token, STANDIN_KEY_ENV: self._app_key},
+            start_new_session=True, text=True, bufsize=1)
         self._finalizer = weakref.finalize(self, terminate, self.proc)
         self.logs: list[str] = []
         ports = self._read_ports()
         self.http_port: int = ports["http"]
         self.grpc_port: int = ports["grpc"]
         self.base = f"http://127.0.0.1:{self.http_port}"
-        self.token = os.environ.get("DAPR_API_TOKEN") or None
         import requests
 
         self._session = requests.Session()
         self._session.trust_env = False
-        if self.token:
-            self._session.headers["dapr-api-token"] = self.token
+        self._session.headers[TOKEN_HEADER] = self.token
         self._subscribers: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -109,14 +113,16 @@ class StandIn:
     def env(self, app_id: str | None = None) -> dict[str, str]:
         """What a function process needs to reach this stand-in with the unmodified SDK.
         With ``app_id``, its ``DAPR_API_TOKEN`` is that app's own: the stand-in knows the
-        caller by it (``get_metadata().application_id``) and accepts it as the kernel's."""
+        caller by it (``get_metadata().application_id``) and accepts it as the kernel's; and
+        its ``APP_API_TOKEN`` is what the stand-in sends to its AppCallback, which refuses
+        calls without it. Without, the kernel's token."""
         env = {"DAPR_RUNTIME_HOST": "127.0.0.1", "DAPR_HTTP_PORT": str(self.http_port),
                "DAPR_GRPC_PORT": str(self.grpc_port),
-               "DAPR_API_METHOD_INVOCATION_PROTOCOL": "grpc", "DAPR_HEALTH_TIMEOUT": "10"}
-        if self.token:
-            env["DAPR_API_TOKEN"] = self.token
+               "DAPR_API_METHOD_INVOCATION_PROTOCOL": "grpc", "DAPR_HEALTH_TIMEOUT": "10",
+               API_TOKEN_ENV: self.token}
         if app_id:
-            env["DAPR_API_TOKEN"] = app_token(self._app_key, app_id)
+            env[API_TOKEN_ENV] = app_token(self._app_key, app_id)
+            env[APP_TOKEN_ENV] = callback_token(self._app_key, app_id)
         return env
 
     def client_env(self, app_id: str) -> dict[str, str]:

@@ -15,8 +15,10 @@ binding; ``f(data)`` the decoded data; ``f()`` nothing.
 
 from __future__ import annotations
 
+import hmac
 import inspect
 import json
+import os
 import sys
 import traceback
 from typing import Any, Callable
@@ -160,6 +162,39 @@ def _topic_handler(loaded: LoadedFunction, fctx: FunctionContext, bridge: DaprBr
     return handle
 
 
+def _app(app_class: Any, token: str) -> Any:
+    """The SDK's ``App``, refusing calls without ``dapr-api-token: APP_API_TOKEN`` when the
+    function has one, as daprd's apps are meant to (dapr.ext.grpc's ``App`` checks nothing
+    itself): on a shared machine any user can reach the callback port on 127.0.0.1, and would
+    otherwise feed the function events. The stand-in and daprd send the token on every call."""
+    if not token:
+        return app_class()
+    from concurrent import futures
+
+    import grpc
+    from dapr.conf import settings
+
+    expected = token.encode()
+
+    class RequireToken(grpc.ServerInterceptor):
+        def __init__(self) -> None:
+            def deny(request: Any, context: Any) -> Any:
+                context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                              "missing or wrong dapr-api-token (the function's APP_API_TOKEN)")
+            self.deny = grpc.unary_unary_rpc_method_handler(deny)
+
+        def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+            given = dict(details.invocation_metadata or ()).get("dapr-api-token", "")
+            if hmac.compare_digest(str(given).encode(), expected):
+                return continuation(details)
+            return self.deny
+
+    limit = settings.DAPR_GRPC_MAX_INBOUND_MESSAGE_SIZE_BYTES
+    options = [("grpc.max_receive_message_length", limit)] if limit else []
+    return app_class(thread_pool=futures.ThreadPoolExecutor(max_workers=10),
+                     interceptors=[RequireToken()], options=options)
+
+
 def serve_async(loaded: LoadedFunction, fctx: FunctionContext, host: str,
                 release: Callable[[], None] | None = None) -> None:
     """Register every input and serve AppCallback on ``fctx.port`` until stopped;
@@ -170,7 +205,7 @@ def serve_async(loaded: LoadedFunction, fctx: FunctionContext, host: str,
     if loaded.signature in EVENT_SHAPES:
         from . import events  # noqa: F401  (cloudevents, imported before the first event)
     bridge = DaprBridge(fctx)
-    app = App()
+    app = _app(App, os.environ.get("APP_API_TOKEN", ""))
     for name, comp in fctx.inputs.items():
         _register(app, loaded, fctx, bridge, name, comp)
     app.register_health_check(lambda: None)

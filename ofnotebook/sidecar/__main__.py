@@ -1,7 +1,9 @@
 """``python -m ofnotebook.sidecar``: run the local Dapr-API stand-in for one kernel.
 
 Prints ``{"http": PORT, "grpc": PORT, "pid": PID}`` once both listeners (127.0.0.1 only) are
-up, then serves until SIGTERM, or until the kernel given by ``--parent-pid`` is gone.
+up, then serves until SIGTERM, or until the kernel given by ``--parent-pid`` is gone. Every call
+but the health probe needs ``DAPR_API_TOKEN`` of its environment (the kernel always sets one)
+or a function's own token.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import sys
 import threading
 import time
 
+from .apps import set_callback_key
 from .core import DaprCore
 from .delivery import DEFAULT_ATTEMPTS
 from .eventlog import EventLog
 from .httpapi import create_http_app
-from .protocol import STANDIN_KEY_ENV
+from .protocol import API_TOKEN_ENV, STANDIN_KEY_ENV
 from .registry import Registry
 from .server import make_grpc_server
 
@@ -31,10 +34,15 @@ def main(argv: list[str] | None = None) -> None:
                         default=int(os.environ.get("OFNOTEBOOK_DELIVERY_ATTEMPTS",
                                                    DEFAULT_ATTEMPTS)))
     args = parser.parse_args(argv)
-    token = os.environ.get("DAPR_API_TOKEN") or None
-
-    core = DaprCore(Registry(EventLog(), attempts=args.attempts),
-                    key=os.environ.pop(STANDIN_KEY_ENV, ""))
+    # The kernel passes both secrets in the environment (not argv, which ps shows to all), and
+    # they leave it here: the local.env secret store reads this environment.
+    token = os.environ.pop(API_TOKEN_ENV, "")
+    if not token:  # fail closed: an open stand-in serves every user of 127.0.0.1
+        parser.error(f"{API_TOKEN_ENV} is not set; the stand-in serves only callers with a "
+                     f"token: set {API_TOKEN_ENV} in its environment (the kernel does)")
+    key = os.environ.pop(STANDIN_KEY_ENV, "")
+    set_callback_key(key)
+    core = DaprCore(Registry(EventLog(), attempts=args.attempts), key=key)
     grpc_server, grpc_port = make_grpc_server(core, token)
     grpc_server.start()
     import waitress

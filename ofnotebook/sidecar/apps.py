@@ -11,7 +11,27 @@ import grpc
 from dapr.proto.runtime.v1 import appcallback_pb2_grpc
 
 from .drivers import ComponentConfig, Driver
-from .protocol import APP_GRPC, ROLE_INPUT
+from .protocol import APP_GRPC, ROLE_INPUT, TOKEN_HEADER, callback_token
+
+_callback_key = ""  # protocol.STANDIN_KEY_ENV of this process: signs each app's APP_API_TOKEN
+
+
+def set_callback_key(key: str) -> None:
+    """Set once at start (``__main__``), so every AppCallback call carries the app's
+    ``APP_API_TOKEN`` (``protocol.callback_token``), which its runtime requires."""
+    global _callback_key
+    _callback_key = key
+
+
+class _AppToken(grpc.UnaryUnaryClientInterceptor):
+    """Adds ``dapr-api-token: APP_API_TOKEN`` to each call, as daprd does for its app."""
+
+    def __init__(self, token: str) -> None:
+        self.metadata = ((TOKEN_HEADER, token),)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = tuple(details.metadata or ()) + self.metadata
+        return continuation(details._replace(metadata=metadata), request)
 
 
 @dataclass
@@ -85,7 +105,11 @@ class App:
             port = self.port
             channel = self._channels.get(port)
             if channel is None:
-                channel = self._channels[port] = grpc.insecure_channel(f"127.0.0.1:{port}")
+                channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+                if _callback_key:
+                    channel = grpc.intercept_channel(
+                        channel, _AppToken(callback_token(_callback_key, self.app_id)))
+                self._channels[port] = channel
         return appcallback_pb2_grpc.AppCallbackStub(channel)
 
     def close_channels(self) -> None:

@@ -6,7 +6,8 @@ apps, test events, the event log).
 A Dapr HTTP path the stand-in does not serve answers 501 with a message naming the call and
 what to use instead (``unimplemented.py``). Errors are daprd's body, ``{"errorCode",
 "message"}`` (plus ``error`` for the kernel), with the status ``errors.error_status`` gives.
-``DAPR_API_TOKEN``, when set, is required on every call except the health probe; a function's
+``DAPR_API_TOKEN`` (always set by the kernel) is required on every call except the health probes
+(daprd leaves them open too), the control API included; a function's
 own token (``protocol.app_token``) is accepted too.
 """
 
@@ -25,7 +26,7 @@ from .core import CALLER, DaprCore
 from .errors import ERROR_STATUS, DaprError, error_body, error_status
 from .eventlog import payload_view
 from .protocol import (APPS_PATH, EVENTS_PATH, INPUTS_PATH, STATES_PATH, STATS_PATH,
-                       TOKEN_HEADER, token_app)
+                       TOKEN_HEADER, authorized)
 
 _ALL_VERBS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH"]
 #: Response headers of an invoked app that are the hop's own.
@@ -126,8 +127,8 @@ def create_http_app(core: DaprCore, token: str | None) -> Flask:
     @app.before_request
     def _auth() -> Any:
         given = request.headers.get(TOKEN_HEADER, "")
-        if token and not request.path.startswith("/v1.0/healthz") and given != token and not (
-                given and token_app(core.key, given)):
+        if not request.path.startswith("/v1.0/healthz") and not authorized(token, core.key,
+                                                                              given):
             return Response("missing or wrong dapr-api-token", status=401)
         CALLER.set(core.caller(given or None))  # for the core, this request's caller
         return None

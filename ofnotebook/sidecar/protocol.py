@@ -13,6 +13,11 @@ without dependencies that the kernel side may import as well.
 * Each function process gets its own ``DAPR_API_TOKEN``, :func:`app_token`: the stand-in
   tells callers apart by it (``GetMetadata`` answers the caller's app id), and accepts it
   wherever the kernel's own token is required. The key is ``STANDIN_KEY_ENV`` of the process.
+  The kernel's token is ``DAPR_API_TOKEN`` of the process (a random one per kernel when the
+  user gives none), required on the Dapr APIs and this control API alike.
+* Each function also gets ``APP_TOKEN_ENV`` (Dapr's ``APP_API_TOKEN``), :func:`callback_token`:
+  the stand-in sends it as ``TOKEN_HEADER`` on every AppCallback call, and the runtime refuses
+  calls without it, so a function's callback port answers the stand-in only.
 * ``GET EVENTS_PATH?after=&wait=&app=`` answers ``{"events": [...], "last": seq}``; each record
   has ``seq``, ``time``, ``app`` and ``kind`` (one of ``EVENT_KINDS``) plus fields by kind.
   Payloads appear as ``data`` plus ``encoding`` (one of ``ENCODINGS``).
@@ -71,17 +76,31 @@ APP_PROTOCOLS: Final = (APP_GRPC, APP_HTTP, APP_NONE)
 
 # -- per-app tokens ----------------------------------------------------------------------
 STANDIN_KEY_ENV: Final = "OFNOTEBOOK_STANDIN_KEY"
+API_TOKEN_ENV: Final = "DAPR_API_TOKEN"
+APP_TOKEN_ENV: Final = "APP_API_TOKEN"
 _APP_TOKEN_PREFIX: Final = "ofnb-app."
+_CALLBACK_TOKEN_PREFIX: Final = "ofnb-callback."
+
+
+def _signed(key: str, prefix: str, app_id: str) -> str:
+    import hashlib
+    import hmac
+
+    digest = hmac.new(key.encode(), (prefix + app_id).encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{prefix}{app_id}.{digest}"
 
 
 def app_token(key: str, app_id: str) -> str:
     """The ``DAPR_API_TOKEN`` of app ``app_id``: its id and an HMAC of it under ``key``, so
     the stand-in knows the caller without a table, and nobody without the key can pose as it."""
-    import hashlib
-    import hmac
+    return _signed(key, _APP_TOKEN_PREFIX, app_id)
 
-    digest = hmac.new(key.encode(), app_id.encode(), hashlib.sha256).hexdigest()[:32]
-    return f"{_APP_TOKEN_PREFIX}{app_id}.{digest}"
+
+def callback_token(key: str, app_id: str) -> str:
+    """The ``APP_API_TOKEN`` of app ``app_id``, the stand-in's proof on its AppCallback calls.
+    Signed apart from :func:`app_token` (another prefix inside the HMAC), so neither token
+    can be passed off as the other: a function's callback token opens no Dapr API."""
+    return _signed(key, _CALLBACK_TOKEN_PREFIX, app_id)
 
 
 def token_app(key: str, token: str) -> str | None:
@@ -92,3 +111,12 @@ def token_app(key: str, token: str) -> str | None:
         return None
     app_id = token[len(_APP_TOKEN_PREFIX):].rpartition(".")[0]
     return app_id if app_id and hmac.compare_digest(app_token(key, app_id), token) else None
+
+
+def authorized(token: str | None, key: str, given: str) -> bool:
+    """Whether a call with ``dapr-api-token: given`` may pass: the kernel's ``token`` or an
+    :func:`app_token` (always, when ``token`` is None: no token was configured)."""
+    import hmac
+
+    return (token is None or hmac.compare_digest(given.encode(), token.encode())
+            or bool(given and token_app(key, given)))

@@ -8,8 +8,9 @@ Served: ``InvokeBinding``, ``PublishEvent``, ``BulkPublishEvent`` (and its ``Alp
 generated servicer answers UNIMPLEMENTED with a message naming the call and what to use instead
 (``unimplemented.py``), not the generated "Method not implemented!".
 
-``DAPR_API_TOKEN``, when the kernel has one, is required on every call; a function's own token
-(``protocol.app_token``) is accepted too, and tells the stand-in who calls.
+``DAPR_API_TOKEN`` (the kernel always has one: a random one per kernel unless the user set it)
+is required on every call; a function's own token (``protocol.app_token``) is accepted too, and
+tells the stand-in who calls. Anything else is UNAUTHENTICATED.
 
 Each handler decodes its request, calls one ``DaprCore`` method and encodes the answer; errors
 map through ``errors.error_status`` in one place (:func:`_grpc_errors`).
@@ -31,7 +32,7 @@ from . import unimplemented
 from .core import CALLER, DaprCore
 from .errors import error_status
 from .invoke import VERBS
-from .protocol import TOKEN_HEADER, token_app
+from .protocol import TOKEN_HEADER, authorized
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -211,7 +212,7 @@ class _TokenInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
         given = dict(details.invocation_metadata or ()).get(TOKEN_HEADER, "")
-        if given == self.token or (given and token_app(self.key, given)):
+        if authorized(self.token, self.key, given):
             return continuation(details)
         return self._deny
 

@@ -60,7 +60,8 @@ def test_functions_call_each_other_by_app_id(local_backend: Any,
 
     # the Dapr HTTP API reaches it too, with the verb, path, query and body of the call
     reply = requests.post(f"{standin.base}/v1.0/invoke/{greeter_name}/method/x?y=2",
-                          data="body", headers={"Content-Type": "text/plain"}, timeout=10)
+                          data="body", headers={"Content-Type": "text/plain",
+                                                "dapr-api-token": standin.token}, timeout=10)
     assert reply.status_code == 200 and reply.json() == {
         "body": "body", "method": "POST", "path": "/x", "args": {"y": "2"}, "caller": ""}
 
@@ -68,6 +69,7 @@ def test_functions_call_each_other_by_app_id(local_backend: Any,
     monkeypatch.setenv("DAPR_HTTP_ENDPOINT", standin.base)
     monkeypatch.setenv("DAPR_GRPC_ENDPOINT", f"127.0.0.1:{standin.grpc_port}")
     monkeypatch.setenv("DAPR_API_METHOD_INVOCATION_PROTOCOL", "http")
+    monkeypatch.setenv("DAPR_API_TOKEN", standin.token)  # the kernel's, required by default
     with DaprClient() as client:
         via_http = client.invoke_method(greeter_name, "from/sdk", data="plain",
                                         content_type="text/plain", http_verb="POST")
@@ -83,7 +85,8 @@ def test_functions_call_each_other_by_app_id(local_backend: Any,
     assert late.name in standin.stats()["apps"]
     late.stop()
     assert late.name not in standin.stats()["apps"]
-    unknown = requests.get(f"{standin.base}/v1.0/invoke/{late.name}/method/x", timeout=10)
+    unknown = requests.get(f"{standin.base}/v1.0/invoke/{late.name}/method/x", timeout=10,
+                           headers={"dapr-api-token": standin.token})
     assert unknown.status_code == 500 and greeter_name in unknown.json()["message"]
     greeter.stop()
     caller.stop()

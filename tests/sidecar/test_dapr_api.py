@@ -78,7 +78,8 @@ def test_state_transactions_are_all_or_nothing_on_both_faces(sdk_env: StandIn) -
     # DeleteBulkState, which the SDK does not wrap, through the generated stub
     with grpc.insecure_channel(f"127.0.0.1:{sdk_env.grpc_port}") as channel:
         dapr_pb2_grpc.DaprStub(channel).DeleteBulkState(state_pb2.DeleteBulkStateRequest(
-            store_name=store, states=[common_pb2.StateItem(key=k) for k in "cd"]))
+            store_name=store, states=[common_pb2.StateItem(key=k) for k in "cd"]),
+            metadata=[("dapr-api-token", sdk_env.token)])
     assert [requests.get(f"{base}/{k}", timeout=5).status_code for k in "cd"] == [204, 204]
     bad = requests.post(f"{base}/transaction", timeout=5, json={"operations": [
         {"operation": "merge", "request": {"key": "d", "value": 1}}]})
