@@ -27,7 +27,7 @@ from .includes import collect as collect_includes, warnings as include_warnings
 from .manifests import check_settings
 from .package import package as build_package
 from .request import DeployRequest
-from .spec import FunctionSpec, derive_name, parse_env
+from .spec import FunctionSpec, derive_name, parse_env, validate_name, validate_version
 
 _handles: dict[tuple[str, str], FunctionHandle] = {}
 
@@ -112,14 +112,54 @@ class Plan:
 def plan(fn: Callable[..., Any], request: DeployRequest) -> Plan:
     """Decide the target, name and runtime of deploying ``fn`` as ``request`` asks (raises
     ``BackendUnavailableError``/``ConfigError`` for an unknown target or a bad option)."""
+    config.check()
+    _check_arguments(request)
     target = request.target if request.target is not None else config.get("target")
     backend = get_backend(target, **dict(request.target_options or {}))
     runtime = request.runtime if request.runtime is not None else \
         "async" if request.inputs else DEFAULT_RUNTIME
+    if runtime == "async" and not request.inputs:
+        raise ConfigError(
+            "An async function runs only when an input triggers it, and this one has none; "
+            "give one (--input NAME=URI, inputs={'NAME': 'URI'}), or use runtime 'sync' for a "
+            "function called over HTTP.", key="runtime")
     return Plan(function=fn, request=request, backend=backend,
                 target=backend.name or type(backend).__name__,
                 name=request.name or derive_name(getattr(fn, "__name__", "function")),
                 runtime=runtime)
+
+
+_ITEMS_FIX = "a mapping {'NAME': 'URI'} or a list of 'NAME=URI' strings"
+
+
+def _check_arguments(request: DeployRequest) -> None:
+    """Refuse an argument of the wrong type, naming the fix, before it is iterated (an int is
+    a ``TypeError`` deep inside, a string a list of characters). A single ``'NAME=URI'``
+    string is one item, as the magic's ``--input NAME=URI`` is."""
+    if request.name is not None:
+        validate_name(request.name)
+    for field in ("inputs", "outputs", "states", "components"):
+        value = getattr(request, field)
+        if value is not None and not isinstance(value, (str, Mapping, tuple, Component)):
+            raise ConfigError(f"{field}={value!r} is {type(value).__name__}; give {_ITEMS_FIX}, "
+                              f"such as {field}={{'events': 'memory://events'}}.", key=field)
+    if request.env is not None and not isinstance(request.env, (Mapping, tuple)):
+        raise ConfigError(f"env={request.env!r} is {type(request.env).__name__}; give a mapping "
+                          f"{{'KEY': 'VALUE'}} or a list of 'KEY=VALUE' strings.", key="env")
+    port = request.port
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                             or not 0 < port < 65536):
+        raise ConfigError(f"port={port!r} is not a TCP port; give a number 1-65535 "
+                          f"(or none, for a free one).", key="port")
+    if request.version is not None:
+        validate_version(request.version)
+
+
+def _refuse_string(field: str, value: Any, example: str) -> None:
+    """A string where a list is expected would be taken one character at a time."""
+    if isinstance(value, (str, bytes)):
+        raise ConfigError(f"{field}={value!r} is a string, but {field} is a list; write "
+                          f"{field}=[{value!r}] (for example {field}={example}).", key=field)
 
 
 def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | None = None,
@@ -154,6 +194,8 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
     :class:`~ofnotebook.errors.OfnotebookError` and leaves nothing running when any step
     fails.
     """
+    _refuse_string("requirements", requirements, "['numpy', 'pandas==2.2.2']")
+    _refuse_string("env", env, "['KEY=VALUE'] or {'KEY': 'VALUE'}")
     request = DeployRequest(name=name, runtime=runtime, target=target, entry=entry, env=env,
                             requirements=tuple(requirements), port=port, version=version,
                             inputs=inputs, outputs=outputs, states=states,

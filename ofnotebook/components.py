@@ -209,6 +209,11 @@ def parse_uri(name: str, uri: str, role: str, *, app: str = "") -> Component:
     declared = role == DECLARATION
     scheme, sep, rest = uri.partition("://")
     scheme = scheme.lower()
+    if not sep:
+        head, colon, tail = uri.partition(":")
+        if colon and head.lower() in SCHEMES:  # redis:/host, redis:host: a slash short
+            raise _bad(name, role, uri, f"'{head}:' needs two slashes: write "
+                                        f"{head}://{tail.lstrip('/')}")
     if not sep or scheme not in SCHEMES:
         raise _bad(name, role, uri, f"unknown scheme {scheme!r}" if sep else "no scheme")
     if scheme == "cron":  # no query: a cron schedule may contain '?'
@@ -219,6 +224,17 @@ def parse_uri(name: str, uri: str, role: str, *, app: str = "") -> Component:
             raise _bad(name, role, uri, "no schedule")
         return Component("bindings.cron", {"schedule": schedule}, name=name if declared else None)
     operation, uri = _pop_operation(name, role, uri)
+    try:  # urlsplit checks the port only when asked, with a message naming no URI
+        parts = urlsplit(uri)
+    except ValueError as exc:
+        raise _bad(name, role, uri, str(exc)) from None
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise _bad(name, role, uri, "the port must be a number 1-65535, or left out for the "
+                                    "scheme's default")
     component = _parse(name, uri, role, scheme, app)
     return dataclasses.replace(component, operation=operation, name=name if declared else None)
 

@@ -35,6 +35,9 @@ DEFAULT_MAX_GLOBAL_MB = 200.0
 DEFAULT_START_TIMEOUT = 30.0
 DEFAULT_INVOKE_TIMEOUT = 60.0
 DEFAULT_LOG_LINES = 2000
+#: How often the local stand-in delivers an event before it dead-letters it (the value of
+#: ``ofnotebook.sidecar.delivery.DEFAULT_ATTEMPTS``; config imports no other layer).
+DEFAULT_DELIVERY_ATTEMPTS = 8
 WIDGET_MODES = ("auto", "on", "off")
 BUILD_MODES = ("auto", "engine", "registry", "cluster")
 DEFAULT_PLATFORM = "linux/amd64"
@@ -123,6 +126,9 @@ SETTINGS: dict[str, Setting[Any]] = {
                 "a positive number of seconds"),
         Setting("log_lines", lambda: DEFAULT_LOG_LINES, _to_int,
                 "a positive number of lines"),
+        Setting("delivery_attempts", lambda: DEFAULT_DELIVERY_ATTEMPTS, _to_int,
+                "a positive number of deliveries before an event is dead-lettered (0 would "
+                "dead-letter every event unseen)"),
         Setting("base_image", lambda: "", str,
                 "an image reference; default python:<major>.<minor>-slim of the notebook"),
         Setting("registry", lambda: "", str, "a registry host[:port] to push images to"),
@@ -158,3 +164,11 @@ def get(key: str, explicit: Any = UNSET) -> Any:
                           key=key) from None
     return setting.resolve(explicit)
 
+
+def check() -> None:
+    """Read every ``OFNOTEBOOK_*`` setting now (raises ``ConfigError`` naming the variable):
+    a deploy calls it first, so a bad value is refused before anything starts, also one a
+    later part (the stand-in's ``OFNOTEBOOK_DELIVERY_ATTEMPTS``) would read only once running.
+    Nothing is cached: a value changed in the kernel counts at the next deploy."""
+    for setting in SETTINGS.values():
+        setting.resolve()

@@ -15,16 +15,24 @@ from .errors import ConfigError
 
 RUNTIMES = ("sync", "async")
 
-#: Kubernetes-valid deployment names: a DNS-1123 label, kept short because the controller
-#: appends suffixes (``serving-xxxxx``, ``-dapr``, the namespace) to build other names.
+#: Kubernetes-valid deployment names: an RFC 1035 label (a Service name must be one, so no
+#: leading digit), kept short because the controller appends suffixes (``serving-xxxxx``,
+#: ``-dapr``, the namespace) to build other names.
 MAX_NAME_LENGTH = 40
-_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+#: ``spec.version`` becomes a label value on the cluster's objects, so it must be one.
+MAX_VERSION_LENGTH = 63
+_VERSION_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a valid deployment name, else raise ``ConfigError``."""
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"The function name must be a string, not {type(name).__name__} ({name!r}); give "
+            f"one such as 'my-func'.", key="name")
+    if not name:
         raise ConfigError("The function name is empty; give one such as 'my-func'.", key="name")
     if len(name) > MAX_NAME_LENGTH:
         raise ConfigError(
@@ -33,9 +41,23 @@ def validate_name(name: str) -> str:
     if not _NAME_RE.match(name):
         raise ConfigError(
             f"The function name {name!r} is not valid for Kubernetes: use lowercase letters, "
-            f"digits and '-', starting and ending with a letter or digit "
+            f"digits and '-', starting with a letter and ending with a letter or digit "
             f"(for example {derive_name(name)!r}).", key="name")
     return name
+
+
+def validate_version(version: str) -> str:
+    """Return ``version`` if it is a Kubernetes label value (what the cluster makes of it),
+    else raise ``ConfigError`` here rather than at the API server after the image build."""
+    if not isinstance(version, str):
+        raise ConfigError(f"The version must be a string, not {type(version).__name__} "
+                          f"({version!r}); give one such as 'v1.0.0'.", key="version")
+    if len(version) > MAX_VERSION_LENGTH or not _VERSION_RE.match(version):
+        raise ConfigError(
+            f"The version {version!r} is not a Kubernetes label value: use at most "
+            f"{MAX_VERSION_LENGTH} letters, digits, '-', '_' or '.', starting and ending with a "
+            f"letter or digit (such as 'v1.0.0').", key="version")
+    return version
 
 
 def derive_name(python_name: str) -> str:
@@ -43,8 +65,8 @@ def derive_name(python_name: str) -> str:
     text = re.sub(r"([a-z0-9])([A-Z])", r"\1-\2", python_name).lower()
     text = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
     text = text[:MAX_NAME_LENGTH].rstrip("-")
-    if not text or not text[0].isalnum():
-        text = ("fn-" + text).strip("-")[:MAX_NAME_LENGTH]
+    if not text or not text[0].isalpha():
+        text = ("fn-" + text).strip("-")[:MAX_NAME_LENGTH].rstrip("-")
     return text or "fn"
 
 
@@ -99,6 +121,7 @@ class FunctionSpec:
 
     def __post_init__(self) -> None:
         validate_name(self.name)
+        validate_version(self.version)
         if self.runtime not in RUNTIMES:
             raise ConfigError(
                 f"Unknown runtime {self.runtime!r}; use one of {', '.join(RUNTIMES)}.",

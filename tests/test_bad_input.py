@@ -1,0 +1,129 @@
+"""Bad input is refused where it enters: one ``ConfigError`` naming the cause and the fix,
+raised before anything runs, nothing left deployed.
+
+The API table runs in the unit tier: its autouse fixture fails a test that starts a process,
+so a refusal that came only after a runtime or the stand-in started would fail here too. The
+magic table checks the same refusals through ``%%function`` (the magic calls the API).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+import ofnotebook
+from ofnotebook import config
+from ofnotebook.errors import ConfigError
+from tests.helpers import make_function, runtime_children
+
+SOURCE = "def f(request):\n    return 'ok'\n"
+
+API_CASES: list[tuple[dict[str, Any], list[str]]] = [
+    ({"name": 123}, ["must be a string", "int", "'my-func'"]),
+    ({"name": "1abc"}, ["'1abc'", "starting with a letter", "'fn-1abc'"]),
+    ({"name": "1abc", "target": "yaml"}, ["'1abc'", "starting with a letter"]),
+    ({"version": "a" * 64}, ["label value", "at most 63"]),
+    ({"version": "-v1"}, ["'-v1'", "label value", "starting and ending"]),
+    ({"version": "v1 beta"}, ["'v1 beta'", "label value"]),
+    ({"outputs": {"o": "redis://127.0.0.1:abc/t"}},
+     ["'o'", ":abc", "port must be a number 1-65535"]),
+    ({"outputs": {"o": "redis://127.0.0.1:99999/t"}}, [":99999", "port must be a number 1-65535"]),
+    ({"states": {"s": "redis://127.0.0.1:0"}}, ["port must be a number 1-65535"]),
+    ({"states": {"s": "redis:/host"}}, ["'redis:' needs two slashes", "redis://host"]),
+    ({"outputs": {"o": "kafka:127.0.0.1/t"}}, ["needs two slashes", "kafka://127.0.0.1/t"]),
+    ({"requirements": "numpy"}, ["is a string", "requirements=['numpy']"]),
+    ({"env": "K=V"}, ["is a string", "env=['K=V']"]),
+    ({"env": 42}, ["env=42", "'KEY=VALUE'"]),
+    ({"inputs": 42}, ["inputs=42", "int", "'NAME=URI'"]),
+    ({"outputs": 4.5}, ["outputs=4.5", "float", "'NAME=URI'"]),
+    ({"port": "8080"}, ["port='8080'", "1-65535"]),
+    ({"port": 70000}, ["port=70000", "1-65535"]),
+    ({"runtime": "async"}, ["has none", "--input NAME=URI", "'sync'"]),
+    ({"runtime": "async", "inputs": {}}, ["has none", "--input"]),
+]
+
+ENV_CASES: list[tuple[str, str, list[str]]] = [
+    ("OFNOTEBOOK_DELIVERY_ATTEMPTS", "0", ["OFNOTEBOOK_DELIVERY_ATTEMPTS='0'", "positive"]),
+    ("OFNOTEBOOK_DELIVERY_ATTEMPTS", "many", ["OFNOTEBOOK_DELIVERY_ATTEMPTS='many'"]),
+    ("OFNOTEBOOK_LOG_LINES", "-5", ["OFNOTEBOOK_LOG_LINES='-5'", "positive", "Unset it"]),
+    ("OFNOTEBOOK_START_TIMEOUT", "soon", ["OFNOTEBOOK_START_TIMEOUT='soon'", "seconds"]),
+]
+
+
+def assert_nothing_left() -> None:
+    assert ofnotebook.deployments() == []
+    assert runtime_children() == []
+
+
+def message_of(excinfo: pytest.ExceptionInfo[ConfigError]) -> str:
+    return str(excinfo.value)
+
+
+@pytest.mark.parametrize(("kwargs", "words"), API_CASES,
+                         ids=[repr(k)[:60] for k, _ in API_CASES])
+def test_the_api_refuses_a_bad_argument_before_anything_runs(
+        kwargs: dict[str, Any], words: list[str], tmp_path: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the yaml target would write here
+    with pytest.raises(ConfigError) as excinfo:
+        ofnotebook.deploy(make_function(SOURCE), **kwargs)
+    for word in words:
+        assert word in message_of(excinfo)
+    assert_nothing_left()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("variable", "value", "words"), ENV_CASES,
+                         ids=[f"{v}={x}" for v, x, _ in ENV_CASES])
+def test_a_bad_setting_refuses_the_deploy_naming_its_variable(
+        variable: str, value: str, words: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as excinfo:
+        ofnotebook.deploy(make_function(SOURCE), "bad-setting")
+    for word in words:
+        assert word in message_of(excinfo)
+    assert_nothing_left()
+
+
+def test_settings_are_read_again_when_they_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OFNOTEBOOK_DELIVERY_ATTEMPTS", "0")
+    with pytest.raises(ConfigError, match="OFNOTEBOOK_DELIVERY_ATTEMPTS"):
+        config.check()
+    monkeypatch.setenv("OFNOTEBOOK_DELIVERY_ATTEMPTS", "3")
+    config.check()
+    assert config.get("delivery_attempts") == 3
+    monkeypatch.delenv("OFNOTEBOOK_DELIVERY_ATTEMPTS")
+    assert config.get("delivery_attempts") == config.DEFAULT_DELIVERY_ATTEMPTS
+    monkeypatch.setenv("OFNOTEBOOK_LOG_LINES", "7")
+    assert config.get("log_lines") == 7
+
+
+def test_a_derived_name_never_starts_with_a_digit() -> None:
+    from ofnotebook.spec import derive_name, validate_name
+
+    for python_name in ("_9lives", "v2", "x" * 80, "_" + "1" * 50 + "_a"):
+        assert validate_name(derive_name(python_name)) == derive_name(python_name)
+    assert derive_name("_9lives") == "fn-9lives"
+
+
+MAGIC_CASES: list[tuple[str, list[str]]] = [
+    ("1abc", ["'1abc'", "starting with a letter"]),
+    ("ok-name --version v1.", ["'v1.'", "label value"]),
+    ("ok-name --runtime async", ["has none", "--input NAME=URI"]),
+    ("ok-name --output o=redis://127.0.0.1:abc/t", ["port must be a number 1-65535"]),
+    ("ok-name --state s=redis:/host", ["needs two slashes", "redis://host"]),
+]
+
+
+@pytest.mark.parametrize(("line", "words"), MAGIC_CASES, ids=[c for c, _ in MAGIC_CASES])
+def test_the_magic_refuses_the_same_values(ip: InteractiveShell, line: str,
+                                           words: list[str]) -> None:
+    result = ip.run_cell(f"%%function {line}\n{SOURCE}")
+    error = result.error_in_exec
+    assert isinstance(error, ConfigError), error
+    for word in words:
+        assert re.search(re.escape(word), str(error))
+    assert_nothing_left()
