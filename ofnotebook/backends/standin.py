@@ -129,9 +129,13 @@ class StandIn:
         """What Dapr SDK code that is no function needs (the notebook, a script beside it),
         calling as the component-only app ``app_id``: the functions' variables with that app's
         token, and both endpoints, which the SDK prefers to host and port, so a
-        ``DAPR_GRPC_ENDPOINT`` left from another Dapr does not win over the ports."""
-        return {**self.env(app_id), "DAPR_GRPC_ENDPOINT": f"127.0.0.1:{self.grpc_port}",
-                "DAPR_HTTP_ENDPOINT": f"http://127.0.0.1:{self.http_port}"}
+        ``DAPR_GRPC_ENDPOINT`` left from another Dapr does not win over the ports. Not the
+        app's ``APP_API_TOKEN``: the SDK's ``App`` never reads it, and exported into the
+        kernel it would only be one more secret on show."""
+        env = {**self.env(app_id), "DAPR_GRPC_ENDPOINT": f"127.0.0.1:{self.grpc_port}",
+               "DAPR_HTTP_ENDPOINT": f"http://127.0.0.1:{self.http_port}"}
+        del env[APP_TOKEN_ENV]
+        return env
 
     # -- control API -------------------------------------------------------------------------
 

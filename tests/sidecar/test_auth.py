@@ -108,7 +108,7 @@ def test_a_functions_callback_port_refuses_strangers(local_backend: Any) -> None
     from dapr.clients import DaprClient
 
     env = ofnotebook.dapr_env()
-    assert env["DAPR_API_TOKEN"] not in (standin.token, "")
+    assert env["DAPR_API_TOKEN"] not in (standin.token, "") and "APP_API_TOKEN" not in env
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
