@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import config
-from .backends.base import FAILED, PHASES, Deployment, EventSink, PhaseEvent
+from .backends.base import (FAILED, PHASES, STOPPED, STOPPING, Deployment, EventSink,
+                            PhaseEvent)
 from .errors import InvocationError, OfnotebookError, RemoteFunctionError
 from .request import DeployRequest
 from .runtime import ERROR_HEADER
@@ -200,9 +201,14 @@ class FunctionHandle:
                 f"Function {self.name!r} is asynchronous: it is triggered by its inputs, not "
                 f"over HTTP. Send it a test event with .publish(input_name, data).",
                 function_name=self.name)
-        if self.status == FAILED:
-            raise InvocationError(f"Function {self.name!r} is not running: "
-                                  f"{self.deployment.failure}", function_name=self.name)
+        status = self.status
+        if status == FAILED:
+            why = (self.deployment.failure or "it failed").rstrip(".")
+            raise InvocationError(f"Function {self.name!r} is not running: {why}. Redeploy "
+                                  f"or run the cell again.", function_name=self.name)
+        if status in (STOPPING, STOPPED):  # nothing listens: say so, not urllib3's retries
+            raise InvocationError(f"Function {self.name!r} is {status}: Redeploy or run the "
+                                  f"cell again.", function_name=self.name)
         url = self.deployment.invoke_url().rstrip("/") + "/" + path.lstrip("/")
         verb = method or ("POST" if json is not None or data is not None else "GET")
         seconds = float(config.get("invoke_timeout", timeout))

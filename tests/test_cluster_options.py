@@ -156,7 +156,7 @@ def test_local_and_container_take_the_cluster_settings_and_ignore_them() -> None
     # a bad cluster setting fails on every target; an option of no target's still does
     with pytest.raises(ConfigError, match="--keda-trigger 'kafka' needs TYPE:KEY=VALUE"):
         get_backend("local", keda_triggers=["kafka"])
-    with pytest.raises(ConfigError, match="Target 'local' takes no --folder option"):
+    with pytest.raises(ConfigError, match="Target 'local' takes no --out \\(folder="):
         get_backend("local", folder="out", min_replicas=1)
 
 

@@ -46,6 +46,15 @@ def _entry_point_backends() -> None:
         _known.setdefault(ep.name, (ep.value, f"provided by {ep.dist.name if ep.dist else '?'}"))
 
 
+#: option keys the magic spells differently (``_TARGET_OPTIONS`` in magics), with the
+#: target that takes them, so a refusal names the flag the user wrote and where it belongs.
+_FLAGS = {"folder": "--out (folder=, for --target yaml only)"}
+
+
+def _flag(key: str) -> str:
+    return _FLAGS.get(key, "--" + key.replace("_", "-"))
+
+
 def get_backend(target: str | Backend, **options: Any) -> Backend:
     """The backend for ``target``: the object itself, or the kernel-wide instance of a name
     (one per distinct ``options``, such as ``registry=`` or ``namespace=``).
@@ -85,7 +94,7 @@ def get_backend(target: str | Backend, **options: Any) -> Backend:
             known = sorted(accepted | set(SETTINGS))
             close = difflib.get_close_matches(unknown[0], known, n=1)
             raise ConfigError(
-                f"Target {target!r} takes no {', '.join('--' + u.replace('_', '-') for u in unknown)}"
+                f"Target {target!r} takes no {', '.join(_flag(u) for u in unknown)}"
                 f" option{f' (did you mean {close[0]!r}?)' if close else ''}; it takes: "
                 f"{', '.join(sorted(accepted)) or 'none'} and the cluster settings "
                 f"({', '.join(sorted(SETTINGS))}).", key=unknown[0])

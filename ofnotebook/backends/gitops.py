@@ -131,9 +131,10 @@ def write_function(package: Package, folder: Path, options: ClusterOptions | Non
     target = Path(folder) / spec.name
     components = _shared_components(package, Path(folder), manifest) \
         if manifest["apiVersion"].endswith("/v1beta2") else {}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=target.parent))
+    staging: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=target.parent))
         (staging / "function.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
         shutil.copytree(package.path, staging / "build")
         readme = _README if "@sha256:" not in image and cluster_build is None else \
@@ -152,10 +153,22 @@ def write_function(package: Package, folder: Path, options: ClusterOptions | Non
             path.parent.mkdir(exist_ok=True)
             path.write_text(yaml.safe_dump(component, sort_keys=False))
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise DeployError(f"Cannot write {target}: {exc}. Choose a writable folder "
-                          f"(OFNOTEBOOK_YAML_DIR).", function_name=spec.name) from None
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise DeployError(f"Cannot write {target}: {_why_unwritable(target, exc)}. Choose a "
+                          f"writable folder: the DIR of %function export, or --out (the yaml "
+                          f"target's folder=, OFNOTEBOOK_YAML_DIR).",
+                          function_name=spec.name) from None
     return target
+
+
+def _why_unwritable(target: Path, exc: OSError) -> str:
+    """The cause in the user's terms: a path component that is a file (the usual slip, and
+    what ``NotADirectoryError`` means), else the OS's own words without the errno noise."""
+    for parent in reversed(target.parents):
+        if parent.exists() and not parent.is_dir():
+            return f"{parent} is a file, not a folder"
+    return exc.strerror or str(exc)
 
 
 def _shared_components(package: Package, folder: Path, function: dict[str, Any]
