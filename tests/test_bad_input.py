@@ -9,7 +9,7 @@ magic table checks the same refusals through ``%%function`` (the magic calls the
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -53,9 +53,17 @@ ENV_CASES: list[tuple[str, str, list[str]]] = [
 ]
 
 
-def assert_nothing_left() -> None:
-    assert ofnotebook.deployments() == []
-    assert runtime_children() == []
+@pytest.fixture
+def assert_nothing_left() -> Callable[[], None]:
+    """A check that this test left no deployment and no runtime process: compared with what
+    was there before it (another test's function may still be stopping in the background)."""
+    deployments = {id(h) for h in ofnotebook.deployments()}
+    processes = {p.pid for p in runtime_children()}
+
+    def check() -> None:
+        assert [h.name for h in ofnotebook.deployments() if id(h) not in deployments] == []
+        assert [p.pid for p in runtime_children() if p.pid not in processes] == []
+    return check
 
 
 def message_of(excinfo: pytest.ExceptionInfo[ConfigError]) -> str:
@@ -66,7 +74,7 @@ def message_of(excinfo: pytest.ExceptionInfo[ConfigError]) -> str:
                          ids=[repr(k)[:60] for k, _ in API_CASES])
 def test_the_api_refuses_a_bad_argument_before_anything_runs(
         kwargs: dict[str, Any], words: list[str], tmp_path: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, assert_nothing_left: Callable[[], None]) -> None:
     monkeypatch.chdir(tmp_path)  # the yaml target would write here
     with pytest.raises(ConfigError) as excinfo:
         ofnotebook.deploy(make_function(SOURCE), **kwargs)
@@ -79,7 +87,8 @@ def test_the_api_refuses_a_bad_argument_before_anything_runs(
 @pytest.mark.parametrize(("variable", "value", "words"), ENV_CASES,
                          ids=[f"{v}={x}" for v, x, _ in ENV_CASES])
 def test_a_bad_setting_refuses_the_deploy_naming_its_variable(
-        variable: str, value: str, words: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        variable: str, value: str, words: list[str], monkeypatch: pytest.MonkeyPatch,
+        assert_nothing_left: Callable[[], None]) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError) as excinfo:
         ofnotebook.deploy(make_function(SOURCE), "bad-setting")
@@ -119,8 +128,8 @@ MAGIC_CASES: list[tuple[str, list[str]]] = [
 
 
 @pytest.mark.parametrize(("line", "words"), MAGIC_CASES, ids=[c for c, _ in MAGIC_CASES])
-def test_the_magic_refuses_the_same_values(ip: InteractiveShell, line: str,
-                                           words: list[str]) -> None:
+def test_the_magic_refuses_the_same_values(ip: InteractiveShell, line: str, words: list[str],
+                                           assert_nothing_left: Callable[[], None]) -> None:
     result = ip.run_cell(f"%%function {line}\n{SOURCE}")
     error = result.error_in_exec
     assert isinstance(error, ConfigError), error
