@@ -26,7 +26,7 @@ import cloudpickle
 
 from . import config
 from .errors import CaptureError, UnpicklableGlobalError
-from .includes import IncludedFile, report_lines
+from .includes import IncludedFile, human, report_lines
 from .runtime import shapes
 from .runtime.shapes import SIGNATURES as SIGNATURES  # re-exported: --signature's choices
 
@@ -116,12 +116,7 @@ class Capture:
         return "\n".join(lines)
 
 
-def _human(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    if size < _MB:
-        return f"{size / 1024:.1f} kB"
-    return f"{size / _MB:.1f} MB"
+_human = human  # one way to print a size, shared with the --include report
 
 
 def signature_kind(fn: Callable[..., Any], runtime: str = "sync") -> str:
