@@ -16,7 +16,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import ofnotebook
 from ofnotebook import config
-from ofnotebook.errors import ConfigError
+from ofnotebook.errors import ConfigError, OfnotebookError
 from tests.helpers import make_function, runtime_children
 
 SOURCE = "def f(request):\n    return 'ok'\n"
@@ -43,6 +43,44 @@ API_CASES: list[tuple[dict[str, Any], list[str]]] = [
     ({"port": 70000}, ["port=70000", "1-65535"]),
     ({"runtime": "async"}, ["has none", "--input NAME=URI", "'sync'"]),
     ({"runtime": "async", "inputs": {}}, ["has none", "--input"]),
+    ({"name": ""}, ["is empty", "'my-func'"]),
+    ({"name": "UPPER"}, ["'UPPER'", "lowercase", "'upper'"]),
+    ({"name": "a_b"}, ["'a_b'", "'a-b'"]),
+    ({"name": "a.b"}, ["'a.b'", "'a-b'"]),
+    ({"name": "a" * 64}, ["64 characters", "40 or fewer", "shorter name"]),
+    ({"version": ""}, ["version ''", "label value", "'v1.0.0'"]),
+    ({"runtime": "bogus"}, ["Unknown runtime 'bogus'", "sync, async"]),
+    ({"signature": "bogus"}, ["Unknown signature 'bogus'", "request, cloudevent"]),
+    ({"port": 0}, ["port=0", "1-65535"]),
+    ({"port": True}, ["port=True", "1-65535"]),
+    ({"env": ["NOEQUALS"]}, ["'NOEQUALS'", "KEY=VALUE", "--env NOEQUALS=value"]),
+    ({"inputs": {"i": "nosuch://x"}}, ["Input 'i'", "unknown scheme 'nosuch'", "memory://"]),
+    ({"outputs": {"o": "redis://"}}, ["Output 'o'", "must name the topic"]),
+    ({"outputs": {"o": "mqtt://127.0.0.1:1883"}}, ["'mqtt://127.0.0.1:1883'", "name the topic"]),
+    ({"outputs": {"o": "@missing"}}, ["'missing'", "not declared", "--component missing=URI"]),
+    ({"include": ["../outside"]}, ["'../outside'", "leaves the notebook's folder"]),
+    ({"include": ["missing.txt"]}, ["'missing.txt'", "there is no", "check the path"]),
+    ({"target": "nope"}, ["Unknown target 'nope'", "container, kubernetes, local, yaml"]),
+]
+
+#: Cluster settings (``target_options`` on the yaml target, as ``%%function`` passes them).
+CLUSTER_CASES: list[tuple[dict[str, Any], list[str]]] = [
+    ({"min_replicas": -1}, ["--min-replicas -1", "0 or more"]),
+    ({"min_replicas": 3, "max_replicas": 1}, ["--min-replicas 3 is above --max-replicas 1"]),
+    ({"cpu": "lots"}, ["--cpu 'lots'", "quantity", "500m"]),
+    ({"memory": "12XB"}, ["--memory '12XB'", "512Mi"]),
+    ({"pull_policy": "Sometimes"}, ["'Sometimes'", "Always, IfNotPresent, Never"]),
+    ({"labels": {"bad key!": "v"}}, ["'bad key!=v'", "team=data"]),
+    ({"gpus": -1}, ["--gpus -1", "0 or more"]),
+    ({"api_version": "v9"}, ["'v9'", "v1beta2, v1beta1"]),
+    ({"platform": "linux"}, ["'linux'", "os/arch", "linux/amd64"]),
+    ({"dapr_mode": "x"}, ["--dapr-mode 'x'", "standalone, sidecar"]),
+    ({"namespace": "Bad_NS"}, ["'Bad_NS'", "lowercase letters"]),
+    ({"image_credentials": "Bad Secret"}, ["'Bad Secret'", "Secret name"]),
+    ({"keda_polling_interval": 0}, ["needs a --keda-trigger", "kafka:topic=logs"]),
+    ({"hpa_behavior": "{not yaml"}, ["'{not yaml'", "neither JSON nor YAML"]),
+    ({"bogus": 1}, ["no --bogus option", "it takes:"]),
+    ({"build": "bogus"}, ["--build 'bogus'", "auto, engine, registry, cluster"]),
 ]
 
 ENV_CASES: list[tuple[str, str, list[str]]] = [
@@ -50,6 +88,9 @@ ENV_CASES: list[tuple[str, str, list[str]]] = [
     ("OFNOTEBOOK_DELIVERY_ATTEMPTS", "many", ["OFNOTEBOOK_DELIVERY_ATTEMPTS='many'"]),
     ("OFNOTEBOOK_LOG_LINES", "-5", ["OFNOTEBOOK_LOG_LINES='-5'", "positive", "Unset it"]),
     ("OFNOTEBOOK_START_TIMEOUT", "soon", ["OFNOTEBOOK_START_TIMEOUT='soon'", "seconds"]),
+    ("OFNOTEBOOK_START_TIMEOUT", "-1", ["OFNOTEBOOK_START_TIMEOUT='-1'"]),
+    ("OFNOTEBOOK_MAX_GLOBAL_MB", "lots", ["OFNOTEBOOK_MAX_GLOBAL_MB='lots'"]),
+    ("OFNOTEBOOK_BUILD", "bogus", ["OFNOTEBOOK_BUILD='bogus'", "auto"]),
 ]
 
 
@@ -66,7 +107,7 @@ def assert_nothing_left() -> Callable[[], None]:
     return check
 
 
-def message_of(excinfo: pytest.ExceptionInfo[ConfigError]) -> str:
+def message_of(excinfo: pytest.ExceptionInfo[Any]) -> str:
     return str(excinfo.value)
 
 
@@ -76,8 +117,24 @@ def test_the_api_refuses_a_bad_argument_before_anything_runs(
         kwargs: dict[str, Any], words: list[str], tmp_path: Any,
         monkeypatch: pytest.MonkeyPatch, assert_nothing_left: Callable[[], None]) -> None:
     monkeypatch.chdir(tmp_path)  # the yaml target would write here
-    with pytest.raises(ConfigError) as excinfo:
+    with pytest.raises(OfnotebookError) as excinfo:  # ConfigError, CaptureError (--include)...
         ofnotebook.deploy(make_function(SOURCE), **kwargs)
+    for word in words:
+        assert word in message_of(excinfo)
+    assert "Traceback" not in message_of(excinfo)
+    assert_nothing_left()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("options", "words"), CLUSTER_CASES,
+                         ids=[repr(k)[:60] for k, _ in CLUSTER_CASES])
+def test_a_bad_cluster_setting_is_refused_before_anything_is_written(
+        options: dict[str, Any], words: list[str], tmp_path: Any,
+        monkeypatch: pytest.MonkeyPatch, assert_nothing_left: Callable[[], None]) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as excinfo:
+        ofnotebook.deploy(make_function(SOURCE), "bad-cluster", target="yaml",
+                          target_options=options)
     for word in words:
         assert word in message_of(excinfo)
     assert_nothing_left()
@@ -108,6 +165,12 @@ def test_settings_are_read_again_when_they_change(monkeypatch: pytest.MonkeyPatc
     assert config.get("delivery_attempts") == config.DEFAULT_DELIVERY_ATTEMPTS
     monkeypatch.setenv("OFNOTEBOOK_LOG_LINES", "7")
     assert config.get("log_lines") == 7
+    from ofnotebook.backends.container import ContainerBackend
+
+    backend = ContainerBackend()  # made once per kernel: must see later changes
+    monkeypatch.setenv("OFNOTEBOOK_START_TIMEOUT", "12.5")
+    assert (backend.log_lines, backend.start_timeout) == (7, 12.5)
+    assert ContainerBackend(start_timeout=3).start_timeout == 3  # an argument wins
 
 
 def test_a_derived_name_never_starts_with_a_digit() -> None:

@@ -4,7 +4,8 @@ Same handle API as the local target. A sync function's port 8080 is published on
 only. An async function (or one with Dapr outputs) must reach the kernel's local Dapr stand-in,
 which listens on 127.0.0.1, so its container shares the host's network and the runtime binds
 127.0.0.1 on a free port. Every container carries this kernel's session label and is removed
-when the kernel exits.
+when the kernel exits, or, when it is killed, by the kernel's reaper (:mod:`.reaper`). Settings
+(``OFNOTEBOOK_START_TIMEOUT``, ``_LOG_LINES``, ``_REGISTRY``) are read at each deploy.
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ from ..package import Package
 from ..runtime import HEALTH_PATH
 from .base import (FAILED, RUNNING, STOPPED, BufferedDeployment, LogBuffer, PhaseEvent,
                    PhaseRecorder, TrackedBackend, stream_lines)
-from . import standin_warnings
+from . import reaper, standin_warnings
+from .reaper import LABEL_FUNCTION, LABEL_SESSION, SESSION
 from .standin import StandIn, StandInUser, get_standin
 
 if TYPE_CHECKING:
     import docker
 
-SESSION = uuid.uuid4().hex[:12]
-LABEL_SESSION = "io.ofnotebook.session"
-LABEL_FUNCTION = "io.ofnotebook.function"
+__all__ = ["LABEL_FUNCTION", "LABEL_SESSION", "SESSION", "ContainerBackend"]
 CONTAINER_PORT = 8080
 
 
@@ -128,11 +128,24 @@ class ContainerBackend(TrackedBackend):
 
     def __init__(self, *, start_timeout: float | None = None, log_lines: int | None = None,
                  registry: str | None = None) -> None:
-        self.start_timeout = float(config.get("start_timeout", start_timeout))
-        self.log_lines = int(config.get("log_lines", log_lines))
-        self.registry = str(config.get("registry", registry) or "")
+        self._overrides = {"start_timeout": start_timeout, "log_lines": log_lines,
+                           "registry": registry}
+        config.check()  # a bad OFNOTEBOOK_* fails here, naming the variable
         self._removals: list[threading.Thread] = []  # replaced containers, removed meanwhile
         super().__init__()
+
+    # Settings are read at each use, so a changed OFNOTEBOOK_* applies to the next deploy.
+    @property
+    def start_timeout(self) -> float:
+        return float(config.get("start_timeout", self._overrides["start_timeout"]))
+
+    @property
+    def log_lines(self) -> int:
+        return int(config.get("log_lines", self._overrides["log_lines"]))
+
+    @property
+    def registry(self) -> str:
+        return str(config.get("registry", self._overrides["registry"]) or "")
 
     def close(self) -> None:
         """Stop every deployment and wait for replaced containers to be gone too."""
@@ -216,11 +229,13 @@ class ContainerBackend(TrackedBackend):
         options: dict[str, Any] = dict(
             detach=True, environment=env, init=True,
             name=f"ofn-{spec.name}-{package.digest[:8]}-{uuid.uuid4().hex[:6]}",
-            labels={LABEL_SESSION: SESSION, LABEL_FUNCTION: spec.name})
+            labels=reaper.labels(spec.name))
         if host_network:
             options.update(network_mode="host", command=["--host", "127.0.0.1"])
         else:
             options["ports"] = {f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port or None)}
+        reaper.sweep(client)  # containers of this machine's dead kernels
+        reaper.ensure_reaper(images.engine_url())  # and ours, however this kernel ends
         try:
             return client.containers.run(reference, **options)
         except Exception as exc:
