@@ -3,6 +3,7 @@ components."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,12 @@ from dapr.proto.runtime.v1 import appcallback_pb2_grpc
 
 from .drivers import ComponentConfig, Driver
 from .protocol import APP_GRPC, ROLE_INPUT, TOKEN_HEADER, callback_token
+
+#: gRPC's reconnect backoff grows to 120 s by default: a channel to an app that was down would
+#: then keep failing long after the app restarted on the same port. Capped to a second here.
+CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100),
+                   ("grpc.min_reconnect_backoff_ms", 100),
+                   ("grpc.max_reconnect_backoff_ms", 1000))
 
 _callback_key = ""  # protocol.STANDIN_KEY_ENV of this process: signs each app's APP_API_TOKEN
 
@@ -105,12 +112,23 @@ class App:
             port = self.port
             channel = self._channels.get(port)
             if channel is None:
-                channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+                channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
                 if _callback_key:
                     channel = grpc.intercept_channel(
                         channel, _AppToken(callback_token(_callback_key, self.app_id)))
                 self._channels[port] = channel
         return appcallback_pb2_grpc.AppCallbackStub(channel)
+
+    def reachable(self) -> bool:
+        """Whether something accepts connections on the app's current port (a restarted
+        process, before the next try of an event held for it)."""
+        with self._lock:
+            port = self.port
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def close_channels(self) -> None:
         with self._lock:

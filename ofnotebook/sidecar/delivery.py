@@ -3,9 +3,16 @@
 Delivery follows daprd: a binding event goes to ``OnBindingEvent``, a topic event to
 ``OnTopicEvent`` with the CloudEvent envelope daprd builds, on the ``path`` its subscription's
 routes pick (the first rule that matches, else the default route). SUCCESS acknowledges; RETRY
-or a gRPC error is retried with exponential backoff (the app may be restarting: each attempt
-uses the app's current port); DROP, UNIMPLEMENTED, no matching route or the last failed
-attempt record a dead letter and acknowledge. A topic event given up on goes, as it was stored,
+or a gRPC error of a reachable app is retried with exponential backoff; DROP, UNIMPLEMENTED, no
+matching route or the last failed attempt record a dead letter and acknowledge.
+FAILED_PRECONDITION is the runtime's word for a deterministic failure (``ctx.send`` to an
+undeclared output): retrying cannot help, so it is dead-lettered at once with its details.
+
+An app that cannot be reached (UNAVAILABLE: its process died and is being restarted) burns no
+attempt: as daprd stops delivering to an unhealthy app, the event is *held*, tried again with
+backoff on the app's current port until the app answers, or left unacknowledged when the input
+closes (a broker then redelivers it to the next consumer). Counting those failures as attempts
+is what dead-lettered events that a restart a few seconds later would have handled. A topic event given up on goes, as it was stored,
 to the subscription's dead-letter topic on the same pub/sub, as daprd's ``sendToDeadLetter``
 does, when the subscription names one. No event is dropped without a record in the log.
 
@@ -34,6 +41,9 @@ from .protocol import EVENT_DEAD_LETTER, EVENT_DELIVERED, EVENT_IN, EVENT_RETRY
 DEFAULT_ATTEMPTS = 8
 BACKOFF_START = 0.05
 BACKOFF_MAX = 2.0
+#: Longest pause between two tries of an event held for an unreachable app: short, so an app
+#: back after a restart gets its events within about a second.
+HOLD_MAX = 1.0
 # Events in flight per input (as pubsub.redis's default `concurrency`); measured: 4, 10 and 16 give
 # the same rate within noise on 2 cores, more threads only contend for the GIL.
 DELIVERY_CONCURRENCY = 10
@@ -76,10 +86,15 @@ class Dispatcher:
             self._give_up(event, "no route of the subscription matches the event", 0, data,
                           content_type)
             return
-        for attempt in range(1, self.attempts + 1):
+        while attempt < self.attempts:
             if self._closed.is_set():
                 return  # unacknowledged: redelivered by the broker to the next consumer
             outcome, error = self._attempt(request)
+            if outcome == "unreachable":
+                if not self._hold(request):
+                    return  # closed while the app was away: left for the broker
+                continue  # the app is back: this try did not count
+            attempt += 1
             if outcome == "success":
                 self.log.record(self.app.app_id, EVENT_DELIVERED, name=ep.name, attempt=attempt)
                 event.ack()
@@ -92,6 +107,16 @@ class Dispatcher:
                 self._closed.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
         self._give_up(event, error, attempt, data, content_type)
+
+    def _hold(self, request: Any) -> bool:
+        """Wait, with backoff, until the app is reachable again (its port re-read on each
+        try, as a restart may move it); False when the input closed first."""
+        pause = BACKOFF_START
+        while not self._closed.wait(pause):
+            if self.app.reachable():
+                return True
+            pause = min(pause * 2, HOLD_MAX)
+        return False
 
     def _give_up(self, event: InboundEvent, error: str, attempts: int, data: bytes,
                  content_type: str) -> None:
@@ -142,6 +167,10 @@ class Dispatcher:
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 return "drop", f"the app does not handle {ep.name!r} (UNIMPLEMENTED)"
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                return "unreachable", f"UNAVAILABLE: {exc.details()}"
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                return "drop", exc.details() or "FAILED_PRECONDITION"
             return "retry", f"{exc.code().name}: {exc.details()}"
         if reply.status == appcallback_pb2.TopicEventResponse.RETRY:
             return "retry", "the function raised; see its logs"
