@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import config
-from .backends.base import (FAILED, PHASES, STOPPED, STOPPING, Deployment, EventSink,
-                            PhaseEvent)
+from .backends.base import (FAILED, PHASES, RESTARTING, STOPPED, STOPPING, Deployment,
+                            EventSink, PhaseEvent)
 from .errors import InvocationError, OfnotebookError, RemoteFunctionError
 from .request import DeployRequest
 from .runtime import ERROR_HEADER
@@ -154,8 +154,23 @@ class FunctionHandle:
     @property
     def status(self) -> str:
         """The target's state now, asked fresh on each read (a process may exit at any
-        time)."""
+        time): ``running``; ``restarting`` while a process that died unasked waits for its
+        restart (backoff, as a pod in CrashLoopBackOff) or starts again, when nothing
+        answers on the URL yet; ``failed`` when it is given up; ``stopping``/``stopped``."""
         return self.deployment.status
+
+    @property
+    def restarts(self) -> int:
+        """How many times the target restarted the function after its process died: a
+        count that grows tells a function that keeps crashing from a healthy one."""
+        return self.deployment.restarts
+
+    @property
+    def status_text(self) -> str:
+        """The status with the restarts, as the repr and the view show it: "running
+        (restarts 2)"."""
+        restarts = self.restarts
+        return f"{self.status} (restarts {restarts})" if restarts else self.status
 
     @property
     def digest(self) -> str:
@@ -206,6 +221,11 @@ class FunctionHandle:
             why = (self.deployment.failure or "it failed").rstrip(".")
             raise InvocationError(f"Function {self.name!r} is not running: {why}. Redeploy "
                                   f"or run the cell again.", function_name=self.name)
+        if status == RESTARTING:
+            why = (self.deployment.failure or "its process exited").rstrip(".")
+            raise InvocationError(f"Function {self.name!r} is restarting: {why}. It answers "
+                                  f"again on {self.url} once restarted; try again in a "
+                                  f"moment.", function_name=self.name)
         if status in (STOPPING, STOPPED):  # nothing listens: say so, not urllib3's retries
             raise InvocationError(f"Function {self.name!r} is {status}: Redeploy or run the "
                                   f"cell again.", function_name=self.name)
@@ -344,12 +364,13 @@ class FunctionHandle:
         return " · ".join(parts) + (" (unchanged, reused)" if self.reused else "")
 
     def __repr__(self) -> str:
-        lines = [f"<FunctionHandle {self.name!r} [{self.runtime} · {self.target}] {self.status}",
+        lines = [f"<FunctionHandle {self.name!r} [{self.runtime} · {self.target}] "
+                 f"{self.status_text}",
                  f"  url      {self.url}",
                  f"  package  {self.package.short_digest}  lock: "
                  f"{', '.join(self.capture.requirements)}",
                  f"  timings  {self._timing_text()}>"]
-        if self.status == FAILED:
+        if self.status in (FAILED, RESTARTING):
             lines.insert(1, f"  failure  {self.deployment.failure}")
         return "\n".join(lines)
 
@@ -363,11 +384,11 @@ class FunctionHandle:
             ("lock", esc(", ".join(self.capture.requirements))),
             ("timings", esc(self._timing_text())),
         ]
-        if self.status == FAILED:
+        if self.status in (FAILED, RESTARTING):
             rows.insert(0, ("failure", f"<pre>{esc(self.deployment.failure or '')}</pre>"))
         body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th>"
                        f"<td style='text-align:left'>{v}</td></tr>" for k, v in rows)
         return (f"<div class='ofnotebook-handle'><b>{esc(self.name)}</b> "
                 f"<span style='color:#57606a'>{esc(self.runtime)} · {esc(self.target)}</span> "
                 f"<span style='background:{colour};color:white;border-radius:8px;"
-                f"padding:0 6px'>{esc(self.status)}</span><table>{body}</table></div>")
+                f"padding:0 6px'>{esc(self.status_text)}</span><table>{body}</table></div>")

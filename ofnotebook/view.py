@@ -13,7 +13,7 @@ import html
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Callable
 
 from . import config
 from .backends.base import PHASES, PhaseEvent
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 LOG_LINES = 500
 OUTPUT_ROWS = 50
 STATUS_COLOURS = {"running": "#1a7f37", "failed": "#cf222e", "stopped": "#6e7781",
-                  "deploying": "#9a6700", "starting": "#9a6700"}
+                  "deploying": "#9a6700", "starting": "#9a6700", "restarting": "#bc4c00"}
 
 
 class ViewState:
@@ -40,6 +40,10 @@ class ViewState:
         self.name, self.runtime, self.target = name, runtime, target
         self.status = "deploying"
         self.url = ""
+        #: Restarts of the function's process (shown as "running (restarts 2)"), read from
+        #: the handle at each status update once attached.
+        self.restarts = 0
+        self._restarts_of: Callable[[], int] | None = None
         self.phases: dict[str, PhaseEvent] = {}
         self.logs: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
         self.outputs: collections.deque[OutputEvent] = collections.deque(maxlen=OUTPUT_ROWS)
@@ -86,11 +90,18 @@ class ViewState:
             self._touch("invocation")
 
     def set_status(self, status: str, url: str = "") -> None:
+        restarts = self._restarts_of() if self._restarts_of is not None else self.restarts
         with self._lock:
-            if status != self.status or (url and url != self.url):
+            if status != self.status or (url and url != self.url) or restarts != self.restarts:
                 self.status = status
                 self.url = url or self.url
+                self.restarts = restarts
                 self._touch("header")
+
+    @property
+    def status_text(self) -> str:
+        """The status with the restarts: a function that keeps crashing shows it."""
+        return f"{self.status} (restarts {self.restarts})" if self.restarts else self.status
 
     def set_stats(self, stats: dict[str, int]) -> None:
         with self._lock:
@@ -116,6 +127,7 @@ class ViewState:
             for event in handle.events:
                 self.phases[event.phase] = event
             self.error = None
+            self._restarts_of = lambda: handle.restarts
             for part in ("phases", "error", "header", "forms"):
                 self._touch(part)
         self.set_status(handle.status, handle.url)
@@ -156,7 +168,7 @@ class ViewState:
         return (f'<div class="ofn-header"><b class="ofn-name">{esc(self.name)}</b> '
                 f'<span style="color:#57606a">{esc(self.runtime)} · {esc(self.target)}</span> '
                 f'<span class="ofn-status ofn-status-{esc(self.status)}" style="background:'
-                f'{colour};color:white;border-radius:8px;padding:0 8px">{esc(self.status)}'
+                f'{colour};color:white;border-radius:8px;padding:0 8px">{esc(self.status_text)}'
                 f'</span>{link}</div>')
 
     def phases_html(self) -> str:
@@ -218,7 +230,7 @@ class ViewState:
 
     def render_text(self) -> str:
         """The view as plain text, for front ends without widgets."""
-        lines = [f"{self.name} [{self.runtime} · {self.target}] {self.status}"]
+        lines = [f"{self.name} [{self.runtime} · {self.target}] {self.status_text}"]
         if self.url:
             lines.append(f"  url      {self.url}")
         if self.phases:

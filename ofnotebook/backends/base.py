@@ -22,6 +22,9 @@ from .events import EventTracker
 #: Kubernetes object with a deletionTimestamp is until its finalizers are done).
 STARTING, RUNNING, FAILED, STOPPING, STOPPED = "starting", "running", "failed", "stopping", \
     "stopped"
+#: The process exited unasked and a restart is due or starting (a pod in CrashLoopBackOff):
+#: not running, not given up either.
+RESTARTING = "restarting"
 
 #: Phases in the order they happen on any target (a deploy emits some of them); the handle's
 #: timings and the view's phase row both follow it, unknown phases go last as they come.
@@ -164,9 +167,10 @@ class Deployment:
 
     ``url`` is the deployment's address as the user sees it (``http://...`` for a sync
     function, ``grpc://...`` for a local async one, a folder's ``file://`` URI for the yaml
-    target); ``status`` one of ``starting``, ``running``, ``failed``, ``stopping`` or
-    ``stopped`` (or a target's own word, such as ``written``); ``failure`` explains a
-    ``failed`` status with the last log lines.
+    target); ``status`` one of ``starting``, ``running``, ``restarting``, ``failed``,
+    ``stopping`` or ``stopped`` (or a target's own word, such as ``written``); ``failure``
+    explains a ``failed`` or ``restarting`` status with the last log lines; ``restarts``
+    counts the times the target restarted the function's process after it died.
 
     A target that cannot do a verb from the notebook (send a test event into a cluster, read
     a state store it does not host) raises :class:`~ofnotebook.errors.UnsupportedError` naming
@@ -177,6 +181,8 @@ class Deployment:
     name: str
     url: str
     package: Package
+    #: Restarts after the process died unasked (0 where the target does not restart).
+    restarts: int = 0
 
     def invoke_url(self) -> str:
         """The base URL the handle sends HTTP invocations to: ``url`` by default. A target

@@ -4,10 +4,18 @@ Speed comes from a *standby* process: a runtime that has already imported Flask 
 and bound a free 127.0.0.1 port, waiting on stdin for a package. A deploy hands it the package
 (a few milliseconds) and starts the next standby in the background. A re-run with the same
 package digest and environment reuses the running process; a changed one replaces it once the
-new process answers its health probe.
+new process answers its health probe, which must answer with this deployment's nonce (a port
+held by another function or program never passes for it).
+
+A process that exits without being asked to is restarted, as the kubelet restarts a container:
+after a backoff (:class:`~.processes.Backoff`: 0.5 s doubling to 30 s, reset after a minute
+up), with the same package and environment, on the same port, so the URL stays valid (a port
+taken meanwhile is given up for a free one, registered again with the stand-in). The log keeps
+one line per exit; ``restarts`` counts them; the status says ``restarting`` meanwhile. A stopped
+or replaced deployment is never restarted.
 
 No process outlives the kernel: each is stopped at exit (atexit, SIGTERM then SIGKILL), and each
-watches its parent PID and exits on its own if the kernel is killed.
+watches its parent PID and exits on its own if the kernel is killed (:mod:`.processes`).
 
 Functions that talk Dapr are registered with the kernel's stand-in once they answer; one whose
 component cannot start is not deployed, and the error names the component. A sync function
@@ -18,116 +26,23 @@ started for that alone, but starting it for a later function registers the ones 
 
 from __future__ import annotations
 
-import atexit
-import http.client
-import json
-import os
-import subprocess
-import sys
+import secrets
 import threading
 import time
 import weakref
-from typing import ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 from .. import config
 from ..context import context_env
 from ..errors import DeployError
 from ..package import Package
-from ..runtime import HEALTH_PATH
 from ..spec import FunctionSpec
-from .base import (FAILED, RUNNING, STOPPED, BufferedDeployment, LogBuffer,
+from .base import (FAILED, RESTARTING, RUNNING, STOPPED, BufferedDeployment, LogBuffer,
                    PhaseRecorder, TrackedBackend)
 from . import standin_warnings
-from .processes import STOP_GRACE, child_env, terminate
+from .processes import (Backoff, RuntimeProcess, lost_its_port, port_holder, wait_healthy,
+                        wait_listening)
 from .standin import StandIn, StandInUser, current_standin, get_standin
-
-_LIVE_PROCESSES: "weakref.WeakSet[RuntimeProcess]" = weakref.WeakSet()
-
-
-class RuntimeProcess:
-    """One ``python -m ofnotebook.runtime --standby`` subprocess and its log buffer."""
-
-    def __init__(self, *, log_lines: int) -> None:
-        self.log_buffer = LogBuffer(log_lines)
-        self.logs = self.log_buffer.lines
-        self._port_ready = threading.Event()
-        self.exited = threading.Event()
-        self.port: int | None = None
-        self.returncode: int | None = None
-        self.stopping = False
-        self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "ofnotebook.runtime", "--standby",
-             "--parent-pid", str(os.getpid())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=child_env(), start_new_session=True, text=True, encoding="utf-8",
-            errors="replace", bufsize=1)
-        _LIVE_PROCESSES.add(self)
-        self._reader = threading.Thread(target=self._read, name=f"ofnotebook-log-{self.proc.pid}",
-                                        daemon=True)
-        self._reader.start()
-        self._finalizer = weakref.finalize(self, terminate, self.proc)
-
-    @property
-    def pid(self) -> int:
-        """The process's PID, for messages and for the tests' leak check."""
-        return self.proc.pid
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.rstrip("\n")
-            if self.port is None and line.startswith('{"standby":'):
-                self.port = int(json.loads(line)["standby"])
-                self._port_ready.set()
-                continue
-            self.log_buffer.append(line)
-        self.proc.stdout.close()
-        self.returncode = self.proc.wait()
-        self.exited.set()
-        self._port_ready.set()
-
-    def wait_standby(self, timeout: float) -> int:
-        """Block until the process announced its port; raise ``DeployError`` if it did not."""
-        self._port_ready.wait(timeout)
-        if self.port is None:
-            self.stop()
-            raise DeployError(
-                "The local runtime process did not start within "
-                f"{timeout:.0f} s (OFNOTEBOOK_START_TIMEOUT). Last output:\n"
-                + "\n".join(list(self.logs)[-20:]))
-        return self.port
-
-    def send(self, order: dict[str, object]) -> None:
-        """Hand the standby process one JSON line (the package to load): stdin, because the
-        process is already started and waiting, which is what makes a deploy fast."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(order) + "\n")
-        self.proc.stdin.flush()
-
-    def stop(self) -> None:
-        """Terminate, then kill after the grace period (the finalizer, which also runs at
-        exit), and let the log reader finish so the last lines are kept."""
-        self.stopping = True
-        self._finalizer()
-        self._reader.join(timeout=STOP_GRACE)
-
-
-def _wait_healthy(process: RuntimeProcess, port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.exited.is_set():
-            break
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=min(2.0, timeout))
-        try:
-            conn.request("GET", HEALTH_PATH)
-            if conn.getresponse().status == 200:
-                return
-        except (OSError, http.client.HTTPException):
-            time.sleep(0.005)
-        finally:
-            conn.close()
-    process.exited.wait(0.2)  # let the reader collect the last lines of a crash
-    raise DeployError("not ready")
 
 
 def deployment_key(package: Package, env: Mapping[str, str]) -> tuple[object, ...]:
@@ -137,50 +52,44 @@ def deployment_key(package: Package, env: Mapping[str, str]) -> tuple[object, ..
             repr((spec.inputs, spec.outputs, spec.states, spec.components)))
 
 
-def _wait_listening(process: RuntimeProcess, port: int, timeout: float) -> None:
-    """An async function serves gRPC: ready once it said it serves and its port accepts
-    connections (another process listening on that port must not pass for it)."""
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not process.exited.is_set():
-        if not any(line.startswith("ofnotebook runtime: serving") for line in process.logs):
-            time.sleep(0.01)
-            continue
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.01)
-    process.exited.wait(0.2)
-    raise DeployError("not ready")
-
-
-def _lost_its_port(process: RuntimeProcess) -> bool:
-    """True when the runtime exited because its port was taken between the standby's release
-    and gRPC's bind (a race with other processes picking free ports)."""
-    text = "\n".join(process.logs).lower()
-    return process.exited.is_set() and ("failed to bind" in text or
-                                        "address already in use" in text)
-
-
 class LocalDeployment(StandInUser, BufferedDeployment):
-    """A function served by a local runtime process (and the stand-in, for Dapr functions)."""
+    """A function served by a local runtime process (and the stand-in, for Dapr functions),
+    restarted with backoff when its process dies (see the module docstring)."""
 
     def __init__(self, name: str, package: Package, process: RuntimeProcess, port: int,
-                 env: Mapping[str, str], standin: StandIn | None = None) -> None:
+                 env: Mapping[str, str], standin: StandIn | None = None, *,
+                 backend: "LocalBackend | None" = None, fixed_port: bool = False,
+                 nonce: str = "") -> None:
         self.name = name
         self.package = package
         self.process = process
         self.log_buffer = process.log_buffer
         self.port = port
         self.env = dict(env)
-        is_async = package.spec.runtime == "async"
-        self.url = f"grpc://127.0.0.1:{port}" if is_async else f"http://127.0.0.1:{port}/"
+        self.url = self._url()
+        self.nonce = nonce
+        #: The user chose the port (--port): a restart waits for it rather than moving.
+        self.fixed_port = fixed_port
+        self.restarts = 0
         self._stopped = False
+        self._halt = threading.Event()
+        self._lock = threading.Lock()
+        self._backoff = Backoff()
+        self._next_restart = ""  # "restart #k in X s", while one is due
+        self._restarting = False  # from an exit until the new process answers
+        self.port_taken = False  # the port went to another process: restart on a free one
+        self._backend = weakref.ref(backend) if backend is not None else None
         self._attach_standin(standin)
         #: The stand-in a function without Dapr components is listed with, for invocation.
         self.listed_in: StandIn | None = None
+        if backend is not None:
+            threading.Thread(target=self._supervise, name=f"ofnotebook-supervise-{name}",
+                             daemon=True).start()
+
+    def _url(self) -> str:
+        if self.package.spec.runtime == "async":
+            return f"grpc://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.port}/"
 
     @property
     def key(self) -> tuple[object, ...]:
@@ -192,22 +101,66 @@ class LocalDeployment(StandInUser, BufferedDeployment):
     def status(self) -> str:
         if self._stopped:
             return STOPPED
-        if self.process.exited.is_set():
-            return FAILED
+        if self.process.exited.is_set() or self._restarting:
+            return FAILED if self._backend is None or self._halt.is_set() else RESTARTING
         return RUNNING
 
     @property
     def failure(self) -> str | None:
-        if self.status != FAILED:
+        status = self.status
+        if status not in (FAILED, RESTARTING):
             return None
         tail = "\n".join(self.logs(tail=15))
+        due = f"; {self._next_restart}" if status == RESTARTING and self._next_restart else ""
         return (f"the local process (pid {self.process.pid}) exited with code "
-                f"{self.process.returncode}. Last log lines:\n{tail}")
+                f"{self.process.returncode}{due}. Last log lines:\n{tail}")
+
+    def _supervise(self) -> None:
+        """Restart the process each time it exits unasked, after the backoff delay."""
+        while True:
+            process = self.process
+            process.exited.wait()
+            if self._halt.is_set() or process is not self.process:
+                if self._halt.is_set():
+                    return
+                continue
+            self._restarting = True
+            delay = self._backoff.next_delay(time.monotonic() - process.started_at)
+            self._next_restart = f"restart #{self.restarts + 1} in {delay:g} s"
+            self.log_buffer.append(f"ofnotebook: process exited with code "
+                                   f"{process.returncode}; {self._next_restart}")
+            if self._halt.wait(delay):
+                return
+            backend = self._backend() if self._backend is not None else None
+            if backend is None:
+                return
+            try:
+                backend.restart(self)
+            except (OSError, DeployError) as exc:
+                self.log_buffer.append(f"ofnotebook: restart #{self.restarts} failed: {exc}")
+            else:
+                self._next_restart, self._restarting = "", False
+
+    def adopt(self, process: RuntimeProcess) -> bool:
+        """Make ``process`` this deployment's (a restart), sharing the log; False (and the
+        process stopped) when the deployment was stopped meanwhile."""
+        with self._lock:
+            if self._stopped:
+                process.stop()
+                return False
+            for line in process.log_buffer.tail():
+                self.log_buffer.append(line)
+            process.log_buffer = self.log_buffer
+            self.process = process
+            self.restarts += 1
+        return True
 
     def mark_stopped(self) -> None:
         """Report ``stopped`` at once while the process stops in the background: a replaced
-        deployment must not look alive during the grace period."""
-        self._stopped = True
+        deployment must not look alive during the grace period, nor be restarted."""
+        with self._lock:
+            self._stopped = True
+        self._halt.set()
         self._leave_standin(unregister=False)
 
     def stop(self, unregister: bool = True) -> None:
@@ -220,23 +173,32 @@ class LocalDeployment(StandInUser, BufferedDeployment):
                 listed.unregister(self.name)
             except DeployError:
                 pass  # the stand-in is gone already
-        self.process.stop()
+        with self._lock:
+            process = self.process
+        process.stop()
 
 
 class LocalBackend(TrackedBackend):
-    """Runs functions as local subprocesses; keeps one warm standby process ready."""
+    """Runs functions as local subprocesses; keeps one warm standby process ready.
+
+    ``start_timeout`` and ``log_lines`` given here win; otherwise they are read again
+    (``config.get``) at each deploy, so a changed ``OFNOTEBOOK_*`` value counts at once."""
 
     name: ClassVar[str] = "local"
 
     def __init__(self, *, start_timeout: float | None = None, log_lines: int | None = None,
                  standby: bool = True) -> None:
-        self.start_timeout = float(config.get("start_timeout", start_timeout))
-        self.log_lines = int(config.get("log_lines", log_lines))
+        self._start_timeout_arg, self._log_lines_arg = start_timeout, log_lines
+        self._read_settings()
         self.keep_standby = standby
         self._standby: RuntimeProcess | None = None
         self._processes: "weakref.WeakSet[RuntimeProcess]" = weakref.WeakSet()
         super().__init__()
         self._closed = False
+
+    def _read_settings(self) -> None:
+        self.start_timeout = float(config.get("start_timeout", self._start_timeout_arg))
+        self.log_lines = int(config.get("log_lines", self._log_lines_arg))
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -246,6 +208,11 @@ class LocalBackend(TrackedBackend):
         if process is None or process.exited.is_set():
             process = RuntimeProcess(log_lines=self.log_lines)
             self._processes.add(process)
+        elif process.log_buffer.lines.maxlen != self.log_lines:  # OFNOTEBOOK_LOG_LINES changed
+            buffer = LogBuffer(self.log_lines)
+            for line in process.log_buffer.tail():
+                buffer.append(line)
+            process.log_buffer = buffer
         return process
 
     def prewarm(self) -> None:
@@ -256,13 +223,17 @@ class LocalBackend(TrackedBackend):
         with self._lock:
             if self._closed or not self.keep_standby or self._standby is not None:
                 return
-            self._standby = RuntimeProcess(log_lines=self.log_lines)
+            try:
+                self._standby = RuntimeProcess(log_lines=self.log_lines)
+            except DeployError:
+                return  # the kernel is exiting
             self._processes.add(self._standby)
 
     # -- the contract ------------------------------------------------------------------------
 
     def deploy(self, package: Package, *, env: Mapping[str, str], local_port: int | None,
                recorder: PhaseRecorder) -> LocalDeployment:
+        self._read_settings()
         spec = package.spec
         name = spec.name
         existing = self._deployments.get(name)
@@ -270,6 +241,8 @@ class LocalBackend(TrackedBackend):
                 and existing.key == deployment_key(package, env)
                 and local_port in (None, existing.port)):
             return existing
+        if local_port is not None:
+            self._free_port_for(name, local_port)
 
         standin = listed = None
         if spec.needs_dapr:
@@ -278,29 +251,24 @@ class LocalBackend(TrackedBackend):
                 self._list_running(standin)
         else:
             listed = current_standin()
+        nonce = secrets.token_hex(8)
         for attempt in (1, 2):
-            process, port = self._start(package, env, local_port, standin or listed, recorder)
+            process, port = self._start(package, env, local_port, standin or listed, recorder,
+                                        nonce)
             with recorder.phase("ready", detail=f"127.0.0.1:{port}"):
                 try:
-                    if spec.runtime == "async":
-                        _wait_listening(process, port, self.start_timeout)
-                    else:
-                        _wait_healthy(process, port, self.start_timeout)
+                    self._wait_ready(process, port, spec, nonce)
                 except DeployError as exc:
                     process.stop()
-                    if attempt == 1 and local_port is None and _lost_its_port(process):
+                    if attempt == 1 and local_port is None and lost_its_port(process):
                         continue  # another process took the free port first: take a new one
-                    tail = "\n".join(list(process.logs)[-15:]) or "(no output)"
-                    why = "" if str(exc) == "not ready" else f"{exc}. "
-                    raise DeployError(
-                        f"Function {name!r} did not become ready on the local target "
-                        f"(exit code {process.returncode}). {why}Last log lines:\n{tail}",
-                        function_name=name, last_logs=list(process.logs)[-15:]) from None
+                    raise self._not_ready(name, process, port, exc) from None
                 if standin is not None:
                     self._register(standin, name, port, process, spec, recorder)
                 break
 
-        deployment = LocalDeployment(name, package, process, port, env, standin)
+        deployment = LocalDeployment(name, package, process, port, env, standin, backend=self,
+                                     fixed_port=local_port is not None, nonce=nonce)
         if listed is not None:
             self._list(deployment, listed)
         previous = self._track(deployment)
@@ -311,6 +279,75 @@ class LocalBackend(TrackedBackend):
             threading.Thread(target=previous.stop, kwargs={"unregister": False},
                              name=f"ofnotebook-stop-{name}", daemon=True).start()
         return deployment
+
+    def _free_port_for(self, name: str, port: int) -> None:
+        """``--port`` of a function of this kernel: another one's is refused naming it; this
+        function's own running one is stopped first (both cannot listen on it)."""
+        with self._lock:
+            holders = [d for d in self._deployments.values()
+                       if isinstance(d, LocalDeployment) and d.port == port
+                       and d.status != STOPPED]
+        for holder in holders:
+            if holder.name != name:
+                raise DeployError(
+                    f"Port {port} is used by the function {holder.name!r} of this notebook "
+                    f"({holder.url}): pick another --port, or stop {holder.name!r} first "
+                    f"(%function stop {holder.name}).", function_name=name)
+            self.stop(name)
+
+    def _wait_ready(self, process: RuntimeProcess, port: int, spec: FunctionSpec,
+                    nonce: str) -> None:
+        if spec.runtime == "async":
+            wait_listening(process, port, self.start_timeout)
+        else:
+            wait_healthy(process, port, self.start_timeout, nonce)
+
+    @staticmethod
+    def _not_ready(name: str, process: RuntimeProcess, port: int, exc: DeployError
+                   ) -> DeployError:
+        """The one message of a process that did not become ready: who holds its port when
+        that was the cause, and its last log lines."""
+        logs = list(process.logs)[-15:]
+        tail = "\n".join(logs) or "(no output)"
+        why = "" if str(exc) == "not ready" else f"{exc}. "
+        if not why and lost_its_port(process):
+            why = f"{port_holder(port)}. "
+        return DeployError(f"Function {name!r} did not become ready on the local target "
+                           f"(exit code {process.returncode}). {why}Last log lines:\n{tail}",
+                           function_name=name, last_logs=logs)
+
+    def restart(self, deployment: LocalDeployment) -> None:
+        """Start ``deployment`` again in a new process (it died unasked): the same package
+        and environment on the same port, a free one if that was taken (then registered
+        again with the stand-in). Raises ``DeployError`` when the new one is not ready."""
+        self._read_settings()
+        spec = deployment.package.spec
+        process = self._take_process()
+        try:
+            standby_port = process.wait_standby(self.start_timeout)
+        except DeployError:
+            process.stop()
+            raise
+        if not deployment.adopt(process):
+            return  # stopped while the restart was due
+        port = standby_port if deployment.port_taken and not deployment.fixed_port \
+            else deployment.port
+        standin = deployment.standin or deployment.listed_in
+        process.send(self._order(deployment.package, deployment.env, standin, port,
+                                 None if port == standby_port else port, deployment.nonce))
+        threading.Thread(target=self._refill_standby, daemon=True).start()
+        try:
+            self._wait_ready(process, port, spec, deployment.nonce)
+        except DeployError as exc:
+            process.stop()
+            deployment.port_taken = lost_its_port(process)
+            raise self._not_ready(deployment.name, process, port, exc) from None
+        if port != deployment.port:
+            deployment.port = port
+            deployment.url = deployment._url()
+            for known in {s for s in (deployment.standin, deployment.listed_in) if s}:
+                known.register(deployment.name, port, spec, self.start_timeout)
+        deployment.port_taken = False
 
     def _register(self, standin: StandIn, name: str, port: int, process: RuntimeProcess,
                   spec: FunctionSpec, recorder: PhaseRecorder) -> None:
@@ -352,8 +389,22 @@ class LocalBackend(TrackedBackend):
                     and deployment.listed_in is not standin:
                 self._list(deployment, standin)
 
+    @staticmethod
+    def _order(package: Package, env: Mapping[str, str], standin: StandIn | None, port: int,
+               local_port: int | None, nonce: str) -> dict[str, object]:
+        """The JSON line a standby process gets: the package, its environment (the stand-in's
+        and the function context's too), the fixed port if any and the deployment's nonce,
+        which its health probe answers with."""
+        order_env = dict(env)
+        if standin is not None:
+            order_env.update(standin.env(package.spec.name))
+        order_env.update(context_env(package.spec, port=port))
+        return {"package": str(package.path), "env": order_env, "port": local_port,
+                "nonce": nonce}
+
     def _start(self, package: Package, env: Mapping[str, str], local_port: int | None,
-               standin: StandIn | None, recorder: PhaseRecorder) -> tuple[RuntimeProcess, int]:
+               standin: StandIn | None, recorder: PhaseRecorder, nonce: str
+               ) -> tuple[RuntimeProcess, int]:
         """Hand ``package`` to the warm standby process (and start the next standby)."""
         with recorder.phase("start", detail="local process"):
             process = self._take_process()
@@ -361,12 +412,7 @@ class LocalBackend(TrackedBackend):
                 port = process.wait_standby(self.start_timeout)
                 if local_port is not None:
                     port = local_port
-                order_env = dict(env)
-                if standin is not None:
-                    order_env.update(standin.env(package.spec.name))
-                order_env.update(context_env(package.spec, port=port))
-                process.send({"package": str(package.path), "env": order_env,
-                              "port": local_port})
+                process.send(self._order(package, env, standin, port, local_port, nonce))
             except (OSError, DeployError):
                 process.stop()
                 raise
@@ -386,11 +432,3 @@ class LocalBackend(TrackedBackend):
         for process in list(self._processes):  # replaced ones still stopping in the background
             process.stop()
 
-
-def stop_all_processes() -> None:
-    """Stop every runtime process this kernel started (registered with ``atexit``)."""
-    for process in list(_LIVE_PROCESSES):
-        process.stop()
-
-
-atexit.register(stop_all_processes)

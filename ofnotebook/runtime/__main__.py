@@ -5,8 +5,10 @@ package's own ``function/context.json`` when the environment has none) and liste
 context port on all interfaces.
 
 On the local target: ``--standby`` imports everything, binds 127.0.0.1 on a free port, prints
-``{"standby": PORT}`` and waits for one JSON line on stdin (``{"package": DIR, "env": {...}}``).
-A warm process is then ready to serve a new package in milliseconds. ``--parent-pid`` makes it
+``{"standby": PORT}`` and waits for one JSON line on stdin (``{"package": DIR, "env": {...},
+"port": FIXED_OR_NULL, "nonce": ID}``). A warm process is then ready to serve a new package in
+milliseconds. A sync function's health probe answers with the ``nonce``, so the kernel knows it
+reached this deployment and not another process on the same port. ``--parent-pid`` makes it
 exit when the notebook kernel that started it is gone, so no process is left behind.
 """
 
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
 
     sock: socket.socket | None = None
     package = Path(args.package)
+    nonce = ""
     if args.standby:
         sock = socket.create_server(("127.0.0.1", 0), backlog=128)
         print(json.dumps({"standby": sock.getsockname()[1]}), flush=True)
@@ -84,12 +87,14 @@ def main(argv: list[str] | None = None) -> None:
         order = json.loads(line)
         os.environ.update(order.get("env") or {})
         package = Path(order["package"])
+        nonce = str(order.get("nonce") or "")
         if order.get("port"):
             sock.close()  # the user asked for a fixed port
             try:
                 sock = socket.create_server(("127.0.0.1", int(order["port"])), backlog=128)
             except OSError as exc:
-                _fail(f"cannot listen on 127.0.0.1:{order['port']}: {exc}; pick another --port")
+                _fail(f"cannot listen on 127.0.0.1:{order['port']}: {exc}; pick another --port, "
+                      f"or stop what holds it")
                 return
 
     package = package.resolve()
@@ -124,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from .http import create_app, make_http_server
 
-    app = create_app(loaded, fctx, digest=str(manifest.get("payload_sha256", "")))
+    app = create_app(loaded, fctx, digest=str(manifest.get("payload_sha256", "")), nonce=nonce)
     server = make_http_server(app, sock)
     print(f"ofnotebook runtime: serving {fctx.name} ({loaded.entry}, {loaded.signature}) "
           f"on {sock.getsockname()[0]}:{sock.getsockname()[1]}", flush=True)

@@ -140,8 +140,10 @@ def format_remote_traceback(exc: BaseException, sources: dict[str, list[str]]) -
     return "".join(tb.format())
 
 
-def create_app(loaded: LoadedFunction, fctx: FunctionContext, digest: str = "") -> Flask:
-    """The Flask app serving ``loaded`` on every path, plus the health probe."""
+def create_app(loaded: LoadedFunction, fctx: FunctionContext, digest: str = "",
+               nonce: str = "") -> Flask:
+    """The Flask app serving ``loaded`` on every path, plus the health probe, which answers
+    with the deployment's ``nonce`` (the local target's proof it reached this process)."""
     app = Flask(f"ofnotebook.{fctx.name}")
     app.json = _JSONProvider(app)
     bridge = DaprBridge(fctx)
@@ -152,7 +154,7 @@ def create_app(loaded: LoadedFunction, fctx: FunctionContext, digest: str = "") 
     @app.route(HEALTH_PATH, methods=["GET"])
     def _health() -> Any:
         return {"status": "ok", "name": fctx.name, "entry": loaded.entry, "digest": digest,
-                "pid": os.getpid()}
+                "pid": os.getpid(), "nonce": nonce}
 
     @app.route("/", defaults={"path": ""}, methods=METHODS)
     @app.route("/<path:path>", methods=METHODS)

@@ -107,27 +107,39 @@ def test_a_payload_that_fails_to_load_leaves_nothing(local_backend: Any) -> None
     assert alive == ([standby.pid] if standby else [])
 
 
-def test_a_dead_process_is_reported_with_its_last_lines(local_backend: Any) -> None:
+def test_a_dead_process_is_restarted_and_reported_with_its_last_lines(local_backend: Any
+                                                                     ) -> None:
     fn = make_function("def f(request):\n    print('about to die', flush=True)\n"
                        "    import os; os._exit(7)\n")
     handle = ofnotebook.deploy(fn, "dies", target=local_backend)
     with pytest.raises(InvocationError):
         handle.invoke(timeout=5)
-    handle.deployment.process.exited.wait(5)
-    assert handle.status == "failed"
-    assert "exited with code 7" in handle.deployment.failure
-    assert "about to die" in handle.deployment.failure
-    with pytest.raises(InvocationError, match="exited with code 7"):
+    wait_for(lambda: handle.restarts == 1 and handle.status == "running", 20,
+             lambda: f"not restarted: {handle.status}, logs:\n{handle.logs()}")
+    assert "about to die" in handle.logs()
+    assert "ofnotebook: process exited with code 7; restart #1 in 0.5 s" in handle.logs()
+    assert "running (restarts 1)" in repr(handle) and "running (restarts 1)" in \
+        handle._repr_html_()
+    with pytest.raises(InvocationError):
+        handle.invoke(timeout=5)  # dies again: the next restart waits twice as long
+    wait_for(lambda: "restart #2" in (handle.deployment.failure or ""), 10,
+             lambda: handle.status)
+    with pytest.raises(InvocationError, match=r"is restarting: .*exited with code 7; "
+                                              r"restart #2 in 1 s"):
         handle.invoke()
-    assert "failed" in repr(handle) and "about to die" in handle._repr_html_()
+    assert "restarting (restarts 1)" in repr(handle) and "about to die" in repr(handle)
 
 
-def test_killed_process_is_reported(local_backend: Any) -> None:
-    handle = ofnotebook.deploy(make_function("def f(request):\n    return 1\n"), "killed",
-                               target=local_backend)
-    os.kill(_pid(handle), signal.SIGKILL)
-    handle.deployment.process.exited.wait(5)
-    assert handle.status == "failed" and "code -9" in handle.deployment.failure
+def test_a_killed_process_answers_again_on_the_same_url(local_backend: Any) -> None:
+    handle = ofnotebook.deploy(make_function("def f(request):\n    return 'back'\n"),
+                               "killed", target=local_backend)
+    url, first = handle.url, _pid(handle)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: handle.restarts == 1 and handle.status == "running", 20,
+             lambda: f"not restarted: {handle.status}, logs:\n{handle.logs()}")
+    assert handle.url == url and _pid(handle) != first
+    assert handle.invoke().text == "back"
+    assert "process exited with code -9; restart #1 in 0.5 s" in handle.logs()
 
 
 def test_standby_process_is_kept_warm(local_backend: Any) -> None:
