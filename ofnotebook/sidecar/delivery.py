@@ -12,9 +12,10 @@ An app that cannot be reached (UNAVAILABLE: its process died and is being restar
 attempt: as daprd stops delivering to an unhealthy app, the event is *held*, tried again with
 backoff on the app's current port until the app answers, or left unacknowledged when the input
 closes (a broker then redelivers it to the next consumer). Counting those failures as attempts
-is what dead-lettered events that a restart a few seconds later would have handled. A topic event given up on goes, as it was stored,
-to the subscription's dead-letter topic on the same pub/sub, as daprd's ``sendToDeadLetter``
-does, when the subscription names one. No event is dropped without a record in the log.
+is what dead-lettered events that a restart a few seconds later would have handled.
+
+A topic event given up on goes, as it was stored, to the subscription's dead-letter topic on
+the same pub/sub, as daprd's ``sendToDeadLetter`` does, when the subscription names one. No event is dropped without a record in the log.
 
 Routing rules are CEL expressions in daprd; the stand-in evaluates the form nearly every rule
 takes, comparisons of CloudEvent attributes joined by ``&&`` (``event.type == "order"``), and

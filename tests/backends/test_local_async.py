@@ -220,6 +220,10 @@ def test_redis_streams_in_and_out(local_backend: Any) -> None:
 
 @pytest.mark.broker  # Redis
 def test_every_event_arrives_when_the_function_process_is_killed(local_backend: Any) -> None:
+    """Killed, then the cell re-run at once (while the restart is due): the re-run replaces
+    the restarting deployment under the same app id. It once lost 1 of 60 under load: the
+    events in flight met a dead port on each of their 8 attempts (7 s of backoff) while the
+    re-run took longer, and were dead-lettered; an unreachable app now burns no attempt."""
     stream = f"ofn-kill-{uid()}"
     fn = make_function("import time\ndef record(ctx, data):\n    time.sleep(0.01)\n"
                        "    ctx.send('seen', data['i'])\n", name="record")
@@ -231,9 +235,8 @@ def test_every_event_arrives_when_the_function_process_is_killed(local_backend: 
     handle.wait_for_outputs(5, timeout=20)
     os.kill(handle.deployment.process.pid, signal.SIGKILL)
     handle.deployment.process.exited.wait(5)
-    assert handle.status == "failed"
-    back = ofnotebook.deploy(fn, "killed-mid-stream", **kwargs)  # comes back, same app id
-    assert back.deployment is not handle.deployment
+    assert handle.status in ("restarting", "running")  # never "failed": it comes back
+    back = ofnotebook.deploy(fn, "killed-mid-stream", **kwargs)  # same app id
 
     def seen() -> set[int]:
         return {o.data for o in handle.outputs} | {o.data for o in back.outputs}
@@ -241,7 +244,8 @@ def test_every_event_arrives_when_the_function_process_is_killed(local_backend: 
     wait_for(lambda: len(seen()) >= 60, 30,
              lambda: f"missing: {sorted(set(range(60)) - seen())}")
     assert seen() == set(range(60)), f"missing: {sorted(set(range(60)) - seen())}"
-    assert not back.dead_letters
+    assert not back.dead_letters and not handle.dead_letters
+    assert back.status == "running"
 
 
 REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port",

@@ -112,3 +112,120 @@ def test_an_event_held_when_the_input_closes_is_left_unacknowledged() -> None:
     dispatcher._pool.shutdown(wait=True)  # the delivery thread has ended
     assert not acked.is_set(), "a broker must get it back (unacknowledged)"
     assert not _records(log, EVENT_DEAD_LETTER)
+
+
+# -- restarts of a runtime process -------------------------------------------------------------
+
+def _mine(backend: LocalBackend, before: set[int]) -> list[int]:
+    """Runtime processes alive now that were not before, the standby aside."""
+    standby = backend._standby.pid if backend._standby is not None else None
+    return [p.pid for p in runtime_children() if p.pid not in before and p.pid != standby]
+
+
+def test_a_function_that_crashes_on_every_start_backs_off_and_stop_ends_it(
+        local_backend: LocalBackend, tmp_path: Path) -> None:
+    marker = tmp_path / "broken"
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    make_function(f"""
+import os
+def check():
+    if os.path.exists({str(marker)!r}):
+        raise RuntimeError("the marker is there: this start fails")
+    return "ok"
+class Guard:
+    def __reduce__(self):
+        return (check, ())
+GUARD = Guard()
+""", ns, "check")
+    before = {p.pid for p in runtime_children()}
+    handle = ofnotebook.deploy(make_function("def f(request):\n    return str(GUARD)\n", ns),
+                               f"crashloop-{uid()}", target=local_backend)
+    assert handle.invoke().text == "ok" and handle.restarts == 0
+    marker.touch()  # from now on every start fails while loading the payload
+    os.kill(handle.deployment.process.pid, signal.SIGKILL)
+    wait_for(lambda: "restart #4 in 4 s" in handle.logs(), 30, lambda: handle.logs())
+    logs = handle.logs()
+    for due in ("restart #1 in 0.5 s", "restart #2 in 1 s", "restart #3 in 2 s"):
+        assert f"; {due}" in logs, logs  # each wait twice the one before
+    assert "the marker is there: this start fails" in logs
+    assert handle.restarts == 3 and handle.status == "restarting"
+    assert "restarting (restarts 3)" in repr(handle)
+    with pytest.raises(InvocationError, match="is restarting"):
+        handle.invoke()
+    handle.stop()
+    assert handle.status == "stopped"
+    wait_for(lambda: not _mine(local_backend, before), 10,
+             lambda: f"left running: {_mine(local_backend, before)}")
+    wait_for(lambda: not [t for t in threading.enumerate()
+                          if t.name == f"ofnotebook-supervise-{handle.name}"], 10,
+             "the supervisor outlived stop()")
+    assert handle.restarts == 3
+
+
+def test_a_replaced_deployment_is_not_restarted(local_backend: LocalBackend) -> None:
+    name = f"replaced-{uid()}"
+    old = ofnotebook.deploy(make_function("def f(request):\n    return 1\n"), name,
+                            target=local_backend)
+    old_deployment = old.deployment
+    old_process = old_deployment.process
+    new = ofnotebook.deploy(make_function("def f(request):\n    return 2\n"), name,
+                            target=local_backend)
+    assert old_process.exited.wait(10)
+    time.sleep(1.0)  # twice the first restart's delay
+    assert old_deployment.status == "stopped" and old_deployment.restarts == 0
+    assert old_deployment.process is old_process
+    assert new.invoke().json() == 2 and new.restarts == 0
+
+
+# -- every event arrives when the runtime is killed mid-stream ---------------------------------
+
+SLOW_RECORDER = """
+import time
+def record(ctx, data):
+    time.sleep(0.02)
+    ctx.send("seen", data["i"])
+"""
+EVENTS = 400
+
+
+def _killed_mid_stream(handle: Any) -> None:
+    """Publish EVENTS events from a thread, kill the runtime once about 100 are delivered,
+    then expect every one of them, no dead letter and one restart."""
+    publisher = threading.Thread(
+        target=lambda: [handle.publish("events", {"i": i}) for i in range(EVENTS)],
+        daemon=True)
+    publisher.start()
+    wait_for(lambda: handle.stats["delivered"] >= 100, 60, lambda: f"{handle.stats}")
+    os.kill(handle.deployment.process.pid, signal.SIGKILL)
+    publisher.join(60)
+
+    def seen() -> set[int]:
+        return {o.data for o in handle.outputs}
+
+    wait_for(lambda: len(seen()) >= EVENTS, 90,
+             lambda: f"missing {sorted(set(range(EVENTS)) - seen())[:20]}, stats "
+                     f"{handle.stats}, logs:\n{handle.logs(tail=10)}")
+    assert seen() == set(range(EVENTS))
+    assert handle.stats["dead_letters"] == 0 and not handle.dead_letters
+    assert handle.restarts == 1 and handle.status == "running"
+    assert "process exited with code -9; restart #1" in handle.logs()
+
+
+@pytest.mark.broker  # Redis
+def test_every_redis_event_arrives_when_the_runtime_is_killed_mid_stream(
+        local_backend: LocalBackend) -> None:
+    stream = f"ofn-fault-{uid()}"
+    handle = ofnotebook.deploy(make_function(SLOW_RECORDER, name="record"),
+                               f"fault-redis-{uid()}", target=local_backend,
+                               inputs={"events": f"redis://127.0.0.1:6379/{stream}"},
+                               outputs={"seen": f"memory://fault-{uid()}"})
+    _killed_mid_stream(handle)
+
+
+def test_every_memory_event_arrives_when_the_runtime_is_killed_mid_stream(
+        local_backend: LocalBackend) -> None:
+    handle = ofnotebook.deploy(make_function(SLOW_RECORDER, name="record"),
+                               f"fault-memory-{uid()}", target=local_backend,
+                               inputs={"events": f"memory://fault-in-{uid()}"},
+                               outputs={"seen": f"memory://fault-out-{uid()}"})
+    _killed_mid_stream(handle)
