@@ -18,6 +18,7 @@ from .backends.base import PhaseEvent, PhaseRecorder
 from .config import BUILD_MODES
 from .errors import BackendUnavailableError, BuildError, ConfigError
 from .package import Package
+from .requirements import check_index
 
 NO_BUILD = "none"  # the caller names the image itself (tests, pre-built images)
 
@@ -105,6 +106,8 @@ def push_source_bundle(package: Package, registry: str, recorder: PhaseRecorder,
 
     _require_registry(package, registry, "--build cluster pushes the build context to a "
                       "registry the cluster reads")
+    # the cluster's build would fail on it after the push; refused here, nothing pushed
+    check_index(package.capture.requirements, package.spec.name)
     with recorder.phase("push", detail=f"source bundle to {registry}"):
         return layers.push_bundle(package, registry, on_line=on_line or _progress(recorder))
 

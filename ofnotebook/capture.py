@@ -17,6 +17,7 @@ import io
 import linecache
 import os
 import pickletools
+import re
 import sys
 import types
 from dataclasses import dataclass, field
@@ -24,7 +25,9 @@ from typing import Any, Callable, Iterable, Iterator, cast
 
 import cloudpickle
 
-from . import config
+from packaging.utils import canonicalize_name
+
+from . import config, requirements as reqs
 from .errors import CaptureError, UnpicklableGlobalError
 from .includes import IncludedFile, human, report_lines
 from .runtime import shapes
@@ -59,6 +62,8 @@ class CapturedGlobal:
     size: int
     by: str  # "value" | "reference"
     owner: str
+    #: its name looks like a secret's (PASSWORD, TOKEN, SECRET, *_KEY) and it holds text
+    secret: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,8 @@ class Capture:
     python_version: str
     cloudpickle_version: str
     warnings: tuple[str, ...] = ()
+    #: modules imported inside a by-value function's body, as ``(module, function)``
+    body_imports: tuple[tuple[str, str], ...] = ()
     #: the ``--include`` files, set by the deploy once they are collected
     files: tuple[IncludedFile, ...] = field(default=(), repr=False)
 
@@ -106,7 +113,11 @@ class Capture:
                  f"Python {self.python_version}, cloudpickle {self.cloudpickle_version}"]
         for g in self.globals:
             lines.append(f"  global {g.name:<20} {g.type_name:<24} {_human(g.size):>9}  by {g.by}"
-                         + ("" if g.owner == self.entry else f"  (used by {g.owner})"))
+                         + ("" if g.owner == self.entry else f"  (used by {g.owner})")
+                         + ("  LOOKS LIKE A SECRET: the image will contain it" if g.secret
+                            else ""))
+        for module, owner in self.body_imports:
+            lines.append(f"  body import {module} in {owner}()")
         for module in self.local_modules:
             lines.append(f"  local module {module} (by value)")
         for entry in self.lock:
@@ -140,33 +151,8 @@ def _shape(fn: Callable[..., Any], runtime: str, signature: str | None) -> str:
 # Module classification
 
 
-_DIST_CACHE: dict[str, list[str]] | None = None
-
-
-def _packages_distributions() -> dict[str, list[str]]:
-    """Top-level import name -> the distributions that install it (cached: one scan)."""
-    global _DIST_CACHE
-    if _DIST_CACHE is None:
-        _DIST_CACHE = (dict(importlib.metadata.packages_distributions())
-                       if sys.version_info >= (3, 11) else _inferred_packages_distributions())
-    return _DIST_CACHE
-
-
-def _inferred_packages_distributions() -> dict[str, list[str]]:
-    """``packages_distributions`` as Python 3.11 computes it, for 3.10.
-
-    3.10's reads only ``top_level.txt``, which wheels built by flit, hatch or maturin
-    (cloudpickle's among them) lack: their packages would count as local and be pickled by
-    value. 3.11 falls back to the names of the ``.py`` files a distribution installed.
-    """
-    found: dict[str, list[str]] = collections.defaultdict(list)
-    for dist in importlib.metadata.distributions():
-        names = (dist.read_text("top_level.txt") or "").split() or {
-            f.parts[0] if len(f.parts) > 1 else f.with_suffix("").name
-            for f in dist.files or () if f.suffix == ".py"}
-        for name in names:
-            found[name].append(dist.metadata["Name"])
-    return dict(found)
+_packages_distributions = reqs.packages_distributions
+_inferred_packages_distributions = reqs.inferred_packages_distributions
 
 
 def _top(module_name: str) -> str:
@@ -268,8 +254,10 @@ def _travels_by_value(obj: Any) -> bool:
     return isinstance(module, str) and (module == "__main__" or _is_local_module(_top(module)))
 
 
-def _walk_globals(fn: types.FunctionType) -> Iterator[tuple[str, Any, str]]:
-    """(name, value, owner) for every global reached from ``fn`` through by-value code."""
+def _walk_globals(fn: types.FunctionType, functions_seen: list[types.FunctionType] | None = None
+                  ) -> Iterator[tuple[str, Any, str]]:
+    """(name, value, owner) for every global reached from ``fn`` through by-value code;
+    each by-value function walked is appended to ``functions_seen``."""
     seen: set[int] = set()
     todo: list[Any] = [fn]
     while todo:
@@ -283,6 +271,8 @@ def _walk_globals(fn: types.FunctionType) -> Iterator[tuple[str, Any, str]]:
         else:
             functions = [obj]
         for func in functions:
+            if functions_seen is not None:
+                functions_seen.append(func)
             namespace = func.__globals__
             for gname in dict.fromkeys(_code_names(func.__code__)):
                 if gname not in namespace or gname == "__builtins__":
@@ -308,12 +298,22 @@ def _hint(type_name: str) -> str:
     return "create it inside the function instead of capturing it from the notebook"
 
 
-def _report_globals(fn: types.FunctionType, warn_bytes: float
+#: what a secret's name looks like (issue 12 item 9); a number named MAX_TOKENS is no secret,
+#: so only text (str, bytes) under such a name is flagged
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|_KEY$|^API_?KEY$", re.I)
+
+
+def looks_like_secret(name: str, value: Any) -> bool:
+    return isinstance(value, (str, bytes)) and bool(_SECRET_NAME.search(name))
+
+
+def _report_globals(fn: types.FunctionType, warn_bytes: float,
+                    functions_seen: list[types.FunctionType] | None = None
                     ) -> tuple[list[CapturedGlobal], list[str]]:
     report: list[CapturedGlobal] = []
     warnings: list[str] = []
     seen: set[str] = set()
-    for gname, value, owner in _walk_globals(fn):
+    for gname, value, owner in _walk_globals(fn, functions_seen):
         key = f"{owner}:{gname}"
         if key in seen:
             continue
@@ -334,7 +334,12 @@ def _report_globals(fn: types.FunctionType, warn_bytes: float
                 global_name=gname, type_name=type_name) from exc
         by = "value" if (_travels_by_value(value) or not isinstance(value, (type, types.FunctionType))
                          ) else "reference"
-        report.append(CapturedGlobal(gname, type_name, size, by, owner))
+        secret = looks_like_secret(gname, value)
+        report.append(CapturedGlobal(gname, type_name, size, by, owner, secret))
+        if secret:
+            warnings.append(f"global {gname!r} used by {owner}() looks like a secret: the image "
+                            f"will contain it; pass it with --secret-env {gname} instead (and "
+                            f"read os.environ[{gname!r}] in the function)")
         if size > warn_bytes:
             warnings.append(f"global {gname!r} is {_human(size)} pickled; every deploy ships it. "
                             f"Load large data inside the function instead.")
@@ -346,10 +351,15 @@ def _report_globals(fn: types.FunctionType, warn_bytes: float
 
 
 def _lock(modules: Iterable[str], extra_requirements: Iterable[str], runtime: str,
-          dapr: bool = False, signature: str = "request"
-          ) -> tuple[tuple[LockEntry, ...], tuple[str, ...]]:
+          dapr: bool = False, signature: str = "request", local: bool = False
+          ) -> tuple[tuple[LockEntry, ...], tuple[str, ...], list[str]]:
     """Pin the distributions behind ``modules``, plus what the runtime needs to serve the
-    ``runtime`` kind and the ``signature`` shape; return the lock and unresolved requirements."""
+    ``runtime`` kind and the ``signature`` shape; return the lock, the requirements passed on
+    as written, and the warnings about them. A bare ``--requirements NAME`` is pinned at the
+    kernel's version; one with a version the kernel's contradicts replaces the pin in the
+    image (the user said so) and is warned about (:mod:`ofnotebook.requirements`)."""
+    parsed = reqs.parse(extra_requirements)
+    notes = reqs.check_local(parsed) if local else []
     mapping = _packages_distributions()
     by_dist: dict[str, set[str]] = collections.defaultdict(set)
     for module in modules:
@@ -362,12 +372,11 @@ def _lock(modules: Iterable[str], extra_requirements: Iterable[str], runtime: st
                  + SHAPE_DISTRIBUTIONS.get(signature, ())):
         by_dist[dist].add("ofnotebook.runtime")
     passthrough: list[str] = []
-    for requirement in extra_requirements:
-        bare = requirement.strip()
-        if bare and all(c.isalnum() or c in "-_." for c in bare):
-            by_dist[bare].add("--requirements")
-        elif bare:
-            passthrough.append(bare)
+    for text, req in parsed:
+        if req is not None and not (req.specifier or req.extras or req.marker or req.url):
+            by_dist[req.name].add("--requirements")
+        else:
+            passthrough.append(text)
     entries: dict[str, LockEntry] = {}
     for dist, tops in by_dist.items():
         try:
@@ -378,11 +387,18 @@ def _lock(modules: Iterable[str], extra_requirements: Iterable[str], runtime: st
                 f"pinned. Install it first (%pip install {dist}) or give a version "
                 f"(--requirements '{dist}==X.Y').") from None
         canonical = meta.metadata["Name"]
-        key = canonical.lower().replace("_", "-")
+        key = canonicalize_name(canonical)
         previous = entries.get(key)
         modules_ = tuple(sorted(tops | set(previous.modules if previous else ())))
         entries[key] = LockEntry(canonical, meta.version, modules_)
-    return tuple(sorted(entries.values(), key=lambda e: e.distribution.lower())), tuple(passthrough)
+    for text, req in parsed:
+        pinned = entries.get(canonicalize_name(req.name)) if req is not None else None
+        if (not local and req is not None and pinned is not None and req.specifier
+                and reqs.applies(req) and not reqs.satisfied(req, pinned.version)):
+            del entries[canonicalize_name(req.name)]  # pip could not install both lines
+            notes.append(reqs.contradiction(text, req, pinned.version, local=False))
+    lock = tuple(sorted(entries.values(), key=lambda e: e.distribution.lower()))
+    return lock, tuple(passthrough), notes
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,13 +408,15 @@ def _lock(modules: Iterable[str], extra_requirements: Iterable[str], runtime: st
 def capture(fn: Callable[..., Any], *, runtime: str = "sync", entry: str | None = None,
             requirements: Iterable[str] = (), dapr: bool = False,
             signature: str | None = None, max_global_mb: float | None = None,
-            warn_global_mb: float | None = None) -> Capture:
+            warn_global_mb: float | None = None, target: str | None = None) -> Capture:
     """Capture ``fn`` for deployment; raise :class:`CaptureError` with the fix when it cannot be.
 
     ``dapr`` adds the Dapr SDK to the lock, for sync functions that send to outputs;
     ``signature`` (one of :data:`SIGNATURES`) overrides the detected call shape. A function
     under a functions-framework decorator is captured without the decorator's wrapper (which
-    only passes the arguments on), so the image needs no functions-framework.
+    only passes the arguments on), so the image needs no functions-framework. ``target``
+    ``"local"`` checks the requirements against the kernel (the local target installs
+    nothing); an image target has them checked against the index before its build.
     """
     if not isinstance(fn, types.FunctionType):
         raise CaptureError(
@@ -407,7 +425,8 @@ def capture(fn: Callable[..., Any], *, runtime: str = "sync", entry: str | None 
     fn = cast(types.FunctionType, shapes.unwrap(fn))
     max_bytes = config.get("max_global_mb", max_global_mb) * _MB
     warn_bytes = config.get("warn_global_mb", warn_global_mb) * _MB
-    globals_report, warnings = _report_globals(fn, warn_bytes)
+    walked: list[types.FunctionType] = []
+    globals_report, warnings = _report_globals(fn, warn_bytes, walked)
 
     recorder = _Recorder()
     registered: list[types.ModuleType] = []
@@ -438,8 +457,14 @@ def capture(fn: Callable[..., Any], *, runtime: str = "sync", entry: str | None 
             f"{', '.join(f'{g.name} {_human(g.size)}' for g in biggest)}). Load the data inside "
             f"the function, or raise OFNOTEBOOK_MAX_GLOBAL_MB.")
 
-    modules = {m for m in referenced if not _is_local_module(_top(m))}
-    lock, passthrough = _lock(modules, requirements, runtime, dapr, signature)
+    requirements = list(requirements)
+    covered = {canonicalize_name(r.name) for _, r in reqs.parse(requirements) if r is not None}
+    local = target == "local"
+    found, body_modules, body_notes = reqs.imports_to_lock(walked, covered, local, _STDLIB)
+    modules = {m for m in referenced if not _is_local_module(_top(m))} | body_modules
+    lock, passthrough, requirement_notes = _lock(modules, requirements, runtime, dapr, signature,
+                                                 local)
+    warnings += body_notes + requirement_notes
     if passthrough:
         lock = lock + tuple(LockEntry(req, "", ("--requirements",)) for req in passthrough)
     return Capture(
@@ -455,4 +480,5 @@ def capture(fn: Callable[..., Any], *, runtime: str = "sync", entry: str | None 
         python_version=".".join(map(str, sys.version_info[:3])),
         cloudpickle_version=cloudpickle.__version__,
         warnings=tuple(warnings),
+        body_imports=tuple(found),
     )

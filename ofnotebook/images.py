@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import BackendUnavailableError, BuildError
 from .package import Package, default_base_image
+from .requirements import check_index
 
 if TYPE_CHECKING:
     import docker
@@ -183,7 +184,8 @@ def build(package: Package, on_line: Callable[[str], None] = lambda line: None,
 
     Two builds: the dependencies image (reused whenever it exists), then the code layer.
     Raises :class:`BuildError` quoting the failing step and its last log lines; a failed
-    build leaves no tag behind.
+    build leaves no tag behind. Before the first step, the requirements are checked against
+    the package index (:func:`ofnotebook.requirements.check_index`).
     """
     import docker
 
@@ -194,6 +196,8 @@ def build(package: Package, on_line: Callable[[str], None] = lambda line: None,
             return BuiltImage(tag, client.images.get(tag).id, built=False)
         except docker.errors.ImageNotFound:
             pass
+    # a requirement the index cannot satisfy fails here, not minutes later in the pip step
+    check_index(package.capture.requirements, package.spec.name)
     base = base_image_for(package)
     check_python(package, base_python(client, base), base)
     deps_tag, deps, code = split_context(package)

@@ -36,6 +36,7 @@ from . import images
 from .errors import BuildError
 from .package import Package
 from .registry.client import RegistryClient
+from .requirements import check_index
 from .registry.reference import (CONFIG_DOCKER, FAMILY, LAYER_DOCKER, MANIFEST_DOCKER,
                                  MANIFEST_OCI, Manifest, Reference, parse_platform, sha256_digest,
                                  split_registry)
@@ -330,8 +331,9 @@ def build_and_push(package: Package, registry: str, *, platform: str = "linux/am
     (``host[:port][/prefix]``). Returns ``'REGISTRY/ofnotebook/NAME@sha256:...'`` (same
     repository naming as :func:`ofnotebook.images.push`).
 
-    Every check (the base's Python, wheels for the platform, disk space) happens in the
-    ``build`` phase, before the first upload; the manifest is the last call of ``push``.
+    Every check (the requirements against the index, the base's Python, wheels for the
+    platform, disk space) happens in the ``build`` phase, before the first upload; the
+    manifest is the last call of ``push``.
     """
     phase = phase or _no_phase
     host, repository, tag = _destination(package, registry)
@@ -339,6 +341,7 @@ def build_and_push(package: Package, registry: str, *, platform: str = "linux/am
     target, source = _clients(base, host)
     try:
         with phase("build", f"{repository}:{tag} on {base} ({platform})"):
+            check_index(package.capture.requirements, package.spec.name)
             plan = plan_image(package, base, source, platform, on_line)
         with phase("push", host):
             digest = push_plan(plan, target, source, repository, tag, on_line)
