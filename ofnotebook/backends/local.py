@@ -120,10 +120,8 @@ class LocalDeployment(StandInUser, BufferedDeployment):
         while True:
             process = self.process
             process.exited.wait()
-            if self._halt.is_set() or process is not self.process:
-                if self._halt.is_set():
-                    return
-                continue
+            if self._halt.is_set() or (process.stopping and not self._restarting):
+                return  # stopped on purpose (the deployment, the backend, the kernel's exit)
             self._restarting = True
             delay = self._backoff.next_delay(time.monotonic() - process.started_at)
             self._next_restart = f"restart #{self.restarts + 1} in {delay:g} s"
