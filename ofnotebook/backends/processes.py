@@ -64,6 +64,9 @@ def terminate(proc: subprocess.Popen[str]) -> None:
 #: process that stayed up RESTART_RESET s starts the sequence again.
 RESTART_FIRST, RESTART_MAX, RESTART_RESET = 0.5, 30.0, 60.0
 
+#: How the runtime's line saying it serves begins (``runtime/__main__``, ``callbacks``).
+SERVING = "ofnotebook runtime: serving"
+
 _LIVE_PROCESSES: "weakref.WeakSet[RuntimeProcess]" = weakref.WeakSet()
 _exiting = threading.Event()
 
@@ -96,6 +99,9 @@ class RuntimeProcess:
         self.log_buffer = LogBuffer(log_lines)
         self._port_ready = threading.Event()
         self.exited = threading.Event()
+        #: This process said it serves (a restarted function's log holds earlier processes'
+        #: lines too, so the log cannot tell).
+        self.serving = threading.Event()
         self.port: int | None = None
         self.returncode: int | None = None
         self.stopping = False
@@ -129,6 +135,8 @@ class RuntimeProcess:
                 self.port = int(json.loads(line)["standby"])
                 self._port_ready.set()
                 continue
+            if line.startswith(SERVING):
+                self.serving.set()
             self.log_buffer.append(line)
         self.proc.stdout.close()
         self.returncode = self.proc.wait()
@@ -230,7 +238,7 @@ def wait_listening(process: RuntimeProcess, port: int, timeout: float) -> None:
     port does not pass for it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not process.exited.is_set():
-        if not any(line.startswith("ofnotebook runtime: serving") for line in process.logs):
+        if not process.serving.is_set():
             time.sleep(0.01)
             continue
         try:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent import futures
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import grpc
+import psutil
 import pytest
 from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
 
@@ -229,3 +232,45 @@ def test_every_memory_event_arrives_when_the_runtime_is_killed_mid_stream(
                                inputs={"events": f"memory://fault-in-{uid()}"},
                                outputs={"seen": f"memory://fault-out-{uid()}"})
     _killed_mid_stream(handle)
+
+
+# -- nothing outlives the kernel, a restarted process neither ----------------------------------
+
+_KERNEL = """
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+import ofnotebook
+def f(request):
+    return "x"
+h = ofnotebook.deploy(f, "restarted-orphan-check")
+first = h.deployment.process.pid
+os.kill(first, signal.SIGKILL)
+while h.restarts < 1 or h.status != "running":
+    time.sleep(0.02)
+print(h.deployment.process.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_restarted_process_stops_when_the_kernel_is_killed(
+        local_backend: LocalBackend, tmp_path: Path) -> None:
+    """``local_backend`` is not used: it puts the test in the process-starting tier."""
+    script = tmp_path / "kernel.py"
+    script.write_text(_KERNEL.format(root=str(Path(__file__).resolve().parents[2])))
+    kernel = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "OFNOTEBOOK_CACHE_DIR": str(tmp_path)})
+    try:
+        assert kernel.stdout is not None
+        restarted = int(kernel.stdout.readline())
+        children = [c.pid for c in psutil.Process(kernel.pid).children(recursive=True)]
+        assert restarted in children
+    finally:
+        kernel.kill()  # SIGKILL: no atexit, no finalizers; the parent-pid watch must act
+        kernel.communicate(timeout=10)
+
+    def gone() -> bool:
+        return not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                       for p in children)
+
+    wait_for(gone, 10, "the restarted runtime survived its kernel",
+             ignoring=(psutil.NoSuchProcess,))
