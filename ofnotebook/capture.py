@@ -300,7 +300,8 @@ def _hint(type_name: str) -> str:
 
 #: what a secret's name looks like (issue 12 item 9); a number named MAX_TOKENS is no secret,
 #: so only text (str, bytes) under such a name is flagged
-_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|_KEY$|^API_?KEY$", re.I)
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN(?!I[SZ])|_KEY$|^API_?KEY$",
+                          re.I)  # TOKENIZER / TOKENISER name a model, not a credential
 
 
 def looks_like_secret(name: str, value: Any) -> bool:

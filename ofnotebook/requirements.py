@@ -236,8 +236,19 @@ def ask_index(name: str) -> IndexAnswer:
     failures = [line for line in output.splitlines() if line.startswith("Could not fetch URL")]
     broken = [line for line in failures if " 404 " not in line]
     if broken:
-        return IndexAnswer((), False, broken[0][:300])
+        return IndexAnswer((), False, _short(broken[0]))
     return IndexAnswer((), True)
+
+
+def _short(line: str) -> str:
+    """pip's "Could not fetch URL U: connection error: ...[Errno 111] Connection refused')"
+    as "U: Connection refused"."""
+    found = re.match(r"Could not fetch URL (\S+?):? (.*?)(?: - skipping)?$", line)
+    if not found:
+        return line[:200]
+    url, why = found.groups()
+    errno = re.search(r"\[Errno -?\d+\] ([^'\"\)]+)", why)
+    return f"{url}: {errno.group(1) if errno else why[:160]}"
 
 
 def _key(requirement: Requirement) -> tuple[str, str]:
@@ -266,9 +277,10 @@ def check_index(requirements: Sequence[str], function_name: str) -> None:
                          function_name=function_name)
     unreachable = {n: a.detail for n, a in answers.items() if not a.reachable}
     if unreachable:
-        warnings.warn(f"The package index could not be asked whether it has "
-                      f"{', '.join(unreachable)} ({next(iter(unreachable.values()))}); "
-                      f"building anyway, pip in the build will say if it is missing.",
+        warnings.warn(f"The package index did not answer for {', '.join(unreachable)} "
+                      f"({next(iter(unreachable.values()))}), so whether it has the "
+                      f"requirements is not known; building anyway (pip in the build says "
+                      f"what it cannot find).",
                       stacklevel=3)
 
 
