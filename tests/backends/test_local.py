@@ -202,3 +202,22 @@ def test_processes_stop_when_the_kernel_is_killed(tmp_path: Path) -> None:
     wait_for(lambda: _pids_gone(children), 5,
              "runtime processes survived the kernel being killed",
              ignoring=(psutil.NoSuchProcess,))
+
+
+def test_start_timeout_and_log_lines_are_read_again_at_each_deploy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ofnotebook.backends.local import LocalBackend
+
+    backend = LocalBackend(standby=False)
+    try:
+        monkeypatch.setenv("OFNOTEBOOK_LOG_LINES", "7")
+        monkeypatch.setenv("OFNOTEBOOK_START_TIMEOUT", "25")
+        handle = ofnotebook.deploy(
+            make_function("def f(request):\n    for i in range(30):\n        print('line', i)\n"
+                          "    return 'ok'\n"), "reread", target=backend)
+        assert backend.start_timeout == 25 and backend.log_lines == 7
+        handle.invoke()
+        wait_for(lambda: "line 29" in handle.logs(), 10, handle.logs)
+        assert len(handle.deployment.logs()) == 7, handle.deployment.logs()
+    finally:
+        backend.close()
