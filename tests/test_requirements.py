@@ -268,14 +268,20 @@ class TestIndex:
             "pick one of those, or give the bare name 'packaging' to pin the kernel's version. "
             "Nothing was built.")
 
-    def test_a_misspelt_distribution_is_refused(self, index: None) -> None:
+    def test_a_misspelt_distribution_is_refused_and_the_answer_kept(
+            self, index: None, monkeypatch: pytest.MonkeyPatch) -> None:
+        refusal = ("The package index has no distribution 'nunpy' (--requirements or lock line "
+                   "'nunpy==1.0'): check its spelling (the name pip installs, as in 'pip "
+                   "install nunpy'). Nothing was built.")
         with pytest.raises(BuildError) as caught:
             reqs.check_index(["nunpy==1.0"], "f")
-        assert str(caught.value) == (
-            "The package index has no distribution 'nunpy' (--requirements or lock line "
-            "'nunpy==1.0'): check its spelling (the name pip installs, as in 'pip install "
-            "nunpy'). Nothing was built.")
-        assert reqs._ANSWERS[("nunpy", "==1.0")]  # kept: the next deploy asks no one
+        assert str(caught.value) == refusal
+        # the next deploy asks no one: with the index gone it still knows, and does not warn
+        monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+        monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{_closed_port()}/simple")
+        with pytest.raises(BuildError) as again:
+            reqs.check_index(["nunpy==1.0"], "f")
+        assert str(again.value) == refusal
 
     def test_an_unreachable_index_is_a_warning(self, monkeypatch: pytest.MonkeyPatch) -> None:
         reqs.forget_index_answers()
