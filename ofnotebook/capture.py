@@ -4,7 +4,11 @@ What is pickled *by value* (the code itself travels): everything defined in the 
 (``__main__``) and in local, non-installed modules such as a ``helpers.py`` beside the notebook.
 What is pickled *by reference* (only the import path travels): installed distributions and the
 standard library. Every installed distribution the payload refers to is pinned, at the version
-installed in the kernel, in the lock the image installs.
+installed in the kernel, in the lock the image installs; so is every one a by-value function
+imports inside its body (``def f(): import yaml``), which the payload cannot show, since such
+an import runs only where the function runs. ``--requirements`` are read and checked by
+:mod:`ofnotebook.requirements`. Text globals named like credentials are flagged: the payload,
+and so the image, would carry them.
 """
 
 from __future__ import annotations
