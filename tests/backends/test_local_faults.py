@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -274,3 +275,26 @@ def test_a_restarted_process_stops_when_the_kernel_is_killed(
 
     wait_for(gone, 10, "the restarted runtime survived its kernel",
              ignoring=(psutil.NoSuchProcess,))
+
+
+def test_a_restart_whose_port_was_taken_moves_and_registers_again(
+        local_backend: LocalBackend) -> None:
+    handle = ofnotebook.deploy(make_function(SLOW_RECORDER, name="record"),
+                               f"moved-{uid()}", target=local_backend,
+                               inputs={"events": f"memory://moved-in-{uid()}"},
+                               outputs={"seen": f"memory://moved-out-{uid()}"})
+    old_port = handle.deployment.port
+    process = handle.deployment.process
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.exited.wait(10)
+    with socket.create_server(("127.0.0.1", old_port)):  # someone takes the port meanwhile
+        for i in range(20):
+            handle.publish("events", {"i": i})
+        wait_for(lambda: handle.status == "running" and handle.deployment.port != old_port, 30,
+                 lambda: f"{handle.status}, logs:\n{handle.logs(tail=10)}")
+        assert handle.url == f"grpc://127.0.0.1:{handle.deployment.port}"
+        assert handle.restarts == 2, handle.logs()  # the first restart found its port taken
+        assert f"port {old_port} is held by another program" in handle.logs()
+        wait_for(lambda: {o.data for o in handle.outputs} >= set(range(20)), 30,
+                 lambda: f"{handle.stats}")
+    assert handle.stats["dead_letters"] == 0
