@@ -192,6 +192,13 @@ def record(ctx, data):
 EVENTS = 400
 
 
+def _recorder(backend: LocalBackend, prefix: str, input_uri: str) -> Any:
+    """SLOW_RECORDER deployed with input ``events`` from ``input_uri``, output ``seen``."""
+    return ofnotebook.deploy(make_function(SLOW_RECORDER, name="record"), f"{prefix}-{uid()}",
+                             target=backend, inputs={"events": input_uri},
+                             outputs={"seen": f"memory://{prefix}-out-{uid()}"})
+
+
 def _killed_mid_stream(handle: Any) -> None:
     """Publish EVENTS events from a thread, kill the runtime once about 100 are delivered,
     then expect every one of them, no dead letter and one restart."""
@@ -219,20 +226,13 @@ def _killed_mid_stream(handle: Any) -> None:
 def test_every_redis_event_arrives_when_the_runtime_is_killed_mid_stream(
         local_backend: LocalBackend) -> None:
     stream = f"ofn-fault-{uid()}"
-    handle = ofnotebook.deploy(make_function(SLOW_RECORDER, name="record"),
-                               f"fault-redis-{uid()}", target=local_backend,
-                               inputs={"events": f"redis://127.0.0.1:6379/{stream}"},
-                               outputs={"seen": f"memory://fault-{uid()}"})
-    _killed_mid_stream(handle)
+    _killed_mid_stream(_recorder(local_backend, "fault-redis",
+                                 f"redis://127.0.0.1:6379/{stream}"))
 
 
 def test_every_memory_event_arrives_when_the_runtime_is_killed_mid_stream(
         local_backend: LocalBackend) -> None:
-    handle = ofnotebook.deploy(make_function(SLOW_RECORDER, name="record"),
-                               f"fault-memory-{uid()}", target=local_backend,
-                               inputs={"events": f"memory://fault-in-{uid()}"},
-                               outputs={"seen": f"memory://fault-out-{uid()}"})
-    _killed_mid_stream(handle)
+    _killed_mid_stream(_recorder(local_backend, "fault-memory", f"memory://fault-in-{uid()}"))
 
 
 # -- nothing outlives the kernel, a restarted process neither ----------------------------------
@@ -279,10 +279,7 @@ def test_a_restarted_process_stops_when_the_kernel_is_killed(
 
 def test_a_restart_whose_port_was_taken_moves_and_registers_again(
         local_backend: LocalBackend) -> None:
-    handle = ofnotebook.deploy(make_function(SLOW_RECORDER, name="record"),
-                               f"moved-{uid()}", target=local_backend,
-                               inputs={"events": f"memory://moved-in-{uid()}"},
-                               outputs={"seen": f"memory://moved-out-{uid()}"})
+    handle = _recorder(local_backend, "moved", f"memory://moved-in-{uid()}")
     old_port = handle.deployment.port
     process = handle.deployment.process
     os.kill(process.pid, signal.SIGKILL)
