@@ -133,6 +133,10 @@ def test_a_dead_process_is_restarted_and_reported_with_its_last_lines(local_back
 def test_a_killed_process_answers_again_on_the_same_url(local_backend: Any) -> None:
     handle = ofnotebook.deploy(make_function("def f(request):\n    return 'back'\n"),
                                "killed", target=local_backend)
+    from ofnotebook.view import ViewState
+
+    state = ViewState(handle.name, handle.runtime, handle.target)
+    state.attach(handle)
     url, first = handle.url, _pid(handle)
     os.kill(first, signal.SIGKILL)
     wait_for(lambda: handle.restarts == 1 and handle.status == "running", 20,
@@ -140,6 +144,9 @@ def test_a_killed_process_answers_again_on_the_same_url(local_backend: Any) -> N
     assert handle.url == url and _pid(handle) != first
     assert handle.invoke().text == "back"
     assert "process exited with code -9; restart #1 in 0.5 s" in handle.logs()
+    state.set_status(handle.status, handle.url)  # what the view's flush does
+    assert "running (restarts 1)" in state.header_html()
+    assert "running (restarts 1)" in state.render_text()
 
 
 def test_standby_process_is_kept_warm(local_backend: Any) -> None:
