@@ -42,6 +42,7 @@ STARTS_PROCESSES = (
     "tests/test_gitops.py::test_the_yaml_target_pushes_the_image_without_an_engine",
     "tests/sidecar/test_standin.py",
     "tests/sidecar/test_drivers_builtin.py::TestCronConformance::test_bad_metadata_names_the_key",
+    "tests/test_requirements.py::TestIndex",
 )
 #: Markers that keep a test out of the unit tier.
 NEEDS = ("container", "browser", "broker", "typecheck")

@@ -127,7 +127,9 @@ def test_a_failing_pip_step_quotes_the_step_and_leaves_no_tag(backend: Container
     name = f"badpip-{uid()}"
     with pytest.raises(BuildError) as caught:
         ofnotebook.deploy(function(), name, target=backend,
-                          requirements=["ofnotebook-no-such-distribution==0.0.1"])
+                          requirements=[  # a direct URL: the index check passes it on, pip fails
+                              "ofnotebook-no-such-distribution @ http://127.0.0.1:9/"
+                              "ofnotebook_no_such_distribution-0.0.1-py3-none-any.whl"])
     message = str(caught.value)
     assert "RUN pip install" in message and "ofnotebook-no-such-distribution" in message
     assert "\x1b[" not in message  # Docker colours the step's stderr; the message is plain
