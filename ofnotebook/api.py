@@ -11,23 +11,27 @@ it never calls back up into this module.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from . import config, display, named
 from .config import DEFAULT_RUNTIME, DEFAULT_VERSION
 from .backends import active_backends, get_backend
-from .backends.base import Backend, EventSink, PhaseRecorder
+from .backends.base import Backend, EventSink, PhaseEvent, PhaseRecorder
 from .capture import capture as capture_function
 from .cluster import cluster_settings
 from .components import Component, parse_items
-from .errors import ConfigError, OfnotebookError
+from .errors import ConfigError, DeployError, OfnotebookError
 from .handle import FunctionHandle
 from .includes import collect as collect_includes, warnings as include_warnings
 from .manifests import check_settings
 from .package import package as build_package
 from .request import DeployRequest
-from .spec import FunctionSpec, derive_name, parse_env, validate_name, validate_version
+from .spec import (FunctionSpec, derive_name, looks_secret, parse_env, validate_name,
+                   validate_version)
 
 _handles: dict[tuple[str, str], FunctionHandle] = {}
 
@@ -71,6 +75,7 @@ class Plan:
             components=named.callable_components(own, (*inputs, *outputs, *states)),
             entry=request.entry or str(getattr(self.function, "__name__", "")),
             env=parse_env(request.env), requirements=request.requirements,
+            secret_env=tuple(dict.fromkeys(request.secret_env)),
             version=request.version if request.version is not None else DEFAULT_VERSION)
 
     def deploy(self, on_event: EventSink | None = None) -> FunctionHandle:
@@ -79,7 +84,11 @@ class Plan:
         cluster, _ = cluster_settings(dict(self.request.target_options or {}))
         if cluster is not None:  # checked here on every target, not first at export
             check_settings(spec, cluster)
+        secret_values = read_secrets(spec.name, spec.secret_env)
         recorder = PhaseRecorder(sink=on_event)
+        for warning in env_warnings(spec):
+            recorder.emit(PhaseEvent("capture", "progress", time.time(),
+                                     detail=f"warning: {warning}"))
         with recorder.phase("capture"):
             captured = capture_function(self.function, runtime=spec.runtime, entry=spec.entry,
                                         requirements=spec.requirements,
@@ -95,8 +104,9 @@ class Plan:
             pkg = build_package(captured, spec, base_image=self.request.base_image,
                                 included=included)
         existing = _handles.get((self.target, spec.name))
-        deployment = self.backend.deploy(pkg, env=spec.env_dict, local_port=self.request.port,
-                                         recorder=recorder)
+        # secret values reach the target in memory only: never the package
+        deployment = self.backend.deploy(pkg, env={**spec.env_dict, **secret_values},
+                                         local_port=self.request.port, recorder=recorder)
         reused = existing is not None and existing.deployment is deployment
         handle = FunctionHandle(self.function, deployment=deployment, backend=self.backend,
                                 target=self.target, events=list(recorder.events),
@@ -107,6 +117,50 @@ class Plan:
         named.remember(self.declarations())
         display.register_in_notebook()
         return handle
+
+
+def env_warnings(spec: FunctionSpec) -> list[str]:
+    """One warning for the ``--env`` names that look like secrets: their values are written
+    into the package, the image and the manifests."""
+    names = [k for k, _ in spec.env if looks_secret(k)]
+    if not names:
+        return []
+    return [f"--env {', '.join(names)} looks like a secret: its value is written into the "
+            f"package, the image and the exported yaml. Use --secret-env {names[0]} "
+            f"(secret_env=[{names[0]!r}]) instead: the value is read from the kernel's "
+            f"environment at deploy and kept out of every file."]
+
+
+def _interactive() -> bool:
+    """Whether a prompt can be answered: a Jupyter kernel whose front end allows input, or
+    a terminal."""
+    from IPython import get_ipython
+
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is not None:
+        return bool(getattr(kernel, "_allow_stdin", False))
+    return bool(sys.stdin is not None and sys.stdin.isatty())
+
+
+def read_secrets(function: str, names: Iterable[str]) -> dict[str, str]:
+    """The ``--secret-env`` values: the kernel's environment, else a prompt (``getpass``, the
+    value not echoed); unset with no one to ask, one ``DeployError`` naming both fixes."""
+    import getpass
+
+    values = {}
+    for name in names:
+        value = os.environ.get(name)
+        if value is None and _interactive():
+            value = getpass.getpass(f"Value of {name} for {function!r} (--secret-env): ")
+        if value is None:
+            raise DeployError(
+                f"--secret-env {name}: {name} is not set in the kernel's environment, and "
+                f"there is no prompt to ask for it here. Set it before deploying "
+                f"(os.environ[{name!r}] = ..., or export {name}=... before starting Jupyter), "
+                f"or run the cell in a notebook that can prompt for it.",
+                function_name=function)
+        values[name] = value
+    return values
 
 
 def plan(fn: Callable[..., Any], request: DeployRequest) -> Plan:
@@ -170,6 +224,7 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
            states: Any = None, base_image: str | None = None,
            signature: str | None = None, include: Iterable[str] = (),
            components: Any = None, target_options: Mapping[str, Any] | None = None,
+           secret_env: Iterable[str] = (),
            on_event: EventSink | None = None) -> FunctionHandle:
     """Deploy ``fn`` and return a :class:`FunctionHandle` once it is ready.
 
@@ -190,19 +245,54 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
     pub/sub topic, ``"@NAME?operation=post"`` for an output binding's operation); a named
     ``Component(..., name=...)`` given as a value declares itself.
     ``target_options`` go to the target (``{"registry": ..., "namespace": ...}``, and the
-    cluster settings of :class:`~ofnotebook.manifests.ClusterOptions` as plain values). Raises an
+    cluster settings of :class:`~ofnotebook.manifests.ClusterOptions` as plain values).
+    ``secret_env`` names variables whose values are read from ``os.environ`` (or a prompt)
+    at deploy and never written: the process or container environment, a Kubernetes Secret
+    ``<name>-env`` on the cluster, a ``secretKeyRef`` and its ``kubectl create secret``
+    command in the yaml bundle; a ``VAR=SECRET:KEY`` item references an existing Secret
+    instead (``target_options={'secrets': ...}``). Raises an
     :class:`~ofnotebook.errors.OfnotebookError` and leaves nothing running when any step
     fails.
     """
     _refuse_string("requirements", requirements, "['numpy', 'pandas==2.2.2']")
     _refuse_string("env", env, "['KEY=VALUE'] or {'KEY': 'VALUE'}")
+    _refuse_string("secret_env", secret_env, "['API_TOKEN']")
+    names, references = split_secret_env(secret_env)
+    if references:
+        given = dict(target_options or {})
+        given["secrets"] = [*_as_items(given.get("secrets")), *references]
+        target_options = given
     request = DeployRequest(name=name, runtime=runtime, target=target, entry=entry, env=env,
                             requirements=tuple(requirements), port=port, version=version,
                             inputs=inputs, outputs=outputs, states=states,
                             base_image=base_image, signature=signature,
                             include=tuple(include) if not isinstance(include, str) else (include,),
-                            components=components, target_options=target_options)
+                            components=components, target_options=target_options,
+                            secret_env=names)
     return plan(fn, request).deploy(on_event)
+
+
+def split_secret_env(items: Iterable[str]) -> tuple[tuple[str, ...], list[str]]:
+    """``--secret-env`` items: bare ``NAME`` s (the value from the kernel) and
+    ``VAR=SECRET:KEY`` references to an existing Kubernetes Secret."""
+    names: list[str] = []
+    references: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"secret_env item {item!r} is {type(item).__name__}; give "
+                              f"variable names such as secret_env=['API_TOKEN'].",
+                              key="secret_env")
+        (references if "=" in item else names).append(item)
+    return tuple(names), references
+
+
+def _as_items(value: Any) -> list[Any]:
+    """``secrets`` as a list of ``VAR=SECRET:KEY`` items (a mapping's items so written)."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return [f"{k}={v if isinstance(v, str) else ':'.join(v)}" for k, v in value.items()]
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _redeploy(handle: FunctionHandle, on_event: EventSink | None) -> None:

@@ -90,6 +90,48 @@ def refuse_split_schedule(words: list[str]) -> None:
                           f"item: {option + ' ' if option else ''}{quoted}.", key="inputs")
 
 
+#: Repeatable options whose items are ``NAME=...``: the same NAME twice is refused too.
+_NAMED_ITEMS = ("input", "output", "state", "component", "env", "secret_env", "label")
+
+
+def refuse_duplicates(words: list[str], parser: argparse.ArgumentParser, args: Any) -> None:
+    """argparse keeps the last of a single-valued option given twice (``--port 1 --port 2``)
+    and both items of ``--input a=... --input a=...``: refuse either, naming the option."""
+    seen: dict[str, list[str]] = {}
+    for i, word in enumerate(words):
+        if not word.startswith("--") or word == "--":
+            continue
+        option, has_value, value = word.partition("=")
+        action = _action_of(parser, option)
+        if action is None or not isinstance(action, argparse._StoreAction):
+            continue  # append, store_true, help: repeating them is how they are used
+        given = value if has_value else (words[i + 1] if i + 1 < len(words) else "")
+        seen.setdefault(action.option_strings[0], []).append(given)
+    for option, values in seen.items():
+        if len(values) > 1:
+            raise ConfigError(f"{option} is given {len(values)} times ({', '.join(values)}); "
+                              f"it takes one value: keep the one you mean.",
+                              key=option.lstrip("-"))
+    for dest in _NAMED_ITEMS:
+        names = [str(item).partition("=")[0].strip() for item in getattr(args, dest, [])
+                 if isinstance(item, str)]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            flag = "--" + dest.replace("_", "-")
+            raise ConfigError(f"{flag} {twice[0]} is given {names.count(twice[0])} times; "
+                              f"each {flag} NAME once (give the others another name).",
+                              key=dest)
+
+
+def _action_of(parser: argparse.ArgumentParser, option: str) -> argparse.Action | None:
+    """The action of ``option`` as argparse resolves it (a unique prefix counts)."""
+    actions = parser._option_string_actions
+    if option in actions:
+        return actions[option]
+    found = {id(a): a for o, a in actions.items() if o.startswith(option)}
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
 def find_entry(python_source: str, entry: str | None) -> str:
     """The function the cell deploys: ``entry``, else the cell's only top-level function."""
     if entry:
@@ -195,9 +237,12 @@ class FunctionMagics(Magics):
     @argument("--cpu", default=None, help="CPU limit, e.g. 500m.")
     @argument("--memory", default=None, help="Memory limit, e.g. 512Mi.")
     @argument("--gpus", type=int, default=None, metavar="N", help="nvidia.com/gpu limit.")
-    @argument("--secret-env", action="append", default=[], metavar="VAR=SECRET:KEY",
-              help="An environment variable from a Kubernetes Secret (secretKeyRef). "
-                   "Repeatable.")
+    @argument("--secret-env", action="append", default=[], metavar="NAME",
+              help="A secret environment variable, its value from the kernel's environment "
+                   "(or a prompt), never written to a file: the process or container "
+                   "environment, a Secret <name>-env on kubernetes, a secretKeyRef with its "
+                   "kubectl command on yaml. VAR=SECRET:KEY takes it from an existing "
+                   "Kubernetes Secret instead. Repeatable.")
     @argument("--dapr-mode", default=None, choices=["standalone", "sidecar"],
               help="How OpenFunction attaches Dapr (default standalone: the Dapr proxy).")
     @argument("--label", action="append", default=[], metavar="K=V",
@@ -220,6 +265,8 @@ class FunctionMagics(Magics):
         except UsageError as exc:
             raise ConfigError(f"%%function {line}: {exc}; see %%function? for the options."
                               ) from None
+        refuse_duplicates(words, self.function.parser, args)
+        secret_names, args.secret_env = api.split_secret_env(args.secret_env)
         result = self.shell.run_cell(cell, store_history=False)
         if not result.success:
             raise CaptureError("The cell raised an exception (shown above); nothing was deployed.")
@@ -235,7 +282,8 @@ class FunctionMagics(Magics):
             env=args.env, requirements=args.requirements, port=args.port,
             version=args.version, inputs=args.input, outputs=args.output, states=args.state,
             base_image=args.base_image, signature=args.signature, include=args.include,
-            components=args.component, target_options=_target_options(args)))
+            components=args.component, target_options=_target_options(args),
+            secret_env=secret_names))
         if not widgets_enabled():
             handle = planned.deploy(on_event=TextProgress().on_phase)
             self.shell.user_ns[pyname] = handle

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from .cluster import API_VERSIONS
+from .credentials import env_secret, has_credentials, metadata_items, secret_for
 from .cluster import ClusterOptions as ClusterOptions  # re-exported: users import it here
 from .errors import ConfigError
 from .spec import ComponentSpec, FunctionSpec
@@ -36,10 +37,12 @@ class ManifestError(ConfigError):
     """A manifest the API server would reject or silently change."""
 
 
-def component_spec(component: ComponentSpec) -> dict[str, Any]:
-    """A Dapr ``ComponentSpec`` (``type``, ``version``, ``metadata``) as the CRD wants it."""
+def component_spec(component: ComponentSpec, secret: str | None = None) -> dict[str, Any]:
+    """A Dapr ``ComponentSpec`` (``type``, ``version``, ``metadata``) as the CRD wants it;
+    with ``secret``, credentials are ``secretKeyRef`` s into that Secret
+    (:mod:`ofnotebook.credentials`)."""
     return {"type": component.type, "version": component.version,
-            "metadata": [{"name": k, "value": v} for k, v in component.metadata]}
+            "metadata": metadata_items(component, secret)}
 
 
 def _output_fields(c: ComponentSpec, metadata_key: str) -> dict[str, Any]:
@@ -130,6 +133,8 @@ def function_manifest(spec: FunctionSpec, image: str, options: ClusterOptions | 
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in spec.env]
     env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
             for k, (secret, key) in sorted(options.secrets.items())]
+    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": env_secret(spec), "key": k}}}
+            for k in sorted(spec.secret_env)]
     if env:
         container["env"] = env
     limits: dict[str, Any] = {}
@@ -207,8 +212,8 @@ def _serving_v1beta2(spec: FunctionSpec, options: ClusterOptions,
     if outputs:
         serving["outputs"] = outputs
     for kind in ("bindings", "pubsub"):
-        inline = {c.name: component_spec(c) for c in spec.inputs + spec.outputs
-                  if c.kind == kind and not c.component}
+        inline = {c.name: component_spec(c, env_secret(spec)) for c in spec.inputs
+                  + spec.outputs if c.kind == kind and not c.component}
         if inline:
             serving[kind] = inline
     states: dict[str, Any] = {}
@@ -219,7 +224,7 @@ def _serving_v1beta2(spec: FunctionSpec, options: ClusterOptions,
                 f"state store after its component, so the function would not find "
                 f"{c.name!r}; call it {c.component!r} (--state {c.component}=@{c.component}).",
                 key="state")
-        states[c.name] = {} if c.component else {"spec": component_spec(c)}
+        states[c.name] = {} if c.component else {"spec": component_spec(c, env_secret(spec))}
     if states:
         serving["states"] = states
     scale: dict[str, Any] = {}
@@ -263,7 +268,9 @@ def component_manifests(spec: FunctionSpec, namespace: str | None,
     apps = sorted({app_id(spec.name, namespace), *scopes})
     return [{"apiVersion": COMPONENT_API, "kind": "Component",
              "metadata": {"name": name, "namespace": namespace},
-             "spec": component_spec(c), "scopes": apps}
+             "spec": component_spec(c, secret_for(spec, c, standalone=True)),
+             **({"auth": {"secretStore": "kubernetes"}} if has_credentials(c) else {}),
+             "scopes": apps}
             for name, c in named_components(spec).items()]
 
 
@@ -358,12 +365,13 @@ def _serving_v1beta1(spec: FunctionSpec, options: ClusterOptions,
     inline = _by_key(spec.name, spec.inputs + spec.outputs + called,
                      lambda c: c.component or c.name)
     for kind in ("bindings", "pubsub"):
-        found = {name: component_spec(c) for name, c in inline.items() if c.kind == kind}
+        found = {name: component_spec(c, env_secret(spec)) for name, c in inline.items()
+                 if c.kind == kind}
         if found:
             serving[kind] = found
     states = spec.states + tuple(c for c in spec.components if c.kind == "state")
     if states:
-        serving["states"] = {c.name: component_spec(c) for c in states}
+        serving["states"] = {c.name: component_spec(c, env_secret(spec)) for c in states}
     return serving
 
 

@@ -21,11 +21,15 @@ from .capture import Capture
 from .context import context_env
 from .errors import PackageError
 from .includes import IncludedFile, package_files
+from .runtime import FILES_DIR
 from .spec import FunctionSpec
 
 _RUNTIME_SRC = Path(__file__).parent / "runtime"
 _RUNTIME_FILES: dict[str, bytes] | None = None
 DEFAULT_BASE_IMAGE = "python:{major}.{minor}-slim"
+#: A package holds the function's captured globals (which may be secrets the user did not
+#: mean to ship): readable by its owner only, as the exported yaml bundles are.
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
 
 _DOCKERFILE = """\
 # Build context written by ofnotebook for function {name!r}.
@@ -118,6 +122,28 @@ def build_files(capture: Capture, spec: FunctionSpec, *, base_image: str | None 
     return files
 
 
+def write_private(root: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` under ``root`` (made if missing), folders 0o700 and files 0o600 whatever
+    the umask (the images' layers set their own modes)."""
+    root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    os.chmod(root, PRIVATE_DIR)
+    for rel, data in files.items():
+        path = root / rel
+        for parent in reversed(path.relative_to(root).parents[:-1]):
+            (root / parent).mkdir(mode=PRIVATE_DIR, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(path, PRIVATE_FILE)
+
+
+def make_private(root: Path) -> None:
+    """Folders under ``root`` (and ``root``) 0o700, files 0o600: for a tree copied in."""
+    os.chmod(root, PRIVATE_DIR)
+    for path in root.rglob("*"):
+        os.chmod(path, PRIVATE_DIR if path.is_dir() else PRIVATE_FILE)
+
+
 def digest_files(files: dict[str, bytes]) -> str:
     outer = hashlib.sha256()
     for rel in sorted(files):
@@ -137,13 +163,12 @@ def package(capture: Capture, spec: FunctionSpec, *, cache_dir: Path | None = No
     target = root / digest[:16]
     if not (target / "function" / "manifest.json").exists():
         try:
-            root.mkdir(parents=True, exist_ok=True)
+            root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
             try:
-                for rel, data in files.items():
-                    path = staging / rel
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(data)
+                write_private(staging, files)
+                # the runtime works in it (made at start when missing, with the umask's mode)
+                (staging / FILES_DIR).mkdir(mode=PRIVATE_DIR, exist_ok=True)
                 os.replace(staging, target)
             except OSError:
                 shutil.rmtree(staging, ignore_errors=True)

@@ -52,10 +52,12 @@ class DeployRequest:
     include: tuple[str, ...] = ()
     components: Any = None
     target_options: Mapping[str, Any] | None = None
+    #: ``--secret-env NAME``: names only; the values are read again at each deploy
+    secret_env: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field in ("env", "inputs", "outputs", "states", "components", "target_options"):
             object.__setattr__(self, field, _frozen(getattr(self, field)))
-        for field in ("requirements", "include"):
+        for field in ("requirements", "include", "secret_env"):
             value = getattr(self, field)
             object.__setattr__(self, field, (value,) if isinstance(value, str) else tuple(value))

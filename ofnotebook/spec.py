@@ -24,6 +24,26 @@ _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_VERSION_LENGTH = 63
 _VERSION_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: ``--env`` names that usually hold a secret (the value would be written into the package,
+#: the image and the manifests; ``--secret-env NAME`` keeps it out of every file)
+_SECRET_NAME_RE = re.compile(r"PASSWORD|TOKEN|SECRET|_KEY$", re.IGNORECASE)
+_CREDENTIAL_KEY_RE = re.compile(r"password|secret|token", re.IGNORECASE)
+#: a URI's ``user:password@`` and a connection string's ``password=``
+_CREDENTIAL_VALUE_RE = re.compile(r"://[^:/@\s]+:[^@\s]+@|password=\S", re.IGNORECASE)
+
+
+def looks_secret(env_name: str) -> bool:
+    """An environment variable name such as ``API_TOKEN``, ``DB_PASSWORD`` or ``OPENAI_KEY``."""
+    return bool(_SECRET_NAME_RE.search(env_name))
+
+
+def is_credential(key: str, value: object) -> bool:
+    """A component metadata item that holds a credential: a key such as ``redisPassword``
+    (with a value), or a value carrying one (``amqp://user:pass@host``, ``password=...``).
+    On a cluster these go to a Kubernetes Secret, never into a manifest."""
+    text = str(value)
+    return bool(text) and bool(_CREDENTIAL_KEY_RE.search(key) or
+                               _CREDENTIAL_VALUE_RE.search(text))
 
 
 def validate_name(name: str) -> str:
@@ -118,6 +138,9 @@ class FunctionSpec:
     #: "kafka-server", ...)``, ``get_secret("vault", ...)``), as OpenFunction's and Dapr's
     #: samples do. The function context has no field for them (neither has the controller's).
     components: tuple[ComponentSpec, ...] = ()
+    #: ``--secret-env NAME``: variables whose values the target gets at deploy, in memory
+    #: (the process or container environment, a Kubernetes Secret); only the names are here.
+    secret_env: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -132,11 +155,16 @@ class FunctionSpec:
             raise ConfigError(
                 f"Function {self.name!r} has inputs ({', '.join(c.name for c in self.inputs)}), "
                 f"which only trigger asynchronous functions; use runtime 'async'.", key="runtime")
-        for key, _ in self.env:
-            if not _ENV_NAME_RE.match(key):
+        for key in [k for k, _ in self.env] + list(self.secret_env):
+            if not (isinstance(key, str) and _ENV_NAME_RE.match(key)):
                 raise ConfigError(
                     f"Environment variable name {key!r} is not valid; use letters, digits "
                     f"and '_', not starting with a digit.", key="env")
+        both = sorted(set(self.env_dict) & set(self.secret_env))
+        if both:
+            raise ConfigError(
+                f"{', '.join(both)} is given both as --env and as --secret-env; keep only "
+                f"--secret-env {both[0]} (its value stays out of every file).", key="env")
 
     @property
     def env_dict(self) -> dict[str, str]:

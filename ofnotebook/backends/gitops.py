@@ -12,6 +12,11 @@ A named component (``--component``, v1beta2) is its own ``dapr.io/v1alpha1`` ``C
 ``_components``: names are DNS labels): one file for every function of the folder that uses
 it, its ``scopes`` the union of their app ids, so exporting a second function that uses it adds
 that function to the file instead of taking the component from the first.
+
+No secret value is written (:mod:`ofnotebook.credentials`): ``--secret-env`` variables and
+component credentials are ``secretKeyRef`` s, and the README lists the ``kubectl create secret
+generic`` commands that make those Secrets, without the values. The folder is the owner's
+only (files 0o600, folders 0o700): the build context holds the captured globals.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from typing import Any, Callable, ClassVar, Mapping
 from .. import builders, config
 from ..errors import ConfigError, DeployError, UnsupportedError
 from ..cluster import ClusterOptions
+from ..credentials import kubectl_commands
 from ..manifests import (ClusterBuild, add_cluster_build, component_manifests,
                          function_manifest, validate)
-from ..package import Package
+from ..package import PRIVATE_DIR, Package, make_private, write_private
 from .base import STOPPED, Deployment, PhaseRecorder, TrackedBackend
 from .events import EventTracker
 
@@ -122,7 +128,7 @@ def write_function(package: Package, folder: Path, options: ClusterOptions | Non
         add_cluster_build(manifest, cluster_build)
     if env:
         container = manifest["spec"]["serving"]["template"]["containers"][0]
-        known = {item["name"] for item in container.get("env", [])}
+        known = {item["name"] for item in container.get("env", [])} | set(spec.secret_env)
         container.setdefault("env", []).extend(
             {"name": k, "value": v} for k, v in sorted(env.items()) if k not in known)
     crd = load_crd()
@@ -131,27 +137,33 @@ def write_function(package: Package, folder: Path, options: ClusterOptions | Non
     target = Path(folder) / spec.name
     components = _shared_components(package, Path(folder), manifest) \
         if manifest["apiVersion"].endswith("/v1beta2") else {}
+    secrets = kubectl_commands(spec, manifest["metadata"].get("namespace"),
+                               standalone=manifest["apiVersion"].endswith("/v1beta2"))
     staging: Path | None = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=target.parent))
-        (staging / "function.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
         shutil.copytree(package.path, staging / "build")
+        make_private(staging)
         readme = _README if "@sha256:" not in image and cluster_build is None else \
             _README_BUILT if cluster_build is None else _README_CLUSTER
-        (staging / "README.md").write_text(readme.format(
-            name=spec.name, image=image, digest=package.digest,
-            python=package.capture.python_version,
-            cloudpickle=package.capture.cloudpickle_version,
-            bundle=cluster_build.bundle if cluster_build else "",
-            components="".join(f"kubectl apply -f ../{COMPONENTS_DIR}/{path.name}\n"
-                               for path in components)))
+        steps = ["# the Secrets it references (values not written here: fill them in)",
+                 *secrets] if secrets else []
+        steps += [f"kubectl apply -f ../{COMPONENTS_DIR}/{path.name}" for path in components]
+        write_private(staging, {
+            "function.yaml": yaml.safe_dump(manifest, sort_keys=False).encode(),
+            "README.md": readme.format(
+                name=spec.name, image=image, digest=package.digest,
+                python=package.capture.python_version,
+                cloudpickle=package.capture.cloudpickle_version,
+                bundle=cluster_build.bundle if cluster_build else "",
+                components="".join(f"{step}\n" for step in steps)).encode()})
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
         for path, component in components.items():
-            path.parent.mkdir(exist_ok=True)
-            path.write_text(yaml.safe_dump(component, sort_keys=False))
+            write_private(path.parent, {path.name: yaml.safe_dump(component,
+                                                                  sort_keys=False).encode()})
     except OSError as exc:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)

@@ -55,6 +55,7 @@ FUNCTIONS = Resource(GROUP, VERSION, PLURAL, "Function", CRD_NAME, "OpenFunction
 COMPONENTS = Resource("dapr.io", "v1alpha1", "components", "Component", "components.dapr.io",
                       "Dapr", "install Dapr (dapr init -k, or its Helm chart; OpenFunction's "
                               "chart installs it), or use no named component (--component)")
+SECRETS = Resource("", "v1", "secrets", "Secret", "(core v1)", "Kubernetes", "")
 #: the namespaced Role the target needs (docs/kubernetes-rbac.yaml holds it as YAML)
 ROLE_RULES = [
     {"apiGroups": [GROUP], "resources": ["functions"],
@@ -64,6 +65,8 @@ ROLE_RULES = [
     {"apiGroups": [GROUP], "resources": ["builders"], "verbs": ["get"]},
     {"apiGroups": [COMPONENTS.group], "resources": ["components"],
      "verbs": ["get", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["secrets"],
+     "verbs": ["get", "create", "update", "delete"]},
 ]
 #: the optional ClusterRole: with it the manifest is checked against the CRD before sending
 CLUSTER_ROLE_RULES = [
@@ -318,6 +321,57 @@ class KubeApi:
                 return None
             raise self.error(exc, what, resource) from None
         return got if isinstance(got, dict) and got.get("kind") != "Status" else None
+
+    # -- Secrets (the --secret-env values and component credentials) -----------------------
+
+    def read_secret(self, name: str, deadline: float) -> dict[str, Any] | None:
+        """Secret ``name`` as a dict, or None when there is none."""
+        what = f"reading Secret {name!r}"
+        try:
+            got = self.call(what, deadline, self.core.read_namespaced_secret, name,
+                            self.namespace)
+        except DeployError:
+            raise
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return None
+            raise self.error(exc, what, SECRETS) from None
+        return self.core.api_client.sanitize_for_serialization(got)  # type: ignore
+
+    def write_secret(self, manifest: dict[str, Any], deadline: float,
+                     resource_version: str | None) -> bool:
+        """Create the Secret (``resource_version`` None) or replace the one of that
+        resourceVersion; False when the API server answers 409 (it exists already, or
+        changed meanwhile: read it again)."""
+        name = manifest["metadata"]["name"]
+        what = f"writing Secret {name!r}"
+        try:
+            if resource_version is None:
+                self.call(what, deadline, self.core.create_namespaced_secret, self.namespace,
+                          manifest)
+            else:
+                body = dict(manifest, metadata={**manifest["metadata"],
+                                                "resourceVersion": resource_version})
+                self.call(what, deadline, self.core.replace_namespaced_secret, name,
+                          self.namespace, body)
+        except DeployError:
+            raise
+        except Exception as exc:
+            if getattr(exc, "status", None) == 409:
+                return False
+            raise self.error(exc, what, SECRETS) from None
+        return True
+
+    def delete_secret(self, name: str, deadline: float) -> None:
+        """Delete Secret ``name`` (gone already is fine)."""
+        what = f"deleting Secret {name!r}"
+        try:
+            self.call(what, deadline, self.core.delete_namespaced_secret, name, self.namespace)
+        except DeployError:
+            raise
+        except Exception as exc:
+            if getattr(exc, "status", None) != 404:
+                raise self.error(exc, what, SECRETS) from None
 
     def follow(self, name: str, since: str, deadline: float, window: float
                ) -> Iterator[tuple[str, dict[str, Any] | None]]:

@@ -38,7 +38,7 @@ from ..spec import FunctionSpec
 from .base import (FAILED, RUNNING, STARTING, STOPPED, STOPPING, BufferedDeployment,
                    LogBuffer, PhaseEvent, PhaseRecorder, TrackedBackend, stream_lines)
 from .events import EventTracker
-from .kube_components import NamedComponents
+from .kube_components import FunctionSecrets, NamedComponents
 from .kube_rollout import TERMINAL, WATCH_WINDOW, Rollout, meta as _meta
 from .kube_api import (CLUSTER_ROLE_RULES, CRD_NAME, GROUP, PLURAL, VERSION, KubeApi,
                        applied_config, rules_text, transient)
@@ -73,6 +73,7 @@ class KubernetesDeployment(BufferedDeployment):
         self._last_status = RUNNING
         self._following: set[str] = set()
         self.build_log: list[str] = []  # the in-cluster build's lines, kept after its pod goes
+        self.secret_key = ""  # FunctionSecrets.fingerprint of the values it was deployed with
         threading.Thread(target=self._follow, name=f"ofnotebook-k8s-logs-{name}",
                          daemon=True).start()
 
@@ -232,6 +233,7 @@ class KubernetesBackend(TrackedBackend):
         self.custom, self.core, self.extensions = \
             self.api.custom, self.api.core, self.api.extensions
         self.components = NamedComponents(self.api, self.namespace)
+        self.secrets = FunctionSecrets(self.api, self.namespace)
         self._crd: dict[str, Any] | None = None
         self._crd_forbidden = False
 
@@ -275,8 +277,9 @@ class KubernetesBackend(TrackedBackend):
                 f"id '<name>-<namespace>-dapr' must fit 63 characters); shorten the name.",
                 key="name")
         existing = self._deployments.get(spec.name)
+        secret_key = self.secrets.fingerprint(spec, env)
         if (isinstance(existing, KubernetesDeployment) and existing.key == package.digest
-                and existing.status == RUNNING):
+                and existing.secret_key == secret_key and existing.status == RUNNING):
             return existing
         cluster_build = self.cluster_build(package, recorder)
         image = self.image_for(package, recorder)
@@ -299,13 +302,19 @@ class KubernetesBackend(TrackedBackend):
             if self.options.api_version != VERSION:
                 recorder.emit(PhaseEvent("apply", "progress", time.time(), detail=AS_V1BETA2))
             before = self._current(name, deadline, recorder)
-            # named components first: the controller reads their type from the cluster
-            unowned, created = self.components.prepare(spec, _meta(before, "uid"), deadline)
+            # Secrets and named components first: pods read the one, the controller the other
+            secrets, versions = self.secrets.write(spec, env, before, deadline)
+            self.secrets.annotate(manifest, versions)
+            created: list[str] = []
             try:
+                unowned, created = self.components.prepare(spec, _meta(before, "uid"),
+                                                           deadline)
                 fn, warnings = self.api.apply(manifest, deadline)
                 self.components.own(spec, unowned, fn, deadline)
+                if before is None:
+                    self.secrets.own(spec, env, fn, deadline)
             except BaseException:
-                self._undo_components(created)
+                self._undo_components(created, secrets)
                 raise
             for warning in warnings:
                 recorder.emit(PhaseEvent("apply", "progress", time.time(),
@@ -324,7 +333,7 @@ class KubernetesBackend(TrackedBackend):
             except BaseException as exc:
                 rollout.stop_following()  # a build still running must not stream on
                 note = self._undo(name, before) if changed else ""
-                self._undo_components(created)
+                self._undo_components(created, secrets)
                 if isinstance(exc, DeployError) and (note or exc.last_logs):
                     tail = "\nLast build lines:\n" + "\n".join(exc.last_logs) \
                         if exc.last_logs else ""
@@ -333,6 +342,7 @@ class KubernetesBackend(TrackedBackend):
                 raise
         deployment = KubernetesDeployment(self, name, package, function, self.log_lines)
         deployment.build_log = rollout.build_lines()
+        deployment.secret_key = secret_key
         previous = self._track(deployment)
         if isinstance(previous, KubernetesDeployment):
             previous._superseded = previous._closing = True  # the Function lives on, updated
@@ -366,11 +376,13 @@ class KubernetesBackend(TrackedBackend):
         except DeployError as exc:
             return f"Undoing it failed too: {exc}"
 
-    def _undo_components(self, created: list[str]) -> None:
-        """Delete the Components a failed deploy created and no Function owns (best effort:
-        the deploy's own error is the one to show)."""
+    def _undo_components(self, created: list[str], secrets: list[str]) -> None:
+        """Delete the Components and Secrets a failed deploy created and no Function owns
+        (best effort: the deploy's own error is the one to show)."""
+        deadline = time.monotonic() + min(self.timeout, CLEANUP_WAIT)
         try:
-            self.components.undo(created, time.monotonic() + min(self.timeout, CLEANUP_WAIT))
+            self.components.undo(created, deadline)
+            self.secrets.undo(secrets, deadline)
         except DeployError:
             pass
 
@@ -410,6 +422,7 @@ class KubernetesBackend(TrackedBackend):
             self._wait_gone(name, fn, deadline)
         if spec is not None:
             self.components.release(spec, deadline)
+            self.secrets.delete(spec, deadline)
 
     def _wait_gone(self, name: str, fn: dict[str, Any], deadline: float) -> None:
         for kind, obj in self.api.follow(name, _meta(fn, "resourceVersion", ""), deadline,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response, request
 
 from . import fields
-from .schema import prune, status, to_json_schema
+from .schema import prune, status, success, to_json_schema
 from .store import USER_META, _now
 
 if TYPE_CHECKING:
@@ -68,9 +68,7 @@ class Components:
                 if found is None:
                     return self._not_found(name)
                 self.double.rv += 1
-                return {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                        "status": "Success", "details": {"name": name, "group": "dapr.io",
-                                                         "kind": "components"}}
+                return success(name, "dapr.io", "components")
 
         @app.patch(PATH)
         def _apply_component(ns: str, name: str) -> Any:

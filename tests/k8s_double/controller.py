@@ -183,5 +183,6 @@ class Controller:
             for _, builder in owned:
                 builds.prune(self.double, ns, builder)
             self.double.components.collect(ns, uid)
+            self.double.secrets.collect(ns, uid)
             self.double.drop_finalizer(ns, name, uid, "foregroundDeletion")
         threading.Thread(target=run, daemon=True, name=f"double-gc-{name}").start()

@@ -41,6 +41,14 @@ def status(code: int, reason: str, message: str, **details: Any) -> Response:
     return Response(json.dumps(body), status=code, mimetype="application/json")
 
 
+def success(name: str, group: str, kind: str, uid: str = "") -> dict[str, Any]:
+    """The ``Status`` a delete that removed the object at once answers."""
+    details = {"name": name, **({"group": group} if group else {}), "kind": kind,
+               **({"uid": uid} if uid else {})}
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": details}
+
+
 def to_json_schema(schema: Any) -> Any:
     if isinstance(schema, list):
         return [to_json_schema(s) for s in schema]

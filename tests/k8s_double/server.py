@@ -17,6 +17,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from . import builds, fields
 from .components import Components
+from .secrets import Secrets
 from .controller import Controller
 from .rbac import Attributes, Rbac, attributes
 from .schema import prune, status, to_json_schema
@@ -83,6 +84,7 @@ class KubeDouble(Store):
         self.cond = threading.Condition()
         self.controller = Controller(self)
         self.components = Components(self, component_crd)  # None: a cluster without Dapr
+        self.secrets = Secrets(self)
         self.app = self._routes()
         self.server = self._server(0)
         self.port = self.server.server_port
@@ -214,6 +216,7 @@ class KubeDouble(Store):
             return None
 
         self.components.routes(app)
+        self.secrets.routes(app)
 
         @app.get(CRD_PATH)
         def _crd() -> Any:
@@ -349,6 +352,7 @@ class KubeDouble(Store):
                     self._emit(ns, "DELETED", fn)
                     self._drop_pods(ns, name)
                     self.components.collect(ns, meta["uid"])
+                    self.secrets.collect(ns, meta["uid"])
                     return {"kind": "Status", "apiVersion": "v1", "metadata": {},
                             "status": "Success", "details": {
                                 "name": name, "group": "core.openfunction.io",
