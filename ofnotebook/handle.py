@@ -17,7 +17,7 @@ import html
 import operator
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import config
@@ -66,6 +66,12 @@ class Invocation:
     body: str  # a preview of the response body, or the error's short message
     error: str = ""
     traceback: str = ""
+    #: The request as sent (full URL with its query string, headers, body preview) and the
+    #: response's headers: what the view shows and turns into ``curl`` for each call.
+    url: str = ""
+    request_headers: dict[str, str] = field(default_factory=dict)
+    request_body: str = ""
+    response_headers: dict[str, str] = field(default_factory=dict)
 
 
 def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
@@ -192,9 +198,20 @@ class FunctionHandle:
         return remove
 
     def _record(self, verb: str, path: str, started: float, status: int | None,
-                body: str = "", error: str = "", traceback: str = "") -> None:
+                body: str = "", error: str = "", traceback: str = "",
+                sent: "requests.PreparedRequest | None" = None,
+                response: "requests.Response | None" = None) -> None:
+        facts: dict[str, Any] = {}
+        if sent is not None:  # the path with its query string, as it went on the wire
+            raw = sent.body or b""
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            path = sent.path_url
+            facts = {"url": sent.url or "", "request_headers": dict(sent.headers),
+                     "request_body": text[:BODY_CHARS]}
+        if response is not None:
+            facts["response_headers"] = dict(response.headers)
         call = Invocation(verb, path, status, (time.perf_counter() - started) * 1000,
-                          preview(body, BODY_CHARS), error, traceback)
+                          preview(body, BODY_CHARS), error, traceback, **facts)
         self.last_invocation = call
         for callback in list(self._invocation_listeners):
             callback(call)
@@ -233,6 +250,8 @@ class FunctionHandle:
         verb = method or ("POST" if json is not None or data is not None else "GET")
         seconds = float(config.get("invoke_timeout", timeout))
         started = time.perf_counter()
+        sent = _session().prepare_request(requests.Request(verb, url, params=params, json=json,
+                                                           data=data, headers=headers))
         try:
             response = _session().request(verb, url, params=params, json=json, data=data,
                                           headers=headers, timeout=seconds)
@@ -240,13 +259,13 @@ class FunctionHandle:
             failure = InvocationError(
                 f"Function {self.name!r} did not answer {verb} {path} within {seconds:g} s; "
                 f"pass timeout= or set OFNOTEBOOK_INVOKE_TIMEOUT.", function_name=self.name)
-            self._record(verb, path, started, None, error=str(failure))
+            self._record(verb, path, started, None, error=str(failure), sent=sent)
             raise failure from exc
         except requests.RequestException as exc:
             why = self.deployment.failure or str(exc)
             failure = InvocationError(f"Could not reach function {self.name!r} at {url}: {why}",
                                       function_name=self.name)
-            self._record(verb, path, started, None, error=str(failure))
+            self._record(verb, path, started, None, error=str(failure), sent=sent)
             raise failure from exc
         if response.status_code == 500 and response.headers.get(ERROR_HEADER):
             error = response.json().get("error", {})
@@ -254,9 +273,10 @@ class FunctionHandle:
                                          error.get("message", ""), error.get("traceback", ""),
                                          function_name=self.name)
             self._record(verb, path, started, 500, error=f"{remote.ename}: {remote.evalue}",
-                         traceback=remote.traceback)
+                         traceback=remote.traceback, sent=response.request, response=response)
             raise remote
-        self._record(verb, path, started, response.status_code, body=response.text)
+        self._record(verb, path, started, response.status_code, body=response.text,
+                     sent=response.request, response=response)
         return response
 
     # -- events (functions with Dapr inputs, outputs or state) ------------------------------
