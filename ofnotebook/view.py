@@ -1,23 +1,31 @@
 """What the live view shows, independent of how it is drawn.
 
-:class:`ViewState` collects a deployment's phases, status, logs, outputs, invocations and the
-last error from any thread, bounded, behind one lock. The ipywidgets view
+:class:`ViewState` collects a deployment's phases, status, logs, outputs, invocations, warnings
+and the last error from any thread, bounded, behind one lock. The ipywidgets view
 (:mod:`ofnotebook.widget`) and the text fallback (:class:`TextProgress`) both draw from it, so
 the two never disagree and the model can be tested without a browser.
+
+Colours are JupyterLab's theme variables with fallbacks, so the view reads in light and dark
+themes alike; errors are one summary line with the rest folded (:func:`summarize`).
 """
 
 from __future__ import annotations
 
 import collections
 import html
+import json
+import re
+import shlex
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Callable
+from typing import IO, TYPE_CHECKING, Any, Callable
 
 from . import config
 from .backends.base import PHASES, PhaseEvent
+from .errors import DeployError, RemoteFunctionError
 from .handle import Invocation, preview
+from .viewmetrics import BAD, MUTED, OK, WARN, MetricsHistory
 
 if TYPE_CHECKING:
     from .backends.events import OutputEvent
@@ -25,8 +33,61 @@ if TYPE_CHECKING:
 
 LOG_LINES = 500
 OUTPUT_ROWS = 50
+WARNINGS = 20
 STATUS_COLOURS = {"running": "#1a7f37", "failed": "#cf222e", "stopped": "#6e7781",
                   "deploying": "#9a6700", "starting": "#9a6700", "restarting": "#bc4c00"}
+PRE = "white-space:pre;line-height:normal;margin:0;overflow:auto"
+_STEP = re.compile(r"^(?:STEP|Step) (\d+)/(\d+) ?:")
+_SOURCE = re.compile(r"^\[([\w.-]+)\] ")
+#: Headers a copied curl leaves out: curl sets its own, and they only add noise.
+_CURL_SKIP = {"user-agent", "accept-encoding", "accept", "connection", "content-length"}
+
+
+def summarize(error: BaseException | str) -> tuple[str, str]:
+    """(one summary line, the rest) for any error: what the view shows above the fold. A
+    failed image build reads as its failing step and pip's ``ERROR:`` line; a remote error as
+    its type and message, with the remote traceback folded."""
+    if isinstance(error, RemoteFunctionError):
+        return str(error), error.traceback
+    text = str(error).strip()
+    lines = text.splitlines() or [""]
+    first, rest = lines[0], "\n".join(lines[1:]).strip()
+    pip = next((line.strip() for line in lines[1:] if line.strip().startswith("ERROR:")), "")
+    if pip and pip not in first:
+        first = f"{first.rstrip(':')}: {pip}"
+    if isinstance(error, DeployError) and error.last_logs:
+        rest = (rest + "\n\nLast log lines:\n" + "\n".join(error.last_logs)).strip()
+    return first, rest
+
+
+def curl_for(call: Invocation) -> str:
+    """The call as a ``curl`` command line (what the devtools' "copy as curl" gives)."""
+    words = ["curl"] + (["-X", call.method] if call.method != "GET" or call.request_body
+                        else [])
+    words.append(shlex.quote(call.url))
+    for key, value in call.request_headers.items():
+        if key.lower() not in _CURL_SKIP:
+            words += ["-H", shlex.quote(f"{key}: {value}")]
+    if call.request_body:
+        words += ["--data-raw", shlex.quote(call.request_body)]
+    return " ".join(words)
+
+
+def pretty(body: str) -> str:
+    """A JSON body indented; anything else as it came."""
+    try:
+        return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    except ValueError:
+        return body
+
+
+def folded(summary: str, details: str, label: str = "details", cls: str = "ofn-error") -> str:
+    """One summary line, and the details folded underneath, preformatted."""
+    esc = html.escape
+    fold = (f'<details class="{cls}-details"><summary style="color:{MUTED}">{esc(label)}'
+            f'</summary><pre style="{PRE};max-height:24em">{esc(details)}</pre></details>'
+            if details else "")
+    return f'<div class="{cls}" style="color:{BAD}">{esc(summary)}</div>{fold}'
 
 
 class ViewState:
@@ -45,12 +106,18 @@ class ViewState:
         self.restarts = 0
         self._restarts_of: Callable[[], int] | None = None
         self.phases: dict[str, PhaseEvent] = {}
+        self.step: tuple[str, int, int, str] | None = None  # phase, n, of, the step line
+        self.reused = ""  # "unchanged: reusing ..." when a re-run deployed nothing
         self.logs: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
         self.outputs: collections.deque[OutputEvent] = collections.deque(maxlen=OUTPUT_ROWS)
+        self.warnings: list[str] = []
         self.stats: dict[str, int] = {}
         self.inputs: list[str] = []
+        self.wiring = ""  # an async function's inputs and outputs, instead of a grpc:// URL
+        self.has_events = runtime == "async"  # event counters only where events exist
         self.invocation: Invocation | None = None
-        self.error: tuple[str, str] | None = None  # (short message, traceback)
+        self.error: tuple[str, str] | None = None  # (summary line, folded details)
+        self.metrics = MetricsHistory()
         self.lines_seen = 0
         self._lock = threading.Lock()
         self._versions: collections.Counter[str] = collections.Counter()
@@ -61,17 +128,33 @@ class ViewState:
         self._versions[part] += 1
 
     def on_phase(self, event: PhaseEvent) -> None:
-        if event.state == "progress":  # a build or push log line: into the log pane
-            self.on_log(f"[{event.phase}] {event.detail}")
+        if event.state == "progress":
+            if event.detail.startswith("warning: "):  # ofnotebook's: one amber line
+                self.on_warning(event.detail[len("warning: "):])
+                return
+            step = _STEP.match(event.detail)
+            if step:
+                with self._lock:
+                    self.step = (event.phase, int(step[1]), int(step[2]), event.detail)
+                    self._touch("phases")
+            self.on_log(f"[{event.phase}] {event.detail}")  # a build or push line
             return
         with self._lock:
             self.phases[event.phase] = event
+            if event.state == "started":
+                self.reused = ""
             if event.state == "failed":
                 self.status = "failed"
                 self.error = (f"{event.phase} failed: {event.detail}", "")
                 self._touch("error")
                 self._touch("header")
             self._touch("phases")
+
+    def on_warning(self, text: str) -> None:
+        with self._lock:
+            if text not in self.warnings:
+                self.warnings = [*self.warnings, text][-WARNINGS:]
+                self._touch("warnings")
 
     def on_log(self, line: str) -> None:
         with self._lock:
@@ -85,6 +168,8 @@ class ViewState:
             self._touch("outputs")
 
     def on_invocation(self, invocation: Invocation) -> None:
+        self.metrics.on_invocation(invocation.latency_ms,
+                                   invocation.status is None or invocation.status >= 500)
         with self._lock:
             self.invocation = invocation
             self._touch("invocation")
@@ -97,6 +182,7 @@ class ViewState:
                 self.url = url or self.url
                 self.restarts = restarts
                 self._touch("header")
+                self._touch("forms")
 
     @property
     def status_text(self) -> str:
@@ -104,6 +190,7 @@ class ViewState:
         return f"{self.status} (restarts {self.restarts})" if self.restarts else self.status
 
     def set_stats(self, stats: dict[str, int]) -> None:
+        self.metrics.on_counts(stats)
         with self._lock:
             if stats != self.stats:
                 self.stats = dict(stats)
@@ -114,23 +201,46 @@ class ViewState:
             self.error = (message, traceback)
             self._touch("error")
 
+    def set_failure(self, error: BaseException) -> None:
+        """A deploy that raised: failed, with its summary line and the rest folded."""
+        self.set_status("failed")
+        self.set_error(*summarize(error))
+
     def clear_error(self) -> None:
+        """Before a redeploy: the old error, warnings and step no longer describe anything."""
         with self._lock:
-            self.error = None
-            self._touch("error")
+            self.error, self.warnings, self.step = None, [], None
+            self.phases = {}
+            for part in ("error", "warnings", "phases"):
+                self._touch(part)
 
     def attach(self, handle: FunctionHandle) -> None:
         """Fill in what is known once the deploy returned."""
+        spec = handle.package.spec
         with self._lock:
             self.name, self.runtime, self.target = handle.name, handle.runtime, handle.target
-            self.inputs = [c.name for c in handle.package.spec.inputs]
+            self.inputs = [c.name for c in spec.inputs]
+            self.has_events = bool(spec.inputs or spec.outputs)
+            self.wiring = _wiring(spec) if handle.runtime == "async" else ""
             for event in handle.events:
-                self.phases[event.phase] = event
+                if event.state != "progress":
+                    self.phases[event.phase] = event
+            self.reused = (f"unchanged: reusing {handle.name} (digest {handle.digest[:12]})"
+                           if handle.reused else "")
             self.error = None
             self._restarts_of = lambda: handle.restarts
             for part in ("phases", "error", "header", "forms"):
                 self._touch(part)
         self.set_status(handle.status, handle.url)
+
+    def tick(self) -> None:
+        """Once a flush: a running phase's elapsed time moves, and metrics sample each second."""
+        with self._lock:
+            if any(e.state == "started" for e in self.phases.values()):
+                self._touch("phases")
+        if self.metrics.tick():
+            with self._lock:
+                self._touch("metrics")
 
     def changed_since(self, seen: dict[str, int]) -> set[str]:
         """The parts changed since ``seen`` (updated in place to now)."""
@@ -141,15 +251,22 @@ class ViewState:
 
     # -- rendering (pure) --------------------------------------------------------------------
 
-    def phase_rows(self) -> list[tuple[str, str, str]]:
-        """(phase, state, duration text) in the order phases happen."""
+    def phase_rows(self, now: float | None = None) -> list[tuple[str, str, str]]:
+        """(phase, state, duration text) in the order phases happen; a running phase's
+        elapsed time so far."""
         with self._lock:
             phases = dict(self.phases)
+        now = time.time() if now is None else now
         order = [p for p in PHASES if p in phases] + [p for p in phases if p not in PHASES]
         rows = []
         for name in order:
             event = phases[name]
-            took = f"{event.duration * 1000:.0f} ms" if event.duration is not None else "…"
+            if event.duration is not None:
+                took = f"{event.duration * 1000:.0f} ms"
+            elif event.state == "started" and now - event.at >= 1:
+                took = f"{now - event.at:.0f} s"
+            else:
+                took = "…"
             rows.append((name, event.state, took))
         return rows
 
@@ -159,55 +276,91 @@ class ViewState:
                           if state != "started" else f"{name} …"
                           for name, state, took in self.phase_rows())
 
+    def current_step(self) -> tuple[str, int, int, str] | None:
+        """The build step being run (phase, n, of, line) while its phase is running."""
+        with self._lock:
+            step, phases = self.step, dict(self.phases)
+        if step is None or phases.get(step[0]) is None or phases[step[0]].state != "started":
+            return None
+        return step
+
     def header_html(self) -> str:
         esc = html.escape
         colour = STATUS_COLOURS.get(self.status, "#9a6700")
-        link = (f' <a class="ofn-url" href="{esc(self.url)}" target="_blank">{esc(self.url)}</a>'
-                if self.url.startswith("http") else
-                (f' <code class="ofn-url">{esc(self.url)}</code>' if self.url else ""))
+        if self.wiring:
+            where = f' <span class="ofn-wiring" style="color:{MUTED}">{esc(self.wiring)}</span>'
+        elif self.url.startswith("http"):
+            where = (f' <a class="ofn-url" href="{esc(self.url)}" target="_blank">'
+                     f'{esc(self.url)}</a>{_copy_button("curl " + shlex.quote(self.url))}')
+        else:
+            where = f' <code class="ofn-url">{esc(self.url)}</code>' if self.url else ""
         return (f'<div class="ofn-header"><b class="ofn-name">{esc(self.name)}</b> '
-                f'<span style="color:#57606a">{esc(self.runtime)} · {esc(self.target)}</span> '
+                f'<span style="color:{MUTED}">{esc(self.runtime)} · {esc(self.target)}</span> '
                 f'<span class="ofn-status ofn-status-{esc(self.status)}" style="background:'
                 f'{colour};color:white;border-radius:8px;padding:0 8px">{esc(self.status_text)}'
-                f'</span>{link}</div>')
+                f'</span>{where}</div>')
 
     def phases_html(self) -> str:
         cells = []
         for name, state, took in self.phase_rows():
-            colour = {"finished": "#1a7f37", "failed": "#cf222e"}.get(state, "#9a6700")
+            colour = {"finished": OK, "failed": BAD}.get(state, WARN)
             cells.append(f'<span class="ofn-phase ofn-phase-{state}" style="margin-right:1em">'
                          f'<span style="color:{colour}">●</span> {html.escape(name)} '
-                         f'<span style="color:#57606a">{took}</span></span>')
+                         f'<span class="ofn-took" style="color:{MUTED}">{took}</span></span>')
+        step = self.current_step()
+        if step is not None:
+            phase, n, of, line = step
+            cells.append(f'<div class="ofn-step" style="color:{MUTED};{PRE}">'
+                         f'{html.escape(line)}</div><div class="ofn-bar" style="height:3px;'
+                         f'background:var(--jp-layout-color3, #d0d7de)"><div style="height:3px;'
+                         f'width:{100 * (n - 1) / max(of, 1):.0f}%;background:{WARN}"></div></div>')
+        if self.reused:
+            cells.append(f'<span class="ofn-reused" style="color:{MUTED}">'
+                         f'{html.escape(self.reused)}</span>')
         return f'<div class="ofn-phases">{"".join(cells)}</div>'
 
+    def warnings_html(self) -> str:
+        with self._lock:
+            texts = list(self.warnings)
+        return "".join(f'<div class="ofn-warning" style="color:{WARN};white-space:pre-wrap">'
+                       f'⚠ {html.escape(text)}</div>' for text in texts)
+
     def logs_html(self) -> str:
+        """The last lines, in a pane that opens scrolled to its end (``column-reverse``): a
+        redraw replaces the pane, and a new pane shows the newest line. Scrolling it up
+        unticks *follow* (so redraws stop and the pane holds still); back at the end, ticks it."""
         with self._lock:
             lines = list(self.logs)
             seen = self.lines_seen
         if not lines:
-            return '<pre class="ofn-logs" style="color:#57606a">(no output yet)</pre>'
-        more = (f'<div style="color:#57606a">… {seen - len(lines)} earlier lines '
+            return f'<pre class="ofn-logs" style="color:{MUTED}">(no output yet)</pre>'
+        more = (f'<div style="color:{MUTED}">… {seen - len(lines)} earlier lines '
                 f'(all in handle.logs())</div>' if seen > len(lines) else "")
-        body = html.escape("\n".join(lines))
-        return (f'{more}<pre class="ofn-logs" style="max-height:16em;overflow:auto;'
-                f'margin:0">{body}</pre>')
+        body = "\n".join(_log_line(line) for line in lines[:-1])
+        last = f'<span class="ofn-last">{_log_line(lines[-1])}</span>'
+        return (f'{more}<div class="ofn-logs-pane" style="max-height:16em;overflow:auto;'
+                f'display:flex;flex-direction:column-reverse" onscroll="{_FOLLOW_JS}">'
+                f'<pre class="ofn-logs" style="{PRE};overflow:visible">'
+                f'{body}{chr(10) if body else ""}{last}</pre></div>')
 
     def outputs_html(self) -> str:
         with self._lock:
             rows = list(self.outputs)[::-1]
             stats = dict(self.stats)
-        counts = (" · ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items())
-                  if stats else "")
+        counts = (" · ".join(f'<span style="color:'
+                             f'{BAD if v and k in ("dead_letters", "errors") else MUTED}">'
+                             f'{k.replace("_", " ")} {v}</span>' for k, v in stats.items())
+                  if stats and self.has_events else "")
         if not rows:
-            table = '<div style="color:#57606a">(no outputs yet)</div>'
+            table = f'<div style="color:{MUTED}">(no outputs yet)</div>'
         else:
             body = "".join(
                 f"<tr><td>{time.strftime('%H:%M:%S', time.localtime(o.time))}</td>"
                 f"<td>{html.escape(o.name)}</td>"
-                f"<td><code>{html.escape(preview(o.data))}</code></td></tr>" for o in rows)
-            table = (f'<table class="ofn-outputs"><tr><th>time</th><th>output</th>'
-                     f'<th>payload</th></tr>{body}</table>')
-        return f'<div class="ofn-stats" style="color:#57606a">{counts}</div>{table}'
+                f"<td><code>{html.escape(preview(_json(o.data)))}</code></td></tr>" for o in rows)
+            table = (f'<div style="max-height:16em;overflow:auto"><table class="ofn-outputs">'
+                     f'<tr><th>time</th><th>output</th><th>payload</th></tr>{body}</table></div>')
+        return f'<div class="ofn-stats">{counts}</div>{table}'
 
     def invocation_html(self) -> str:
         call = self.invocation
@@ -215,18 +368,24 @@ class ViewState:
             return ""
         esc = html.escape
         status = f"{call.status}" if call.status is not None else "no answer"
-        colour = "#1a7f37" if call.status is not None and call.status < 400 else "#cf222e"
+        colour = OK if call.status is not None and call.status < 400 else BAD
+        curl = _copy_button(curl_for(call)) if call.url else ""
         head = (f'<div class="ofn-invocation"><b>{esc(call.method)} {esc(call.path)}</b> → '
                 f'<span style="color:{colour}">{esc(status)}</span> in '
-                f'{call.latency_ms:.1f} ms</div>')
+                f'{call.latency_ms:.1f} ms {curl}</div>')
+        headers = "\n".join([*(f"> {k}: {v}" for k, v in call.request_headers.items()),
+                             *(f"< {k}: {v}" for k, v in call.response_headers.items())])
+        fold = (f'<details class="ofn-headers"><summary style="color:{MUTED}">headers'
+                f'</summary><pre style="{PRE}">{esc(headers)}</pre></details>' if headers else "")
         if call.error:
-            return head + _error_html(call.error, call.traceback)
-        return head + f'<pre class="ofn-response" style="margin:0">{esc(call.body)}</pre>'
+            return head + folded(call.error, call.traceback, "remote traceback") + fold
+        return (head + f'<pre class="ofn-response" style="{PRE};max-height:20em">'
+                       f'{esc(pretty(call.body))}</pre>' + fold)
 
     def error_html(self) -> str:
         if self.error is None:
             return ""
-        return _error_html(*self.error)
+        return folded(*self.error)
 
     def render_text(self) -> str:
         """The view as plain text, for front ends without widgets."""
@@ -240,11 +399,44 @@ class ViewState:
         return "\n".join(lines)
 
 
-def _error_html(message: str, traceback: str) -> str:
-    esc = html.escape
-    details = (f'<details><summary>remote traceback</summary><pre>{esc(traceback)}</pre>'
-               f'</details>' if traceback else "")
-    return f'<div class="ofn-error" style="color:#cf222e">{esc(message)}</div>{details}'
+#: The log pane's scroll handler: away from the end unticks *follow*, back at it ticks it.
+_FOLLOW_JS = ("var v=this.closest('.ofnotebook-view'),f=v&amp;&amp;v.querySelector("
+              "'.ofn-follow input');if(!f)return;var away=Math.abs(this.scrollTop)&gt;8;"
+              "if(away===f.checked)f.click();")
+
+
+def _copy_button(text: str) -> str:
+    """A "copy as curl" button: the command is in its ``data-curl`` (and its title)."""
+    esc = html.escape(text, quote=True)
+    return (f'<button class="ofn-copy-curl" data-curl="{esc}" title="{esc}" '
+            f'onclick="navigator.clipboard&amp;&amp;navigator.clipboard.writeText('
+            f'this.dataset.curl);this.textContent=\'copied\'" style="font-size:85%;'
+            f'cursor:pointer">copy as curl</button>')
+
+
+def _log_line(line: str) -> str:
+    """A log line, its source (``[build]``, ``[push]``, ``[stand-in]``) set apart."""
+    source = _SOURCE.match(line)
+    if not source:
+        return html.escape(line)
+    return (f'<span class="ofn-src" style="color:{MUTED}">{html.escape(source[0])}</span>'
+            f'{html.escape(line[source.end():])}')
+
+
+def _json(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _wiring(spec: Any) -> str:
+    def side(items: Any) -> str:
+        return ", ".join(f"{c.name} ({c.type}{'/' + c.topic if c.topic else ''})"
+                         for c in items)
+    ins, outs = side(spec.inputs), side(spec.outputs)
+    return " → ".join(part for part in (f"in: {ins}" if ins else "",
+                                        f"out: {outs}" if outs else "") if part)
 
 
 class TextProgress:

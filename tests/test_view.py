@@ -65,7 +65,7 @@ def test_view_follows_a_deployed_sync_function(local_backend: Any) -> None:
     view.method.value, view.path.value, view.body.value = "POST", "/?name=boom", "{}"
     view._invoke()  # what the Send button runs
     assert "500" in view.response.value and "ValueError: no booms" in view.response.value
-    assert "<details>" in view.response.value and "raise ValueError" in view.response.value
+    assert "<details" in view.response.value and "raise ValueError" in view.response.value
 
     view.body.value = "{not json"
     view._invoke()
@@ -92,7 +92,7 @@ def test_view_of_an_async_function_sends_test_events_and_lists_outputs(local_bac
     assert view.tabs.get_title(0) == "Send event" and view.input_name.options == ("numbers",)
     view.event_body.value = '{"n": 21}'
     view._publish()
-    assert "sent to numbers" in view.event_result.value
+    assert "published to numbers" in view.event_result.value
     handle.wait_for_outputs(1, timeout=20)
     wait_for(lambda: "42" in view.outputs.value, 30)
     assert "<td>out</td>" in view.outputs.value
