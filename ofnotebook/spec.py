@@ -199,5 +199,8 @@ def parse_env(items: Mapping[str, str] | Iterable[str] | None) -> tuple[tuple[st
                 raise ConfigError(
                     f"--env {item!r} is not KEY=VALUE; write it as --env {item or 'KEY'}=value.",
                     key="env")
+            if key in dict(pairs):
+                raise ConfigError(f"--env {key} is given twice ({key}={dict(pairs)[key]}, "
+                                  f"{item}); give each variable once.", key="env")
             pairs.append((key, value))
     return tuple(sorted(dict(pairs).items()))

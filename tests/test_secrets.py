@@ -330,3 +330,60 @@ def test_the_local_target_gets_the_value_in_memory(local_backend: Any, token: st
 def test_a_spec_keeps_only_the_names() -> None:
     spec = FunctionSpec(name="names-only", secret_env=("API_TOKEN",))
     assert spec.secret_env == ("API_TOKEN",) and TOKEN not in repr(spec)
+
+
+def test_a_named_component_on_kubernetes_gets_its_own_secret(cluster: KubeDouble,
+                                                             kubeconfig: str) -> None:
+    ofnotebook.deploy(handler(), "sec-comp", target=kube(kubeconfig),
+                      components={"shared-cache": f"redis://:{REDIS_PASSWORD}@redis:6379"},
+                      states={"shared-cache": "@shared-cache"},
+                      inputs={"logs": "kafka://kafka:9092/logs?group=g"})
+    assert cluster.secrets.value("demo", "shared-cache-auth", "shared-cache.redisPassword") \
+        == REDIS_PASSWORD
+    component = cluster.components.items[("demo", "shared-cache")]
+    assert component["auth"] == {"secretStore": "kubernetes"}
+    assert REDIS_PASSWORD not in str(component)
+    owners = cluster.secrets.items[("demo", "shared-cache-auth")]["metadata"]["ownerReferences"]
+    function = cluster.functions[("demo", "sec-comp")]
+    assert [o["uid"] for o in owners] == [function["metadata"]["uid"]]
+    assert ("demo", "sec-comp-env") not in cluster.secrets.items  # nothing of its own
+    ofnotebook.stop("sec-comp")  # the garbage collector takes it with its last owner
+    assert ("demo", "shared-cache-auth") not in cluster.secrets.items
+
+
+def test_the_magic_takes_secret_env_names_and_export_writes_no_value(
+        ip: Any, tmp_path: Path, token: str, capsys: pytest.CaptureFixture[str]) -> None:
+    handle = ip.run_cell_magic(
+        "function", "sec-magic --secret-env API_TOKEN --secret-env OTHER=their-secret:key",
+        "import os\n\ndef reader(request):\n    return os.environ.get('API_TOKEN', 'unset')\n")
+    assert handle.invoke().text == TOKEN
+    ip.run_line_magic("function", f"export sec-magic {tmp_path}")
+    bundle = tmp_path / "sec-magic"
+    assert files_holding(bundle, VALUES) == []
+    assert_owner_only(bundle)
+    env = yaml.safe_load((bundle / "function.yaml").read_text())[
+        "spec"]["serving"]["template"]["containers"][0]["env"]
+    assert env == [
+        {"name": "OTHER", "valueFrom": {"secretKeyRef": {"name": "their-secret", "key": "key"}}},
+        {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "sec-magic-env",
+                                                             "key": "API_TOKEN"}}}]
+    assert 'kubectl create secret generic sec-magic-env --from-literal=API_TOKEN="$API_TOKEN"' \
+        in (bundle / "README.md").read_text()
+
+
+def test_the_magic_refuses_a_duplicate_option_before_running_the_cell(ip: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        ip.run_cell_magic("function", "dup --port 8001 --port 8002",
+                          "RAN = True\ndef f(request):\n    return 'x'\n")
+    assert str(info.value) == ("--port is given 2 times (8001, 8002); it takes one value: "
+                               "keep the one you mean.")
+    assert "RAN" not in ip.user_ns and not any(n == "dup" for _, n in api._handles)
+
+
+def test_the_same_env_variable_twice_in_a_list_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        ofnotebook.deploy(reader(), "env-twice", target=YamlBackend(tmp_path / "out"),
+                          env=["MODE=a", "MODE=b"])
+    assert str(info.value) == ("--env MODE is given twice (MODE=a, MODE=b); give each "
+                               "variable once.")
+    assert not (tmp_path / "out").exists()
