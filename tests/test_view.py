@@ -260,3 +260,235 @@ def test_deploy_in_a_notebook_without_the_extension_still_draws_the_view(
         assert WIDGET_MIME not in ip.display_formatter.format(again)[0]
     finally:
         ip.run_line_magic("load_ext", "ofnotebook")
+
+
+# -- issue 13: logs that follow, errors that read, honest controls, progress, metrics --------
+
+def test_logs_pane_opens_at_its_end_and_scrolling_up_unticks_follow() -> None:
+    view = FunctionView("f", "sync", "local")
+    assert view.jump.disabled  # following: nothing to jump to
+    for i in range(40):
+        view.state.on_log(f"line {i}")
+    view.state.on_log("[build] STEP 1/2: FROM python")
+    view.flush()
+    pane = view.logs.value
+    # a redraw replaces the pane; a column-reverse pane opens scrolled to its end
+    assert "flex-direction:column-reverse" in pane and "overflow:auto" in pane
+    assert '<span class="ofn-last"><span class="ofn-src"' in pane and "STEP 1/2" in pane
+    assert "onscroll=" in pane and "ofn-follow" in pane  # scrolling away unticks follow
+    assert "ofn-follow" in view.follow._dom_classes
+    assert pane.index("line 0") < pane.index("line 39") < pane.index("STEP 1/2")  # in order
+    view.follow.value = False  # what the pane's scroll handler clicks
+    assert not view.jump.disabled
+    view.state.on_log("held back")
+    view.flush()
+    assert "held back" not in view.logs.value
+    view.jump.click()  # "jump to end": follows again and redraws at once
+    assert view.follow.value and "held back" in view.logs.value and view.jump.disabled
+
+
+def test_a_build_error_reads_as_its_step_and_pips_error_line() -> None:
+    from ofnotebook.errors import BuildError
+    from ofnotebook.view import summarize
+
+    error = BuildError("Building the image for 'pd' failed at STEP 9/10: RUN pip install -r "
+                       "requirements.txt\nThe command returned a non-zero code: 1\n"
+                       "Last build lines:\nCollecting pandsa==9\n"
+                       "ERROR: No matching distribution found for pandsa==9\n  more  spaced")
+    summary, details = summarize(error)
+    assert summary == ("Building the image for 'pd' failed at STEP 9/10: RUN pip install -r "
+                       "requirements.txt: ERROR: No matching distribution found for pandsa==9")
+    assert details.startswith("The command returned") and "  more  spaced" in details
+    view = FunctionView("pd", "sync", "container")
+    view.fail(error)
+    html = view.error.value
+    assert html.count('class="ofn-error"') == 1 and summary.replace("'", "&#x27;") in html
+    assert "<details" in html and "white-space:pre;line-height:normal" in html
+    assert "  more  spaced" in html  # the block keeps its spaces and newlines
+    assert "ofn-status-failed" in view.header.value
+
+
+def test_a_failed_deploy_shows_its_error_and_redeploy_only(local_backend: Any) -> None:
+    import socket
+
+    from ofnotebook import api
+    from ofnotebook.request import DeployRequest
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    fn = make_function("def f(request):\n    return 'up'\n")
+    planned = api.plan(fn, DeployRequest(name="retry-me", target=local_backend, port=port))
+    view = FunctionView(planned.name, planned.runtime, planned.target)
+    assert view.stop_button.disabled and view.send.disabled  # deploying: nothing to act on
+    try:
+        with pytest.raises(ofnotebook.DeployError):
+            view.deploy(planned)
+    finally:
+        holder.close()
+    assert view.state.status == "failed" and str(port) in view.error.value
+    assert view.tabs.layout.display == "none" and view.stop_button.layout.display == "none"
+    assert not view.redeploy_button.disabled  # Redeploy only
+    view._redeploy()  # the port is free now: the same plan again
+    assert view.handle is not None and view.handle.status == "running"
+    assert view.handle.url.endswith(f":{port}/") or f":{port}" in view.handle.url
+    assert view.error.value == "" and view.tabs.layout.display is None
+    assert not view.send.disabled and not view.stop_button.disabled
+
+
+def test_ofnotebook_warnings_become_one_amber_line() -> None:
+    import warnings
+
+    import ofnotebook.images
+
+    view = FunctionView("f", "sync", "container")
+    with pytest.warns(UserWarning) as shown:
+        with view.warnings_to_view():
+            for _ in range(2):  # the same warning twice: one line
+                warnings.warn_explicit("The base image has Python 3.11.2, the notebook 3.11.9",
+                                       UserWarning, ofnotebook.images.__file__, 129)
+            warnings.warn_explicit("someone else's", UserWarning, "/elsewhere/lib.py", 1)
+    assert view.warnings.value.count("ofn-warning") == 1
+    assert "Python 3.11.2" in view.warnings.value and "images.py" not in view.warnings.value
+    # not ours: shown as Python shows it, and only that one
+    assert [str(w.message) for w in shown] == ["someone else's"]
+    view.on_phase(phase("capture", "progress", detail="warning: --env API_TOKEN looks like a "
+                                                      "secret"))
+    assert view.warnings.value.count("ofn-warning") == 2 and "API_TOKEN" not in view.logs.value
+
+
+def test_build_progress_ticks_and_shows_the_current_step() -> None:
+    view = FunctionView("pd", "sync", "container")
+    view.on_phase(PhaseEvent("build", "started", time.time() - 7))
+    assert "7 s" in view.phases.value  # elapsed, not "…"
+    view.on_phase(phase("build", "progress", detail="STEP 9/10: RUN pip install pandas"))
+    assert "STEP 9/10: RUN pip install pandas" in view.phases.value
+    assert 'class="ofn-bar"' in view.phases.value and "width:80%" in view.phases.value
+    assert "[build] STEP 9/10" in view.state.logs[-1]
+    view.on_phase(phase("build", "finished", 11.0))
+    assert "ofn-step" not in view.phases.value and "11000 ms" in view.phases.value
+
+
+def test_sync_and_async_headers_counters_and_invocations(local_backend: Any) -> None:
+    sync = ofnotebook.deploy(make_function("def f(request):\n    return {'a': [1, 2]}\n"),
+                             "honest-sync", target=local_backend)
+    view = ofnotebook.view_for(sync)
+    view.flush()
+    assert "events in" not in view.outputs.value  # a sync function without outputs
+    assert "events/s" not in view.metrics.value and "requests/s" in view.metrics.value
+    sync.invoke(params={"name": "ada", "x": "1 2"})
+    wait_for(lambda: "ofn-invocation" in view.response.value, 30)
+    call = sync.last_invocation
+    assert call is not None and call.path == "/?name=ada&x=1+2"
+    assert "GET /?name=ada&amp;x=1+2" in view.response.value
+    assert '"a": [\n    1,' in view.response.value.replace("&quot;", '"')  # pretty JSON
+    assert "&lt; Content-Type: application/json" in view.response.value  # headers folded
+    sync.invoke("/echo", json={"n": 1})
+    wait_for(lambda: "POST /echo" in view.response.value, 30)
+    curl = ofnotebook.view.curl_for(sync.last_invocation)  # type: ignore[arg-type]
+    assert curl == (f"curl -X POST {sync.url.rstrip('/')}/echo -H 'Content-Type: "
+                    f"application/json' --data-raw '{{\"n\": 1}}'")
+    assert 'data-curl="curl -X POST' in view.response.value
+    import shlex
+    import subprocess
+
+    ran = subprocess.run(shlex.split(curl), capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 0 and '"a"' in ran.stdout  # the copied command works as is
+
+    handle = ofnotebook.deploy(make_function("def g(ctx, data):\n    ctx.send('out', data)\n",
+                                             name="g"), "honest-async", target=local_backend,
+                               inputs={"numbers": "memory://honest-in"},
+                               outputs={"out": "memory://honest-out"})
+    aview = ofnotebook.view_for(handle)
+    assert "grpc://" not in aview.header.value and "ofn-url" not in aview.header.value
+    assert "in: numbers (pubsub.in-memory/honest-in)" in aview.header.value
+    assert "out: out (pubsub.in-memory/honest-out)" in aview.header.value
+    assert "events in 0" in aview.outputs.value and "events/s" in aview.metrics.value
+
+
+def test_redeploy_keeps_the_port_and_the_url(local_backend: Any) -> None:
+    handle = ofnotebook.deploy(make_function("def f(request):\n    return 'x'\n"),
+                               "same-port", target=local_backend)
+    view = ofnotebook.view_for(handle)
+    url, pid = handle.url, handle.deployment.process.pid
+    view.state.set_error("could not reach same-port")
+    view._redeploy()
+    assert handle.deployment.process.pid != pid and handle.url == url
+    assert handle.status == "running" and view.error.value == ""
+    assert handle.invoke().text == "x"
+
+
+def test_unchanged_rerun_says_it_reuses(local_backend: Any) -> None:
+    fn = make_function("def f(request):\n    return 'x'\n")
+    ofnotebook.deploy(fn, "reuse-me", target=local_backend)
+    again = ofnotebook.deploy(fn, "reuse-me", target=local_backend)
+    view = ofnotebook.view_for(again)
+    assert again.reused and f"unchanged: reusing reuse-me (digest {again.digest[:12]})" \
+        in view.phases.value
+
+
+def test_dead_letters_table_and_replay_redelivers(local_backend: Any, tmp_path: Any) -> None:
+    flag = tmp_path / "ready"
+    fn = make_function(f"import os\ndef h(ctx, data):\n    if not os.path.exists({str(flag)!r}):"
+                       f"\n        raise RuntimeError('not ready')\n    ctx.send('out', data)\n",
+                       name="h")
+    handle = ofnotebook.deploy(fn, "replayed", target=local_backend,
+                               inputs={"jobs": "memory://replay-in"},
+                               outputs={"out": "memory://replay-out"})
+    view = ofnotebook.view_for(handle)
+    handle.publish("jobs", {"job": 7})
+    wait_for(lambda: handle.stats["dead_letters"] == 1, 60)
+    wait_for(lambda: len(view.dead_letters.children) == 2, 10)  # title + one row
+    row = view.dead_letters.children[1]
+    assert "the function raised" in row.children[0].value  # the stand-in's error
+    assert "{&quot;job&quot;: 7}" in row.children[0].value and "8 attempts" in row.children[0].value
+    wait_for(lambda: "ofn-count-dead_letters" in view.metrics.value
+             and "#cf222e" in view.metrics.value.split("ofn-count-dead_letters")[1][:80], 10)
+    flag.write_text("")
+    view._replay(view._tracker.dead_letters[0])  # type: ignore[union-attr]  # Replay's action
+    assert [o.data for o in handle.wait_for_outputs(1, timeout=20)] == [{"job": 7}]
+    wait_for(lambda: '{&quot;job&quot;: 7}' in view.outputs.value, 10)
+
+
+def test_metrics_history_is_bounded_and_draws_sparklines() -> None:
+    from ofnotebook.viewmetrics import WINDOW, MetricsHistory, metrics_html, sparkline
+
+    history = MetricsHistory()
+    start = 1_000_000.0
+    history.tick(start)
+    for second in range(3 * WINDOW):
+        for latency in (1.0, 2.0, 30.0):
+            history.on_invocation(latency, failed=latency > 10)
+        history.on_counts({"events_in": second * 5, "errors": 0, "dead_letters": second // 100})
+        history.tick(start + second + 1)
+    assert len(history.samples) == WINDOW
+    last = history.samples[-1]
+    assert (last.requests, last.errors, last.p50, last.p95) == (3, 1, 2.0, 30.0)
+    assert last.events == 5
+    drawn = metrics_html(history, True, {"events_in": 10, "dead_letters": 2})
+    assert drawn.count("<svg") == 6 and "<polyline" in drawn
+    assert "dead letters 2" in drawn
+    assert 'points="0.0,9.0 5.0,5.5 10.0,2.0"' in sparkline([0, 1, 2], width=10, height=10)
+    # a gap of idle seconds is drawn as zeros, and never more than the window
+    history.tick(start + 10 * WINDOW)
+    assert len(history.samples) == WINDOW and history.samples[-1].requests == 0
+
+
+def test_function_list_table_and_compact_view(local_backend: Any) -> None:
+    handle = ofnotebook.deploy(make_function("def f(request):\n    return 'x'\n"),
+                               "listed", target=local_backend)
+    table = widget.function_table([handle])
+    assert "listed" in table.rows[0].value and "running" in table.rows[0].value
+    assert handle.url in table.rows[0].value and "req/s" in table.rows[0].value
+    stop, logs = table.children[0].children[1:]
+    logs.click()
+    assert "listed" in table.log_box.value
+    handle.stop()
+    table.flush()
+    assert "ofn-row-stopped" in table.rows[0].value
+    view = ofnotebook.view_for(handle)
+    view.collapse.value = True
+    assert view.body_box.layout.display == "none"
+    view.help.value = True
+    assert view.help_text.layout.display is None and "%%function?" in view.help_text.value
