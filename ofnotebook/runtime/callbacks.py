@@ -4,7 +4,10 @@ Each input of the context becomes a binding handler (``bindings.*``) or a topic 
 (``pubsub.*``) of the SDK's ``dapr.ext.grpc.App``, registered under the generated component name
 daprd (or the local stand-in) calls it with. Reply statuses follow daprd's meaning: a handled
 event acknowledges; an exception in the function asks for redelivery (RETRY for topics, a gRPC
-error for bindings).
+error for bindings). An exception that no retry can cure (``outputs.NotDeclared``: a send to an
+output the function did not declare) aborts the event's RPC with FAILED_PRECONDITION and the
+reason as details, for topics and bindings alike: the stand-in dead-letters it at once with that
+reason (``sidecar/delivery.py``), instead of retrying it into "the function raised".
 
 Every shape is served: ``f(ctx, data)`` and ``f(context)`` get an :class:`EventContext`;
 ``f(cloud_event)`` the delivered event as a ``cloudevents.http.CloudEvent`` (pub/sub arrives as
@@ -26,7 +29,7 @@ from typing import Any, Callable
 from .context import Component, FunctionContext
 from .files import missing_file_hint
 from .loader import LoadedFunction
-from .outputs import DaprBridge, DaprContext, map_dapr_host
+from .outputs import DaprBridge, DaprContext, NotDeclared, map_dapr_host
 from .shapes import EVENT_SHAPES
 
 
@@ -111,6 +114,34 @@ def _invoke(loaded: LoadedFunction, ctx: EventContext, data: Any,
         asyncio.run(result)
 
 
+class Refused(Exception):
+    """An event the function cannot handle on any retry; :class:`RefuseInterceptor` aborts its
+    RPC with FAILED_PRECONDITION and ``reason`` as details."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _deterministic(exc: BaseException) -> NotDeclared | None:
+    """The :class:`NotDeclared` behind ``exc``: itself, or a cause the function chained
+    (``raise ... from err``); None for an error a retry may cure."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, NotDeclared):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def _failed(name: str, exc: Exception) -> None:
+    """Report the function's failure; raise :class:`Refused` when no retry can cure it."""
+    _report(name, exc)
+    cause = _deterministic(exc)
+    if cause is not None:
+        raise Refused(f"event from input {name!r} refused, not retried: {cause}") from exc
+
+
 def _report(name: str, exc: BaseException) -> None:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     hint = missing_file_hint(exc)
@@ -132,7 +163,7 @@ def _binding_handler(loaded: LoadedFunction, fctx: FunctionContext, bridge: Dapr
 
             _invoke(loaded, ctx, data, cloud_event, comp.component_name)
         except Exception as exc:
-            _report(name, exc)
+            _failed(name, exc)
             raise  # a gRPC error: the stand-in (or daprd) retries
     return handle
 
@@ -153,7 +184,7 @@ def _topic_handler(loaded: LoadedFunction, fctx: FunctionContext, bridge: DaprBr
 
             _invoke(loaded, ctx, data, cloud_event, message.topic())
         except Exception as exc:
-            _report(name, exc)
+            _failed(name, exc)
             return TopicEventResponse("retry")
         return TopicEventResponse("success")
 
@@ -162,17 +193,34 @@ def _topic_handler(loaded: LoadedFunction, fctx: FunctionContext, bridge: DaprBr
     return handle
 
 
-def _app(app_class: Any, token: str) -> Any:
-    """The SDK's ``App``, refusing calls without ``dapr-api-token: APP_API_TOKEN`` when the
-    function has one, as daprd's apps are meant to (dapr.ext.grpc's ``App`` checks nothing
-    itself): on a shared machine any user can reach the callback port on 127.0.0.1, and would
-    otherwise feed the function events. The stand-in and daprd send the token on every call."""
-    if not token:
-        return app_class()
-    from concurrent import futures
-
+def _refuse_interceptor() -> Any:
+    """A server interceptor that turns :class:`Refused` from a handler into the RPC's
+    FAILED_PRECONDITION status (the SDK's servicer gives handlers no gRPC context to abort)."""
     import grpc
-    from dapr.conf import settings
+
+    class RefuseInterceptor(grpc.ServerInterceptor):
+        def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+            handler = continuation(details)
+            if handler is None or handler.unary_unary is None:
+                return handler
+            inner = handler.unary_unary
+
+            def call(request: Any, context: Any) -> Any:
+                try:
+                    return inner(request, context)
+                except Refused as exc:
+                    context.abort(grpc.StatusCode.FAILED_PRECONDITION, exc.reason)
+
+            return grpc.unary_unary_rpc_method_handler(
+                call, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+
+    return RefuseInterceptor()
+
+
+def _token_interceptor(token: str) -> Any:
+    """A server interceptor refusing calls without ``dapr-api-token: <token>``."""
+    import grpc
 
     expected = token.encode()
 
@@ -189,10 +237,24 @@ def _app(app_class: Any, token: str) -> Any:
                 return continuation(details)
             return self.deny
 
+    return RequireToken()
+
+
+def _app(app_class: Any, token: str) -> Any:
+    """The SDK's ``App`` with :func:`_refuse_interceptor`, and refusing calls without
+    ``dapr-api-token: APP_API_TOKEN`` when the function has one, as daprd's apps are meant to
+    (dapr.ext.grpc's ``App`` checks nothing itself): on a shared machine any user can reach the
+    callback port on 127.0.0.1, and would otherwise feed the function events. The stand-in and
+    daprd send the token on every call."""
+    from concurrent import futures
+
+    from dapr.conf import settings
+
+    interceptors = [_token_interceptor(token)] if token else []
     limit = settings.DAPR_GRPC_MAX_INBOUND_MESSAGE_SIZE_BYTES
     options = [("grpc.max_receive_message_length", limit)] if limit else []
     return app_class(thread_pool=futures.ThreadPoolExecutor(max_workers=10),
-                     interceptors=[RequireToken()], options=options)
+                     interceptors=[*interceptors, _refuse_interceptor()], options=options)
 
 
 def serve_async(loaded: LoadedFunction, fctx: FunctionContext, host: str,

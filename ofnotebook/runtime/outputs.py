@@ -3,6 +3,10 @@
 The component name always comes from the function context, because the controller generates
 it (``<serving>-bindings-<name>-<rand>``). A failed send raises :class:`SendError`: unlike
 OpenFunction's Python framework, which returns the error as a string, a failure is never silent.
+A send that cannot succeed however often the event is retried (an output or a store the
+function did not declare, an output of a type that is no binding nor pub/sub) raises
+:class:`NotDeclared` before any network call, so the AppCallback can refuse the event at once
+(FAILED_PRECONDITION: ``callbacks.py``) instead of having it retried into a dead letter.
 """
 
 from __future__ import annotations
@@ -17,6 +21,16 @@ from .context import Component, FunctionContext
 
 class SendError(RuntimeError):
     """Raised when an output cannot be sent; the message names the output and the cause."""
+
+
+class NotDeclared(SendError):
+    """Raised when a send or a state call cannot succeed on any retry: the output or store is
+    not declared, or its type supports no send. The message names it, what is declared and
+    the fix (``--output NAME=URI``, ``--state NAME=URI``)."""
+
+
+def _declared(names: Any) -> str:
+    return ", ".join(repr(n) for n in sorted(names)) or "none"
 
 
 def map_dapr_host() -> None:
@@ -58,12 +72,16 @@ class DaprBridge:
         try:
             return self.outputs[name]
         except KeyError:
-            declared = ", ".join(sorted(self.outputs)) or "none"
-            raise SendError(f"output {name!r} is not declared for this function "
-                            f"(declared: {declared}); add it with --output {name}=...") from None
+            raise NotDeclared(f"output {name!r} is not declared for this function (declared "
+                              f"outputs: {_declared(self.outputs)}); declare it with --output "
+                              f"{name}=URI, or send to a declared output") from None
 
     def send(self, name: str, data: Any) -> Any:
         comp = self.component(name)
+        if comp.kind not in ("bindings", "pubsub"):
+            raise NotDeclared(f"output {name!r} has type {comp.component_type!r}, which is "
+                              f"neither a binding nor a pub/sub component: declare it with "
+                              f"--output {name}=URI of an output binding or a pub/sub topic")
         payload, content_type = encode(data)
         try:
             client = self._dapr()
@@ -71,17 +89,14 @@ class DaprBridge:
                 response = client.invoke_binding(comp.component_name, comp.operation or "create",
                                                  payload, dict(comp.metadata))
                 return response.data
-            if comp.kind == "pubsub":
-                client.publish_event(comp.component_name, comp.topic, payload,
-                                     data_content_type=content_type,
-                                     publish_metadata=dict(comp.metadata))
-                return None
+            client.publish_event(comp.component_name, comp.topic, payload,
+                                 data_content_type=content_type,
+                                 publish_metadata=dict(comp.metadata))
+            return None
         except Exception as exc:  # grpc.RpcError, DaprGrpcError, TimeoutError from the probe
             details = exc.details() if hasattr(exc, "details") and callable(exc.details) else exc
             raise SendError(f"sending to output {name!r} ({comp.component_type} "
                             f"{comp.component_name!r}) failed: {details}") from exc
-        raise SendError(f"output {name!r} has type {comp.component_type!r}, which is neither a "
-                        f"binding nor a pub/sub component")
 
     @property
     def client(self) -> Any:
@@ -92,9 +107,9 @@ class DaprBridge:
         try:
             return self.states[name]
         except KeyError:
-            declared = ", ".join(sorted(self.states)) or "none"
-            raise SendError(f"state store {name!r} is not declared for this function "
-                            f"(declared: {declared}); add it with --state {name}=...") from None
+            raise NotDeclared(f"state store {name!r} is not declared for this function "
+                              f"(declared state stores: {_declared(self.states)}); declare it "
+                              f"with --state {name}=URI, or use a declared store") from None
 
     def get_state(self, store: str, key: str) -> Any:
         """The value under ``key`` (JSON-decoded when it parses), or None."""

@@ -227,3 +227,138 @@ def test_the_standby_imports_no_cloudevents() -> None:
     done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+# -- refusals: what no retry can cure is refused on the first delivery (issue 12 item 3) -----
+
+ASYNC_CONTEXT = {
+    "name": "refuser", "version": "v1", "runtime": "Async",
+    "inputs": {"orders": {"componentName": "serving-x-bindings-orders-a1",
+                          "componentType": "bindings.kafka"},
+               "news": {"componentName": "serving-x-pubsub-news-b2",
+                        "componentType": "pubsub.redis", "topic": "news"}},
+    "outputs": {"alerts": {"componentName": "serving-x-bindings-alerts-c3",
+                           "componentType": "bindings.kafka", "operation": "create"},
+                "store": {"componentName": "serving-x-state-store-d4",
+                          "componentType": "state.redis"}}}
+
+
+@pytest.fixture
+def callback() -> Iterator[Callable[[str], Any]]:
+    """Serve an async function on the AppCallback API; gives its real Dapr gRPC stub."""
+    import grpc
+    from dapr.proto.runtime.v1 import appcallback_pb2_grpc
+
+    procs: list[subprocess.Popen[str]] = []
+    channels: list[Any] = []
+
+    def _serve(source: str) -> Any:
+        port = free_port()
+        proc = start(build(source), {"FUNC_CONTEXT": json.dumps({**ASYNC_CONTEXT,
+                                                                  "port": str(port)})})
+        procs.append(proc)
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        channels.append(channel)
+        health = appcallback_pb2_grpc.AppCallbackHealthCheckStub(channel)
+        from google.protobuf import empty_pb2
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"runtime exited: {proc.stdout.read() if proc.stdout else ''}")
+            health.HealthCheck(empty_pb2.Empty(), timeout=1)
+            return True
+
+        wait_for(ready, 20, "async runtime not ready", ignoring=(grpc.RpcError,), interval=0.05)
+        return appcallback_pb2_grpc.AppCallbackStub(channel)
+
+    yield _serve
+    for channel in channels:
+        channel.close()
+    for proc in procs:
+        stop(proc)
+
+
+def _deliver_both(stub: Any) -> tuple[Any, Any]:
+    """OnBindingEvent and OnTopicEvent once each; the RpcError each raised."""
+    import grpc
+    from dapr.proto.runtime.v1.appcallback_pb2 import BindingEventRequest, TopicEventRequest
+
+    errors = []
+    for call, request in (
+            (stub.OnBindingEvent, BindingEventRequest(name="serving-x-bindings-orders-a1",
+                                                      data=b'{"n": 1}')),
+            (stub.OnTopicEvent, TopicEventRequest(
+                id="e1", source="test", type="com.dapr.event.sent", spec_version="1.0",
+                data_content_type="application/json", data=b'{"n": 1}', topic="news",
+                pubsub_name="serving-x-pubsub-news-b2"))):
+        with pytest.raises(grpc.RpcError) as info:
+            call(request, timeout=10)
+        errors.append(info.value)
+    return errors[0], errors[1]
+
+
+def test_an_undeclared_output_is_refused_with_failed_precondition(
+        callback: Callable[[str], Any]) -> None:
+    """``ctx.send`` to an output the function did not declare raises before any network call
+    (no sidecar runs here: a network call would fail otherwise), and the event's RPC ends in
+    FAILED_PRECONDITION naming the output, the declared ones and the fix, for bindings and
+    topics alike: the stand-in dead-letters that at once with the reason."""
+    import grpc
+
+    stub = callback("def f(ctx, data):\n    ctx.send('nope', data)\n")
+    for error in _deliver_both(stub):
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        details = error.details()
+        assert "output 'nope' is not declared for this function" in details
+        assert "(declared outputs: 'alerts', 'store')" in details
+        assert "declare it with --output nope=URI" in details
+        assert "refused, not retried" in details
+
+
+def test_a_chained_refusal_is_refused_and_other_failures_are_retried(
+        callback: Callable[[str], Any]) -> None:
+    """A NotDeclared the function chained (``raise ... from``) is still refused; a state
+    store it did not declare too; an ordinary exception keeps its retry (an UNKNOWN gRPC error
+    for a binding, RETRY for a topic)."""
+    import grpc
+    from dapr.proto.runtime.v1.appcallback_pb2 import TopicEventRequest, TopicEventResponse
+
+    chained = callback("""
+        def f(ctx, data):
+            try:
+                ctx.get_state('cache', 'k')
+            except Exception as exc:
+                raise RuntimeError('no cache') from exc
+    """)
+    for error in _deliver_both(chained):
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "state store 'cache' is not declared for this function (declared state " \
+               "stores: none); declare it with --state cache=URI" in error.details()
+    wrong_kind = callback("def f(ctx, data):\n    ctx.send('store', data)\n")
+    for error in _deliver_both(wrong_kind):
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "output 'store' has type 'state.redis', which is neither a binding nor a " \
+               "pub/sub component" in error.details()
+    flaky = callback("def f(ctx, data):\n    raise ValueError('try again')\n")
+    with pytest.raises(grpc.RpcError) as info:
+        from dapr.proto.runtime.v1.appcallback_pb2 import BindingEventRequest
+
+        flaky.OnBindingEvent(BindingEventRequest(name="serving-x-bindings-orders-a1", data=b"1"),
+                             timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNKNOWN
+    reply = flaky.OnTopicEvent(TopicEventRequest(
+        id="e2", source="test", type="t", spec_version="1.0", data_content_type="text/plain",
+        data=b"x", topic="news", pubsub_name="serving-x-pubsub-news-b2"), timeout=10)
+    assert reply.status == TopicEventResponse.RETRY
+
+
+def test_a_sync_send_to_an_undeclared_output_answers_500_naming_it(
+        serve: Callable[..., str]) -> None:
+    url = serve("def f(ctx, data):\n    ctx.send('nope', data)\n")
+    response = requests.post(url, json={"a": 1})
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["type"] == "NotDeclared"
+    assert error["message"] == ("output 'nope' is not declared for this function (declared "
+                                "outputs: 'kafka-out'); declare it with --output nope=URI, or "
+                                "send to a declared output")
