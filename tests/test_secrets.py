@@ -387,3 +387,26 @@ def test_the_same_env_variable_twice_in_a_list_is_refused(tmp_path: Path) -> Non
     assert str(info.value) == ("--env MODE is given twice (MODE=a, MODE=b); give each "
                                "variable once.")
     assert not (tmp_path / "out").exists()
+
+
+def test_v1beta1_keeps_every_credential_in_the_functions_secret(tmp_path: Path) -> None:
+    from ofnotebook.backends.gitops import write_function
+    from ofnotebook.cluster import ClusterOptions
+    from ofnotebook.manifests import validate
+    from tests.helpers import shared_file
+
+    handle = ofnotebook.deploy(handler(), "sec-beta1", target=YamlBackend(tmp_path / "a"),
+                               components={"shared-cache": f"redis://:{REDIS_PASSWORD}@r:6379"},
+                               states={"shared-cache": "@shared-cache"},
+                               inputs={"logs": "kafka://kafka:9092/logs?group=g"})
+    bundle = write_function(handle.package, tmp_path / "b", ClusterOptions(api_version="v1beta1"))
+    manifest = yaml.safe_load((bundle / "function.yaml").read_text())
+    validate(manifest, yaml.safe_load(shared_file("schemas/openfunction-function-crd.yaml")
+                                      .read_text()))
+    password = next(m for m in manifest["spec"]["serving"]["states"]["shared-cache"]["metadata"]
+                    if m["name"] == "redisPassword")
+    assert password["secretKeyRef"] == {"name": "sec-beta1-env",
+                                        "key": "shared-cache.redisPassword"}
+    assert files_holding(tmp_path / "b", VALUES) == []
+    assert "kubectl create secret generic sec-beta1-env --from-literal=shared-cache." \
+           "redisPassword='<redisPassword>'" in (bundle / "README.md").read_text()
