@@ -74,7 +74,8 @@ class DaprCore:
                  for ep in list(app.endpoints)
                  if ep.component.name == component_name and not ep.discovered]
         if not found:
-            raise component_not_found(kind, component_name, self._known(caller))
+            known = self._stores(caller) if kind == "state" else self._known(caller)
+            raise component_not_found(kind, component_name, known)
         return min(found, key=lambda item: (item[0].app_id != caller,
                                             item[1].role == ROLE_INPUT))
 
@@ -95,6 +96,21 @@ class DaprCore:
         whose = f"{caller!r}'s" if caller else "registered"
         return f"{whose} components: {listed(own)}; the kernel's named components: " \
                f"{listed(named)}"
+
+    def _stores(self, caller: str | None) -> str:
+        """The state stores a caller declared, for an unknown-store error: each by the
+        component name the call takes, with the ``--state`` name and type it came from (a
+        caller that is no function: every registered store), or "none declared"."""
+        stores = sorted({(ep.component.name, ep.name, ep.component.type)
+                         for app in list(self.registry.apps.values())
+                         if app.app_id == caller or caller is None
+                         for ep in list(app.endpoints)
+                         if ep.kind == "state" and not ep.discovered})
+        whose = f"the state stores {caller!r} declared" if caller else \
+            "the state stores registered with the local stand-in"
+        listed = ", ".join(f"{c!r} (--state {n}, {t})" if n != c else f"{c!r} ({t})"
+                           for c, n, t in stores)
+        return f"{whose}: {listed or 'none declared'}"
 
     def app(self, app_id: str) -> App:
         app = self.registry.apps.get(app_id)
@@ -314,10 +330,15 @@ class DaprCore:
 
     def read_state(self, app_id: str, name: str, key: str) -> dict[str, Any]:
         """A state value of one app's store, as the notebook shows it."""
-        ep = self.app(app_id).endpoint(ROLE_STATE, name)
+        app = self.app(app_id)
+        ep = app.endpoint(ROLE_STATE, name)
         if ep is None or ep.driver is None:
-            raise NotRegisteredError(f"state store {name!r} of {app_id!r} is not registered "
-                                     "with the local stand-in")
+            declared = ", ".join(sorted(repr(e.name) for e in list(app.endpoints)
+                                        if e.role == ROLE_STATE)) or "none declared"
+            raise NotRegisteredError(
+                f"state store {name!r} is not declared by {app_id!r} (its state stores: "
+                f"{declared}); declare it with --state {name}=URI and re-run the cell, or "
+                f"read one of its stores by its --state name")
         data, etag = ep.driver.get_state(state_key(app_id, key, ep.component))
         if data is None:
             return {"key": key, "etag": "", "data": None, "encoding": ENCODING_MISSING}

@@ -61,6 +61,10 @@ def component_not_found(kind: str, name: str, known: str) -> Exception:
     daprd's code, status and message, then what is registered (``known``) and the fix."""
     why = (f"; it is not registered with the local stand-in ({known}). Declare it with "
            f"--component {name}=URI (or --output/--state NAME=URI) and call it by that name")
+    if kind == "state":  # known: the stores the caller declared (DaprCore._stores)
+        why = (f"; {known}. Declare it with --state {name}=URI (or --component "
+               f"{name}=URI for a store apps share), or call a declared store by the name "
+               f"listed")
     if kind not in NOT_FOUND:
         return NotRegisteredError(f"component {name!r} is not registered with the local "
                                   f"stand-in ({known})")
