@@ -5,3 +5,6 @@ real JupyterLab in tests/browser."""
 import os
 
 os.environ["OFNOTEBOOK_WIDGETS"] = "off"
+# The tutorials' last cell is an optional clean-up that Run All in JupyterLab skips (the views
+# stay live); under nbval it runs, so the run stops what it started.
+os.environ["TUTORIAL_CLEANUP"] = "1"
