@@ -1,5 +1,12 @@
 """What a deployed function did, as the stand-in reports it: events in, outputs, retries,
-dead letters. A tracker per deployment keeps bounded lists the handle and views read."""
+dead letters, and events lost when the stand-in died. A tracker per app id (kept by the
+kernel's stand-in client, so a cell re-run keeps it) holds bounded lists the handle and views
+read.
+
+Lost events: the in-memory bus lives inside the stand-in process, so when that process dies
+the events it held (in, neither delivered nor dead-lettered) are gone; a broker that keeps
+messages redelivers them instead. :meth:`EventTracker.mark_lost` counts them, per input, at
+the time of death; :attr:`EventTracker.lost` is their total."""
 
 from __future__ import annotations
 
@@ -10,6 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 MAX_OUTPUTS = 1000
+#: The component types whose events live only inside the stand-in process.
+IN_MEMORY_TYPES = ("pubsub.in-memory", "bindings.in-memory")
+#: The record a tracker gets when its stand-in was restarted (``lost``: events lost then).
+STANDIN_RESTART = "standin-restart"
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,12 @@ class EventTracker:
         self.dead_letters: collections.deque[dict[str, Any]] = collections.deque(maxlen=maxlen)
         self.counts: collections.Counter[str] = collections.Counter()
         self.total_outputs = 0
+        #: Events of in-memory inputs lost when the stand-in died (see the module docstring).
+        self.lost = 0
+        #: How often the stand-in was restarted while this app was registered.
+        self.standin_restarts = 0
+        self._inputs: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._in_memory: set[str] = set()  # the names of the inputs on the in-memory bus
         self._cond = threading.Condition()
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
 
@@ -57,6 +74,13 @@ class EventTracker:
         kind = event.get("kind", "")
         with self._cond:
             self.counts[kind] += 1
+            if kind in ("in", "delivered", "dead-letter"):
+                self._inputs[(event.get("name", ""), kind)] += 1
+                if kind == "in" and event.get("type") in IN_MEMORY_TYPES:
+                    self._in_memory.add(event.get("name", ""))
+            elif kind == STANDIN_RESTART:
+                self.standin_restarts += 1
+                self.lost += int(event.get("lost", 0))
             if kind == "out":
                 self.outputs.append(OutputEvent.from_record(event))
                 self.total_outputs += 1
@@ -66,6 +90,22 @@ class EventTracker:
             listeners = list(self._listeners)
         for listener in listeners:
             listener(event)
+
+    def mark_lost(self) -> int:
+        """The stand-in died: count the events of in-memory inputs that were in and neither
+        delivered nor dead-lettered as lost (and no longer in flight); returns how many.
+        Listeners get a ``STANDIN_RESTART`` record with that count."""
+        with self._cond:
+            lost = 0
+            for name in self._in_memory:
+                settled = sum(self._inputs[(name, kind)]
+                              for kind in ("delivered", "dead-letter", "lost"))
+                pending = self._inputs[(name, "in")] - settled
+                if pending > 0:
+                    self._inputs[(name, "lost")] += pending
+                    lost += pending
+        self({"kind": STANDIN_RESTART, "time": time.time(), "lost": lost})
+        return lost
 
     def listen(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         with self._cond:
@@ -92,7 +132,8 @@ class EventTracker:
                     raise TimeoutError(f"{self.total_outputs} of {n} outputs within {timeout:g} s")
                 self._cond.wait(remaining)
             settle = min(deadline, time.monotonic() + SETTLE_WAIT)
-            while (self.counts["delivered"] + self.counts["dead-letter"] < self.counts["in"]
+            while (self.counts["delivered"] + self.counts["dead-letter"] + self.lost
+                   < self.counts["in"]
                    and time.monotonic() < settle):
                 self._cond.wait(settle - time.monotonic())
             return list(self.outputs)

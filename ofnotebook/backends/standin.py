@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from typing import Any, Callable
 
+from .. import config
 from ..context import component_name
 from ..errors import DeployError, InvocationError, OfnotebookError
 from ..sidecar.protocol import (API_TOKEN_ENV, APP_GRPC, APP_HTTP, APP_NONE, APP_TOKEN_ENV,
@@ -27,10 +30,14 @@ from ..sidecar.protocol import (API_TOKEN_ENV, APP_GRPC, APP_HTTP, APP_NONE, APP
                                 STANDIN_KEY_ENV, TOKEN_HEADER, app_token, callback_token)
 from ..spec import FunctionSpec
 from .events import EventTracker
-from .processes import child_env, terminate
+from .processes import STOP_GRACE, child_env, terminate
 
-_START_TIMEOUT = 30.0
+_log = logging.getLogger("ofnotebook.standin")
 FOLLOW_LINGER = 0.01  # s; an isolated event is still seen at once
+#: A stand-in that died is started again up to RESTART_ATTEMPTS times, RESTART_PAUSE s apart
+#: (then more); a call made meanwhile waits for it, and for the apps' registrations, at most
+#: the start timeout per attempt plus RESTART_REGISTER_WAIT s.
+RESTART_ATTEMPTS, RESTART_PAUSE, RESTART_REGISTER_WAIT = 3, 0.5, 60.0
 
 
 def components_payload(spec: FunctionSpec) -> list[dict[str, Any]]:
@@ -46,10 +53,21 @@ def components_payload(spec: FunctionSpec) -> list[dict[str, Any]]:
 
 
 class StandIn:
-    """A running stand-in process: its ports, its control API and its event stream."""
+    """A running stand-in process: its ports, its control API and its event stream.
+
+    The process is watched: when it dies unasked, it is started again on the same HTTP and
+    gRPC ports with the same token and app key (every function process was started with them
+    and reconnects there on its own), every app is registered again with its last
+    registration (so its components and input drivers start again), and the event stream is
+    followed anew. A broker that keeps messages redelivers what was not acknowledged; what the
+    in-memory bus held is counted as lost on each app's tracker. Calls made meanwhile wait for
+    the restart (bounded); a stand-in that cannot come back makes them raise one
+    ``DeployError`` naming the cause and the fix (:attr:`failure`)."""
 
     def __init__(self) -> None:
         import secrets
+
+        import requests
 
         self._app_key = secrets.token_hex(16)  # signs each function's own DAPR_API_TOKEN
         # Always a token: 127.0.0.1 is shared by every user of the machine (JupyterHub's local
@@ -57,56 +75,192 @@ class StandIn:
         # DAPR_API_TOKEN wins; both reach the process in its environment, never on its
         # command line (which every user can read in ps).
         self.token: str = os.environ.get(API_TOKEN_ENV) or secrets.token_urlsafe(32)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "ofnotebook.sidecar", "--parent-pid", str(os.getpid())],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env={**child_env(), API_TOKEN_ENV: self.token, STANDIN_KEY_ENV: self._app_key},
-            start_new_session=True, text=True, bufsize=1)
-        self._finalizer = weakref.finalize(self, terminate, self.proc)
         self.logs: list[str] = []
-        ports = self._read_ports()
-        self.http_port: int = ports["http"]
-        self.grpc_port: int = ports["grpc"]
+        #: How often the process died and was started again.
+        self.restarts = 0
+        #: Why the stand-in could not be started again after it died (None while it serves).
+        self.failure: str | None = None
+        self._procs: list[subprocess.Popen[str]] = []  # each started, for the finalizer
+        self._closed = threading.Event()
+        # Also at the interpreter's exit, before stop_standin maybe: closed first, so the
+        # watcher does not take the stop for a death and start it again.
+        self._finalizer = weakref.finalize(self, _terminate_all, self._procs, self._closed)
+        self._lock = threading.Lock()
+        self._dispatching = threading.Lock()  # held while a batch of events is handed out
+        self._up = threading.Event()  # set while a process serves (or it is given up)
+        self._epoch = 0  # one per process: a poll answered across a restart is dropped
+        self.last_seq = 0
+        self._subscribers: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
+        self._trackers: dict[str, EventTracker] = {}
+        self._registrations: dict[str, dict[str, Any]] = {}
+        self.http_port = self.grpc_port = 0
+        self.proc = self._spawn()
         self.base = f"http://127.0.0.1:{self.http_port}"
-        import requests
-
         self._session = requests.Session()
         self._session.trust_env = False
         self._session.headers[TOKEN_HEADER] = self.token
-        self._subscribers: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self.last_seq = 0
-        threading.Thread(target=self._drain, name="standin-output", daemon=True).start()
+        self._up.set()
         threading.Thread(target=self._follow, name="standin-events", daemon=True).start()
+        threading.Thread(target=self._watch, name="standin-watch", daemon=True).start()
 
-    def _read_ports(self) -> dict[str, int]:
-        assert self.proc.stdout is not None
+    def _spawn(self) -> subprocess.Popen[str]:
+        """Start the process (on :attr:`http_port` and :attr:`grpc_port` once known) and read
+        the ports it announces; one that does not in time is stopped, and a DeployError
+        names the cause, its last output and the fix."""
+        timeout = float(config.get("start_timeout"))
+        proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "ofnotebook.sidecar", "--parent-pid", str(os.getpid()),
+             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env={**child_env(), API_TOKEN_ENV: self.token, STANDIN_KEY_ENV: self._app_key},
+            start_new_session=True, text=True, bufsize=1)
+        self._procs.append(proc)
+        ports, done = self._read_ports(proc, timeout)
+        if not ports:
+            terminate(proc)
+            done.wait(STOP_GRACE)  # its output read to the end, and closed
+            tail = "\n".join(self.logs[-20:]) or "(no output)"
+            if proc.returncode is not None and proc.returncode not in (-15, -9):
+                cause = f"exited with code {proc.returncode} before it listened"
+                fix = "the output above says why"
+            else:
+                cause = (f"did not announce its ports within {timeout:g} s "
+                         f"(OFNOTEBOOK_START_TIMEOUT) and was stopped")
+                fix = ("on a slow or busy machine give it longer, e.g. "
+                       "OFNOTEBOOK_START_TIMEOUT=120")
+            raise DeployError(f"The local Dapr stand-in {cause}. Its last output:\n{tail}\n"
+                              f"Fix: {fix}.")
+        self.http_port, self.grpc_port = ports["http"], ports["grpc"]
+        threading.Thread(target=self._drain, args=(proc,), name="standin-output",
+                         daemon=True).start()
+        return proc
+
+    def _read_ports(self, proc: subprocess.Popen[str], timeout: float
+                    ) -> tuple[dict[str, int], threading.Event]:
+        """The ports line of ``proc`` (empty: none within ``timeout``, or it exited); the
+        lines before it go to :attr:`logs`. The event is set once the reading ended (at the
+        end of the output, which is closed then)."""
         result: dict[str, int] = {}
         done = threading.Event()
 
         def read_first() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
+            assert proc.stdout is not None
+            for line in proc.stdout:
                 if line.startswith('{"http"'):
                     result.update(json.loads(line))
                     break
                 self.logs.append(line.rstrip())
+            else:
+                proc.stdout.close()
             done.set()
 
         threading.Thread(target=read_first, daemon=True).start()
-        if not done.wait(_START_TIMEOUT) or not result:
-            self.close()
-            raise DeployError("The local Dapr stand-in did not start. Its output:\n"
-                              + "\n".join(self.logs[-20:]))
-        return result
+        done.wait(timeout)
+        return result, done
 
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
+    def _drain(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
             self.logs.append(line.rstrip())
             del self.logs[:-500]
-        self.proc.stdout.close()
+        proc.stdout.close()
+
+    # -- the watcher: a process that died is started again -----------------------------------
+
+    def _watch(self) -> None:
+        while True:
+            proc = self.proc
+            proc.wait()
+            if self._closed.is_set():
+                return
+            self._up.clear()
+            with self._lock:
+                self._epoch += 1  # what the old process answered no longer counts
+                self.last_seq = 0
+                trackers = dict(self._trackers)
+            with self._dispatching:  # the last batch of the old process is handed out
+                lost = {app: tracker.mark_lost() for app, tracker in trackers.items()}
+            self._note(f"the local Dapr stand-in (pid {proc.pid}) exited with code "
+                       f"{proc.returncode}; starting it again on HTTP port {self.http_port}, "
+                       f"gRPC port {self.grpc_port}"
+                       + "".join(f"; {n} in-memory event(s) of {app!r} lost"
+                                 for app, n in lost.items() if n))
+            if not self._restart(proc):
+                return
+
+    def _restart(self, dead: subprocess.Popen[str]) -> bool:
+        """Start the process again and register every app again; False when given up."""
+        error: Exception | None = None
+        for attempt in range(RESTART_ATTEMPTS):
+            if self._closed.wait(RESTART_PAUSE * attempt):
+                return False
+            try:
+                proc = self._spawn()
+            except (DeployError, OSError) as exc:
+                error = exc
+                continue
+            if self._closed.is_set():
+                terminate(proc)
+                return False
+            self.proc = proc
+            self.restarts += 1
+            self._register_again()
+            self._note(f"the local Dapr stand-in runs again (pid {proc.pid}, restart "
+                       f"#{self.restarts}); its apps are registered again")
+            self._up.set()
+            return True
+        self.failure = (f"The local Dapr stand-in died (pid {dead.pid}, exit code "
+                        f"{dead.returncode}) and could not be started again on its ports "
+                        f"(HTTP {self.http_port}, gRPC {self.grpc_port}): {error}\nFix: stop "
+                        f"every function (%function stop --all) and deploy again: a new "
+                        f"stand-in starts.")
+        self._note(self.failure)
+        self._up.set()  # release the callers waiting: they raise with the failure
+        return False
+
+    def _register_again(self) -> None:
+        """Register each app again with its last registration, all at once (an async app is
+        asked what it handles, which waits for it)."""
+        with self._lock:
+            registrations = dict(self._registrations)
+
+        def again(app_id: str, body: dict[str, Any]) -> None:
+            try:
+                self._request("PUT", f"/ofnotebook/apps/{app_id}", json=body,
+                              timeout=float(body["timeout"]) + 30)
+            except DeployError as exc:
+                self._note(f"app {app_id!r} was not registered again: {exc}")
+
+        threads = [threading.Thread(target=again, args=item, daemon=True)
+                   for item in registrations.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _note(self, message: str) -> None:
+        self.logs.append(f"ofnotebook: {message}")
+        _log.warning("%s", message)
+
+    def _wait_up(self) -> None:
+        """Return once a process serves; raise the failure of one that cannot come back."""
+        wait = float(config.get("start_timeout")) * RESTART_ATTEMPTS + RESTART_REGISTER_WAIT
+        if not self._up.wait(wait):
+            raise DeployError(f"The local Dapr stand-in is still restarting after {wait:g} s; "
+                              f"its last output:\n" + "\n".join(self.logs[-10:]) +
+                              "\nFix: wait and try again, or stop every function "
+                              "(%function stop --all) and deploy again.")
+        if self.failure:
+            raise DeployError(self.failure)
+
+    def _went_down(self, epoch: int) -> bool:
+        """After a failed call: did the process die (then the call waits for its restart)?"""
+        deadline = time.monotonic() + 2.0
+        while self._epoch == epoch and time.monotonic() < deadline:
+            if self.proc.poll() is None and self._up.is_set():
+                return False  # it runs: the call failed for another reason
+            time.sleep(0.01)
+        return self._epoch != epoch
 
     # -- env for functions -------------------------------------------------------------------
 
@@ -139,15 +293,16 @@ class StandIn:
 
     # -- control API -------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One call to the control API (no waiting for a restart); DeployError on failure."""
         import requests
 
         try:
             response = self._session.request(method, self.base + path, timeout=kwargs.pop(
                 "timeout", 60), **kwargs)
         except requests.RequestException as exc:
-            raise DeployError(f"The local Dapr stand-in is not reachable ({exc}); "
-                              f"its last output:\n" + "\n".join(self.logs[-10:])) from exc
+            raise _Unreachable(f"The local Dapr stand-in is not reachable ({exc}); "
+                               f"its last output:\n" + "\n".join(self.logs[-10:])) from exc
         if response.status_code >= 400:
             try:
                 message = response.json().get("error", response.text)
@@ -156,6 +311,19 @@ class StandIn:
             raise DeployError(message)
         return response
 
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A control API call that waits for a restart in progress, and is made once more
+        when the process died under it (at least once: a publish may then arrive twice)."""
+        self._wait_up()
+        epoch = self._epoch
+        try:
+            return self._request(method, path, **dict(kwargs))
+        except _Unreachable:
+            if self._closed.is_set() or not self._went_down(epoch):
+                raise
+        self._wait_up()
+        return self._request(method, path, **kwargs)
+
     def register(self, app_id: str, port: int, spec: FunctionSpec, timeout: float) -> Any:
         """Register an app; its answer has the app's subscriptions and ``warnings`` about
         its components' metadata. An async function is called over AppCallback, a sync one
@@ -163,11 +331,19 @@ class StandIn:
         protocol = APP_NONE if not port else APP_GRPC if spec.runtime == "async" else APP_HTTP
         body = {"port": port, "timeout": timeout, "appProtocol": protocol,
                 "components": components_payload(spec)}
-        return self._call("PUT", f"/ofnotebook/apps/{app_id}", json=body,
-                          timeout=timeout + 30).json()
+        answer = self._call("PUT", f"/ofnotebook/apps/{app_id}", json=body,
+                            timeout=timeout + 30).json()
+        with self._lock:  # what a restarted stand-in is told again
+            self._registrations[app_id] = body
+        return answer
 
     def unregister(self, app_id: str) -> None:
-        if not self._closed.is_set() and self.proc.poll() is None:
+        """The app is stopped for good (not replaced by a re-run, which registers anew
+        without this): its registration and its tracker's history end here."""
+        with self._lock:
+            self._registrations.pop(app_id, None)
+            self._trackers.pop(app_id, None)
+        if not self._closed.is_set() and self.failure is None:
             self._call("DELETE", f"/ofnotebook/apps/{app_id}")
 
     def inject(self, app_id: str, input_name: str, data: bytes, content_type: str) -> None:
@@ -193,42 +369,73 @@ class StandIn:
                     self._subscribers[app_id].remove(callback)
         return unsubscribe
 
+    def tracker(self, app_id: str) -> EventTracker:
+        """The events tracker of app ``app_id``, one per app id for the stand-in's life: a
+        cell re-run (a new deployment of the same name) shows the counts and dead letters of
+        the runs before."""
+        with self._lock:
+            return self._trackers.setdefault(app_id, EventTracker())
+
     def _follow(self) -> None:
         import requests
 
-        while not self._closed.is_set() and self.proc.poll() is None:
+        while not self._closed.is_set():
+            if not self._up.wait(1.0):
+                continue
+            if self.failure:
+                return
+            with self._lock:
+                epoch, after = self._epoch, self.last_seq
             try:
                 response = self._session.get(
                     f"{self.base}/ofnotebook/events",
-                    params={"after": self.last_seq, "wait": 5}, timeout=15)
+                    params={"after": after, "wait": 5}, timeout=15)
                 body = response.json()
             except (requests.RequestException, ValueError):
                 self._closed.wait(0.2)
                 continue
             events = body.get("events", [])
-            for event in events:
-                self.last_seq = max(self.last_seq, int(event["seq"]))
+            with self._dispatching:
                 with self._lock:
-                    callbacks = list(self._subscribers.get(event["app"], ()))
-                for callback in callbacks:
-                    try:
-                        callback(event)
-                    except Exception:  # a broken view must not stop the stream
-                        pass
+                    if epoch != self._epoch:
+                        continue  # answered by a process that died since: its seqs are void
+                    for event in events:
+                        self.last_seq = max(self.last_seq, int(event["seq"]))
+                for event in events:
+                    with self._lock:
+                        tracker = self._trackers.get(event["app"])
+                        callbacks = list(self._subscribers.get(event["app"], ()))
+                    for callback in ([tracker] if tracker else []) + callbacks:
+                        try:
+                            callback(event)
+                        except Exception:  # a broken view must not stop the stream
+                            pass
             if events:  # under load, gather a batch per poll rather than one poll per event
                 self._closed.wait(FOLLOW_LINGER)
 
     @property
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        """Serving, or being started again after it died (calls wait for that)."""
+        return not self._closed.is_set() and self.failure is None
 
     def close(self) -> None:
         self._closed.set()
+        self._up.set()
         self._finalizer()
         try:
             self._session.close()
         except AttributeError:  # closed before the session existed
             pass
+
+
+class _Unreachable(DeployError):
+    """The control API did not answer (connection refused or reset, timeout)."""
+
+
+def _terminate_all(procs: list[subprocess.Popen[str]], closed: threading.Event) -> None:
+    closed.set()
+    for proc in procs:
+        terminate(proc)
 
 
 _instance: StandIn | None = None
@@ -272,15 +479,21 @@ class StandInUser:
     standin: StandIn | None = None
 
     def _attach_standin(self, standin: StandIn | None) -> None:
+        """Use ``standin``; the events tracker is the stand-in's for this app id, so a new
+        deployment of the same name (a cell re-run) keeps its counts and dead letters."""
         self.standin = standin
-        self._tracker = EventTracker()
-        self._unsubscribe_events = (standin.subscribe(self.name, self._tracker)
-                                    if standin else None)
+        self._tracker = standin.tracker(self.name) if standin else EventTracker()
 
     @property
     def events(self) -> EventTracker:
         """What the stand-in reported for this app (empty for a function without Dapr)."""
         return self._tracker
+
+    @property
+    def standin_failure(self) -> str | None:
+        """Why this deployment's stand-in died for good (then the function is deaf: its
+        events, outputs and state go nowhere until it is deployed again)."""
+        return self.standin.failure if self.standin is not None else None
 
     def _need_standin(self) -> StandIn:
         if self.standin is None:
@@ -301,10 +514,8 @@ class StandInUser:
             raise InvocationError(str(exc), function_name=self.name) from None
 
     def _leave_standin(self, unregister: bool = True) -> None:
-        """Stop following events; ``unregister`` also removes the app from the stand-in."""
-        if self._unsubscribe_events is not None:
-            self._unsubscribe_events()
-            self._unsubscribe_events = None
+        """``unregister``: remove the app from the stand-in. Its tracker stays the stand-in's
+        (a later deployment of the name shows its counts)."""
         if unregister and self.standin is not None:
             try:
                 self.standin.unregister(self.name)

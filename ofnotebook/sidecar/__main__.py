@@ -4,6 +4,11 @@ Prints ``{"http": PORT, "grpc": PORT, "pid": PID}`` once both listeners (127.0.0
 up, then serves until SIGTERM, or until the kernel given by ``--parent-pid`` is gone. Every call
 but the health probe needs ``DAPR_API_TOKEN`` of its environment (the kernel always sets one)
 or a function's own token.
+
+``--http-port`` and ``--grpc-port`` bind given ports (default: free ones): the kernel restarts a
+stand-in that died on the ports it had, since every function process was started with them
+(``DAPR_GRPC_PORT``) and reconnects there on its own. A port that cannot be bound exits with
+code 2 and one line naming it, which the kernel shows.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import sys
 import threading
 import time
 
+from .. import config
+from ..errors import ConfigError
 from .apps import set_callback_key
 from .core import DaprCore
-from .delivery import DEFAULT_ATTEMPTS
 from .eventlog import EventLog
 from .httpapi import create_http_app
 from .protocol import API_TOKEN_ENV, STANDIN_KEY_ENV
@@ -30,10 +36,15 @@ from .server import make_grpc_server
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ofnotebook.sidecar")
     parser.add_argument("--parent-pid", type=int, default=None)
-    parser.add_argument("--attempts", type=int,
-                        default=int(os.environ.get("OFNOTEBOOK_DELIVERY_ATTEMPTS",
-                                                   DEFAULT_ATTEMPTS)))
+    parser.add_argument("--attempts", type=int, default=None)
+    parser.add_argument("--http-port", type=int, default=0)
+    parser.add_argument("--grpc-port", type=int, default=0)
     args = parser.parse_args(argv)
+    try:  # validated as the kernel validates it: a bad value names OFNOTEBOOK_DELIVERY_ATTEMPTS
+        attempts = int(config.get("delivery_attempts", args.attempts
+                                  if args.attempts is not None else config.UNSET))
+    except ConfigError as exc:
+        parser.error(str(exc))
     # The kernel passes both secrets in the environment (not argv, which ps shows to all), and
     # they leave it here: the local.env secret store reads this environment.
     token = os.environ.pop(API_TOKEN_ENV, "")
@@ -42,12 +53,22 @@ def main(argv: list[str] | None = None) -> None:
                      f"token: set {API_TOKEN_ENV} in its environment (the kernel does)")
     key = os.environ.pop(STANDIN_KEY_ENV, "")
     set_callback_key(key)
-    core = DaprCore(Registry(EventLog(), attempts=args.attempts), key=key)
-    grpc_server, grpc_port = make_grpc_server(core, token)
+    core = DaprCore(Registry(EventLog(), attempts=attempts), key=key)
+    try:
+        http_sock = socket.create_server(("127.0.0.1", args.http_port), backlog=128)
+    except OSError as exc:
+        print(f"ofnotebook stand-in: cannot listen on HTTP port {args.http_port}: {exc}",
+              flush=True)
+        sys.exit(2)
+    try:
+        grpc_server, grpc_port = make_grpc_server(core, token, args.grpc_port)
+    except RuntimeError as exc:
+        print(f"ofnotebook stand-in: cannot listen on gRPC port {args.grpc_port}: {exc}",
+              flush=True)
+        sys.exit(2)
     grpc_server.start()
     import waitress
 
-    http_sock = socket.create_server(("127.0.0.1", 0), backlog=128)
     http_server = waitress.create_server(create_http_app(core, token),
                                          sockets=[http_sock], threads=16, ident="ofnotebook")
     threading.Thread(target=http_server.run, name="standin-http", daemon=True).start()

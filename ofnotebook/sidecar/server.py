@@ -217,9 +217,16 @@ class _TokenInterceptor(grpc.ServerInterceptor):
         return self._deny
 
 
-def make_grpc_server(core: DaprCore, token: str | None) -> tuple[grpc.Server, int]:
+def make_grpc_server(core: DaprCore, token: str | None, port: int = 0
+                     ) -> tuple[grpc.Server, int]:
+    """The gRPC server on 127.0.0.1:``port`` (0: a free one); RuntimeError when the port
+    cannot be bound (gRPC answers 0 for it in some versions, raises in others)."""
     interceptors = [_TokenInterceptor(token, core.key)] if token else []
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), interceptors=interceptors)
+    # No SO_REUSEPORT: a port another process listens on must fail here, not be shared.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), interceptors=interceptors,
+                         options=[("grpc.so_reuseport", 0)])
     dapr_pb2_grpc.add_DaprServicer_to_server(DaprApi(core), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    return server, port
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    if not bound:
+        raise RuntimeError(f"127.0.0.1:{port} is in use")
+    return server, bound

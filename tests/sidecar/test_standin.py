@@ -136,3 +136,84 @@ def test_the_kernel_speaks_the_protocol_the_standin_names() -> None:
     assert [(e.role, e.name, e.component.type) for e in endpoints] == [
         ("output", "out", "bindings.in-memory"), ("output", "events", "pubsub.in-memory"),
         ("state", "store", "state.in-memory")]
+
+
+# -- a stand-in that dies, or does not start (issue 12 items 3 and 6) --------------------------
+
+def _sidecars() -> set[int]:
+    """The stand-in processes of this test process that are alive."""
+    import psutil
+
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "ofnotebook.sidecar" in " ".join(child.cmdline()) and child.status() != "zombie":
+                found.add(child.pid)
+        except psutil.Error:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("setting, value, says", [
+    # No interpreter imports gRPC and binds two ports in 10 ms: the real start, too slow.
+    ("OFNOTEBOOK_START_TIMEOUT", "0.01",
+     ["did not announce its ports within 0.01 s", "was stopped", "OFNOTEBOOK_START_TIMEOUT="]),
+    # Read by the stand-in itself, validated as the kernel validates it.
+    ("OFNOTEBOOK_DELIVERY_ATTEMPTS", "0",
+     ["exited with code 2", "OFNOTEBOOK_DELIVERY_ATTEMPTS='0'"]),
+])
+def test_a_standin_that_does_not_start_is_one_error_and_leaves_nothing(
+        setting: str, value: str, says: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    before = _sidecars()
+    monkeypatch.setenv(setting, value)
+    with pytest.raises(DeployError) as info:
+        StandIn()
+    assert all(part in str(info.value) for part in says), str(info.value)
+    assert _sidecars() == before
+
+
+def test_a_killed_standin_comes_back_on_its_ports_with_its_apps(sdk_env: StandIn) -> None:
+    standin = sdk_env
+    import signal
+
+    from dapr.clients import DaprClient
+
+    ports, old = (standin.http_port, standin.grpc_port), standin.proc
+    os.kill(old.pid, signal.SIGKILL)
+    old.wait(5)
+    # A call made meanwhile waits for the restart instead of failing with urllib3's text.
+    assert "sdk-user" in standin.stats()["apps"]
+    assert standin.proc.pid != old.pid and standin.restarts == 1 and standin.alive
+    assert (standin.http_port, standin.grpc_port) == ports
+    assert any("exited with code -9" in line for line in standin.logs)
+    # The same token, the same app key: an SDK started before the death still gets in, as
+    # the app it was (its own token names it).
+    sdk = standin.env("sdk-user")
+    assert requests.get(f"{standin.base}/v1.0/metadata", timeout=5,
+                        headers={"dapr-api-token": sdk["DAPR_API_TOKEN"]}).json()["id"] \
+        == "sdk-user"
+    with DaprClient() as client:  # the environment functions got before the death
+        client.invoke_binding(component_name(SPEC, OUT), "create", b'{"after": 1}')
+    assert [e["data"] for e in _events(standin, "out")] == [{"after": 1}]
+    assert standin.proc.pid in _sidecars() and old.pid not in _sidecars()
+
+
+def test_a_standin_that_cannot_come_back_says_why(standin: StandIn) -> None:
+    import signal
+    import socket
+
+    old = standin.proc
+    others = _sidecars() - {old.pid}
+    os.kill(old.pid, signal.SIGKILL)
+    old.wait(5)
+    # Its HTTP port goes to someone else before the new process (still importing) binds it.
+    taken = socket.create_server(("127.0.0.1", standin.http_port))
+    try:
+        with pytest.raises(DeployError) as info:
+            standin.stats()
+    finally:
+        taken.close()
+    message = str(info.value)
+    assert "could not be started again" in message and f"HTTP {standin.http_port}" in message
+    assert "cannot listen on HTTP port" in message and "%function stop --all" in message
+    assert not standin.alive and _sidecars() == others
