@@ -7,7 +7,9 @@ print, read by :mod:`ofnotebook.errors` itself: this module imports the errors.)
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
@@ -57,14 +59,97 @@ def _to_int(value: str) -> int:
     return number
 
 
+#: A registry's form, for messages: where each part of ``registry_name`` is shown.
+REGISTRY_FORM = ("HOST[:PORT][/NAMESPACE], such as 127.0.0.1:5000 or "
+                 "registry.example:443/team")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+_PATH_PART = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+
+
+def registry_host(value: str) -> str:
+    """``HOST[:PORT]`` of a registry (a lower-case DNS name, an IPv4 address or a bracketed
+    IPv6 one; a port 1-65535), or ValueError naming what is wrong."""
+    host, port = value, ""
+    if value.startswith("["):
+        inner, bracket, rest = value[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            raise ValueError(f"{value!r} is no bracketed IPv6 address") from None
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{value!r} is no bracketed IPv6 address")
+        port = rest[1:] if rest else ""
+        if rest and not port:
+            raise ValueError("the port after ':' is empty")
+    else:
+        host, colon, port = value.partition(":")
+        if colon and not port:
+            raise ValueError("the port after ':' is empty")
+        if not host:
+            raise ValueError("the host is empty")
+        if host != host.lower():
+            raise ValueError(f"the host {host!r} has upper case letters: host names are "
+                             f"written in lower case, {value.lower()!r}")
+        if not all(_LABEL.match(label) for label in host.split(".")):
+            raise ValueError(f"{host!r} is not a host name: dot-separated labels of a-z, 0-9 "
+                             f"and inner '-'")
+    if port and (not port.isdigit() or not 1 <= int(port) <= 65535):
+        raise ValueError(f"the port {port!r} is not a number from 1 to 65535")
+    return value
+
+
+def registry_name(value: str) -> str:
+    """A registry to push to, ``HOST[:PORT][/NAMESPACE]`` (what ``registry.reference``'s
+    ``split_registry`` reads); ValueError names the cause: a scheme (plain HTTP is chosen
+    by OFNOTEBOOK_INSECURE_REGISTRIES, not by ``http://``), spaces, an upper-case host, a bad
+    port, a namespace that is no repository path. A trailing ``/`` is dropped."""
+    if _SCHEME.match(value):
+        scheme = value.split("://", 1)[0]
+        raise ValueError(f"drop the scheme {scheme + '://'!r}: a registry is named by its host; "
+                         f"plain HTTP goes to loopback hosts and to those listed in "
+                         f"OFNOTEBOOK_INSECURE_REGISTRIES")
+    if not value.strip():
+        raise ValueError("it is empty")
+    if any(c.isspace() for c in value):
+        raise ValueError("it contains spaces")
+    host, _, path = value.rstrip("/").partition("/")
+    registry_host(host)
+    if path and not all(_PATH_PART.match(part) for part in path.split("/")):
+        raise ValueError(f"the namespace {path!r} is not a repository path: lower-case "
+                         f"a-z and 0-9 with '.', '_' or '-' between, parts separated by '/', "
+                         f"no tag")
+    return value.rstrip("/")
+
+
+def _hosts(value: str) -> str:
+    """Comma-separated ``HOST[:PORT]`` entries (OFNOTEBOOK_INSECURE_REGISTRIES)."""
+    for entry in value.split(","):
+        if entry.strip():
+            registry_host(entry.strip())
+    return value
+
+
+def _image(value: str) -> str:
+    """An image reference, roughly (``registry.reference.Reference`` parses it fully)."""
+    if _SCHEME.match(value) or any(c.isspace() for c in value):
+        raise ValueError("an image reference has no scheme and no spaces")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting(Generic[T]):
-    """One setting: its env variable, its default and how to parse a string value."""
+    """One setting: its env variable, its default and how to parse a string value.
+
+    ``explicit`` settings parse an explicit string too (``deploy(registry=...)``,
+    ``--registry``, which reach the backends through :func:`get`): the argument is checked
+    where it enters, as the variable is."""
 
     key: str
     default: Callable[[], T]
     parse: Callable[[str], T]
     help: str
+    explicit: bool = False
 
     @property
     def env_var(self) -> str:
@@ -75,7 +160,17 @@ class Setting(Generic[T]):
     def resolve(self, explicit: Any = UNSET) -> T:
         """Return the explicit value, else the env value, else the default."""
         if explicit is not UNSET and explicit is not None:
-            return explicit  # type: ignore[no-any-return]
+            if not self.explicit or explicit == "":  # "": none, as before
+                return explicit  # type: ignore[no-any-return]
+            try:
+                if not isinstance(explicit, str):
+                    raise TypeError(f"a {type(explicit).__name__}, not a string")
+                return self.parse(explicit)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{self.key}={explicit!r} is not a valid value ({exc}); "
+                                  f"expected {self.help}. Fix --{self.key} (in deploy(): "
+                                  f"target_options={{'{self.key}': ...}}).",
+                                  key=self.key) from exc
         raw = os.environ.get(self.env_var)
         if raw is None or raw == "":
             return self.default()
@@ -129,16 +224,17 @@ SETTINGS: dict[str, Setting[Any]] = {
         Setting("delivery_attempts", lambda: DEFAULT_DELIVERY_ATTEMPTS, _to_int,
                 "a positive number of deliveries before an event is dead-lettered (0 would "
                 "dead-letter every event unseen)"),
-        Setting("base_image", lambda: "", str,
+        Setting("base_image", lambda: "", _image,
                 "an image reference; default python:<major>.<minor>-slim of the notebook"),
-        Setting("registry", lambda: "", str, "a registry host[:port] to push images to"),
+        Setting("registry", lambda: "", registry_name,
+                f"a registry to push images to, {REGISTRY_FORM}", explicit=True),
         Setting("registry_user", lambda: "", str,
                 "the user name for the target registry (with OFNOTEBOOK_REGISTRY_PASSWORD)"),
         Setting("registry_password", lambda: "", str,
                 "the password or access token for the target registry"),
         Setting("registry_ca", lambda: "", str,
                 "a PEM file of CA certificates trusted for registries, besides the system's"),
-        Setting("insecure_registries", lambda: "", str,
+        Setting("insecure_registries", lambda: "", _hosts,
                 "comma-separated host[:port] of registries reached over plain HTTP"),
         Setting("yaml_dir", lambda: Path("ofnotebook-manifests"), Path,
                 "a directory the yaml target writes functions into"),

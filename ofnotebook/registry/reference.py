@@ -121,7 +121,11 @@ class Reference:
 
 
 def split_registry(registry: str) -> tuple[str, str]:
-    """``host[:port][/prefix]`` -> (host, prefix with a trailing ``/`` or "")."""
+    """``host[:port][/prefix]`` -> (host, prefix with a trailing ``/`` or ""). The name is
+    checked where it enters (``--registry``, ``target_options['registry']``,
+    OFNOTEBOOK_REGISTRY: all read through ``config.get``) by ``config.registry_name``, which
+    lives in the bottom layer because config may import nothing of this package; a scheme
+    is still dropped here for names from elsewhere (docker's config keys)."""
     text = re.sub(r"^[a-z]+://", "", registry.strip()).rstrip("/")
     host, _, prefix = text.partition("/")
     if host == "index.docker.io":
