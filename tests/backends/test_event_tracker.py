@@ -41,3 +41,22 @@ def test_an_event_that_never_settles_delays_the_wait_only_a_little() -> None:
     started = time.monotonic()
     assert len(tracker.wait_for_outputs(1, timeout=5)) == 1
     assert SETTLE_WAIT - 0.05 <= time.monotonic() - started < SETTLE_WAIT + 0.5
+
+
+def test_a_standin_death_counts_the_in_memory_events_in_flight_as_lost_once() -> None:
+    tracker = EventTracker()
+    heard: list[dict[str, object]] = []
+    tracker.listen(heard.append)
+    memory = {"name": "events", "type": "pubsub.in-memory"}
+    for seq in range(1, 5):
+        tracker({"kind": "in", "seq": seq, **memory})
+    tracker({"kind": "in", "seq": 5, "name": "orders", "type": "pubsub.redis"})
+    tracker({"kind": "delivered", "seq": 6, "name": "events"})
+    tracker({"kind": "dead-letter", "seq": 7, "name": "events"})
+    # Two in-memory events in flight die with the stand-in; Redis redelivers its own.
+    assert tracker.mark_lost() == 2 and tracker.lost == 2 and tracker.standin_restarts == 1
+    assert heard[-1]["kind"] == "standin-restart" and heard[-1]["lost"] == 2
+    tracker({"kind": "in", "seq": 1, **memory})  # the new process numbers from 1 again
+    tracker({"kind": "delivered", "seq": 2, "name": "events"})
+    assert tracker.mark_lost() == 0 and tracker.lost == 2 and tracker.standin_restarts == 2
+    assert tracker.stats()["events_in"] == 6
