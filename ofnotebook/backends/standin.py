@@ -6,17 +6,22 @@ event to the deployments that subscribed for their app, so outputs show up in th
 within milliseconds. :class:`StandIn` is the client of that process; :class:`StandInUser` is
 what a deployment on the local or container target mixes in to use it (its events, test
 events, state reads, and leaving the stand-in when stopped). The server is ``sidecar/``; this
-module is the only kernel-side code that talks to it.
+module is the only kernel-side code that talks to it (its process: :mod:`.standin_process`).
+
+A stand-in process that dies is noticed (a watcher thread waits on it) and started again on the
+same ports with the same secrets, as daprd restarts beside its app: the function processes keep
+their ``DAPR_GRPC_PORT`` and reconnect on their own, each app is registered again, and a broker
+that keeps messages redelivers what was not acknowledged. The events tracker of each app id is
+kept here, not by a deployment: it is what a re-run of the cell shows (dead letters, counts, and
+the in-memory events a death lost), until the function is stopped for good.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import subprocess
-import sys
 import threading
 import time
 import weakref
@@ -29,8 +34,8 @@ from ..sidecar.protocol import (API_TOKEN_ENV, APP_GRPC, APP_HTTP, APP_NONE, APP
                                 ROLE_COMPONENT, ROLE_INPUT, ROLE_OUTPUT, ROLE_STATE,
                                 STANDIN_KEY_ENV, TOKEN_HEADER, app_token, callback_token)
 from ..spec import FunctionSpec
+from . import standin_process
 from .events import EventTracker
-from .processes import STOP_GRACE, child_env, terminate
 
 _log = logging.getLogger("ofnotebook.standin")
 FOLLOW_LINGER = 0.01  # s; an isolated event is still seen at once
@@ -104,66 +109,12 @@ class StandIn:
         threading.Thread(target=self._watch, name="standin-watch", daemon=True).start()
 
     def _spawn(self) -> subprocess.Popen[str]:
-        """Start the process (on :attr:`http_port` and :attr:`grpc_port` once known) and read
-        the ports it announces; one that does not in time is stopped, and a DeployError
-        names the cause, its last output and the fix."""
-        timeout = float(config.get("start_timeout"))
-        proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "ofnotebook.sidecar", "--parent-pid", str(os.getpid()),
-             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env={**child_env(), API_TOKEN_ENV: self.token, STANDIN_KEY_ENV: self._app_key},
-            start_new_session=True, text=True, bufsize=1)
-        self._procs.append(proc)
-        ports, done = self._read_ports(proc, timeout)
-        if not ports:
-            terminate(proc)
-            done.wait(STOP_GRACE)  # its output read to the end, and closed
-            tail = "\n".join(self.logs[-20:]) or "(no output)"
-            if proc.returncode is not None and proc.returncode not in (-15, -9):
-                cause = f"exited with code {proc.returncode} before it listened"
-                fix = "the output above says why"
-            else:
-                cause = (f"did not announce its ports within {timeout:g} s "
-                         f"(OFNOTEBOOK_START_TIMEOUT) and was stopped")
-                fix = ("on a slow or busy machine give it longer, e.g. "
-                       "OFNOTEBOOK_START_TIMEOUT=120")
-            raise DeployError(f"The local Dapr stand-in {cause}. Its last output:\n{tail}\n"
-                              f"Fix: {fix}.")
+        """Start the process (on :attr:`http_port` and :attr:`grpc_port` once known) and
+        take the ports it announces; DeployError (the process stopped) when it does not."""
+        proc, ports = standin_process.start(self.http_port, self.grpc_port, {
+            API_TOKEN_ENV: self.token, STANDIN_KEY_ENV: self._app_key}, self.logs, self._procs)
         self.http_port, self.grpc_port = ports["http"], ports["grpc"]
-        threading.Thread(target=self._drain, args=(proc,), name="standin-output",
-                         daemon=True).start()
         return proc
-
-    def _read_ports(self, proc: subprocess.Popen[str], timeout: float
-                    ) -> tuple[dict[str, int], threading.Event]:
-        """The ports line of ``proc`` (empty: none within ``timeout``, or it exited); the
-        lines before it go to :attr:`logs`. The event is set once the reading ended (at the
-        end of the output, which is closed then)."""
-        result: dict[str, int] = {}
-        done = threading.Event()
-
-        def read_first() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if line.startswith('{"http"'):
-                    result.update(json.loads(line))
-                    break
-                self.logs.append(line.rstrip())
-            else:
-                proc.stdout.close()
-            done.set()
-
-        threading.Thread(target=read_first, daemon=True).start()
-        done.wait(timeout)
-        return result, done
-
-    def _drain(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self.logs.append(line.rstrip())
-            del self.logs[:-500]
-        proc.stdout.close()
 
     # -- the watcher: a process that died is started again -----------------------------------
 
@@ -200,7 +151,7 @@ class StandIn:
                 error = exc
                 continue
             if self._closed.is_set():
-                terminate(proc)
+                standin_process.terminate(proc)
                 return False
             self.proc = proc
             self.restarts += 1
@@ -414,6 +365,11 @@ class StandIn:
                 self._closed.wait(FOLLOW_LINGER)
 
     @property
+    def restarting(self) -> bool:
+        """The process died and is being started again (calls wait meanwhile)."""
+        return not self._up.is_set() and not self._closed.is_set()
+
+    @property
     def alive(self) -> bool:
         """Serving, or being started again after it died (calls wait for that)."""
         return not self._closed.is_set() and self.failure is None
@@ -435,7 +391,7 @@ class _Unreachable(DeployError):
 def _terminate_all(procs: list[subprocess.Popen[str]], closed: threading.Event) -> None:
     closed.set()
     for proc in procs:
-        terminate(proc)
+        standin_process.terminate(proc)
 
 
 _instance: StandIn | None = None
