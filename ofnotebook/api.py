@@ -94,12 +94,16 @@ class Plan:
                                         requirements=spec.requirements,
                                         # async runtimes lock the Dapr SDK already
                                         dapr=spec.uses_components,
-                                        signature=self.request.signature)
+                                        signature=self.request.signature,
+                                        target=self.target)  # local: the kernel's packages
             included = collect_includes(self.request.include)
             if included:  # listed in the capture report, warned like the globals
                 captured = dataclasses.replace(
                     captured, files=included,
                     warnings=captured.warnings + tuple(include_warnings(included)))
+        for warning in captured.warnings:  # big or secret-like globals, body imports, pins
+            recorder.emit(PhaseEvent("capture", "progress", time.time(),
+                                     detail=f"warning: {warning}"))
         with recorder.phase("package"):
             pkg = build_package(captured, spec, base_image=self.request.base_image,
                                 included=included)
@@ -207,6 +211,19 @@ def _check_arguments(request: DeployRequest) -> None:
                           f"(or none, for a free one).", key="port")
     if request.version is not None:
         validate_version(request.version)
+    if request.entry is not None and not (isinstance(request.entry, str)
+                                          and request.entry.isidentifier()):
+        raise ConfigError(f"entry={request.entry!r} is not a Python name; give the name the "
+                          f"function is defined with (such as 'predict'), or leave it out.",
+                          key="entry")
+    if request.base_image:
+        from .registry.reference import Reference, RegistryError
+
+        try:
+            Reference.parse(request.base_image)
+        except RegistryError as exc:
+            raise ConfigError(f"--base-image: {exc} For example python:3.11-slim or "
+                              f"127.0.0.1:5000/team/base:1.0.", key="base_image") from None
 
 
 def _refuse_string(field: str, value: Any, example: str) -> None:

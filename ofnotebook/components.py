@@ -244,6 +244,8 @@ def _parse(name: str, uri: str, role: str, scheme: str, app: str) -> Component:
     if scheme in ("http", "https"):
         if role not in ("output", DECLARATION):
             raise _bad(name, role, uri, "an HTTP URL can only be an output")
+        if not urlsplit(uri).hostname:
+            raise _bad(name, role, uri, f"no host; e.g. {scheme}://127.0.0.1:8000/path")
         return Component("bindings.http", {"url": uri})
     parts = urlsplit(uri)
     query = dict(parse_qsl(parts.query))

@@ -19,6 +19,8 @@ RUNTIMES = ("sync", "async")
 #: leading digit), kept short because the controller appends suffixes (``serving-xxxxx``,
 #: ``-dapr``, the namespace) to build other names.
 MAX_NAME_LENGTH = 40
+#: What a process environment variable may be called (POSIX: letters, digits, '_').
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 #: ``spec.version`` becomes a label value on the cluster's objects, so it must be one.
 MAX_VERSION_LENGTH = 63
@@ -196,11 +198,18 @@ def parse_env(items: Mapping[str, str] | Iterable[str] | None) -> tuple[tuple[st
         for item in items:
             key, sep, value = str(item).partition("=")
             if not sep or not key:
+                example = f"--env KEY{item}" if sep else f"--env {item or 'KEY'}=value"
                 raise ConfigError(
-                    f"--env {item!r} is not KEY=VALUE; write it as --env {item or 'KEY'}=value.",
-                    key="env")
+                    f"--env {item!r} is not KEY=VALUE; write it as {example}.", key="env")
             if key in dict(pairs):
                 raise ConfigError(f"--env {key} is given twice ({key}={dict(pairs)[key]}, "
                                   f"{item}); give each variable once.", key="env")
             pairs.append((key, value))
+    for key, _ in pairs:
+        if not ENV_NAME.match(key):
+            raise ConfigError(
+                f"--env {key!r} is not an environment variable name: use letters, digits and "
+                f"'_', not starting with a digit (such as "
+                f"{re.sub(r'[^A-Za-z0-9_]', '_', key).lstrip('0123456789') or 'MY_VAR'!r}).",
+                key="env")
     return tuple(sorted(dict(pairs).items()))

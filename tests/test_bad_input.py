@@ -61,6 +61,19 @@ API_CASES: list[tuple[dict[str, Any], list[str]]] = [
     ({"include": ["../outside"]}, ["'../outside'", "leaves the notebook's folder"]),
     ({"include": ["missing.txt"]}, ["'missing.txt'", "there is no", "check the path"]),
     ({"target": "nope"}, ["Unknown target 'nope'", "container, kubernetes, local, yaml"]),
+    ({"entry": "not-identifier"}, ["entry='not-identifier'", "not a Python name"]),
+    ({"env": ["=v"]}, ["'=v'", "--env KEY=v"]),
+    ({"env": ["1X=v"]}, ["'1X'", "not an environment variable name", "'X'"]),
+    ({"env": {"MY-VAR": "v"}}, ["'MY-VAR'", "'MY_VAR'"]),
+    ({"env": ["A=1", "A=2"]}, ["--env A is given twice", "give each variable once"]),
+    ({"base_image": "UPPER:tag"}, ["--base-image", "'UPPER:tag'", "python:3.11-slim"]),
+    ({"outputs": {"o": "http://"}}, ["'http://'", "no host", "http://127.0.0.1:8000/path"]),
+    ({"requirements": ["numpy=>1"]}, ["'numpy=>1'", "write 'numpy>=1'", "PEP 508"]),
+    ({"requirements": ["pandas=="]}, ["'pandas=='", "pandas==X.Y"]),
+    ({"requirements": ["ofnotebook-no-such-dist"]},
+     ["'ofnotebook-no-such-dist'", "not installed in this kernel", "%pip install"]),
+    ({"secret_env": ["OFNOTEBOOK_TEST_UNSET_SECRET"]},
+     ["OFNOTEBOOK_TEST_UNSET_SECRET is not set", "no prompt", "os.environ"]),
 ]
 
 #: Cluster settings (``target_options`` on the yaml target, as ``%%function`` passes them).

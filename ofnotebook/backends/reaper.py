@@ -25,6 +25,7 @@ import select
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from typing import Any
 
@@ -50,15 +51,22 @@ def _boot_id() -> str:
 
 def _start_ticks(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (None: no such process), so a PID
-    reused by another process does not pass for the kernel."""
+    reused by another process does not pass for the kernel; "-" where it cannot be read (no
+    ``/proc``, as on macOS, or ``/proc`` mounted ``hidepid``): then only ``kill(pid, 0)`` tells,
+    and a process we may not signal (another user's) counts as alive."""
+    if os.path.exists("/proc/self/stat"):
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+                return f.read().rsplit(")", 1)[1].split()[19]
+        except OSError:
+            pass  # gone, or hidden from us: ask the kernel below
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            stat = f.read()
-    except FileNotFoundError:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return None
-    except OSError:
+    except PermissionError:
         return "-"
-    return stat.rsplit(")", 1)[1].split()[19]
+    return "-"
 
 
 def kernel_identity(pid: int | None = None) -> str:
@@ -91,7 +99,9 @@ def labels(function: str) -> dict[str, str]:
 def sweep(client: Any) -> list[str]:
     """Remove the containers of kernels of this machine that are gone; the names removed.
     Once per engine and kernel: one list call, before the kernel's first container."""
-    url = str(getattr(getattr(client, "api", None), "base_url", id(client)))
+    from ..images import engine_url  # the engine's address (base_url is one for all sockets)
+
+    url = engine_url()
     if url in _swept:
         return []
     _swept.add(url)
@@ -173,12 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel-pid", type=int, required=True)
     args = parser.parse_args(argv)
     _wait_for_kernel_end(args.kernel_pid)
-    for _ in range(3):  # the engine may be busy removing the kernel's own atexit removals
+    for attempt in range(3):  # the engine may be busy (the kernel's own atexit removals)
         try:
             remove_session(args.engine, args.session)
             return 0
         except Exception:
-            continue
+            time.sleep(1.0 + attempt)
     return 1
 
 

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +71,7 @@ def test_a_killed_kernel_leaves_no_container(client: Any, engine_name: str, tmp_
         assert len(session_containers(client, info["session"])) == 1  # it did run one
         kernel.send_signal(how)
         kernel.wait(10)
-        killed_at = time.monotonic()
         wait_for(lambda: not session_containers(client, info["session"]), timeout=10)
-        assert time.monotonic() - killed_at < 10
         wait_for(lambda: subprocess.run(["kill", "-0", str(info["reaper"])],
                                         capture_output=True).returncode != 0, timeout=10)
     finally:
