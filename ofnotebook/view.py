@@ -325,23 +325,29 @@ class ViewState:
         return "".join(f'<div class="ofn-warning" style="color:{WARN};white-space:pre-wrap">'
                        f'⚠ {html.escape(text)}</div>' for text in texts)
 
-    def logs_html(self) -> str:
+    def logs_html(self, jumps: int = 0) -> str:
         """The last lines, in a pane that opens scrolled to its end (``column-reverse``): a
-        redraw replaces the pane, and a new pane shows the newest line. Scrolling it up
-        unticks *follow* (so redraws stop and the pane holds still); back at the end, ticks it."""
+        redraw replaces the pane, and a new pane shows the newest line. All of following is
+        done in the page, so it works while a cell keeps the kernel busy (the kernel reads
+        widget events only between cells): scrolling up unticks *follow* and remembers the
+        place, which each redraw restores; "jump to end" (or scrolling back down) resumes.
+        ``jumps`` counts follow turned back on: a new count redraws even with no new line."""
         with self._lock:
             lines = list(self.logs)
             seen = self.lines_seen
         if not lines:
             return f'<pre class="ofn-logs" style="color:{MUTED}">(no output yet)</pre>'
-        more = (f'<div style="color:{MUTED}">… {seen - len(lines)} earlier lines '
-                f'(all in handle.logs())</div>' if seen > len(lines) else "")
+        more = (f'<span style="color:{MUTED}">… {seen - len(lines)} earlier lines '
+                f'(all in handle.logs())</span> ' if seen > len(lines) else "")
         body = "\n".join(_log_line(line) for line in lines[:-1])
         last = f'<span class="ofn-last">{_log_line(lines[-1])}</span>'
-        return (f'{more}<div class="ofn-logs-pane" style="max-height:16em;overflow:auto;'
-                f'display:flex;flex-direction:column-reverse" onscroll="{_FOLLOW_JS}">'
-                f'<pre class="ofn-logs" style="{PRE};overflow:visible">'
-                f'{body}{chr(10) if body else ""}{last}</pre></div>')
+        return (f'<div style="color:{MUTED}">{more}<a class="ofn-jump" href="#" '
+                f'onclick="{_JUMP_JS}">jump to end ↓</a></div>'
+                f'<div class="ofn-logs-pane" data-jumps="{jumps}" style="max-height:16em;'
+                f'overflow:auto;display:flex;flex-direction:column-reverse" '
+                f'onscroll="{_FOLLOW_JS}"><pre class="ofn-logs" style="{PRE};overflow:visible">'
+                f'{body}{chr(10) if body else ""}{last}</pre></div>'
+                f'<img alt="" src="data:," style="display:none" onerror="{_RESTORE_JS}">')
 
     def outputs_html(self) -> str:
         with self._lock:
@@ -399,10 +405,19 @@ class ViewState:
         return "\n".join(lines)
 
 
-#: The log pane's scroll handler: away from the end unticks *follow*, back at it ticks it.
-_FOLLOW_JS = ("var v=this.closest('.ofnotebook-view'),f=v&amp;&amp;v.querySelector("
-              "'.ofn-follow input');if(!f)return;var away=Math.abs(this.scrollTop)&gt;8;"
-              "if(away===f.checked)f.click();")
+#: The log pane's scroll handler: away from the end unticks *follow* and keeps the place (from
+#: the top, so new lines do not move what is read); back at the end, ticks it again.
+_FOLLOW_JS = ("var h=this.parentNode,v=this.closest('.ofnotebook-view'),f=v&amp;&amp;"
+              "v.querySelector('.ofn-follow input'),away=Math.abs(this.scrollTop)&gt;8;"
+              "h.dataset.hold=away?String(this.scrollHeight-this.clientHeight+this.scrollTop)"
+              ":'';if(f&amp;&amp;away===f.checked)f.click();")
+#: Run after each redraw (an image that fails at once): a paused pane goes back to its place.
+_RESTORE_JS = ("var p=this.parentNode.querySelector('.ofn-logs-pane'),h=this.parentNode;"
+               "if(p&amp;&amp;h.dataset.hold)p.scrollTop=Number(h.dataset.hold)-"
+               "(p.scrollHeight-p.clientHeight);")
+_JUMP_JS = ("var h=this.closest('.widget-html-content')||this.parentNode.parentNode,"
+            "p=h.querySelector('.ofn-logs-pane');h.dataset.hold='';if(p){p.scrollTop=0;"
+            "p.dispatchEvent(new Event('scroll'))}return false;")
 
 
 def _copy_button(text: str) -> str:

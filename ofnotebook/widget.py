@@ -119,6 +119,7 @@ class FunctionView(w.VBox):
         self._detach: list[Callable[[], None]] = []
         self._flush_lock = threading.RLock()
         self._busy = False  # a Redeploy or Stop in flight
+        self._jumps = 0  # times follow was turned back on: each redraws the pane at its end
 
         self.header = w.HTML(self.state.header_html())
         self.help = w.ToggleButton(description="?", tooltip="the %%function options",
@@ -133,7 +134,6 @@ class FunctionView(w.VBox):
         self.follow = w.Checkbox(value=True, description="follow", indent=False,
                                  layout=w.Layout(width="7em"))
         self.follow.add_class("ofn-follow")
-        self.jump = w.Button(description="jump to end", icon="arrow-down", disabled=True)
         self.outputs = w.HTML(self.state.outputs_html())
         self.metrics = w.HTML("")
         self.dead_letters = w.VBox([])
@@ -159,7 +159,6 @@ class FunctionView(w.VBox):
         self.send_event.on_click(lambda _: self._in_background(self._publish))
         self.stop_button.on_click(lambda _: self._in_background(self._stop))
         self.redeploy_button.on_click(lambda _: self._in_background(self._redeploy))
-        self.jump.on_click(lambda _: setattr(self.follow, "value", True))
         self.follow.observe(self._on_follow, "value")
         self.collapse.observe(self._on_collapse, "value")
         self.help.observe(lambda change: setattr(self.help_text.layout, "display",
@@ -170,7 +169,7 @@ class FunctionView(w.VBox):
         self.event_form = w.VBox([w.HBox([self.input_name, self.send_event]), self.event_body,
                                   self.event_result])
         self.tabs = w.Tab(children=[self.invoke_form,
-                                    w.VBox([w.HBox([self.follow, self.jump]), self.logs]),
+                                    w.VBox([self.follow, self.logs]),
                                     self.outputs, w.VBox([self.metrics, self.dead_letters])])
         for index, title in enumerate(("Invoke", "Logs", "Outputs", "Metrics")):
             self.tabs.set_title(index, title)
@@ -262,8 +261,8 @@ class FunctionView(w.VBox):
             self.state._touch("dead_letters")
 
     def _on_follow(self, change: dict[str, Any]) -> None:
-        self.jump.disabled = bool(change["new"])
         if change["new"]:
+            self._jumps += 1
             self.state._touch("logs")
             self.flush()
 
@@ -314,7 +313,7 @@ class FunctionView(w.VBox):
             if "error" in changed:
                 self.error.value = self.state.error_html()
             if "logs" in changed and self.follow.value:
-                self.logs.value = self.state.logs_html()
+                self.logs.value = self.state.logs_html(self._jumps)
             if "outputs" in changed:
                 self.outputs.value = self.state.outputs_html()
             if "invocation" in changed:

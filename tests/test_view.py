@@ -266,7 +266,6 @@ def test_deploy_in_a_notebook_without_the_extension_still_draws_the_view(
 
 def test_logs_pane_opens_at_its_end_and_scrolling_up_unticks_follow() -> None:
     view = FunctionView("f", "sync", "local")
-    assert view.jump.disabled  # following: nothing to jump to
     for i in range(40):
         view.state.on_log(f"line {i}")
     view.state.on_log("[build] STEP 1/2: FROM python")
@@ -275,16 +274,22 @@ def test_logs_pane_opens_at_its_end_and_scrolling_up_unticks_follow() -> None:
     # a redraw replaces the pane; a column-reverse pane opens scrolled to its end
     assert "flex-direction:column-reverse" in pane and "overflow:auto" in pane
     assert '<span class="ofn-last"><span class="ofn-src"' in pane and "STEP 1/2" in pane
-    assert "onscroll=" in pane and "ofn-follow" in pane  # scrolling away unticks follow
+    # in the page: scrolling away unticks follow and keeps the place, each redraw restores
+    # it (the image's onerror runs after the redraw), "jump to end" scrolls back
+    assert "onscroll=" in pane and "ofn-follow input" in pane and "dataset.hold" in pane
+    assert 'onerror="' in pane and 'class="ofn-jump"' in pane
     assert "ofn-follow" in view.follow._dom_classes
     assert pane.index("line 0") < pane.index("line 39") < pane.index("STEP 1/2")  # in order
     view.follow.value = False  # what the pane's scroll handler clicks
-    assert not view.jump.disabled
     view.state.on_log("held back")
     view.flush()
     assert "held back" not in view.logs.value
-    view.jump.click()  # "jump to end": follows again and redraws at once
-    assert view.follow.value and "held back" in view.logs.value and view.jump.disabled
+    before = view.logs.value
+    view.follow.value = True  # ticked again (by "jump to end"): redrawn at once
+    assert "held back" in view.logs.value
+    view.follow.value = False
+    view.follow.value = True  # no new line, still a new pane (which opens at its end)
+    assert view.logs.value != before and 'data-jumps="2"' in view.logs.value
 
 
 def test_a_build_error_reads_as_its_step_and_pips_error_line() -> None:

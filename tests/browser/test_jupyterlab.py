@@ -204,3 +204,158 @@ def test_quickstart_view_in_jupyterlab(lab: Lab, tmp_path: Path) -> None:
             raise
         finally:
             browser.close()
+
+
+LIVE_CELLS = [
+    "%load_ext ofnotebook",
+    "%%function streamer\n"
+    "def stream(request):\n"
+    "    n = int(request.args.get('n', '1'))\n"
+    "    for i in range(n):\n"
+    "        print(f\"line {request.args.get('batch')}-{i:03d}\", flush=True)\n"
+    "    if request.args.get('boom'):\n"
+    "        raise ValueError('no booms here')\n"
+    "    return {'printed': n}",
+    # waits for the test to open the Logs tab, then streams 30 batches of lines
+    "import os, time\n"
+    "while not os.path.exists('go'):\n"
+    "    time.sleep(0.1)\n"
+    "for batch in range(30):\n"
+    "    stream.invoke(params={'n': 20, 'batch': batch})\n"
+    "    time.sleep(0.1)\n"
+    "print('streamed')",
+    "while not os.path.exists('boom'):  # after the test looked at the streamed logs\n"
+    "    time.sleep(0.1)\n"
+    "try:\n"
+    "    stream.invoke(params={'n': 1, 'boom': 1})\n"
+    "except Exception as error:\n"
+    "    print('raised', type(error).__name__)",
+    "import ofnotebook.view\n"
+    "print('KERNELCURL=' + ofnotebook.view.curl_for(stream.last_invocation))",
+]
+
+#: In the page: whether the log pane's last line lies inside the pane's visible box.
+LAST_LINE_VISIBLE = """view => {
+    const pane = view.querySelector('.ofn-logs-pane');
+    const last = pane && pane.querySelector('.ofn-last');
+    if (!last) return null;
+    const a = pane.getBoundingClientRect(), b = last.getBoundingClientRect();
+    return {visible: b.top >= a.top - 1 && b.bottom <= a.bottom + 1,
+            overflowing: pane.scrollHeight > pane.clientHeight + 4, text: last.textContent};
+}"""
+
+
+def _live_notebook(root: Path) -> None:
+    cells = [{"cell_type": "code", "metadata": {}, "source": source, "outputs": [],
+              "execution_count": None} for source in LIVE_CELLS]
+    (root / "live.ipynb").write_text(json.dumps({
+        "cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                    "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5}))
+
+
+def test_live_view_follows_folds_errors_copies_curl_and_keeps_its_port(lab: Lab,
+                                                                         tmp_path: Path) -> None:
+    """Issue 13 in the browser: follow keeps the last log line visible while lines stream in
+    and scrolling up pauses it; a remote error is one summary line with a fold; the copied curl
+    is the request's; Redeploy keeps the URL; screenshots in the light and dark themes."""
+    from playwright.sync_api import expect, sync_playwright
+
+    _live_notebook(lab.root)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        try:
+            page.goto(f"{lab.base}/lab/tree/live.ipynb?token={lab.token}")
+            expect(page.locator(".jp-NotebookPanel")).to_be_visible(timeout=60_000)
+            lab.wait_for_idle_kernel()
+            for attempt in range(2):
+                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+                page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+                try:
+                    expect(page.locator(".jp-InputPrompt", has_text="[1]:")
+                           ).to_have_count(1, timeout=20_000)
+                    break
+                except AssertionError:
+                    if attempt:
+                        raise
+            view = page.locator(".ofnotebook-view").filter(
+                has=page.locator(".ofn-name", has_text="streamer"))
+            expect(view.locator(".ofn-status-running")).to_be_visible(timeout=90_000)
+            view.locator(".lm-TabBar-tabLabel", has_text="Logs").click()
+            (lab.root / "go").write_text("")
+            samples = []
+            while not page.locator(".jp-OutputArea-output", has_text="streamed").count():
+                sample = view.evaluate(LAST_LINE_VISIBLE)
+                if sample and sample["overflowing"]:
+                    samples.append(sample)
+                page.wait_for_timeout(50)
+            assert len(samples) >= 5, samples  # the pane overflowed while lines came in
+            hidden = [s for s in samples if not s["visible"]]
+            assert not hidden, hidden  # follow: the newest line always in view
+            expect(view.locator(".ofn-last")).to_contain_text("line 29-019", timeout=10_000)
+            assert view.evaluate(LAST_LINE_VISIBLE)["visible"]
+            # scrolling up pauses follow; "jump to end" resumes it at the end
+            follow = view.locator(".ofn-follow input")
+            expect(follow).to_be_checked()
+            view.locator(".ofn-logs-pane").hover()
+            page.mouse.wheel(0, -400)
+            expect(follow).not_to_be_checked(timeout=5_000)
+            view.locator(".ofn-jump").click()
+            expect(follow).to_be_checked()
+            assert view.evaluate(LAST_LINE_VISIBLE)["visible"]
+            (lab.root / "boom").write_text("")
+
+            # the remote error: one summary line, the traceback folded
+            view.locator(".lm-TabBar-tabLabel", has_text="Invoke").click()
+            call = view.locator(".ofn-invocation")
+            expect(call).to_contain_text("500", timeout=30_000)
+            expect(call).to_contain_text("/?n=1&boom=1")
+            errors = view.locator(".ofn-response-area .ofn-error, .ofn-error")
+            expect(errors).to_have_count(1)
+            expect(errors.first).to_have_text("ValueError: no booms here")
+            fold = view.locator(".ofn-error-details")
+            expect(fold).to_have_count(1)
+            assert fold.evaluate("d => !d.open")  # folded until clicked
+            fold.locator("summary").click()
+            expect(fold.locator("pre")).to_contain_text("raise ValueError")
+            assert fold.locator("pre").evaluate("p => getComputedStyle(p).whiteSpace") == "pre"
+            # copy as curl: the kernel's own curl_for of the last call
+            printed = page.locator(".jp-OutputArea-output", has_text="KERNELCURL=")
+            expect(printed).to_have_count(1, timeout=30_000)
+            kernel_curl = printed.inner_text().strip().removeprefix("KERNELCURL=").strip()
+            copy = call.locator(".ofn-copy-curl")
+            assert copy.get_attribute("data-curl") == kernel_curl
+            assert kernel_curl.startswith("curl ") and "n=1&boom=1" in kernel_curl
+
+            # Redeploy keeps the port, and so the URL
+            url = view.locator("a.ofn-url").inner_text()
+            view.locator("button", has_text="Redeploy").click()
+            expect(view.locator(".ofn-status-deploying")).to_be_visible(timeout=10_000)
+            expect(view.locator(".ofn-status-running")).to_be_visible(timeout=60_000)
+            assert view.locator("a.ofn-url").inner_text() == url
+            expect(view.locator(".ofn-error")).to_have_count(1)  # the invocation's, no other
+
+            shots = {}
+            for theme in ("light", "dark"):
+                if theme == "dark":
+                    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
+                    page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+                    page.locator(".lm-Menu-itemLabel", has_text="JupyterLab Dark").first.click()
+                    expect(page.locator("body[data-jp-theme-light='false']")
+                           ).to_have_count(1, timeout=20_000)
+                view.scroll_into_view_if_needed()
+                shots[theme] = tmp_path / f"live-view-{theme}.png"
+                view.screenshot(path=str(shots[theme]))
+                assert shots[theme].stat().st_size > 10_000
+            target = os.environ.get("SAVE_LIVE_VIEW_SCREENSHOTS")  # how docs/screenshots is made
+            if target:
+                for theme, shot in shots.items():
+                    shutil.copy(shot, Path(target) / shot.name)
+        except Exception:
+            failed = tmp_path / "failure.png"
+            page.screenshot(path=str(failed), full_page=True)
+            print(f"screenshot of the failure: {failed}\nJupyterLab log:\n{lab.log.read_text()}")
+            raise
+        finally:
+            browser.close()
