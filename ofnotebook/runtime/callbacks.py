@@ -4,10 +4,11 @@ Each input of the context becomes a binding handler (``bindings.*``) or a topic 
 (``pubsub.*``) of the SDK's ``dapr.ext.grpc.App``, registered under the generated component name
 daprd (or the local stand-in) calls it with. Reply statuses follow daprd's meaning: a handled
 event acknowledges; an exception in the function asks for redelivery (RETRY for topics, a gRPC
-error for bindings). An exception that no retry can cure (``outputs.NotDeclared``: a send to an
-output the function did not declare) aborts the event's RPC with FAILED_PRECONDITION and the
-reason as details, for topics and bindings alike: the stand-in dead-letters it at once with that
-reason (``sidecar/delivery.py``), instead of retrying it into "the function raised".
+error for bindings). An exception that no retry can cure (a ``SendError`` whose ``retryable``
+is False: a send to an output the function did not declare) aborts the event's RPC with
+FAILED_PRECONDITION and the reason as details, for topics and bindings alike: the stand-in
+dead-letters it at once with that reason (``sidecar/delivery.py``), instead of retrying it into
+"the function raised; see its logs".
 
 Every shape is served: ``f(ctx, data)`` and ``f(context)`` get an :class:`EventContext`;
 ``f(cloud_event)`` the delivered event as a ``cloudevents.http.CloudEvent`` (pub/sub arrives as
@@ -29,7 +30,7 @@ from typing import Any, Callable
 from .context import Component, FunctionContext
 from .files import missing_file_hint
 from .loader import LoadedFunction
-from .outputs import DaprBridge, DaprContext, NotDeclared, map_dapr_host
+from .outputs import DaprBridge, DaprContext, SendError, map_dapr_host
 from .shapes import EVENT_SHAPES
 
 
@@ -123,12 +124,12 @@ class Refused(Exception):
         self.reason = reason
 
 
-def _deterministic(exc: BaseException) -> NotDeclared | None:
-    """The :class:`NotDeclared` behind ``exc``: itself, or a cause the function chained
-    (``raise ... from err``); None for an error a retry may cure."""
+def _deterministic(exc: BaseException) -> SendError | None:
+    """The non-retryable :class:`SendError` behind ``exc``: itself, or a cause the function
+    chained (``raise ... from err``); None for an error a retry may cure."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, NotDeclared):
+        if isinstance(seen, SendError) and not seen.retryable:
             return seen
         seen = seen.__cause__
     return None

@@ -4,9 +4,10 @@ The component name always comes from the function context, because the controlle
 it (``<serving>-bindings-<name>-<rand>``). A failed send raises :class:`SendError`: unlike
 OpenFunction's Python framework, which returns the error as a string, a failure is never silent.
 A send that cannot succeed however often the event is retried (an output or a store the
-function did not declare, an output of a type that is no binding nor pub/sub) raises
-:class:`NotDeclared` before any network call, so the AppCallback can refuse the event at once
-(FAILED_PRECONDITION: ``callbacks.py``) instead of having it retried into a dead letter.
+function did not declare, an output of a type that is no binding nor pub/sub) raises a
+:class:`SendError` with ``retryable=False`` before any network call, so the AppCallback can
+refuse the event at once (FAILED_PRECONDITION: ``callbacks.py``) instead of having it retried
+into a dead letter.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from .context import Component, FunctionContext
 
 
 class SendError(RuntimeError):
-    """Raised when an output cannot be sent; the message names the output and the cause."""
+    """Raised when an output cannot be sent; the message names the output and the cause.
 
+    ``retryable`` is False for a call that cannot succeed on any retry: the output or store
+    is not declared, or its type supports no send; the message then names what is declared
+    and the fix (``--output NAME=URI``, ``--state NAME=URI``)."""
 
-class NotDeclared(SendError):
-    """Raised when a send or a state call cannot succeed on any retry: the output or store is
-    not declared, or its type supports no send. The message names it, what is declared and
-    the fix (``--output NAME=URI``, ``--state NAME=URI``)."""
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 def _declared(names: Any) -> str:
@@ -72,16 +75,18 @@ class DaprBridge:
         try:
             return self.outputs[name]
         except KeyError:
-            raise NotDeclared(f"output {name!r} is not declared for this function (declared "
-                              f"outputs: {_declared(self.outputs)}); declare it with --output "
-                              f"{name}=URI, or send to a declared output") from None
+            raise SendError(f"output {name!r} is not declared for this function (declared "
+                            f"outputs: {_declared(self.outputs)}); declare it with --output "
+                            f"{name}=URI, or send to a declared output",
+                            retryable=False) from None
 
     def send(self, name: str, data: Any) -> Any:
         comp = self.component(name)
         if comp.kind not in ("bindings", "pubsub"):
-            raise NotDeclared(f"output {name!r} has type {comp.component_type!r}, which is "
-                              f"neither a binding nor a pub/sub component: declare it with "
-                              f"--output {name}=URI of an output binding or a pub/sub topic")
+            raise SendError(f"output {name!r} has type {comp.component_type!r}, which is "
+                            f"neither a binding nor a pub/sub component: declare it with "
+                            f"--output {name}=URI of an output binding or a pub/sub topic",
+                            retryable=False)
         payload, content_type = encode(data)
         try:
             client = self._dapr()
@@ -107,9 +112,10 @@ class DaprBridge:
         try:
             return self.states[name]
         except KeyError:
-            raise NotDeclared(f"state store {name!r} is not declared for this function "
-                              f"(declared state stores: {_declared(self.states)}); declare it "
-                              f"with --state {name}=URI, or use a declared store") from None
+            raise SendError(f"state store {name!r} is not declared for this function "
+                            f"(declared state stores: {_declared(self.states)}); declare it "
+                            f"with --state {name}=URI, or use a declared store",
+                            retryable=False) from None
 
     def get_state(self, store: str, key: str) -> Any:
         """The value under ``key`` (JSON-decoded when it parses), or None."""

@@ -317,7 +317,7 @@ def test_an_undeclared_output_is_refused_with_failed_precondition(
 
 def test_a_chained_refusal_is_refused_and_other_failures_are_retried(
         callback: Callable[[str], Any]) -> None:
-    """A NotDeclared the function chained (``raise ... from``) is still refused; a state
+    """A non-retryable SendError the function chained (``raise ... from``) is still refused; a state
     store it did not declare too; an ordinary exception keeps its retry (an UNKNOWN gRPC error
     for a binding, RETRY for a topic)."""
     import grpc
@@ -358,7 +358,28 @@ def test_a_sync_send_to_an_undeclared_output_answers_500_naming_it(
     response = requests.post(url, json={"a": 1})
     assert response.status_code == 500
     error = response.json()["error"]
-    assert error["type"] == "NotDeclared"
+    assert error["type"] == "SendError"
     assert error["message"] == ("output 'nope' is not declared for this function (declared "
                                 "outputs: 'kafka-out'); declare it with --output nope=URI, or "
                                 "send to a declared output")
+
+
+@pytest.mark.parametrize("scheme", ["memory", "cron"])
+def test_an_undeclared_output_is_dead_lettered_at_once_with_its_reason(
+        local_backend: Any, scheme: str) -> None:
+    """End to end on the local target (pub/sub and binding inputs): one attempt, no retry,
+    the reason in the dead letter instead of "the function raised; see its logs"."""
+    import ofnotebook
+    from tests.helpers import uid
+
+    fn = make_function("def f(ctx, data):\n    ctx.send('nope', data)\n")
+    source = f"memory://refused-{uid()}" if scheme == "memory" else "cron://@every 1h"
+    handle = ofnotebook.deploy(fn, f"refuses-{scheme}", target=local_backend,
+                               inputs={"in": source}, outputs={"audit": f"memory://a-{uid()}"})
+    handle.publish("in", {"n": 1})
+    wait_for(lambda: handle.dead_letters, 20, lambda: f"no dead letter; stats: {handle.stats}")
+    letter = handle.dead_letters[0]
+    assert letter["attempts"] == 1 and handle.stats["retries"] == 0
+    assert letter["error"] == ("event from input 'in' refused, not retried: output 'nope' is not "
+                               "declared for this function (declared outputs: 'audit'); "
+                               "declare it with --output nope=URI, or send to a declared output")
