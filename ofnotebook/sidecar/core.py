@@ -338,7 +338,7 @@ class DaprCore:
             raise NotRegisteredError(
                 f"state store {name!r} is not declared by {app_id!r} (its state stores: "
                 f"{declared}); declare it with --state {name}=URI and re-run the cell, or "
-                f"read one of its stores by its --state name")
+                f"name one of its stores: handle.get_state(key, store=NAME)")
         data, etag = ep.driver.get_state(state_key(app_id, key, ep.component))
         if data is None:
             return {"key": key, "etag": "", "data": None, "encoding": ENCODING_MISSING}

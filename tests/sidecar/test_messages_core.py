@@ -59,8 +59,8 @@ def test_the_kernels_read_names_the_apps_stores(sdk_env: StandIn) -> None:
     with pytest.raises(DeployError) as info:
         sdk_env.read_state("sdk-user", "nostore", "k")
     assert ("state store 'nostore' is not declared by 'sdk-user' (its state stores: 'store'); "
-            "declare it with --state nostore=URI and re-run the cell, or read one of its "
-            "stores by its --state name") in str(info.value)
+            "declare it with --state nostore=URI and re-run the cell, or name one of its "
+            "stores: handle.get_state(key, store=NAME)") in str(info.value)
     sdk_env.register("stateless", 0, FunctionSpec(name="stateless"), timeout=5)
     with pytest.raises(DeployError) as none:
         sdk_env.read_state("stateless", "nostore", "k")
