@@ -151,6 +151,23 @@ def _processes_using(cache: Path) -> list[psutil.Process]:
     return found
 
 
+def run_all(page: Any) -> None:
+    """Run > Run All Cells, as a person would; the page may still be wiring the kernel when it
+    first says idle, so a click that ran nothing is repeated once."""
+    from playwright.sync_api import expect
+
+    for attempt in range(2):
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        try:
+            expect(page.locator(".jp-InputPrompt", has_text="[1]:")).to_have_count(
+                1, timeout=20_000)
+            return
+        except AssertionError:
+            if attempt:
+                raise
+
+
 def test_quickstart_view_in_jupyterlab(lab: Lab, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -161,19 +178,7 @@ def test_quickstart_view_in_jupyterlab(lab: Lab, tmp_path: Path) -> None:
             page.goto(f"{lab.base}/lab/tree/quickstart.ipynb?token={lab.token}")
             expect(page.locator(".jp-NotebookPanel")).to_be_visible(timeout=60_000)
             lab.wait_for_idle_kernel()
-            # Run > Run All Cells, as a person would; the page may still be wiring the kernel
-            # when it first says idle, so a click that ran nothing is repeated once.
-            for attempt in range(2):
-                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-                page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-                first_prompt = page.locator(".jp-InputPrompt", has_text="[1]:")
-                try:
-                    expect(first_prompt).to_have_count(1, timeout=20_000)
-                    break
-                except AssertionError:
-                    if attempt:
-                        raise
-
+            run_all(page)
             view = page.locator(".ofnotebook-view").filter(
                 has=page.locator(".ofn-name", has_text="greet"))
             expect(view.locator(".ofn-status-running")).to_be_visible(timeout=90_000)
@@ -269,16 +274,7 @@ def test_live_view_follows_folds_errors_copies_curl_and_keeps_its_port(lab: Lab,
             page.goto(f"{lab.base}/lab/tree/live.ipynb?token={lab.token}")
             expect(page.locator(".jp-NotebookPanel")).to_be_visible(timeout=60_000)
             lab.wait_for_idle_kernel()
-            for attempt in range(2):
-                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-                page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-                try:
-                    expect(page.locator(".jp-InputPrompt", has_text="[1]:")
-                           ).to_have_count(1, timeout=20_000)
-                    break
-                except AssertionError:
-                    if attempt:
-                        raise
+            run_all(page)
             view = page.locator(".ofnotebook-view").filter(
                 has=page.locator(".ofn-name", has_text="streamer"))
             expect(view.locator(".ofn-status-running")).to_be_visible(timeout=90_000)
