@@ -24,7 +24,7 @@ from .backends.base import Backend, EventSink, PhaseEvent, PhaseRecorder
 from .capture import capture as capture_function
 from .cluster import cluster_settings
 from .components import Component, parse_items
-from .errors import ConfigError, DeployError, OfnotebookError
+from .errors import BackendUnavailableError, ConfigError, DeployError, OfnotebookError
 from .handle import FunctionHandle
 from .includes import collect as collect_includes, warnings as include_warnings
 from .manifests import check_settings
@@ -173,7 +173,13 @@ def plan(fn: Callable[..., Any], request: DeployRequest) -> Plan:
     config.check()
     _check_arguments(request)
     target = request.target if request.target is not None else config.get("target")
-    backend = get_backend(target, **dict(request.target_options or {}))
+    try:
+        backend = get_backend(target, **dict(request.target_options or {}))
+    except BackendUnavailableError as exc:
+        if request.target is None and os.environ.get("OFNOTEBOOK_TARGET"):
+            raise BackendUnavailableError(f"{exc} (from OFNOTEBOOK_TARGET: set it to one of "
+                                          f"those, or unset it for local)") from None
+        raise
     runtime = request.runtime if request.runtime is not None else \
         "async" if request.inputs else DEFAULT_RUNTIME
     if runtime == "async" and not request.inputs:

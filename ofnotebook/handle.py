@@ -326,10 +326,16 @@ class FunctionHandle:
         """Read ``key`` from a state store of the function (the only one if ``store`` is None)."""
         stores = [c.name for c in self.package.spec.states]
         if store is None:
-            if len(stores) != 1:
-                raise InvocationError(f"Function {self.name!r} has state stores "
-                                      f"{stores or 'none'}; name one with store=.",
-                                      function_name=self.name)
+            if not stores:
+                raise InvocationError(
+                    f"Function {self.name!r} declares no state store: add --state NAME=URI "
+                    f"(states={{'NAME': URI}} in deploy()) and re-run the cell.",
+                    function_name=self.name)
+            if len(stores) > 1:
+                raise InvocationError(
+                    f"Function {self.name!r} has state stores {', '.join(map(repr, stores))}: "
+                    f"name one, handle.get_state(key, store={stores[0]!r}).",
+                    function_name=self.name)
             store = stores[0]
         return self.deployment.read_state(store, key).get("data")
 

@@ -186,7 +186,7 @@ class FunctionMagics(Magics):
     @argument("--port", type=int, default=None,
               help="Fixed local port for the function (the cluster port stays 8080).")
     @argument("--version", default=None, help="Function version (spec.version). Default: latest.")
-    @argument("--registry", default=None, metavar="HOST[:PORT]",
+    @argument("--registry", default=None, metavar="HOST[:PORT][/NAMESPACE]",
               help="Registry to push the image to (container, kubernetes; default "
                    "OFNOTEBOOK_REGISTRY).")
     @argument("--namespace", default=None,

@@ -97,6 +97,7 @@ CLUSTER_CASES: list[tuple[dict[str, Any], list[str]]] = [
 ]
 
 ENV_CASES: list[tuple[str, str, list[str]]] = [
+    ("OFNOTEBOOK_TARGET", "bogus", ["Unknown target 'bogus'", "from OFNOTEBOOK_TARGET"]),
     ("OFNOTEBOOK_DELIVERY_ATTEMPTS", "0", ["OFNOTEBOOK_DELIVERY_ATTEMPTS='0'", "positive"]),
     ("OFNOTEBOOK_DELIVERY_ATTEMPTS", "many", ["OFNOTEBOOK_DELIVERY_ATTEMPTS='many'"]),
     ("OFNOTEBOOK_LOG_LINES", "-5", ["OFNOTEBOOK_LOG_LINES='-5'", "positive", "Unset it"]),
@@ -160,7 +161,7 @@ def test_a_bad_setting_refuses_the_deploy_naming_its_variable(
         variable: str, value: str, words: list[str], monkeypatch: pytest.MonkeyPatch,
         assert_nothing_left: Callable[[], None]) -> None:
     monkeypatch.setenv(variable, value)
-    with pytest.raises(ConfigError) as excinfo:
+    with pytest.raises(OfnotebookError) as excinfo:
         ofnotebook.deploy(make_function(SOURCE), "bad-setting")
     for word in words:
         assert word in message_of(excinfo)

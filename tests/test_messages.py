@@ -89,3 +89,22 @@ def test_invoke_on_a_stopped_function_says_so_before_any_http(local_backend: Any
     assert handle.status == "stopped"
     assert excinfo.value.__cause__ is None and excinfo.value.__context__ is None
     assert handle.last_invocation is last  # no request was attempted
+
+
+def test_get_state_names_the_stores_and_the_fix(local_backend: Any) -> None:
+    """No store declared: say how to declare one; several: name them and the argument."""
+    handle = ofnotebook.deploy(make_function(SOURCE, name="greet"), "nostate",
+                               target=local_backend)
+    with pytest.raises(InvocationError) as excinfo:
+        handle.get_state("k")
+    assert str(excinfo.value) == ("Function 'nostate' declares no state store: add --state "
+                                  "NAME=URI (states={'NAME': URI} in deploy()) and re-run the "
+                                  "cell.")
+    two = ofnotebook.deploy(make_function(SOURCE, name="greet"), "twostates",
+                            target=local_backend,
+                            states={"a": "memory://", "b": "memory://"})
+    with pytest.raises(InvocationError) as excinfo:
+        two.get_state("k")
+    assert str(excinfo.value) == ("Function 'twostates' has state stores 'a', 'b': name one, "
+                                  "handle.get_state(key, store='a').")
+    assert two.get_state("k", store="a") is None  # named: read, nothing stored yet

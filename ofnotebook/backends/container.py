@@ -131,6 +131,7 @@ class ContainerBackend(TrackedBackend):
         self._overrides = {"start_timeout": start_timeout, "log_lines": log_lines,
                            "registry": registry}
         config.check()  # a bad OFNOTEBOOK_* fails here, naming the variable
+        config.get("registry", registry)  # a bad registry= is refused before any build
         self._removals: list[threading.Thread] = []  # replaced containers, removed meanwhile
         super().__init__()
 
