@@ -8,11 +8,19 @@ matching route or the last failed attempt record a dead letter and acknowledge.
 FAILED_PRECONDITION is the runtime's word for a deterministic failure (``ctx.send`` to an
 undeclared output): retrying cannot help, so it is dead-lettered at once with its details.
 
-An app that cannot be reached (UNAVAILABLE: its process died and is being restarted) burns no
-attempt: as daprd stops delivering to an unhealthy app, the event is *held*, tried again with
-backoff on the app's current port until the app answers, or left unacknowledged when the input
-closes (a broker then redelivers it to the next consumer). Counting those failures as attempts
-is what dead-lettered events that a restart a few seconds later would have handled.
+An app that cannot be reached (:func:`connect_failure`: the connection was refused or never
+became a gRPC connection, so the call never reached it; its process died and is being
+restarted) burns no attempt: as daprd stops delivering to an unhealthy app, the event is
+*held*, tried again on the app's current port once it accepts connections, with a pause that
+grows across the event's consecutive holds (a port that accepts TCP but never serves gRPC is
+not tried at 20 Hz forever). Counting those failures as attempts is what dead-lettered events
+that a restart a few seconds later would have handled. An UNAVAILABLE after the call reached
+the app (the handler killed its process: ``os._exit``, a segfault, OOM) counts as an attempt,
+so a poison event is dead-lettered after the attempts instead of killing every restart.
+
+An event held when the input closes is left unacknowledged for a broker that redelivers it to
+the next consumer; one of an input without redelivery (in-memory, cron: :data:`NO_REDELIVERY`)
+is recorded as a dead letter saying so, as it would otherwise vanish.
 
 A topic event given up on goes, as it was stored, to the subscription's dead-letter topic on
 the same pub/sub, as daprd's ``sendToDeadLetter`` does, when the subscription names one. No event is dropped without a record in the log.
@@ -45,9 +53,26 @@ BACKOFF_MAX = 2.0
 #: Longest pause between two tries of an event held for an unreachable app: short, so an app
 #: back after a restart gets its events within about a second.
 HOLD_MAX = 1.0
+#: Component types whose events exist only in the stand-in: one not acknowledged is not
+#: redelivered, so a held event left at close is recorded as a dead letter.
+NO_REDELIVERY = frozenset({"pubsub.in-memory", "bindings.in-memory", "bindings.cron"})
+#: The dead letter's error of an event held when its input closed (:data:`NO_REDELIVERY`).
+CLOSED_WHILE_UNREACHABLE = ("the input closed while the app was unreachable (its process was "
+                            "restarting or stopped)")
 # Events in flight per input (as pubsub.redis's default `concurrency`); measured: 4, 10 and 16 give
 # the same rate within noise on 2 cores, more threads only contend for the GIL.
 DELIVERY_CONCURRENCY = 10
+
+
+def connect_failure(exc: grpc.RpcError) -> bool:
+    """Whether a failed call never reached the app: UNAVAILABLE from a connection that was
+    refused or did not become a gRPC connection ("failed to connect to all addresses"), as
+    opposed to one that broke during the call (``Socket closed``: the handler may be what
+    killed the app, so that try counts as an attempt)."""
+    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    details = (exc.details() or "").lower()
+    return "failed to connect" in details or "connection refused" in details
 
 
 class Dispatcher:
@@ -81,20 +106,26 @@ class Dispatcher:
         self.log.record(self.app.app_id, EVENT_IN, name=ep.name, component=ep.component.name,
                         type=ep.component.type, metadata=dict(event.metadata),
                         **payload_view(data, content_type))
-        delay = BACKOFF_START
+        delay = hold_pause = BACKOFF_START
         error, attempt = "", 0
         if request is None:
             self._give_up(event, "no route of the subscription matches the event", 0, data,
                           content_type)
             return
         while attempt < self.attempts:
-            if self._closed.is_set():
-                return  # unacknowledged: redelivered by the broker to the next consumer
+            if self._closed.is_set():  # unacknowledged: redelivered by the broker, if it does
+                self._left_at_close(event, "the input closed before the event was delivered",
+                                    error, attempt, data, content_type)
+                return
             outcome, error = self._attempt(request)
             if outcome == "unreachable":
-                if not self._hold(request):
-                    return  # closed while the app was away: left for the broker
+                hold_pause = self._hold(hold_pause)
+                if hold_pause == 0:
+                    self._left_at_close(event, CLOSED_WHILE_UNREACHABLE, error, attempt, data,
+                                        content_type)
+                    return
                 continue  # the app is back: this try did not count
+            hold_pause = BACKOFF_START
             attempt += 1
             if outcome == "success":
                 self.log.record(self.app.app_id, EVENT_DELIVERED, name=ep.name, attempt=attempt)
@@ -109,15 +140,24 @@ class Dispatcher:
                 delay = min(delay * 2, BACKOFF_MAX)
         self._give_up(event, error, attempt, data, content_type)
 
-    def _hold(self, request: Any) -> bool:
-        """Wait, with backoff, until the app is reachable again (its port re-read on each
-        try, as a restart may move it); False when the input closed first."""
-        pause = BACKOFF_START
+    def _hold(self, pause: float) -> float:
+        """Wait, with backoff from ``pause``, until the app is reachable again (its port
+        re-read on each try, as a restart may move it); the pause the event's next hold
+        starts from, or 0 when the input closed first."""
         while not self._closed.wait(pause):
-            if self.app.reachable():
-                return True
             pause = min(pause * 2, HOLD_MAX)
-        return False
+            if self.app.reachable():
+                return pause
+        return 0
+
+    def _left_at_close(self, event: InboundEvent, reason: str, error: str, attempts: int,
+                       data: bytes, content_type: str) -> None:
+        """The input closed before the event was delivered: left unacknowledged for a broker
+        to redeliver, or, when nothing will (:data:`NO_REDELIVERY`), a dead letter saying so."""
+        if self.endpoint.component.type in NO_REDELIVERY:
+            last = f" (last error: {error})" if error else ""
+            self._give_up(event, f"{reason}; this input does not redeliver events{last}",
+                          attempts, data, content_type)
 
     def _give_up(self, event: InboundEvent, error: str, attempts: int, data: bytes,
                  content_type: str) -> None:
@@ -168,7 +208,7 @@ class Dispatcher:
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 return "drop", f"the app does not handle {ep.name!r} (UNIMPLEMENTED)"
-            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            if connect_failure(exc):
                 return "unreachable", f"UNAVAILABLE: {exc.details()}"
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 return "drop", exc.details() or "FAILED_PRECONDITION"

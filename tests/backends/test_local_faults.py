@@ -26,7 +26,8 @@ import ofnotebook
 from ofnotebook.backends.local import LocalBackend
 from ofnotebook.errors import DeployError, InvocationError
 from ofnotebook.sidecar.apps import App, Endpoint
-from ofnotebook.sidecar.delivery import Dispatcher
+from ofnotebook.sidecar.delivery import (CLOSED_WHILE_UNREACHABLE, HOLD_MAX, NO_REDELIVERY,
+                                         Dispatcher)
 from ofnotebook.sidecar.drivers.base import ComponentConfig, InboundEvent
 from ofnotebook.sidecar.eventlog import EventLog
 from ofnotebook.sidecar.protocol import EVENT_DEAD_LETTER, EVENT_DELIVERED, ROLE_INPUT
@@ -58,10 +59,12 @@ def _serve(servicer: _Callback, port: int = 0) -> tuple[grpc.Server, int]:
     return server, bound
 
 
-def _dispatcher(port: int, attempts: int) -> tuple[Dispatcher, EventLog]:
+def _dispatcher(port: int, attempts: int, kind: str = "bindings.redis"
+                ) -> tuple[Dispatcher, EventLog]:
+    """A dispatcher of one binding input of ``kind`` (a broker that redelivers by default)."""
     app = App(app_id=f"app-{uid()}", port=port)
     endpoint = Endpoint(role=ROLE_INPUT, name="in",
-                        component=ComponentConfig(name="in-binding", type="bindings.cron"))
+                        component=ComponentConfig(name="in-binding", type=kind))
     log = EventLog()
     return Dispatcher(app, endpoint, log, attempts), log
 
@@ -87,13 +90,22 @@ def test_a_failed_precondition_is_dead_lettered_at_once_with_its_details() -> No
     assert acked.is_set()
 
 
+def _refusing_port() -> tuple[socket.socket, int]:
+    """A port bound but not listening: connections are refused, and no other process can
+    take it until the socket is closed (just before the test binds it)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock, int(sock.getsockname()[1])
+
+
 def test_an_unreachable_app_holds_the_event_without_burning_attempts() -> None:
-    port = free_port()  # nothing listens yet: the app is "restarting"
+    holder, port = _refusing_port()  # nothing listens yet: the app is "restarting"
     dispatcher, log = _dispatcher(port, attempts=1)  # one burnt attempt would dead-letter
     acked = threading.Event()
     dispatcher(InboundEvent(b"held", _ack=acked.set))
     time.sleep(0.8)  # several tries meet a closed port meanwhile
     assert not _records(log, EVENT_DEAD_LETTER), _records(log, EVENT_DEAD_LETTER)
+    holder.close()
     servicer = _Callback("ok")
     server, _ = _serve(servicer, port)
     try:
@@ -108,14 +120,122 @@ def test_an_unreachable_app_holds_the_event_without_burning_attempts() -> None:
 
 
 def test_an_event_held_when_the_input_closes_is_left_unacknowledged() -> None:
-    dispatcher, log = _dispatcher(free_port(), attempts=1)
+    holder, port = _refusing_port()
+    dispatcher, log = _dispatcher(port, attempts=1)
     acked = threading.Event()
-    dispatcher(InboundEvent(b"left", _ack=acked.set))
-    time.sleep(0.3)
-    dispatcher.close()
-    dispatcher._pool.shutdown(wait=True)  # the delivery thread has ended
+    try:
+        dispatcher(InboundEvent(b"left", _ack=acked.set))
+        time.sleep(0.3)
+        dispatcher.close()
+        dispatcher._pool.shutdown(wait=True)  # the delivery thread has ended
+    finally:
+        holder.close()
     assert not acked.is_set(), "a broker must get it back (unacknowledged)"
     assert not _records(log, EVENT_DEAD_LETTER)
+
+
+@pytest.mark.parametrize("kind", sorted(NO_REDELIVERY))
+def test_an_event_held_at_close_of_an_input_without_redelivery_is_a_dead_letter(
+        kind: str) -> None:
+    holder, port = _refusing_port()
+    dispatcher, log = _dispatcher(port, attempts=8, kind=kind)
+    try:
+        dispatcher(InboundEvent(b"held", _ack=lambda: None))
+        wait_for(lambda: _records(log, "in"), 10, "the event was not read")
+        dispatcher.close()
+        dispatcher._pool.shutdown(wait=True)
+    finally:
+        holder.close()
+    (dead,) = _records(log, EVENT_DEAD_LETTER)
+    assert CLOSED_WHILE_UNREACHABLE in dead["error"] and "Connection refused" in dead["error"]
+    assert dead["attempts"] == 0, dead
+
+
+def test_a_port_that_accepts_tcp_but_never_serves_grpc_is_tried_less_and_less() -> None:
+    """Each hold's pause starts where the previous one of the event ended: a TCP-only probe
+    that passes at once must not make a try every 50 ms."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[float] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(time.monotonic())
+            conn.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    dispatcher, log = _dispatcher(server.getsockname()[1], attempts=1)
+    try:
+        dispatcher(InboundEvent(b"x", _ack=lambda: None))
+        wait_for(lambda: len(accepted) >= 12, 30, lambda: f"{len(accepted)} connections")
+    finally:
+        dispatcher.close()
+        server.close()
+    assert not _records(log, EVENT_DEAD_LETTER), "never reached: no attempt burnt"
+    gaps = [b - a for a, b in zip(accepted, accepted[1:])]
+    # a probe and a gRPC try per hold; the pause doubles to HOLD_MAX, so late gaps are long
+    assert max(gaps[-4:]) >= HOLD_MAX / 2, gaps
+
+
+_POISONED_APP = """
+import os, sys
+from concurrent import futures
+import grpc
+from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
+class Callback(appcallback_pb2_grpc.AppCallbackServicer):
+    def OnBindingEvent(self, request, context):
+        if request.data == b"poison":
+            os._exit(3)  # as a segfault or the OOM killer would
+        return appcallback_pb2.BindingEventResponse()
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+appcallback_pb2_grpc.add_AppCallbackServicer_to_server(Callback(), server)
+print(server.add_insecure_port("127.0.0.1:" + sys.argv[1]), flush=True)
+server.start()
+server.wait_for_termination()
+"""
+
+
+def test_an_event_that_kills_the_app_each_time_is_dead_lettered_after_its_attempts(
+        local_backend: LocalBackend) -> None:
+    """A handler that kills its process: the call reached the app, so each death is an
+    attempt; the app restarted on its port (as the local target does) gets the next event.
+    ``local_backend`` is not used: it puts the test in the process-starting tier."""
+    app = subprocess.Popen([sys.executable, "-c", _POISONED_APP, "0"], stdout=subprocess.PIPE,
+                           text=True)
+    assert app.stdout is not None
+    port = int(app.stdout.readline())
+    app.stdout.close()
+    deaths: list[int] = []
+    done = threading.Event()
+
+    def restart_each_death() -> None:
+        nonlocal app
+        while not done.is_set():
+            deaths.append(app.wait())
+            if not done.is_set():
+                app = subprocess.Popen([sys.executable, "-c", _POISONED_APP, str(port)],
+                                       stdout=subprocess.DEVNULL)
+
+    threading.Thread(target=restart_each_death, daemon=True).start()
+    dispatcher, log = _dispatcher(port, attempts=3)
+    acked: list[bytes] = []
+    try:
+        dispatcher(InboundEvent(b"poison", _ack=lambda: acked.append(b"poison")))
+        wait_for(lambda: _records(log, EVENT_DEAD_LETTER), 60,
+                 lambda: f"never dead-lettered after {len(deaths)} deaths: {log.since(0, 0)}")
+        dispatcher(InboundEvent(b"fine", _ack=lambda: acked.append(b"fine")))
+        wait_for(lambda: _records(log, EVENT_DELIVERED), 30, lambda: f"{log.since(0, 0)}")
+    finally:
+        done.set()
+        dispatcher.close()
+        app.kill()
+        app.wait()
+    (dead,) = _records(log, EVENT_DEAD_LETTER)
+    assert dead["attempts"] == 3 and "UNAVAILABLE" in dead["error"], dead
+    assert deaths[:3] == [3, 3, 3] and acked == [b"poison", b"fine"]
 
 
 # -- restarts of a runtime process -------------------------------------------------------------
