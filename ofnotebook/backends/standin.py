@@ -35,7 +35,7 @@ from ..sidecar.protocol import (API_TOKEN_ENV, APP_GRPC, APP_HTTP, APP_NONE, APP
                                 STANDIN_KEY_ENV, TOKEN_HEADER, app_token, callback_token)
 from ..spec import FunctionSpec
 from . import standin_process
-from .events import EventTracker
+from .events import STANDIN_RESTART, EventTracker
 
 _log = logging.getLogger("ofnotebook.standin")
 FOLLOW_LINGER = 0.01  # s; an isolated event is still seen at once
@@ -439,6 +439,16 @@ class StandInUser:
         deployment of the same name (a cell re-run) keeps its counts and dead letters."""
         self.standin = standin
         self._tracker = standin.tracker(self.name) if standin else EventTracker()
+        self._stop_listening = self._tracker.listen(self._on_standin_event)
+
+    def _on_standin_event(self, event: dict[str, Any]) -> None:
+        """A restart of the stand-in is a line of the function's log (handle.logs())."""
+        buffer = getattr(self, "log_buffer", None)
+        if event.get("kind") == STANDIN_RESTART and buffer is not None:
+            lost = int(event.get("lost", 0))
+            buffer.append("ofnotebook: the local Dapr stand-in died and was started again; "
+                          + (f"{lost} in-memory event(s) it held were lost" if lost else
+                             "no in-memory event was lost"))
 
     @property
     def events(self) -> EventTracker:
@@ -472,6 +482,7 @@ class StandInUser:
     def _leave_standin(self, unregister: bool = True) -> None:
         """``unregister``: remove the app from the stand-in. Its tracker stays the stand-in's
         (a later deployment of the name shows its counts)."""
+        self._stop_listening()
         if unregister and self.standin is not None:
             try:
                 self.standin.unregister(self.name)

@@ -16,21 +16,26 @@ import ofnotebook
 from ofnotebook.backends.standin import StandIn
 from tests.helpers import make_function, uid, wait_for
 
-#: Appends each event's ``i`` to PATH; an event with ``block`` is still being handled (3 s)
-#: when the stand-in dies.
+#: Appends each event's ``i`` to PATH (and sends it to the output ``seen``, if declared); an
+#: event with ``block`` is still being handled (3 s) when the stand-in dies.
 RECORDER = """
 def record(ctx, data):
     import time
     time.sleep(3 if data.get("block") else PAUSE)
+    if SEND:
+        ctx.send("seen", data["i"])
     with open(PATH, "a") as out:
         out.write(f"{data['i']}\\n")
 """
 
 
-def _recorder(local_backend: Any, path: Path, uri: str, pause: float = 0.01) -> Any:
-    function = make_function(RECORDER, {"PATH": str(path), "PAUSE": pause}, name="record")
+def _recorder(local_backend: Any, path: Path, uri: str, pause: float = 0.01,
+              send: bool = False) -> Any:
+    function = make_function(RECORDER, {"PATH": str(path), "PAUSE": pause, "SEND": send},
+                             name="record")
+    outputs = {"seen": f"memory://seen-{uid()}"} if send else {}
     return ofnotebook.deploy(function, f"record-{uid()}", target=local_backend,
-                             inputs={"events": uri})
+                             inputs={"events": uri}, outputs=outputs)
 
 
 def _seen(path: Path) -> list[int]:
@@ -49,7 +54,7 @@ def test_standin_killed_mid_stream_on_redis_streams_loses_nothing(local_backend:
                                                                    tmp_path: Path) -> None:
     path = tmp_path / "seen"
     handle = _recorder(local_backend, path, f"redis://127.0.0.1:6379/ofn-kill-{uid()}",
-                       pause=0.02)
+                       pause=0.02, send=True)
     standin = handle.deployment.standin
     ports = (standin.http_port, standin.grpc_port)
     for i in range(60):
@@ -63,8 +68,12 @@ def test_standin_killed_mid_stream_on_redis_streams_loses_nothing(local_backend:
              lambda: f"missing {sorted(set(range(100)) - set(_seen(path)))}; "
                      f"stand-in: {standin.logs[-5:]}")
     assert set(_seen(path)) == set(range(100))  # duplicates allowed: at least once
-    assert standin.restarts == before + 1 and (standin.http_port, standin.grpc_port) == ports
+    # The function reconnected to the new process on its own: its outputs after the restart
+    # reached it (sent through the same DAPR_GRPC_PORT).
     tracker = handle.deployment.events
+    wait_for(lambda: {o.data for o in tracker.outputs} >= set(range(60, 100)), 30,
+             lambda: f"outputs {sorted({o.data for o in tracker.outputs})}")
+    assert standin.restarts == before + 1 and (standin.http_port, standin.grpc_port) == ports
     assert tracker.lost == 0 and tracker.standin_restarts == 1
     assert handle.status == "running" and handle.stats["dead_letters"] == 0
 
@@ -89,6 +98,7 @@ def test_standin_killed_with_the_in_memory_bus_reports_the_lost_events(
         handle.publish("events", {"i": i})
     wait_for(lambda: handle.stats["delivered"] == 7, 30, lambda: str(handle.stats))
     assert tracker.lost == 5 and {9, 10, 11} <= set(_seen(path))
+    assert "5 in-memory event(s) it held were lost" in handle.logs()
     assert handle.status == "running"
 
 
