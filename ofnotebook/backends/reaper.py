@@ -142,6 +142,11 @@ def _release_reapers() -> None:
     for proc in _reapers.values():
         if proc.stdin is not None:
             proc.stdin.close()
+    for proc in _reapers.values():  # nothing left to remove: each ends in a moment
+        try:
+            proc.wait(2)
+        except subprocess.TimeoutExpired:
+            pass  # still removing: it goes on alone (its own session)
 
 
 atexit.register(_release_reapers)
