@@ -23,9 +23,10 @@ from typing import IO, TYPE_CHECKING, Any, Callable
 
 from . import config
 from .backends.base import PHASES, PhaseEvent
-from .errors import DeployError, RemoteFunctionError
 from .handle import Invocation, preview
 from .viewmetrics import BAD, MUTED, OK, WARN, MetricsHistory
+from .viewparts import (FOLLOW_JS, JUMP_JS, RESTORE_JS, PRE, copy_button, curl_for,
+                        folded, pretty, summarize)
 
 if TYPE_CHECKING:
     from .backends.events import OutputEvent
@@ -36,58 +37,8 @@ OUTPUT_ROWS = 50
 WARNINGS = 20
 STATUS_COLOURS = {"running": "#1a7f37", "failed": "#cf222e", "stopped": "#6e7781",
                   "deploying": "#9a6700", "starting": "#9a6700", "restarting": "#bc4c00"}
-PRE = "white-space:pre;line-height:normal;margin:0;overflow:auto"
 _STEP = re.compile(r"^(?:STEP|Step) (\d+)/(\d+) ?:")
 _SOURCE = re.compile(r"^\[([\w.-]+)\] ")
-#: Headers a copied curl leaves out: curl sets its own, and they only add noise.
-_CURL_SKIP = {"user-agent", "accept-encoding", "accept", "connection", "content-length"}
-
-
-def summarize(error: BaseException | str) -> tuple[str, str]:
-    """(one summary line, the rest) for any error: what the view shows above the fold. A
-    failed image build reads as its failing step and pip's ``ERROR:`` line; a remote error as
-    its type and message, with the remote traceback folded."""
-    if isinstance(error, RemoteFunctionError):
-        return str(error), error.traceback
-    text = str(error).strip()
-    lines = text.splitlines() or [""]
-    first, rest = lines[0], "\n".join(lines[1:]).strip()
-    pip = next((line.strip() for line in lines[1:] if line.strip().startswith("ERROR:")), "")
-    if pip and pip not in first:
-        first = f"{first.rstrip(':')}: {pip}"
-    if isinstance(error, DeployError) and error.last_logs:
-        rest = (rest + "\n\nLast log lines:\n" + "\n".join(error.last_logs)).strip()
-    return first, rest
-
-
-def curl_for(call: Invocation) -> str:
-    """The call as a ``curl`` command line (what the devtools' "copy as curl" gives)."""
-    words = ["curl"] + (["-X", call.method] if call.method != "GET" or call.request_body
-                        else [])
-    words.append(shlex.quote(call.url))
-    for key, value in call.request_headers.items():
-        if key.lower() not in _CURL_SKIP:
-            words += ["-H", shlex.quote(f"{key}: {value}")]
-    if call.request_body:
-        words += ["--data-raw", shlex.quote(call.request_body)]
-    return " ".join(words)
-
-
-def pretty(body: str) -> str:
-    """A JSON body indented; anything else as it came."""
-    try:
-        return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
-    except ValueError:
-        return body
-
-
-def folded(summary: str, details: str, label: str = "details", cls: str = "ofn-error") -> str:
-    """One summary line, and the details folded underneath, preformatted."""
-    esc = html.escape
-    fold = (f'<details class="{cls}-details"><summary style="color:{MUTED}">{esc(label)}'
-            f'</summary><pre style="{PRE};max-height:24em">{esc(details)}</pre></details>'
-            if details else "")
-    return f'<div class="{cls}" style="color:{BAD}">{esc(summary)}</div>{fold}'
 
 
 class ViewState:
@@ -291,7 +242,7 @@ class ViewState:
             where = f' <span class="ofn-wiring" style="color:{MUTED}">{esc(self.wiring)}</span>'
         elif self.url.startswith("http"):
             where = (f' <a class="ofn-url" href="{esc(self.url)}" target="_blank">'
-                     f'{esc(self.url)}</a>{_copy_button("curl " + shlex.quote(self.url))}')
+                     f'{esc(self.url)}</a>{copy_button("curl " + shlex.quote(self.url))}')
         else:
             where = f' <code class="ofn-url">{esc(self.url)}</code>' if self.url else ""
         return (f'<div class="ofn-header"><b class="ofn-name">{esc(self.name)}</b> '
@@ -342,12 +293,12 @@ class ViewState:
         body = "\n".join(_log_line(line) for line in lines[:-1])
         last = f'<span class="ofn-last">{_log_line(lines[-1])}</span>'
         return (f'<div style="color:{MUTED}">{more}<a class="ofn-jump" href="#" '
-                f'onclick="{_JUMP_JS}">jump to end ↓</a></div>'
+                f'onclick="{JUMP_JS}">jump to end ↓</a></div>'
                 f'<div class="ofn-logs-pane" data-jumps="{jumps}" style="max-height:16em;'
                 f'overflow:auto;display:flex;flex-direction:column-reverse" '
-                f'onscroll="{_FOLLOW_JS}"><pre class="ofn-logs" style="{PRE};overflow:visible">'
+                f'onscroll="{FOLLOW_JS}"><pre class="ofn-logs" style="{PRE};overflow:visible">'
                 f'{body}{chr(10) if body else ""}{last}</pre></div>'
-                f'<img alt="" src="data:," style="display:none" onerror="{_RESTORE_JS}">')
+                f'<img alt="" src="data:," style="display:none" onerror="{RESTORE_JS}">')
 
     def outputs_html(self) -> str:
         with self._lock:
@@ -375,7 +326,7 @@ class ViewState:
         esc = html.escape
         status = f"{call.status}" if call.status is not None else "no answer"
         colour = OK if call.status is not None and call.status < 400 else BAD
-        curl = _copy_button(curl_for(call)) if call.url else ""
+        curl = copy_button(curl_for(call)) if call.url else ""
         head = (f'<div class="ofn-invocation"><b>{esc(call.method)} {esc(call.path)}</b> → '
                 f'<span style="color:{colour}">{esc(status)}</span> in '
                 f'{call.latency_ms:.1f} ms {curl}</div>')
@@ -403,30 +354,6 @@ class ViewState:
         if self.error:
             lines.append(f"  error    {self.error[0]}")
         return "\n".join(lines)
-
-
-#: The log pane's scroll handler: away from the end unticks *follow* and keeps the place (from
-#: the top, so new lines do not move what is read); back at the end, ticks it again.
-_FOLLOW_JS = ("var h=this.parentNode,v=this.closest('.ofnotebook-view'),f=v&amp;&amp;"
-              "v.querySelector('.ofn-follow input'),away=Math.abs(this.scrollTop)&gt;8;"
-              "h.dataset.hold=away?String(this.scrollHeight-this.clientHeight+this.scrollTop)"
-              ":'';if(f&amp;&amp;away===f.checked)f.click();")
-#: Run after each redraw (an image that fails at once): a paused pane goes back to its place.
-_RESTORE_JS = ("var p=this.parentNode.querySelector('.ofn-logs-pane'),h=this.parentNode;"
-               "if(p&amp;&amp;h.dataset.hold)p.scrollTop=Number(h.dataset.hold)-"
-               "(p.scrollHeight-p.clientHeight);")
-_JUMP_JS = ("var h=this.closest('.widget-html-content')||this.parentNode.parentNode,"
-            "p=h.querySelector('.ofn-logs-pane');h.dataset.hold='';if(p){p.scrollTop=0;"
-            "p.dispatchEvent(new Event('scroll'))}return false;")
-
-
-def _copy_button(text: str) -> str:
-    """A "copy as curl" button: the command is in its ``data-curl`` (and its title)."""
-    esc = html.escape(text, quote=True)
-    return (f'<button class="ofn-copy-curl" data-curl="{esc}" title="{esc}" '
-            f'onclick="navigator.clipboard&amp;&amp;navigator.clipboard.writeText('
-            f'this.dataset.curl);this.textContent=\'copied\'" style="font-size:85%;'
-            f'cursor:pointer">copy as curl</button>')
 
 
 def _log_line(line: str) -> str:

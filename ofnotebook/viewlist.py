@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 PILL = {"running": "#1a7f37", "failed": "#cf222e", "stopped": "#6e7781"}
 
 
-def message(text: str, ok: bool = False) -> str:
-    """One line of feedback under a form: green when it worked, red otherwise."""
-    return f'<div style="color:{OK if ok else BAD}">{html.escape(text)}</div>'
+def message(text: str, ok: bool | None = False) -> str:
+    """One line of feedback under a form: green when it worked, red when it did not, grey
+    (``ok=None``) when the outcome is not known yet (an event handed to its input)."""
+    colour = MUTED if ok is None else OK if ok else BAD
+    return f'<div class="ofn-feedback" style="color:{colour}">{html.escape(text)}</div>'
 
 
 class FunctionTable(w.VBox):

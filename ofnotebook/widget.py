@@ -21,9 +21,7 @@ import json
 import threading
 import time
 import urllib.parse
-import warnings
 import weakref
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import ipywidgets as w
@@ -32,6 +30,7 @@ from .backends.base import PhaseEvent
 from .backends.events import EventTracker, OutputEvent
 from .errors import OfnotebookError, RemoteFunctionError, UnsupportedError
 from .view import ViewState
+from .viewparts import route_warnings
 from .viewlist import FunctionTable, message
 from .viewmetrics import metrics_html
 
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 
 FLUSH_INTERVAL = 0.1  # s: at most 10 redraws a second, however fast lines arrive
 DEAD_LETTER_ROWS = 10
-_PACKAGE = str(Path(__file__).resolve().parent)
 HELP = ("<b>%%function [NAME] [options]</b>: run <code>%%function?</code> in a cell for every "
         "option (--runtime, --target, --input/--output, --port, --requirements ...); README "
         "section <i>%%function [NAME] [options]</i>.")
@@ -213,18 +211,10 @@ class FunctionView(w.VBox):
     def warnings_to_view(self) -> Iterator[None]:
         """Warnings raised from ofnotebook's own code go to the view as one amber line each
         (the user's fix is in the text, not in a library path); others are shown as usual."""
-        caught: list[warnings.WarningMessage] = []
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with route_warnings(self.state.on_warning):
                 yield
         finally:
-            for item in caught:
-                if item.filename.startswith(_PACKAGE):
-                    self.state.on_warning(str(item.message))
-                else:
-                    warnings.showwarning(item.message, item.category, item.filename,
-                                         item.lineno)
             self.flush()
 
     def attach(self, handle: FunctionHandle) -> None:
@@ -379,7 +369,7 @@ class FunctionView(w.VBox):
             self.handle.publish(self.input_name.value, data)
             # "handed to the input", not "handled": the Outputs and Metrics tabs say the rest
             self.event_result.value = message(f"published to {self.input_name.value}; see "
-                                              f"Outputs and Metrics for what it did", ok=True)
+                                              f"Outputs and Metrics for what it did", ok=None)
         except OfnotebookError as exc:
             self.event_result.value = message(str(exc))
 
@@ -396,7 +386,8 @@ class FunctionView(w.VBox):
             data = b""
         try:
             self.handle.publish(record.get("name", ""), data)
-            self.event_result.value = message(f"replayed into {record.get('name')}", ok=True)
+            self.event_result.value = message(f"replayed into {record.get('name')}; see "
+                                              f"Outputs and Metrics", ok=None)
         except OfnotebookError as exc:
             self.event_result.value = message(str(exc))
 

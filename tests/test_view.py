@@ -93,6 +93,7 @@ def test_view_of_an_async_function_sends_test_events_and_lists_outputs(local_bac
     view.event_body.value = '{"n": 21}'
     view._publish()
     assert "published to numbers" in view.event_result.value
+    assert "#1a7f37" not in view.event_result.value  # not green: whether it worked is not known
     handle.wait_for_outputs(1, timeout=20)
     wait_for(lambda: "42" in view.outputs.value, 30)
     assert "<td>out</td>" in view.outputs.value

@@ -12,6 +12,7 @@ test skips with that reason; under CI a missing browser fails it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -75,6 +76,15 @@ class Lab:
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
     _need_chromium()
+    with start_lab(tmp_path) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def start_lab(tmp_path: Path) -> Iterator[Lab]:
+    """JupyterLab on 127.0.0.1 in ``tmp_path/lab`` with a copy of the quickstart (outputs
+    cleared); stopped afterwards, and nothing its kernels deployed may outlive it. Also what
+    benchmarks/bench_view.py measures the page with."""
     root = tmp_path / "lab"
     root.mkdir()
     notebook = json.loads((ROOT / "notebooks" / "quickstart.ipynb").read_text())
@@ -151,6 +161,16 @@ def _processes_using(cache: Path) -> list[psutil.Process]:
     return found
 
 
+def open_and_run_all(page: Any, lab: Lab, name: str) -> None:
+    """Open notebook ``name`` in the lab, wait for its kernel, run all its cells."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{lab.base}/lab/tree/{name}?token={lab.token}")
+    expect(page.locator(".jp-NotebookPanel")).to_be_visible(timeout=60_000)
+    lab.wait_for_idle_kernel()
+    run_all(page)
+
+
 def run_all(page: Any) -> None:
     """Run > Run All Cells, as a person would; the page may still be wiring the kernel when it
     first says idle, so a click that ran nothing is repeated once."""
@@ -175,10 +195,7 @@ def test_quickstart_view_in_jupyterlab(lab: Lab, tmp_path: Path) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(f"{lab.base}/lab/tree/quickstart.ipynb?token={lab.token}")
-            expect(page.locator(".jp-NotebookPanel")).to_be_visible(timeout=60_000)
-            lab.wait_for_idle_kernel()
-            run_all(page)
+            open_and_run_all(page, lab, "quickstart.ipynb")
             view = page.locator(".ofnotebook-view").filter(
                 has=page.locator(".ofn-name", has_text="greet"))
             expect(view.locator(".ofn-status-running")).to_be_visible(timeout=90_000)
@@ -250,10 +267,11 @@ LAST_LINE_VISIBLE = """view => {
 }"""
 
 
-def _live_notebook(root: Path) -> None:
+def write_notebook(path: Path, sources: list[str]) -> None:
+    """A notebook of code cells, not run yet."""
     cells = [{"cell_type": "code", "metadata": {}, "source": source, "outputs": [],
-              "execution_count": None} for source in LIVE_CELLS]
-    (root / "live.ipynb").write_text(json.dumps({
+              "execution_count": None} for source in sources]
+    path.write_text(json.dumps({
         "cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                     "language": "python"}},
         "nbformat": 4, "nbformat_minor": 5}))
@@ -266,15 +284,12 @@ def test_live_view_follows_folds_errors_copies_curl_and_keeps_its_port(lab: Lab,
     is the request's; Redeploy keeps the URL; screenshots in the light and dark themes."""
     from playwright.sync_api import expect, sync_playwright
 
-    _live_notebook(lab.root)
+    write_notebook(lab.root / "live.ipynb", LIVE_CELLS)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         try:
-            page.goto(f"{lab.base}/lab/tree/live.ipynb?token={lab.token}")
-            expect(page.locator(".jp-NotebookPanel")).to_be_visible(timeout=60_000)
-            lab.wait_for_idle_kernel()
-            run_all(page)
+            open_and_run_all(page, lab, "live.ipynb")
             view = page.locator(".ofnotebook-view").filter(
                 has=page.locator(".ofn-name", has_text="streamer"))
             expect(view.locator(".ofn-status-running")).to_be_visible(timeout=90_000)
