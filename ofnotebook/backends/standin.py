@@ -35,6 +35,7 @@ from ..sidecar.protocol import (API_TOKEN_ENV, APP_GRPC, APP_HTTP, APP_NONE, APP
                                 STANDIN_KEY_ENV, TOKEN_HEADER, app_token, callback_token)
 from ..spec import FunctionSpec
 from . import standin_process
+from .processes import Backoff
 from .events import STANDIN_RESTART, EventTracker
 
 _log = logging.getLogger("ofnotebook.standin")
@@ -99,6 +100,10 @@ class StandIn:
         self._trackers: dict[str, EventTracker] = {}
         self._registrations: dict[str, dict[str, Any]] = {}
         self.http_port = self.grpc_port = 0
+        # A stand-in that keeps dying right after its start is started again less and less
+        # often (0.2 s doubling to 10 s), as a crash loop is; one up a minute starts over.
+        self._backoff = Backoff(first=0.2, cap=10.0, reset=60.0)
+        self._started_at = time.monotonic()
         self.proc = self._spawn()
         self.base = f"http://127.0.0.1:{self.http_port}"
         self._session = requests.Session()
@@ -114,6 +119,7 @@ class StandIn:
         proc, ports = standin_process.start(self.http_port, self.grpc_port, {
             API_TOKEN_ENV: self.token, STANDIN_KEY_ENV: self._app_key}, self.logs, self._procs)
         self.http_port, self.grpc_port = ports["http"], ports["grpc"]
+        self._started_at = time.monotonic()
         return proc
 
     # -- the watcher: a process that died is started again -----------------------------------
@@ -136,6 +142,8 @@ class StandIn:
                        f"gRPC port {self.grpc_port}"
                        + "".join(f"; {n} in-memory event(s) of {app!r} lost"
                                  for app, n in lost.items() if n))
+            if self._closed.wait(self._backoff.next_delay(time.monotonic() - self._started_at)):
+                return
             if not self._restart(proc):
                 return
 
