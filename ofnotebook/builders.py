@@ -18,7 +18,7 @@ from .backends.base import PhaseEvent, PhaseRecorder
 from .config import BUILD_MODES
 from .errors import BackendUnavailableError, BuildError, ConfigError
 from .package import Package
-from .requirements import check_index
+from .requirements import check_index, index_target
 
 NO_BUILD = "none"  # the caller names the image itself (tests, pre-built images)
 
@@ -99,15 +99,18 @@ def push_image(package: Package, registry: str, mode: str, recorder: PhaseRecord
 
 
 def push_source_bundle(package: Package, registry: str, recorder: PhaseRecorder,
-                       on_line: Callable[[str, str], None] | None = None) -> str:
+                       on_line: Callable[[str, str], None] | None = None, *,
+                       platform_name: str | None = None) -> str:
     """Push the build context as a Shipwright source bundle for ``--build cluster``; return
-    its reference (tag = the package digest, so the same content never rebuilds)."""
+    its reference (tag = the package digest, so the same content never rebuilds). The
+    requirements are checked for ``platform_name`` (the cluster's nodes: :func:`platform`)."""
     from . import layers
 
     _require_registry(package, registry, "--build cluster pushes the build context to a "
                       "registry the cluster reads")
     # the cluster's build would fail on it after the push; refused here, nothing pushed
-    check_index(package.capture.requirements, package.spec.name)
+    check_index(package.capture.requirements, package.spec.name,
+                index_target(platform(platform_name), package.capture.python_version))
     with recorder.phase("push", detail=f"source bundle to {registry}"):
         return layers.push_bundle(package, registry, on_line=on_line or _progress(recorder))
 

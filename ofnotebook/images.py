@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import BackendUnavailableError, BuildError
 from .package import Package, default_base_image
-from .requirements import check_index
+from .requirements import check_index, index_target
 
 if TYPE_CHECKING:
     import docker
@@ -196,8 +196,11 @@ def build(package: Package, on_line: Callable[[str], None] = lambda line: None,
             return BuiltImage(tag, client.images.get(tag).id, built=False)
         except docker.errors.ImageNotFound:
             pass
-    # a requirement the index cannot satisfy fails here, not minutes later in the pip step
-    check_index(package.capture.requirements, package.spec.name)
+    # a requirement the index cannot satisfy fails here, not minutes later in the pip step;
+    # asked for the engine's Linux (this machine's architecture) and the image's Python (the
+    # base's must match the kernel's major.minor, all pip's filter uses: check_python)
+    check_index(package.capture.requirements, package.spec.name,
+                index_target(None, package.capture.python_version))
     base = base_image_for(package)
     check_python(package, base_python(client, base), base)
     deps_tag, deps, code = split_context(package)

@@ -36,7 +36,7 @@ from . import images
 from .errors import BuildError
 from .package import Package
 from .registry.client import RegistryClient
-from .requirements import check_index
+from .requirements import check_index, index_target
 from .registry.reference import (CONFIG_DOCKER, FAMILY, LAYER_DOCKER, MANIFEST_DOCKER,
                                  MANIFEST_OCI, Manifest, Reference, parse_platform, sha256_digest,
                                  split_registry)
@@ -341,7 +341,10 @@ def build_and_push(package: Package, registry: str, *, platform: str = "linux/am
     target, source = _clients(base, host)
     try:
         with phase("build", f"{repository}:{tag} on {base} ({platform})"):
-            check_index(package.capture.requirements, package.spec.name)
+            # for the image's platform; the base's Python is read in plan_image, but must
+            # match the kernel's major.minor (check_python), which is all pip's filter uses
+            check_index(package.capture.requirements, package.spec.name,
+                        index_target(platform, package.capture.python_version))
             plan = plan_image(package, base, source, platform, on_line)
         with phase("push", host):
             digest = push_plan(plan, target, source, repository, tag, on_line)

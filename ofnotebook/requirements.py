@@ -10,9 +10,11 @@ Three checks, each where its answer is known and before anything is built:
 * **the index** (image targets, before a build): a pinned version the package index does not
   have (``numpy==0.0.1``, a typo ``nunpy``) is refused before the first layer. The index is
   asked the way pip asks it (``pip index versions`` of the kernel's pip, so its index URL,
-  extra indexes, find-links, proxy and certificates apply; no host name is written here), and
-  each answer is kept for the kernel's life. An index that does not answer is a warning: the
-  build may still work from a cache or a mirror the engine sees.
+  extra indexes, find-links, proxy and certificates apply; no host name is written here) for
+  the image's platform and Python, not the kernel's (a Mac builds Linux images), and each
+  answer is kept for the kernel's life. An index that does not answer is a warning, once, and
+  is not asked again for a few minutes: the build may still work from a cache or a mirror the
+  engine sees. A kernel without pip (a uv venv) skips the check, and says so once.
 
 URLs, local paths and pip option lines (``--extra-index-url ...``) pass through unchecked, as
 before: they name no distribution to look up.
@@ -24,9 +26,12 @@ import collections
 import dis
 import importlib.metadata
 import importlib.util
+import os
+import platform as _platform
 import re
 import subprocess
 import sys
+import time
 import types
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -204,6 +209,68 @@ def inferred_packages_distributions() -> dict[str, list[str]]:
 
 
 @dataclass(frozen=True)
+class IndexTarget:
+    """The image the index is asked for: pip filters wheels by platform and Python, and the
+    kernel's (a Mac building a Linux image) would refuse a Linux-only wheel (triton, nvidia-*)."""
+
+    platform: str
+    python: str  # major.minor
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return platform_tags(self.platform)
+
+    def pip_options(self) -> list[str]:
+        """``--platform`` (each tag) and the CPython the image runs; no ``--only-binary``, so
+        a distribution with only a source distribution still counts as there."""
+        if not self.tags:
+            return []  # an os pip has no tags for here: its own (the kernel's) filter
+        options = [arg for tag in self.tags for arg in ("--platform", tag)]
+        return options + ["--python-version", self.python, "--implementation", "cp",
+                          "--abi", "cp" + self.python.replace(".", "")]
+
+    def __str__(self) -> str:
+        return f"{self.platform} and CPython {self.python}"
+
+
+#: Docker's architecture names -> the machine in pip's platform tags
+_MACHINES = {"amd64": "x86_64", "arm64": "aarch64", "386": "i686", "arm": "armv7l"}
+#: the newest glibc asked for: every manylinux_2_N down to 2_17 is listed, since pip takes
+#: --platform literally (only the legacy manylinux2014/2010 aliases are expanded)
+_NEWEST_GLIBC = 39
+
+
+def platform_tags(image_platform: str) -> tuple[str, ...]:
+    """pip's ``--platform`` tags a Linux image of ``os/arch[/variant]`` installs (glibc
+    manylinux, musllinux, plain linux); empty for another os."""
+    os_, _, rest = image_platform.partition("/")
+    arch = rest.split("/", 1)[0]
+    if os_ != "linux" or not arch:
+        return ()
+    machine = _MACHINES.get(arch, arch)
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(_NEWEST_GLIBC, 16, -1)]
+    tags += [f"manylinux2014_{machine}", f"manylinux_2_12_{machine}",
+             f"manylinux2010_{machine}", f"manylinux_2_5_{machine}", f"manylinux1_{machine}"]
+    return tuple(tags + [f"musllinux_1_{minor}_{machine}" for minor in (2, 1)]
+                 + [f"linux_{machine}"])
+
+
+def kernel_platform() -> str:
+    """``linux/<this machine>`` in Docker's names: what a local engine builds by default."""
+    machine = _platform.machine().lower()
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "i386": "386",
+            "armv7l": "arm"}.get(machine, machine)
+    return f"linux/{arch}"
+
+
+def index_target(platform: str | None = None, python: str | None = None) -> IndexTarget:
+    """The target of an image build: its platform (default: this machine's, for Linux) and
+    its Python's major.minor (default: the kernel's, which the base image must match)."""
+    version = python or ".".join(map(str, sys.version_info[:2]))
+    return IndexTarget(platform or kernel_platform(), ".".join(version.split(".")[:2]))
+
+
+@dataclass(frozen=True)
 class IndexAnswer:
     """What the index says of one distribution: its versions, or that it was unreachable."""
 
@@ -212,15 +279,23 @@ class IndexAnswer:
     detail: str = ""
 
 
-#: (dist, specifier) -> "" when the index has a match, else the refusal: for the kernel's life
-_ANSWERS: dict[tuple[str, str], str] = {}
+#: (dist, specifier, target) -> "" when the index has a match, else the refusal: for the
+#: kernel's life
+_ANSWERS: dict[tuple[str, str, IndexTarget], str] = {}
+#: pip's settings (its PIP_* variables) -> (until when, on time.monotonic) the index is known
+#: not to answer: a blackholed index would otherwise cost every build its timeout again
+_UNREACHABLE: dict[tuple[tuple[str, str], ...], float] = {}
+UNREACHABLE_KEEP_S = 300.0
 _TIMEOUT_S = 15
+_warned_no_pip: list[bool] = []
 
 
-def ask_index(name: str) -> IndexAnswer:
-    """The versions the kernel's pip finds for ``name`` (pre-releases included)."""
+def ask_index(name: str, target: IndexTarget | None = None) -> IndexAnswer:
+    """The versions the kernel's pip finds for ``name`` for ``target`` (pre-releases
+    included)."""
     command = [sys.executable, "-m", "pip", "index", "versions", name, "--pre", "-vvv",
-               "--retries", "0", "--timeout", str(_TIMEOUT_S), "--disable-pip-version-check"]
+               "--retries", "0", "--timeout", str(_TIMEOUT_S), "--disable-pip-version-check",
+               *(target or index_target()).pip_options()]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=_TIMEOUT_S * 4,
                               stdin=subprocess.DEVNULL)
@@ -251,53 +326,89 @@ def _short(line: str) -> str:
     return f"{url}: {errno.group(1) if errno else why[:160]}"
 
 
-def _key(requirement: Requirement) -> tuple[str, str]:
-    return canonicalize_name(requirement.name), str(requirement.specifier)
+def _key(requirement: Requirement, target: IndexTarget) -> tuple[str, str, IndexTarget]:
+    return canonicalize_name(requirement.name), str(requirement.specifier), target
 
 
-def check_index(requirements: Sequence[str], function_name: str) -> None:
-    """Refuse, before a build, a requirement no version on the index satisfies (a
-    :class:`BuildError`: nothing is built or pushed); warn when the index cannot be asked.
-    Answers are kept per (distribution, specifier) for the kernel's life."""
+def _pip_settings() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("PIP_")))
+
+
+def _pip_missing() -> bool:
+    """True (and warned once) when the kernel's Python has no pip to ask the index with (a
+    venv made by uv): the check is skipped, which is said, rather than "did not answer"."""
+    if importlib.util.find_spec("pip") is not None:
+        return False
+    if not _warned_no_pip:
+        _warned_no_pip.append(True)
+        warnings.warn(f"The requirements are not checked against the package index before "
+                      f"builds: pip is not installed in this kernel's Python "
+                      f"({sys.executable}; a venv made by uv has none). Building anyway; "
+                      f"to have them checked, install pip there (uv pip install pip).",
+                      stacklevel=4)
+    return True
+
+
+def check_index(requirements: Sequence[str], function_name: str,
+                target: IndexTarget | None = None) -> None:
+    """Refuse, before a build, a requirement no version on the index satisfies for
+    ``target`` (the image's platform and Python; :func:`index_target` by default): a
+    :class:`BuildError`, nothing is built or pushed. Warn when the index cannot be asked; an
+    index that did not answer is not asked again for :data:`UNREACHABLE_KEEP_S` seconds.
+    Answers are kept per (distribution, specifier, target) for the kernel's life."""
+    target = target or index_target()
     wanted = [(text, req) for text, req in parse(requirements)
               if req is not None and req.url is None and applies(req)]
-    names = sorted({canonicalize_name(r.name) for _, r in wanted if _key(r) not in _ANSWERS})
+    names = sorted({canonicalize_name(r.name) for _, r in wanted
+                    if _key(r, target) not in _ANSWERS})
+    settings = _pip_settings()
+    if names and (_UNREACHABLE.get(settings, 0.0) > time.monotonic() or _pip_missing()):
+        names = []  # said once already: a build does not wait for it again
     answers: dict[str, IndexAnswer] = {}
     if names:
         with ThreadPoolExecutor(max_workers=min(4, len(names))) as pool:
-            answers = dict(zip(names, pool.map(ask_index, names)))
+            answers = dict(zip(names, pool.map(lambda n: ask_index(n, target), names)))
     for text, req in wanted:
         answer = answers.get(canonicalize_name(req.name))
-        if _key(req) not in _ANSWERS and answer is not None and answer.reachable:
-            _ANSWERS[_key(req)] = ("" if any(satisfied(req, v) for v in answer.versions)
-                                   else _refusal(text, req, answer))
-    refused = [m for m in dict.fromkeys(_ANSWERS.get(_key(r), "") for _, r in wanted) if m]
+        if _key(req, target) not in _ANSWERS and answer is not None and answer.reachable:
+            _ANSWERS[_key(req, target)] = (
+                "" if any(satisfied(req, v) for v in answer.versions)
+                else _refusal(text, req, answer, target))
+    refused = [m for m in dict.fromkeys(_ANSWERS.get(_key(r, target), "") for _, r in wanted)
+               if m]
     if refused:
         raise BuildError("; ".join(refused) + ". Nothing was built.",
                          function_name=function_name)
     unreachable = {n: a.detail for n, a in answers.items() if not a.reachable}
     if unreachable:
+        _UNREACHABLE[settings] = time.monotonic() + UNREACHABLE_KEEP_S
         warnings.warn(f"The package index did not answer for {', '.join(unreachable)} "
                       f"({next(iter(unreachable.values()))}), so whether it has the "
                       f"requirements is not known; building anyway (pip in the build says "
-                      f"what it cannot find).",
+                      f"what it cannot find). It is not asked again for "
+                      f"{UNREACHABLE_KEEP_S / 60:.0f} minutes.",
                       stacklevel=3)
 
 
-def _refusal(text: str, requirement: Requirement, answer: IndexAnswer) -> str:
+def _refusal(text: str, requirement: Requirement, answer: IndexAnswer,
+             target: IndexTarget) -> str:
     if not answer.versions:
-        return (f"The package index has no distribution {requirement.name!r} "
+        return (f"The package index has no distribution {requirement.name!r} for {target} "
                 f"(--requirements or lock line {text!r}): check its spelling (the name pip "
-                f"installs, as in 'pip install {requirement.name}')")
+                f"installs, as in 'pip install {requirement.name}'), or whether it has wheels "
+                f"for that platform (--platform)")
     shown = ", ".join(answer.versions[:8]) + (", ..." if len(answer.versions) > 8 else "")
     return (f"The package index has no version of {requirement.name} that matches {text!r} "
-            f"(it has {shown}): pick one of those, or give the bare name "
+            f"for {target} (it has {shown}): pick one of those, or give the bare name "
             f"{requirement.name!r} to pin the kernel's version")
 
 
 def forget_index_answers() -> None:
-    """Drop the kept answers (a test, or after changing pip's index settings)."""
+    """Drop the kept answers and unreachable marks (a test, or after changing pip's index
+    settings in a config file)."""
     _ANSWERS.clear()
+    _UNREACHABLE.clear()
+    _warned_no_pip.clear()
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,8 +437,9 @@ def body_imports(code: types.CodeType) -> Iterator[str]:
 def imports_to_lock(functions: Iterable[types.FunctionType], covered: AbstractSet[str], local: bool,
                     stdlib: frozenset[str]) -> tuple[list[tuple[str, str]], set[str], list[str]]:
     """Modules the by-value ``functions`` import in their bodies: ``(module, owner)`` each,
-    the installed ones to lock, and a warning for each the kernel has no distribution for
-    (unless a requirement in ``covered`` names it) or that is a local module."""
+    the installed ones to lock (packages_distributions names their distributions), and a
+    warning for each the kernel has no distribution for (unless a requirement in ``covered``,
+    canonical distribution names, provides it: :func:`covers`) or that is a local module."""
     found: list[tuple[str, str]] = []
     to_lock: set[str] = set()
     notes: list[str] = []
@@ -340,13 +452,30 @@ def imports_to_lock(functions: Iterable[types.FunctionType], covered: AbstractSe
             found.append((module, func.__qualname__))
             if top in mapping:
                 to_lock.add(module)
-            elif canonicalize_name(top) in covered:
+            elif covers(top, covered):
                 continue
             elif _findable(top):
                 notes.append(local_body_import_note(top, func.__qualname__))
             else:
                 notes.append(body_import_note(top, func.__qualname__, local))
     return found, to_lock, notes
+
+
+#: import names whose distribution is named otherwise (``import yaml`` is PyYAML), for a
+#: requirement that is not installed here, so packages_distributions cannot say
+KNOWN_DISTRIBUTIONS = {
+    "yaml": ("pyyaml",), "sklearn": ("scikit-learn",), "PIL": ("pillow",),
+    "bs4": ("beautifulsoup4",), "dateutil": ("python-dateutil",),
+    "cv2": ("opencv-python", "opencv-python-headless", "opencv-contrib-python",
+            "opencv-contrib-python-headless"),
+}
+
+
+def covers(top: str, covered: AbstractSet[str]) -> bool:
+    """True when a requirement in ``covered`` (canonical distribution names) provides the
+    module ``top`` that no installed distribution does: the same name once normalised
+    (``import foo_bar`` is ``foo-bar``), or a well-known other name."""
+    return not ({canonicalize_name(top), *KNOWN_DISTRIBUTIONS.get(top, ())}.isdisjoint(covered))
 
 
 def _findable(top: str) -> bool:
