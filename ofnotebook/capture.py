@@ -66,7 +66,7 @@ class CapturedGlobal:
     size: int
     by: str  # "value" | "reference"
     owner: str
-    #: its name looks like a secret's (PASSWORD, TOKEN, SECRET, *_KEY) and it holds text
+    #: its name looks like a secret's (PASSWORD, TOKEN, SECRET, *_API_KEY) and it holds text
     secret: bool = False
 
 
@@ -302,10 +302,12 @@ def _hint(type_name: str) -> str:
     return "create it inside the function instead of capturing it from the notebook"
 
 
-#: what a secret's name looks like (issue 12 item 9); a number named MAX_TOKENS is no secret,
-#: so only text (str, bytes) under such a name is flagged
-_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN(?!I[SZ])|_KEY$|^API_?KEY$",
-                          re.I)  # TOKENIZER / TOKENISER name a model, not a credential
+#: what a secret's name looks like (issue 12 item 9): only text (str, bytes) under such a name
+#: is flagged. A key is a credential's only as API_KEY, *_API_KEY, *_SECRET_KEY, *_ACCESS_KEY
+#: or *_PRIVATE_KEY (SORT_KEY, CACHE_KEY, PRIMARY_KEY name a field); TOKENIZER / TOKENISER
+#: name a model and *_TOKENS a count or a vocabulary, not a credential
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN(?!S$|I[SZ])"
+                          r"|(?:^|_)(?:API|ACCESS|PRIVATE)_?KEY$", re.I)
 
 
 def looks_like_secret(name: str, value: Any) -> bool:
