@@ -407,11 +407,14 @@ _instance_lock = threading.Lock()
 
 
 def get_standin() -> StandIn:
-    """The kernel's stand-in, started on first use (and again if it died)."""
+    """The kernel's stand-in, started on first use, and anew if the last one could not be
+    restarted (its apps' trackers carry over: their counts belong to the names)."""
     global _instance
     with _instance_lock:
         if _instance is None or not _instance.alive:
-            _instance = StandIn()
+            previous, _instance = _instance, StandIn()
+            if previous is not None and not previous._closed.is_set():
+                _instance._trackers.update(previous._trackers)
         return _instance
 
 

@@ -198,10 +198,15 @@ def test_a_killed_standin_comes_back_on_its_ports_with_its_apps(sdk_env: StandIn
     assert standin.proc.pid in _sidecars() and old.pid not in _sidecars()
 
 
-def test_a_standin_that_cannot_come_back_says_why(standin: StandIn) -> None:
+def test_a_standin_that_cannot_come_back_says_why(standin: StandIn,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import signal
     import socket
 
+    from ofnotebook.backends import standin as module
+
+    monkeypatch.setattr(module, "_instance", standin)  # as the kernel's own
+    tracker = standin.tracker("sdk-user")
     old = standin.proc
     others = _sidecars() - {old.pid}
     os.kill(old.pid, signal.SIGKILL)
@@ -217,3 +222,10 @@ def test_a_standin_that_cannot_come_back_says_why(standin: StandIn) -> None:
     assert "could not be started again" in message and f"HTTP {standin.http_port}" in message
     assert "cannot listen on HTTP port" in message and "%function stop --all" in message
     assert not standin.alive and _sidecars() == others
+    # The next deploy starts a new stand-in; the names' counts carry over to it.
+    fresh = module.get_standin()
+    try:
+        assert fresh is not standin and fresh.tracker("sdk-user") is tracker
+        assert tracker.standin_restarts == 1
+    finally:
+        fresh.close()
