@@ -30,18 +30,18 @@ import secrets
 import threading
 import time
 import weakref
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 from .. import config
 from ..context import context_env
-from ..errors import DeployError
+from ..errors import ConfigError, DeployError
 from ..package import Package
 from ..spec import FunctionSpec
 from .base import (FAILED, RESTARTING, RUNNING, STOPPED, BufferedDeployment, LogBuffer,
                    PhaseRecorder, TrackedBackend)
 from . import standin_warnings
-from .processes import (Backoff, RuntimeProcess, lost_its_port, port_holder, wait_healthy,
-                        wait_listening)
+from .processes import (Backoff, RuntimeProcess, kernel_exiting, lost_its_port, port_holder,
+                        wait_healthy, wait_listening)
 from .standin import StandIn, StandInUser, current_standin, get_standin
 
 
@@ -75,7 +75,8 @@ class LocalDeployment(StandInUser, BufferedDeployment):
         self._halt = threading.Event()
         self._lock = threading.Lock()
         self._backoff = Backoff()
-        self._next_restart = ""  # "restart #k in X s", while one is due
+        self._next_restart = ""  # "restart #k in X s", then "restart #k starting"
+        self._exit_seen = ""  # "pid P exited with code C": the process that died, kept
         self._restarting = False  # from an exit until the new process answers
         self.port_taken = False  # the port went to another process: restart on a free one
         self._backend = weakref.ref(backend) if backend is not None else None
@@ -112,17 +113,22 @@ class LocalDeployment(StandInUser, BufferedDeployment):
             return None
         tail = "\n".join(self.logs(tail=15))
         due = f"; {self._next_restart}" if status == RESTARTING and self._next_restart else ""
-        return (f"the local process (pid {self.process.pid}) exited with code "
-                f"{self.process.returncode}{due}. Last log lines:\n{tail}")
+        # The exit as seen: during a restart self.process is the new, live process.
+        exited = self._exit_seen or (f"pid {self.process.pid} exited with code "
+                                     f"{self.process.returncode}")
+        return f"the local process ({exited}){due}. Last log lines:\n{tail}"
 
     def _supervise(self) -> None:
-        """Restart the process each time it exits unasked, after the backoff delay."""
+        """Restart the process each time it exits unasked, after the backoff delay. Nothing
+        a restart raises ends this loop (a dead supervisor would leave the status stuck at
+        'restarting'): it is one line in the log, and the next restart follows the backoff."""
         while True:
             process = self.process
             process.exited.wait()
             if self._halt.is_set() or (process.stopping and not self._restarting):
                 return  # stopped on purpose (the deployment, the backend, the kernel's exit)
             self._restarting = True
+            self._exit_seen = f"pid {process.pid} exited with code {process.returncode}"
             delay = self._backoff.next_delay(time.monotonic() - process.started_at)
             self._next_restart = f"restart #{self.restarts + 1} in {delay:g} s"
             self.log_buffer.append(f"ofnotebook: process exited with code "
@@ -130,18 +136,26 @@ class LocalDeployment(StandInUser, BufferedDeployment):
             if self._halt.wait(delay):
                 return
             backend = self._backend() if self._backend is not None else None
-            if backend is None:
-                return
+            if backend is None or kernel_exiting():
+                return  # no process starts once the kernel exits
+            self._next_restart = f"restart #{self.restarts + 1} starting"
             try:
                 backend.restart(self)
-            except (OSError, DeployError) as exc:
-                self.log_buffer.append(f"ofnotebook: restart #{self.restarts} failed: {exc}")
-            else:
-                self._next_restart, self._restarting = "", False
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                if kernel_exiting():
+                    return
+                reason = exc if isinstance(exc, (OSError, DeployError)) else repr(exc)
+                self.log_buffer.append(f"ofnotebook: restart #{self.restarts} failed: {reason}")
 
-    def adopt(self, process: RuntimeProcess) -> bool:
-        """Make ``process`` this deployment's (a restart), sharing the log; False (and the
-        process stopped) when the deployment was stopped meanwhile."""
+    def ready_again(self) -> None:
+        """The restarted process serves: 'running' from now on, whatever registering it
+        again with the stand-in gives."""
+        self._next_restart, self._exit_seen, self._restarting = "", "", False
+
+    def adopt(self, process: RuntimeProcess, order: dict[str, object]) -> bool:
+        """Make ``process`` this deployment's (a restart), sharing the log, and hand it
+        ``order``; False (and the process stopped) when the deployment was stopped meanwhile.
+        Under the lock, so a concurrent ``stop`` either comes first or stops this process."""
         with self._lock:
             if self._stopped:
                 process.stop()
@@ -151,7 +165,32 @@ class LocalDeployment(StandInUser, BufferedDeployment):
             process.log_buffer = self.log_buffer
             self.process = process
             self.restarts += 1
+            process.send(order)
         return True
+
+    def moved_to(self, port: int, start_timeout: float) -> None:
+        """The restarted process listens on ``port``: the URL follows, and the stand-ins
+        learn it, unless the deployment was stopped or replaced meanwhile (a re-run cell's
+        new deployment, same app id, keeps its own port there: see :meth:`superseded`)."""
+        with self._lock:
+            if self._stopped:
+                return
+            self.port = port
+            self.url = self._url()
+            for known in {s for s in (self.standin, self.listed_in) if s is not None}:
+                try:
+                    known.register(self.name, port, self.package.spec, start_timeout)
+                except DeployError as exc:  # the stand-in is gone: the process still serves
+                    self.log_buffer.append(f"ofnotebook: restarted on port {port}, not "
+                                           f"registered again with the stand-in: {exc}")
+
+    def superseded(self, register: Callable[[], None]) -> None:
+        """Run ``register`` (a new deployment of this app id taking its place with the
+        stand-in) and count this one stopped from then on, under the lock a restart that
+        moved ports registers under: the old port never overwrites the new one."""
+        with self._lock:
+            register()
+            self._stopped = True
 
     def mark_stopped(self) -> None:
         """Report ``stopped`` at once while the process stops in the background: a replaced
@@ -262,13 +301,17 @@ class LocalBackend(TrackedBackend):
                         continue  # another process took the free port first: take a new one
                     raise self._not_ready(name, process, port, exc) from None
                 if standin is not None:
-                    self._register(standin, name, port, process, spec, recorder)
+                    self._register_replacing(existing, standin, name, port, process, spec,
+                                             recorder)
                 break
 
         deployment = LocalDeployment(name, package, process, port, env, standin, backend=self,
                                      fixed_port=local_port is not None, nonce=nonce)
         if listed is not None:
-            self._list(deployment, listed)
+            if isinstance(existing, LocalDeployment):
+                existing.superseded(lambda: self._list(deployment, listed))
+            else:
+                self._list(deployment, listed)
         previous = self._track(deployment)
         if isinstance(previous, LocalDeployment):
             # The new process already answers; stopping the old one need not hold the cell.
@@ -318,7 +361,11 @@ class LocalBackend(TrackedBackend):
         """Start ``deployment`` again in a new process (it died unasked): the same package
         and environment on the same port, a free one if that was taken (then registered
         again with the stand-in). Raises ``DeployError`` when the new one is not ready."""
-        self._read_settings()
+        try:
+            self._read_settings()
+        except ConfigError as exc:  # the last good settings stay: the function comes back
+            deployment.log_buffer.append(f"ofnotebook: restart #{deployment.restarts + 1} keeps "
+                                         f"the settings it had: {exc}")
         spec = deployment.package.spec
         process = self._take_process()
         try:
@@ -326,13 +373,17 @@ class LocalBackend(TrackedBackend):
         except DeployError:
             process.stop()
             raise
-        if not deployment.adopt(process):
-            return  # stopped while the restart was due
         port = standby_port if deployment.port_taken and not deployment.fixed_port \
             else deployment.port
         standin = deployment.standin or deployment.listed_in
-        process.send(self._order(deployment.package, deployment.env, standin, port,
-                                 None if port == standby_port else port, deployment.nonce))
+        order = self._order(deployment.package, deployment.env, standin, port,
+                            None if port == standby_port else port, deployment.nonce)
+        try:
+            if not deployment.adopt(process, order):
+                return  # stopped while the restart was due
+        except (OSError, ValueError):  # the process died before its order (a closed pipe)
+            process.stop()
+            raise
         threading.Thread(target=self._refill_standby, daemon=True).start()
         try:
             self._wait_ready(process, port, spec, deployment.nonce)
@@ -340,12 +391,22 @@ class LocalBackend(TrackedBackend):
             process.stop()
             deployment.port_taken = lost_its_port(process)
             raise self._not_ready(deployment.name, process, port, exc) from None
-        if port != deployment.port:
-            deployment.port = port
-            deployment.url = deployment._url()
-            for known in {s for s in (deployment.standin, deployment.listed_in) if s}:
-                known.register(deployment.name, port, spec, self.start_timeout)
         deployment.port_taken = False
+        deployment.ready_again()
+        if port != deployment.port:
+            deployment.moved_to(port, self.start_timeout)
+
+    def _register_replacing(self, existing: object, standin: StandIn, name: str, port: int,
+                            process: RuntimeProcess, spec: FunctionSpec,
+                            recorder: PhaseRecorder) -> None:
+        """:meth:`_register`; a deployment of the same name it replaces is stopped as the new
+        one registers (a restart of the old one must not register its port after)."""
+        def register() -> None:
+            self._register(standin, name, port, process, spec, recorder)
+        if isinstance(existing, LocalDeployment):
+            existing.superseded(register)
+        else:
+            register()
 
     def _register(self, standin: StandIn, name: str, port: int, process: RuntimeProcess,
                   spec: FunctionSpec, recorder: PhaseRecorder) -> None:

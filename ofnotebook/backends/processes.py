@@ -15,6 +15,7 @@ import collections
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -67,8 +68,17 @@ RESTART_FIRST, RESTART_MAX, RESTART_RESET = 0.5, 30.0, 60.0
 #: How the runtime's line saying it serves begins (``runtime/__main__``, ``callbacks``).
 SERVING = "ofnotebook runtime: serving"
 
+#: What the runtime writes when it cannot listen on its port (``runtime/__main__``, gRPC).
+_PORT_IN_USE = re.compile("failed to bind|address already in use|cannot listen on",
+                          re.IGNORECASE)
+
 _LIVE_PROCESSES: "weakref.WeakSet[RuntimeProcess]" = weakref.WeakSet()
 _exiting = threading.Event()
+
+
+def kernel_exiting() -> bool:
+    """True once the kernel's exit began (:func:`stop_all_processes`): nothing restarts."""
+    return _exiting.is_set()
 
 
 class Backoff:
@@ -102,6 +112,9 @@ class RuntimeProcess:
         #: This process said it serves (a restarted function's log holds earlier processes'
         #: lines too, so the log cannot tell).
         self.serving = threading.Event()
+        #: This process said it could not bind its port (read per process, as ``serving``:
+        #: the shared log of a restarted function holds earlier processes' lines).
+        self.port_in_use = False
         self.port: int | None = None
         self.returncode: int | None = None
         self.stopping = False
@@ -137,6 +150,8 @@ class RuntimeProcess:
                 continue
             if line.startswith(SERVING):
                 self.serving.set()
+            elif _PORT_IN_USE.search(line):
+                self.port_in_use = True
             self.log_buffer.append(line)
         self.proc.stdout.close()
         self.returncode = self.proc.wait()
@@ -253,7 +268,4 @@ def wait_listening(process: RuntimeProcess, port: int, timeout: float) -> None:
 def lost_its_port(process: RuntimeProcess) -> bool:
     """True when the runtime exited because its port was taken (a race with other processes
     picking free ports between the standby's release and the bind, or a held --port)."""
-    text = "\n".join(process.logs).lower()
-    return process.exited.is_set() and ("failed to bind" in text or
-                                        "address already in use" in text or
-                                        "cannot listen on" in text)
+    return process.exited.is_set() and process.port_in_use

@@ -24,6 +24,7 @@ from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
 
 import ofnotebook
 from ofnotebook.backends.local import LocalBackend
+from ofnotebook.backends.processes import RuntimeProcess, lost_its_port
 from ofnotebook.errors import DeployError, InvocationError
 from ofnotebook.sidecar.apps import App, Endpoint
 from ofnotebook.sidecar.delivery import (CLOSED_WHILE_UNREACHABLE, HOLD_MAX, NO_REDELIVERY,
@@ -415,3 +416,142 @@ def test_a_restart_whose_port_was_taken_moves_and_registers_again(
         wait_for(lambda: {o.data for o in handle.outputs} >= set(range(20)), 30,
                  lambda: f"{handle.stats}")
     assert handle.stats["dead_letters"] == 0
+
+
+@pytest.mark.broker  # Redis
+def test_a_cell_re_run_while_its_runtime_restarts_loses_no_redis_event(
+        local_backend: LocalBackend) -> None:
+    """The issue's scenario: an async function on a Redis Streams input, kill -9 its runtime,
+    re-run the cell (the same function, redeployed) while it is 'restarting'."""
+    stream = f"ofn-rerun-{uid()}"
+    name, out = f"rerun-{uid()}", f"memory://rerun-out-{uid()}"
+
+    def deploy() -> Any:
+        return ofnotebook.deploy(make_function(SLOW_RECORDER, name="record"), name,
+                                 target=local_backend,
+                                 inputs={"events": f"redis://127.0.0.1:6379/{stream}"},
+                                 outputs={"seen": out})
+
+    first = deploy()
+    publisher = threading.Thread(
+        target=lambda: [first.publish("events", {"i": i}) for i in range(EVENTS)], daemon=True)
+    publisher.start()
+    wait_for(lambda: first.stats["delivered"] >= 100, 60, lambda: f"{first.stats}")
+    os.kill(first.deployment.process.pid, signal.SIGKILL)
+    wait_for(lambda: first.status == "restarting", 10, lambda: first.status)
+    second = deploy()  # the re-run, while the restart is due or starting
+    publisher.join(60)
+
+    def seen() -> set[int]:
+        return {o.data for o in second.outputs} | {o.data for o in first.outputs}
+
+    wait_for(lambda: len(seen()) >= EVENTS, 90,
+             lambda: f"missing {sorted(set(range(EVENTS)) - seen())[:20]}, stats "
+                     f"{second.stats}, logs:\n{second.logs(tail=10)}")
+    assert seen() == set(range(EVENTS))
+    assert second.stats["dead_letters"] == 0 and not second.dead_letters
+    assert second.status == "running" and first.status == "stopped"
+
+
+_SLOW_SECOND_START = """
+import os, time
+def check():
+    if os.path.exists({marker!r}):
+        time.sleep(3)  # a restart that takes a while to load the payload
+    return "ok"
+class Guard:
+    def __reduce__(self):
+        return (check, ())
+GUARD = Guard()
+"""
+
+
+def test_a_restart_keeps_the_exit_it_follows_in_the_failure_message(
+        local_backend: LocalBackend, tmp_path: Path) -> None:
+    marker = tmp_path / "slow"
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    make_function(_SLOW_SECOND_START.format(marker=str(marker)), ns, "check")
+    handle = ofnotebook.deploy(make_function("def f(request):\n    return str(GUARD)\n", ns),
+                               f"slowstart-{uid()}", target=local_backend)
+    first = handle.deployment.process.pid
+    marker.touch()
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: handle.deployment.process.pid != first, 20, lambda: handle.logs())
+    failure = handle.deployment.failure  # the new process loads its payload meanwhile
+    assert handle.status == "restarting", handle.status
+    assert failure is not None and f"pid {first} exited with code -9" in failure, failure
+    assert "restart #1 starting" in failure and "code None" not in failure, failure
+    wait_for(lambda: handle.status == "running", 30, lambda: handle.logs())
+    assert handle.deployment.failure is None and handle.invoke().text == "ok"
+
+
+def test_a_bad_setting_during_a_restart_keeps_the_last_good_one(
+        local_backend: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    handle = ofnotebook.deploy(make_function("def f(request):\n    return 'up'\n"),
+                               f"badsetting-{uid()}", target=local_backend)
+    monkeypatch.setenv("OFNOTEBOOK_LOG_LINES", "-5")
+    os.kill(handle.deployment.process.pid, signal.SIGKILL)
+    wait_for(lambda: handle.restarts == 1 and handle.status == "running", 30,
+             lambda: f"{handle.status}: {handle.logs()}")
+    assert "keeps the settings it had" in handle.logs() and "OFNOTEBOOK_LOG_LINES" in \
+        handle.logs(), handle.logs()
+    assert handle.invoke().text == "up"
+    os.kill(handle.deployment.process.pid, signal.SIGKILL)  # the supervisor still watches
+    wait_for(lambda: handle.restarts == 2 and handle.status == "running", 30,
+             lambda: f"{handle.status}: {handle.logs()}")
+
+
+def test_a_port_error_in_an_earlier_process_s_log_is_not_this_one_s(
+        local_backend: LocalBackend) -> None:
+    """``lost_its_port`` asks the process, not the log it shares with earlier processes."""
+    process = RuntimeProcess(log_lines=50)
+    try:
+        process.wait_standby(30)
+        process.log_buffer.append("OSError: [Errno 98] Address already in use")  # adopted
+    finally:
+        process.stop()
+    assert process.exited.is_set() and not lost_its_port(process)
+
+
+_EXITING_KERNEL = """
+import os, signal, sys, threading, time
+sys.path.insert(0, {root!r})
+import ofnotebook
+from ofnotebook.backends import processes
+ns = {{"__name__": "__main__"}}
+exec('''
+import os
+def check():
+    if os.path.exists({marker!r}):
+        raise RuntimeError("this start fails")
+    return "ok"
+class Guard:
+    def __reduce__(self):
+        return (check, ())
+GUARD = Guard()
+''', ns)
+exec("def f(request):\\n    return str(GUARD)\\n", ns)
+h = ofnotebook.deploy(ns["f"], "exiting-check")
+open({marker!r}, "w").close()
+os.kill(h.deployment.process.pid, signal.SIGKILL)
+while "restart #2 in 1 s" not in h.logs():
+    time.sleep(0.02)
+processes.stop_all_processes()  # what atexit runs: the kernel exits
+deadline = time.monotonic() + 10
+def supervising():
+    return [t for t in threading.enumerate() if t.name.startswith("ofnotebook-supervise-")]
+while supervising() and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("alive" if supervising() else "ended", h.logs().count("kernel is exiting"), flush=True)
+"""
+
+
+def test_no_restart_is_tried_once_the_kernel_exits(
+        local_backend: LocalBackend, tmp_path: Path) -> None:
+    """``local_backend`` is not used: it puts the test in the process-starting tier."""
+    script = tmp_path / "kernel.py"
+    script.write_text(_EXITING_KERNEL.format(root=str(Path(__file__).resolve().parents[2]),
+                                             marker=str(tmp_path / "broken")))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "OFNOTEBOOK_CACHE_DIR": str(tmp_path)})
+    assert done.stdout.split() == ["ended", "0"], done.stdout + done.stderr
