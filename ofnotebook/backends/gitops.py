@@ -274,7 +274,8 @@ class YamlBackend(TrackedBackend):
                recorder: PhaseRecorder) -> YamlDeployment:
         image, cluster_build = None, None
         if self.build == "cluster":
-            bundle = builders.push_source_bundle(package, self.registry, recorder)
+            bundle = builders.push_source_bundle(package, self.registry, recorder,
+                                                 platform_name=self.platform)
             credentials = self.options.image_credentials if self.options else None
             cluster_build = ClusterBuild(bundle=bundle, credentials=credentials)
             image = builders.output_image(package, self.registry)

@@ -256,7 +256,8 @@ class KubernetesBackend(TrackedBackend):
         the same content) and say how OpenFunction builds it."""
         if self.build != "cluster":
             return None
-        bundle = builders.push_source_bundle(package, self.registry, recorder)
+        bundle = builders.push_source_bundle(package, self.registry, recorder,
+                                                 platform_name=self.platform)
         return ClusterBuild(bundle=bundle, credentials=self.options.image_credentials,
                             timeout=f"{int(self.build_timeout)}s")
 
