@@ -247,21 +247,33 @@ def _mine(backend: LocalBackend, before: set[int]) -> list[int]:
     return [p.pid for p in runtime_children() if p.pid not in before and p.pid != standby]
 
 
-def test_a_function_that_crashes_on_every_start_backs_off_and_stop_ends_it(
-        local_backend: LocalBackend, tmp_path: Path) -> None:
-    marker = tmp_path / "broken"
-    ns: dict[str, Any] = {"__name__": "__main__"}
-    make_function(f"""
-import os
+#: A global whose unpickling runs ``action`` once ``marker`` exists: a function using it loads
+#: in the first process and misbehaves in every restart after the test touches the marker.
+_GUARD = """
+import os, time
 def check():
-    if os.path.exists({str(marker)!r}):
-        raise RuntimeError("the marker is there: this start fails")
+    if os.path.exists({marker!r}):
+        {action}
     return "ok"
 class Guard:
     def __reduce__(self):
         return (check, ())
 GUARD = Guard()
-""", ns, "check")
+"""
+_FAILS = 'raise RuntimeError("the marker is there: this start fails")'
+
+
+def _guarded(marker: Path, action: str) -> dict[str, Any]:
+    """A namespace holding ``GUARD`` (:data:`_GUARD`), for ``make_function``."""
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    make_function(_GUARD.format(marker=str(marker), action=action), ns, "check")
+    return ns
+
+
+def test_a_function_that_crashes_on_every_start_backs_off_and_stop_ends_it(
+        local_backend: LocalBackend, tmp_path: Path) -> None:
+    marker = tmp_path / "broken"
+    ns = _guarded(marker, _FAILS)
     before = {p.pid for p in runtime_children()}
     handle = ofnotebook.deploy(make_function("def f(request):\n    return str(GUARD)\n", ns),
                                f"crashloop-{uid()}", target=local_backend)
@@ -453,24 +465,10 @@ def test_a_cell_re_run_while_its_runtime_restarts_loses_no_redis_event(
     assert second.status == "running" and first.status == "stopped"
 
 
-_SLOW_SECOND_START = """
-import os, time
-def check():
-    if os.path.exists({marker!r}):
-        time.sleep(3)  # a restart that takes a while to load the payload
-    return "ok"
-class Guard:
-    def __reduce__(self):
-        return (check, ())
-GUARD = Guard()
-"""
-
-
 def test_a_restart_keeps_the_exit_it_follows_in_the_failure_message(
         local_backend: LocalBackend, tmp_path: Path) -> None:
     marker = tmp_path / "slow"
-    ns: dict[str, Any] = {"__name__": "__main__"}
-    make_function(_SLOW_SECOND_START.format(marker=str(marker)), ns, "check")
+    ns = _guarded(marker, "time.sleep(3)")  # a restart that takes a while to load its payload
     handle = ofnotebook.deploy(make_function("def f(request):\n    return str(GUARD)\n", ns),
                                f"slowstart-{uid()}", target=local_backend)
     first = handle.deployment.process.pid
@@ -519,17 +517,7 @@ sys.path.insert(0, {root!r})
 import ofnotebook
 from ofnotebook.backends import processes
 ns = {{"__name__": "__main__"}}
-exec('''
-import os
-def check():
-    if os.path.exists({marker!r}):
-        raise RuntimeError("this start fails")
-    return "ok"
-class Guard:
-    def __reduce__(self):
-        return (check, ())
-GUARD = Guard()
-''', ns)
+exec({guard!r}, ns)
 exec("def f(request):\\n    return str(GUARD)\\n", ns)
 h = ofnotebook.deploy(ns["f"], "exiting-check")
 open({marker!r}, "w").close()
@@ -550,8 +538,10 @@ def test_no_restart_is_tried_once_the_kernel_exits(
         local_backend: LocalBackend, tmp_path: Path) -> None:
     """``local_backend`` is not used: it puts the test in the process-starting tier."""
     script = tmp_path / "kernel.py"
+    marker = str(tmp_path / "broken")
     script.write_text(_EXITING_KERNEL.format(root=str(Path(__file__).resolve().parents[2]),
-                                             marker=str(tmp_path / "broken")))
+                                             marker=marker,
+                                             guard=_GUARD.format(marker=marker, action=_FAILS)))
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "OFNOTEBOOK_CACHE_DIR": str(tmp_path)})
     assert done.stdout.split() == ["ended", "0"], done.stdout + done.stderr
