@@ -239,8 +239,13 @@ class FunctionView(w.VBox):
         self.flush()
 
     def fail(self, error: BaseException) -> None:
-        """Show why the deploy failed: one summary line, the rest folded."""
+        """Show why the deploy failed: one summary line, the rest folded. The error is marked
+        ``shown_in_view``, so the cell's own report of it can stay one line."""
         self.state.set_failure(error)
+        try:
+            setattr(error, "shown_in_view", True)
+        except AttributeError:  # an exception type with __slots__
+            pass
         self._set_forms()
         self.flush()
 

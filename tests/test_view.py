@@ -312,6 +312,7 @@ def test_a_build_error_reads_as_its_step_and_pips_error_line() -> None:
     assert "<details" in html and "white-space:pre;line-height:normal" in html
     assert "  more  spaced" in html  # the block keeps its spaces and newlines
     assert "ofn-status-failed" in view.header.value
+    assert getattr(error, "shown_in_view", False)  # the cell's report may stay one line
 
 
 def test_a_failed_deploy_shows_its_error_and_redeploy_only(local_backend: Any) -> None:
