@@ -76,7 +76,7 @@ class LocalDeployment(StandInUser, BufferedDeployment):
         self._lock = threading.Lock()
         self._backoff = Backoff()
         self._next_restart = ""  # "restart #k in X s", then "restart #k starting"
-        self._exit_seen = ""  # "pid P exited with code C": the process that died, kept
+        self._exit_seen = ""  # "(pid P) exited with code C": the process that died, kept
         self._restarting = False  # from an exit until the new process answers
         self.port_taken = False  # the port went to another process: restart on a free one
         self._backend = weakref.ref(backend) if backend is not None else None
@@ -114,9 +114,9 @@ class LocalDeployment(StandInUser, BufferedDeployment):
         tail = "\n".join(self.logs(tail=15))
         due = f"; {self._next_restart}" if status == RESTARTING and self._next_restart else ""
         # The exit as seen: during a restart self.process is the new, live process.
-        exited = self._exit_seen or (f"pid {self.process.pid} exited with code "
+        exited = self._exit_seen or (f"(pid {self.process.pid}) exited with code "
                                      f"{self.process.returncode}")
-        return f"the local process ({exited}){due}. Last log lines:\n{tail}"
+        return f"the local process {exited}{due}. Last log lines:\n{tail}"
 
     def _supervise(self) -> None:
         """Restart the process each time it exits unasked, after the backoff delay. Nothing
@@ -128,7 +128,7 @@ class LocalDeployment(StandInUser, BufferedDeployment):
             if self._halt.is_set() or (process.stopping and not self._restarting):
                 return  # stopped on purpose (the deployment, the backend, the kernel's exit)
             self._restarting = True
-            self._exit_seen = f"pid {process.pid} exited with code {process.returncode}"
+            self._exit_seen = f"(pid {process.pid}) exited with code {process.returncode}"
             delay = self._backoff.next_delay(time.monotonic() - process.started_at)
             self._next_restart = f"restart #{self.restarts + 1} in {delay:g} s"
             self.log_buffer.append(f"ofnotebook: process exited with code "

@@ -477,7 +477,7 @@ def test_a_restart_keeps_the_exit_it_follows_in_the_failure_message(
     wait_for(lambda: handle.deployment.process.pid != first, 20, lambda: handle.logs())
     failure = handle.deployment.failure  # the new process loads its payload meanwhile
     assert handle.status == "restarting", handle.status
-    assert failure is not None and f"pid {first} exited with code -9" in failure, failure
+    assert failure is not None and f"(pid {first}) exited with code -9" in failure, failure
     assert "restart #1 starting" in failure and "code None" not in failure, failure
     wait_for(lambda: handle.status == "running", 30, lambda: handle.logs())
     assert handle.deployment.failure is None and handle.invoke().text == "ok"
