@@ -84,9 +84,10 @@ class ViewState:
                 self.on_warning(event.detail[len("warning: "):])
                 return
             step = _STEP.match(event.detail)
-            if step:
+            if step or event.phase in ("push", "deploy"):  # a push's bytes, a rollout's pods
                 with self._lock:
-                    self.step = (event.phase, int(step[1]), int(step[2]), event.detail)
+                    self.step = (event.phase, int(step[1]) if step else 0,
+                                 int(step[2]) if step else 0, event.detail)
                     self._touch("phases")
             self.on_log(f"[{event.phase}] {event.detail}")  # a build or push line
             return
@@ -262,9 +263,11 @@ class ViewState:
         if step is not None:
             phase, n, of, line = step
             cells.append(f'<div class="ofn-step" style="color:{MUTED};{PRE}">'
-                         f'{html.escape(line)}</div><div class="ofn-bar" style="height:3px;'
-                         f'background:var(--jp-layout-color3, #d0d7de)"><div style="height:3px;'
-                         f'width:{100 * (n - 1) / max(of, 1):.0f}%;background:{WARN}"></div></div>')
+                         f'{html.escape(line)}</div>')
+            if of:  # a thin bar where the number of steps is known
+                cells.append(f'<div class="ofn-bar" style="height:3px;background:'
+                             f'var(--jp-layout-color3, #d0d7de)"><div style="height:3px;'
+                             f'width:{100 * (n - 1) / of:.0f}%;background:{WARN}"></div></div>')
         if self.reused:
             cells.append(f'<span class="ofn-reused" style="color:{MUTED}">'
                          f'{html.escape(self.reused)}</span>')

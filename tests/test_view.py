@@ -375,6 +375,9 @@ def test_build_progress_ticks_and_shows_the_current_step() -> None:
     assert "[build] STEP 9/10" in view.state.logs[-1]
     view.on_phase(phase("build", "finished", 11.0))
     assert "ofn-step" not in view.phases.value and "11000 ms" in view.phases.value
+    view.on_phase(phase("push", "started"))
+    view.on_phase(phase("push", "progress", detail="layer 2/3: 24.0 MB of 91.5 MB"))
+    assert "24.0 MB of 91.5 MB" in view.phases.value and "ofn-bar" not in view.phases.value
 
 
 def test_sync_and_async_headers_counters_and_invocations(local_backend: Any) -> None:
