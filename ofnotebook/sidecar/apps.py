@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from dapr.proto.runtime.v1 import appcallback_pb2_grpc
 
+from .bulk import BulkSettings
 from .drivers import ComponentConfig, Driver
 from .protocol import APP_GRPC, ROLE_INPUT, TOKEN_HEADER, callback_token
 
@@ -48,7 +49,8 @@ class Endpoint:
     A pub/sub input also carries its subscription as daprd keeps it: the dead-letter topic
     failed events go to, and the routes (``default_path``, ``rules`` of ``(match, path)``)
     that pick the ``path`` of each ``OnTopicEvent``. ``discovered`` marks a subscription the
-    app declared itself (``ListTopicSubscriptions``), with a driver of its own."""
+    app declared itself (``ListTopicSubscriptions``), with a driver of its own; ``bulk`` its
+    ``bulkSubscribe`` settings (``sidecar/bulk.py``)."""
 
     role: str  # protocol.ROLES
     name: str
@@ -59,6 +61,8 @@ class Endpoint:
     default_path: str = ""
     rules: tuple[tuple[str, str], ...] = ()
     discovered: bool = False
+    #: ``bulkSubscribe`` of the subscription (None: unary only), as daprd reads it.
+    bulk: BulkSettings | None = None
 
     @property
     def kind(self) -> str:
@@ -108,6 +112,13 @@ class App:
             self.port = port
 
     def stub(self) -> appcallback_pb2_grpc.AppCallbackStub:
+        return appcallback_pb2_grpc.AppCallbackStub(self._channel())
+
+    def alpha_stub(self) -> appcallback_pb2_grpc.AppCallbackAlphaStub:
+        """``AppCallbackAlpha`` (``OnBulkTopicEventAlpha1``: apps built for daprd < 1.17)."""
+        return appcallback_pb2_grpc.AppCallbackAlphaStub(self._channel())
+
+    def _channel(self) -> grpc.Channel:
         with self._lock:
             port = self.port
             channel = self._channels.get(port)
@@ -117,7 +128,7 @@ class App:
                     channel = grpc.intercept_channel(
                         channel, _AppToken(callback_token(_callback_key, self.app_id)))
                 self._channels[port] = channel
-        return appcallback_pb2_grpc.AppCallbackStub(channel)
+        return channel
 
     def reachable(self) -> bool:
         """Whether something accepts connections on the app's current port (a restarted

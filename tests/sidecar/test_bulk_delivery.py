@@ -1,0 +1,274 @@
+"""Adaptive bulk delivery (issue 14 item 1): the stand-in's Dispatcher against real AppCallback
+gRPC servers, ours (answering each entry as told) and the Dapr SDK's ``dapr.ext.grpc.App``."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
+
+from ofnotebook.sidecar import cloudevents
+from ofnotebook.sidecar.apps import App, Endpoint
+from ofnotebook.sidecar.bulk import DROP_REASONS_KEY, BulkSettings
+from ofnotebook.sidecar.delivery import Dispatcher
+from ofnotebook.sidecar.drivers.base import ComponentConfig, InboundEvent
+from ofnotebook.sidecar.eventlog import EventLog
+from ofnotebook.sidecar.protocol import EVENT_DEAD_LETTER, EVENT_DELIVERED, ROLE_INPUT
+from tests.helpers import uid, wait_for
+
+SUCCESS = appcallback_pb2.TopicEventResponse.SUCCESS
+RETRY = appcallback_pb2.TopicEventResponse.RETRY
+DROP = appcallback_pb2.TopicEventResponse.DROP
+
+
+class _App(appcallback_pb2_grpc.AppCallbackServicer):
+    """Records each call; answers by the event's data: ``drop`` DROP (with a reason),
+    ``flaky`` RETRY the first time, ``nostatus`` no status in bulk; SUCCESS otherwise.
+    ``gate`` holds the first call until set (so a burst piles up behind it)."""
+
+    def __init__(self, bulk: bool = True) -> None:
+        self.bulk = bulk
+        self.unary: list[bytes] = []
+        self.batches: list[list[bytes]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self._seen: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    def _status(self, data: bytes) -> int:
+        with self._lock:
+            first = data not in self._seen
+            self._seen.add(data)
+        if data == b'"drop"':
+            return DROP
+        if data == b'"flaky"' and first:
+            return RETRY
+        return SUCCESS
+
+    def OnTopicEvent(self, request: Any, context: Any) -> Any:
+        self.gate.wait(10)
+        self.unary.append(request.data)
+        return appcallback_pb2.TopicEventResponse(status=self._status(request.data))
+
+    def OnBulkTopicEvent(self, request: Any, context: Any) -> Any:
+        if not self.bulk:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "no bulk here")
+        self.gate.wait(10)
+        self.batches.append([e.cloud_event.data for e in request.entries])
+        statuses, reasons = [], {}
+        for entry in request.entries:
+            if entry.cloud_event.data == b'"nostatus"':
+                continue
+            status = self._status(entry.cloud_event.data)
+            if status == DROP:
+                reasons[entry.entry_id] = "ctx.send('nope'): 'nope' is not a declared output"
+            statuses.append(appcallback_pb2.TopicEventBulkResponseEntry(
+                entry_id=entry.entry_id, status=status))
+        context.set_trailing_metadata(((DROP_REASONS_KEY, json.dumps(reasons)),))
+        return appcallback_pb2.TopicEventBulkResponse(statuses=statuses)
+
+
+def _serve(servicer: Any) -> tuple[grpc.Server, int]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    appcallback_pb2_grpc.add_AppCallbackServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+def _dispatcher(port: int, bulk: BulkSettings | None = BulkSettings(max_messages=50),
+                attempts: int = 4) -> tuple[Dispatcher, EventLog]:
+    app = App(app_id=f"app-{uid()}", port=port)
+    endpoint = Endpoint(role=ROLE_INPUT, name="in", topic="orders", bulk=bulk,
+                        component=ComponentConfig(name="in-pubsub", type="pubsub.redis"))
+    log = EventLog()
+    return Dispatcher(app, endpoint, log, attempts), log
+
+
+def _event(data: Any, acks: list[Any]) -> InboundEvent:
+    ce = cloudevents.from_raw_payload(data=json.dumps(data).encode(), topic="orders",
+                                      pubsub_name="in-pubsub")
+    return InboundEvent(data=json.dumps(ce).encode(), _ack=lambda: acks.append(data))
+
+
+def _records(log: EventLog, kind: str) -> list[dict[str, Any]]:
+    return [r for r in log.since(0, 0) if r["kind"] == kind]
+
+
+def test_an_isolated_event_goes_unary_at_once() -> None:
+    servicer = _App()
+    server, port = _serve(servicer)
+    dispatcher, log = _dispatcher(port)
+    acks: list[Any] = []
+    try:
+        dispatcher(_event(1, acks))
+        wait_for(lambda: acks == [1], timeout=10)
+        assert servicer.unary == [b"1"] and servicer.batches == []
+    finally:
+        dispatcher.close()
+        server.stop(None)
+
+
+def test_a_burst_goes_in_bulk_calls_each_event_acked_once() -> None:
+    servicer = _App()
+    servicer.gate.clear()  # the first call waits, so the rest pile up behind it
+    server, port = _serve(servicer)
+    dispatcher, log = _dispatcher(port)
+    acks: list[Any] = []
+    try:
+        feeder = threading.Thread(target=lambda: [dispatcher(_event(i, acks))
+                                                  for i in range(300)])
+        feeder.start()
+        wait_for(lambda: len(dispatcher._waiting) > 100, timeout=10)
+        servicer.gate.set()
+        feeder.join(10)
+        wait_for(lambda: len(acks) == 300, timeout=20)
+        assert sorted(acks) == list(range(300))
+        assert servicer.batches, "no bulk call was made"
+        assert max(len(b) for b in servicer.batches) <= 50
+        assert max(len(b) for b in servicer.batches) > 1
+        delivered = sum(len(b) for b in servicer.batches) + len(servicer.unary)
+        assert delivered == 300
+        assert len(_records(log, EVENT_DELIVERED)) == 300
+    finally:
+        dispatcher.close()
+        server.stop(None)
+
+
+def test_each_entry_is_settled_by_its_own_status() -> None:
+    servicer = _App()
+    servicer.gate.clear()
+    server, port = _serve(servicer)
+    dispatcher, log = _dispatcher(port)
+    acks: list[Any] = []
+    try:
+        for blocker in range(4):  # every drainer held at the gate: the rest wait together
+            dispatcher(_event(f"b{blocker}", acks))
+        wait_for(lambda: dispatcher._draining == 4 and not dispatcher._waiting, timeout=5)
+        for data in ["ok1", "drop", "flaky", "nostatus", "ok2"]:
+            dispatcher(_event(data, acks))
+        servicer.gate.set()
+        wait_for(lambda: len(acks) == 9, timeout=20)
+        assert sorted(acks) == sorted(["b0", "b1", "b2", "b3", "ok1", "drop", "flaky",
+                                       "nostatus", "ok2"])
+        assert any(b'"flaky"' in batch and len(batch) > 1 for batch in servicer.batches)
+        letters = _records(log, EVENT_DEAD_LETTER)
+        assert len(letters) == 1 and letters[0]["attempts"] == 1
+        assert "'nope' is not a declared output" in letters[0]["error"]
+        # the RETRY entry and the one without a status went on alone, and arrived
+        assert b'"flaky"' in servicer.unary and b'"nostatus"' in servicer.unary
+        assert len(_records(log, EVENT_DELIVERED)) == 8
+    finally:
+        dispatcher.close()
+        server.stop(None)
+
+
+def test_an_app_without_the_bulk_rpc_gets_every_event_unary() -> None:
+    servicer = _App(bulk=False)
+    servicer.gate.clear()
+    server, port = _serve(servicer)
+    dispatcher, log = _dispatcher(port)
+    acks: list[Any] = []
+    try:
+        dispatcher(_event(0, acks))
+        wait_for(lambda: dispatcher._draining == 1, timeout=5)
+        for i in range(1, 40):
+            dispatcher(_event(i, acks))
+        servicer.gate.set()
+        wait_for(lambda: len(acks) == 40, timeout=20)
+        assert sorted(acks) == list(range(40)) and servicer.batches == []
+        assert len(servicer.unary) == 40 and not _records(log, EVENT_DEAD_LETTER)
+    finally:
+        dispatcher.close()
+        server.stop(None)
+
+
+def test_a_batch_for_an_unreachable_app_is_held_and_burns_no_attempt() -> None:
+    holder = __import__("socket").socket()
+    holder.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+    port = holder.getsockname()[1]
+    dispatcher, log = _dispatcher(port, attempts=1)
+    acks: list[Any] = []
+    servicer = _App()
+    try:
+        for i in range(20):
+            dispatcher(_event(i, acks))
+        wait_for(lambda: dispatcher._draining == 4, timeout=5)
+        holder.close()
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        appcallback_pb2_grpc.add_AppCallbackServicer_to_server(servicer, server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        server.start()
+        wait_for(lambda: len(acks) == 20, timeout=20)
+        assert sorted(acks) == list(range(20)) and not _records(log, EVENT_DEAD_LETTER)
+        server.stop(None)
+    finally:
+        holder.close()
+        dispatcher.close()
+
+
+def test_the_dapr_sdk_app_answers_bulk_calls_entry_by_entry() -> None:
+    """``dapr.ext.grpc.App`` (>= 1.17) routes each bulk entry to the topic handler."""
+    from dapr.ext.grpc import App as SdkApp
+    from dapr.ext.grpc import SubscriptionMessage, TopicEventResponse
+
+    seen: list[Any] = []
+    gate = threading.Event()
+    sdk = SdkApp()
+
+    def handle(message: SubscriptionMessage) -> Any:
+        gate.wait(10)
+        value = json.loads(message.raw_data())
+        seen.append(value)
+        return TopicEventResponse("retry" if value == 3 and seen.count(3) == 1 else "success")
+
+    handle.__annotations__ = {"message": SubscriptionMessage}  # the SDK reads the object
+    sdk.subscribe(pubsub_name="in-pubsub", topic="orders")(handle)
+
+    bulk_sizes: list[int] = []
+    sdk_bulk = sdk._servicer.OnBulkTopicEvent
+
+    def counted(request: Any, context: Any) -> Any:
+        bulk_sizes.append(len(request.entries))
+        return sdk_bulk(request, context)
+
+    sdk._servicer.OnBulkTopicEvent = counted
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    appcallback_pb2_grpc.add_AppCallbackServicer_to_server(sdk._servicer, server)
+    appcallback_pb2_grpc.add_AppCallbackAlphaServicer_to_server(sdk._servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    dispatcher, log = _dispatcher(port)
+    acks: list[Any] = []
+    try:
+        for i in range(30):
+            dispatcher(_event(i, acks))
+        gate.set()
+        wait_for(lambda: len(acks) == 30, timeout=20)
+        assert sorted(acks) == list(range(30)) and seen.count(3) == 2
+        assert bulk_sizes and max(bulk_sizes) > 1
+        assert len(_records(log, EVENT_DELIVERED)) == 30
+    finally:
+        dispatcher.close()
+        server.stop(None)
+
+
+@pytest.mark.parametrize("settings", [None, BulkSettings(max_messages=1)])
+def test_without_bulk_settings_every_event_is_unary(settings: BulkSettings | None) -> None:
+    servicer = _App()
+    server, port = _serve(servicer)
+    dispatcher, _log = _dispatcher(port, bulk=settings)
+    acks: list[Any] = []
+    try:
+        for i in range(25):
+            dispatcher(_event(i, acks))
+        wait_for(lambda: len(acks) == 25, timeout=20)
+        assert servicer.batches == [] and len(servicer.unary) == 25
+    finally:
+        dispatcher.close()
+        server.stop(None)
