@@ -12,7 +12,9 @@ after a backoff (:class:`~.processes.Backoff`: 0.5 s doubling to 30 s, reset aft
 up), with the same package and environment, on the same port, so the URL stays valid (a port
 taken meanwhile is given up for a free one, registered again with the stand-in). The log keeps
 one line per exit; ``restarts`` counts them; the status says ``restarting`` meanwhile. A stopped
-or replaced deployment is never restarted.
+or replaced deployment is never restarted: the new process gets its order, and a moved port is
+registered, under the deployment's lock with a stopped check, and a re-run registers while
+superseding the old deployment, so a restart never overwrites the re-run's port.
 
 No process outlives the kernel: each is stopped at exit (atexit, SIGTERM then SIGKILL), and each
 watches its parent PID and exits on its own if the kernel is killed (:mod:`.processes`).

@@ -25,6 +25,7 @@ from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
 import ofnotebook
 from ofnotebook.backends.local import LocalBackend
 from ofnotebook.backends.processes import RuntimeProcess, lost_its_port
+from ofnotebook.backends.standin import StandIn
 from ofnotebook.errors import DeployError, InvocationError
 from ofnotebook.sidecar.apps import App, Endpoint
 from ofnotebook.sidecar.delivery import (CLOSED_WHILE_UNREACHABLE, HOLD_MAX, NO_REDELIVERY,
@@ -545,3 +546,24 @@ def test_no_restart_is_tried_once_the_kernel_exits(
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "OFNOTEBOOK_CACHE_DIR": str(tmp_path)})
     assert done.stdout.split() == ["ended", "0"], done.stdout + done.stderr
+
+
+def test_a_restart_that_cannot_register_again_still_serves(
+        local_backend: LocalBackend) -> None:
+    """The process moved ports and its stand-in is gone: 'running' with a log line, not
+    'restarting' forever while the process serves."""
+    handle = ofnotebook.deploy(make_function("def f(request):\n    return 'moved'\n"),
+                               f"unlisted-{uid()}", target=local_backend)
+    own = StandIn()  # this test's own, so stopping it touches no other test
+    local_backend._list(handle.deployment, own)
+    assert handle.deployment.listed_in is own
+    own.close()
+    old_port = handle.deployment.port
+    process = handle.deployment.process
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.exited.wait(10)
+    with socket.create_server(("127.0.0.1", old_port)):  # the port is taken: the restart moves
+        wait_for(lambda: handle.status == "running" and handle.deployment.port != old_port, 60,
+                 lambda: f"{handle.status}, logs:\n{handle.logs(tail=10)}")
+    assert "not registered again with the stand-in" in handle.logs(), handle.logs()
+    assert handle.invoke().text == "moved" and handle.url.endswith(f":{handle.deployment.port}/")
