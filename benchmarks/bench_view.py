@@ -15,7 +15,18 @@
    growth of the kernel process's memory (tracemalloc, Python allocations) with the view
    attached, against the same burst with no view (baseline, same run), and the view's buffer.
 
-Prints a Markdown table and writes benchmarks/results/view.json. Nothing here is a test.
+4. ``--browser`` (issue 13): in a real JupyterLab in headless Chromium (the browser test's
+   ``start_lab``), a deployed function prints its ``time.time()`` on each of 100 invokes 200 ms
+   apart; a MutationObserver in the page reads the newest log line as it appears, so the
+   figure is kernel clock -> drawn in the page (same machine, same clock), p50 / p95. Then
+   5 s of a 10,000 lines/s + 10,000 outputs/s flood into the view while a
+   ``requestAnimationFrame`` loop records frame gaps: the longest and the p99 stall, against
+   5 s idle just before (baseline, same page).
+5. The Metrics history's kernel memory (tracemalloc) after 1, 5 and 60 minutes of samples with
+   1,000 requests a second: bounded by its window.
+
+Prints a Markdown table and writes benchmarks/results/view.json (view-browser.json for 4-5).
+Nothing here is a test.
 """
 
 from __future__ import annotations
@@ -151,12 +162,131 @@ def burst_growth(lines: int, with_view: bool) -> dict[str, float]:
         handle.stop()
 
 
+BENCH_CELLS = [
+    "%load_ext ofnotebook",
+    "%%function ticker\nimport time\ndef tick(request):\n"
+    "    print(f'T={time.time() * 1000:.1f}', flush=True)\n    return 'ok'",
+    "import os, time\nwhile not os.path.exists('go'):\n    time.sleep(0.05)\n"
+    "for _ in range(100):\n    tick.invoke()\n    time.sleep(0.2)\nprint('ticked')",
+    "from ofnotebook.backends.events import OutputEvent\n"
+    "while not os.path.exists('flood'):\n    time.sleep(0.05)\n"
+    "state, n, t0 = tick.view.state, 0, time.time()\n"
+    "while time.time() - t0 < 5:\n"
+    "    while n < (time.time() - t0) * 10_000:\n"
+    "        state.on_log(f'flood {n}')\n"
+    "        state.on_output(OutputEvent(time.time(), 'out', {'n': n}, 'json'))\n"
+    "        n += 1\n    time.sleep(0.001)\n"
+    "print(f'flooded {n / (time.time() - t0):.0f}/s')",
+]
+WATCH_JS = """view => { window.lat = []; window.redraws = 0; let last = '';
+  new MutationObserver(() => { window.redraws++; const el = view.querySelector('.ofn-last');
+    const m = el && /T=([0-9.]+)/.exec(el.textContent);
+    if (m && m[1] !== last) { last = m[1]; window.lat.push(Date.now() - Number(m[1])); }
+  }).observe(view, {childList: true, subtree: true, characterData: true}); }"""
+FRAMES_JS = """() => { window.frames_ = []; window.framing = true;
+  const loop = t => { window.frames_.push(t); if (window.framing) requestAnimationFrame(loop); };
+  requestAnimationFrame(loop); }"""
+GAPS_JS = """() => { window.framing = false; const f = window.frames_;
+  return f.slice(1).map((t, i) => t - f[i]); }"""
+
+
+def in_chromium() -> dict[str, object]:
+    """Figures 4: update -> visible in the page, and frame stalls under a flood."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.browser.test_jupyterlab import (CHROMIUM, CHROMIUM_ARGS, open_and_run_all,
+                                               start_lab, write_notebook)
+
+    with tempfile.TemporaryDirectory() as tmp, start_lab(Path(tmp)) as lab:
+        write_notebook(lab.root / "bench.ipynb", BENCH_CELLS)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 1000})
+                open_and_run_all(page, lab, "bench.ipynb")
+                view = page.locator(".ofnotebook-view").first
+                expect(view.locator(".ofn-status-running")).to_be_visible(timeout=90_000)
+                view.locator(".lm-TabBar-tabLabel", has_text="Logs").click()
+                view.evaluate(WATCH_JS)
+                (lab.root / "go").write_text("")
+                expect(page.locator(".jp-OutputArea-output", has_text="ticked")
+                       ).to_have_count(1, timeout=120_000)
+                latencies = page.evaluate("window.lat")
+                page.evaluate(FRAMES_JS)
+                page.wait_for_timeout(5000)
+                idle = page.evaluate(GAPS_JS)
+                page.evaluate(FRAMES_JS)
+                redraws = page.evaluate("window.redraws")
+                (lab.root / "flood").write_text("")
+                flooded = page.locator(".jp-OutputArea-output", has_text="flooded")
+                expect(flooded).to_have_count(1, timeout=60_000)
+                gaps = page.evaluate(GAPS_JS)
+                redraws = page.evaluate("window.redraws") - redraws  # the page did update
+                shown = view.locator(".ofn-last").inner_text()
+                rate = flooded.inner_text().strip()
+            finally:
+                browser.close()
+    return {"update_visible_ms": {"p50": pct(latencies, 50), "p95": pct(latencies, 95),
+                                  "n": len(latencies)},
+            "frames_idle_ms": {"max": max(idle), "p99": pct(idle, 99), "n": len(idle)},
+            "frames_flood_ms": {"max": max(gaps), "p99": pct(gaps, 99), "n": len(gaps),
+                                "over_50": sum(g > 50 for g in gaps),
+                                "page_mutations": redraws, "last_line": shown},
+            "flood": rate}
+
+
+def metrics_memory() -> dict[str, float]:
+    """Figure 5: kB the Metrics history holds after 1, 5 and 60 minutes of samples."""
+    from ofnotebook.viewmetrics import MetricsHistory
+
+    grown = {}
+    for minutes in (1, 5, 60):
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        history = MetricsHistory()
+        history.tick(0.0)
+        for second in range(minutes * 60):
+            for i in range(1000):
+                history.on_invocation(1.0 + i % 7, failed=False)
+            history.on_counts({"events_in": second * 1000, "errors": 0, "dead_letters": 0})
+            history.tick(second + 1.0)
+        grown[f"{minutes}_min_kb"] = (tracemalloc.get_traced_memory()[0] - before) / 1024
+        tracemalloc.stop()
+        del history
+    return grown
+
+
+def browser_main(reps: int) -> None:
+    runs = [in_chromium() for _ in range(reps)]
+    med = lambda key, sub: statistics.median(r[key][sub] for r in runs)  # type: ignore  # noqa: E731
+    memory = metrics_memory()
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "runs": runs,
+              "metrics_memory": memory}
+    (ROOT / "benchmarks" / "results" / "view-browser.json").write_text(
+        json.dumps(result, indent=2))
+    print("| figure | value | target |\n|---|---|---|")
+    print(f"| log line printed by the function -> visible in Chromium, p50 / p95 (median of "
+          f"{reps} runs of 100) | {med('update_visible_ms', 'p50'):.0f} / "
+          f"{med('update_visible_ms', 'p95'):.0f} ms | <= 150 ms p50 |")
+    print(f"| frame gap under a 10,000 lines/s + 10,000 outputs/s flood, longest / p99 (idle: "
+          f"{med('frames_idle_ms', 'max'):.0f} / {med('frames_idle_ms', 'p99'):.0f}) | "
+          f"{med('frames_flood_ms', 'max'):.0f} / {med('frames_flood_ms', 'p99'):.0f} ms; "
+          f"frames over 50 ms: {med('frames_flood_ms', 'over_50'):.0f} | <= 50 ms |")
+    print(f"| Metrics history, kernel memory after 1 / 5 / 60 min at 1,000 req/s | "
+          f"{memory['1_min_kb']:.0f} / {memory['5_min_kb']:.0f} / {memory['60_min_kb']:.0f} kB "
+          f"| bounded |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--lines", type=int, default=10000)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--browser", action="store_true", help="figures 4-5 (Chromium)")
     args = parser.parse_args()
+    if args.browser:
+        browser_main(min(args.reps, 3))
+        return
     os.environ.setdefault("OFNOTEBOOK_CACHE_DIR", tempfile.mkdtemp(prefix="ofn-bench-"))
     started = time.monotonic()
     phase_runs, base_runs, log_runs, bursts = [], [], [], {"view": [], "bare": []}
