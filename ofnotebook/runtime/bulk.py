@@ -1,0 +1,174 @@
+"""Bulk subscribe on the function's side: ``OnBulkTopicEvent`` with ``ctx.send`` in bulk.
+
+Why: a unary gRPC call per event costs two Python call-sides on each hop, which caps the local
+chain near 2,000 events/s (docs/bulk.md). daprd (>= 1.10 as ``Alpha1``, stable from 1.17) and
+the local stand-in deliver many events in one ``OnBulkTopicEvent`` when the subscription says
+``bulkSubscribe.enabled``; :func:`declare` says so in ``ListTopicSubscriptions``, the way Dapr
+takes it programmatically (``dapr.ext.grpc``'s ``App.subscribe`` has no such parameter).
+
+:func:`install` replaces the SDK's bulk handlers (which call the topic handler per entry but
+send each ``ctx.send`` on its own) with one that, while it runs the entries, has
+:class:`BufferingBridge` keep each pub/sub ``ctx.send`` instead of sending it. Once every entry
+ran, the sends of the entries that succeeded go out in one ``BulkPublishEvent`` per output
+(``DaprClient.publish_events``), before the statuses are returned, so an event is acknowledged
+only after its outputs were accepted. A bulk publish that fails turns exactly the entries whose
+sends were in it into RETRY; the sends of an entry that failed are not sent at all (its retry
+sends them again). Binding outputs have no bulk API: ``ctx.send`` to a binding still calls it
+at once and returns its answer.
+
+So in a bulk delivery ``ctx.send`` to a pub/sub output raises only for what it can know at once
+(an undeclared output, data it cannot encode) and returns None; a broker failure is not raised
+but retries the event. In a unary delivery (or from a thread of the function's own) it sends
+at once and raises :class:`SendError` on any failure, as before.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from .outputs import DaprBridge, SendError, encode
+
+#: Dapr's defaults for components without native bulk support (pubsub-bulk docs).
+MAX_MESSAGES = 100
+MAX_AWAIT_MS = 1000
+
+
+@dataclass
+class _Batch:
+    """The sends kept during one bulk call: ``(entry_id, component, payload, content_type)``."""
+
+    entry: str = ""
+    sends: list[tuple[str, Any, bytes, str]] = field(default_factory=list)
+
+
+class BufferingBridge(DaprBridge):
+    """A :class:`DaprBridge` whose pub/sub sends are kept while a bulk call runs on the
+    calling thread (:meth:`begin`/:meth:`end`), and sent by :meth:`flush`."""
+
+    def __init__(self, fctx: Any) -> None:
+        super().__init__(fctx)
+        self._current = threading.local()
+
+    def begin(self) -> _Batch:
+        batch = _Batch()
+        self._current.batch = batch
+        return batch
+
+    def end(self) -> None:
+        self._current.batch = None
+
+    def send(self, name: str, data: Any) -> Any:
+        batch: _Batch | None = getattr(self._current, "batch", None)
+        comp = self.component(name)  # an undeclared output raises now, in either mode
+        if batch is None or comp.kind != "pubsub":
+            return super().send(name, data)
+        payload, content_type = encode(data)
+        batch.sends.append((batch.entry, comp, payload, content_type))
+        return None
+
+    def flush(self, batch: _Batch, succeeded: set[str]) -> dict[str, str]:
+        """Send the kept sends of the ``succeeded`` entries, one bulk publish per output;
+        ``{entry_id: error}`` of the entries one of whose sends failed."""
+        from dapr.clients import BulkPublishEntry
+
+        groups: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[Any]] = {}
+        owners: dict[str, str] = {}
+        names: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
+        for index, (entry, comp, payload, content_type) in enumerate(batch.sends):
+            if entry not in succeeded:
+                continue
+            key = (comp.component_name, comp.topic, tuple(sorted(comp.metadata.items())))
+            names[key] = comp.name
+            send_id = str(index)
+            owners[send_id] = entry
+            groups.setdefault(key, []).append(BulkPublishEntry(
+                event=payload, content_type=content_type, entry_id=send_id))
+        failed: dict[str, str] = {}
+        for (pubsub, topic, metadata), entries in groups.items():
+            try:
+                answer = self._dapr().publish_events(pubsub, topic, entries,
+                                                     publish_metadata=dict(metadata))
+                lost = [(f.entry_id, f.error) for f in answer.failed_entries]
+            except Exception as exc:  # DaprGrpcError: the whole request failed
+                details = exc.details() if hasattr(exc, "details") and callable(exc.details) \
+                    else exc
+                lost = [(e.entry_id, str(details)) for e in entries]
+            output = names[(pubsub, topic, metadata)]
+            for send_id, error in lost:
+                owner = owners.get(send_id)
+                if owner is not None:
+                    failed.setdefault(owner, f"sending to output {output!r} ({pubsub!r}) "
+                                      f"failed: {error}")
+        return failed
+
+
+def declare(app: Any, max_messages: int = MAX_MESSAGES, max_await_ms: int = MAX_AWAIT_MS
+            ) -> None:
+    """Mark every topic subscription of the SDK ``app`` as bulk in ``ListTopicSubscriptions``
+    (``TopicSubscription.bulk_subscribe``), as daprd reads it."""
+    from dapr.proto.runtime.v1 import appcallback_pb2
+
+    for sub in app._servicer._registered_topics:
+        sub.bulk_subscribe.CopyFrom(appcallback_pb2.BulkSubscribeConfig(
+            enabled=True, max_messages_count=max_messages, max_await_duration_ms=max_await_ms))
+
+
+def install(app: Any, bridge: BufferingBridge) -> None:
+    """Serve ``OnBulkTopicEvent`` (and its ``Alpha1`` name) on the SDK ``app`` with sends in
+    bulk; call before ``app.run``, which registers the servicer's methods."""
+    import grpc
+    from dapr.ext.grpc import TopicEventResponse
+    from dapr.proto.runtime.v1 import appcallback_pb2
+
+    servicer = app._servicer
+    success = appcallback_pb2.TopicEventResponse.SUCCESS
+    retry = appcallback_pb2.TopicEventResponse.RETRY
+
+    def on_bulk(request: Any, context: Any) -> Any:
+        cb = servicer._get_topic_callback(request.pubsub_name, request.topic, request.path)
+        if cb is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                          f"bulk topic {request.topic} is not implemented!")
+        legacy = servicer._topic_legacy_event.get(cb, True)
+        build = servicer._bulk_entry_legacy_event if legacy \
+            else servicer._bulk_entry_subscription_message
+        metadata = dict(context.invocation_metadata())
+        statuses: dict[str, Any] = {}
+        batch = bridge.begin()
+        try:
+            for entry in request.entries:
+                batch.entry = entry.entry_id
+                try:
+                    reply = cb(build(entry, request, metadata))
+                    statuses[entry.entry_id] = reply.status.value \
+                        if isinstance(reply, TopicEventResponse) else success
+                except Exception:
+                    statuses[entry.entry_id] = retry
+        finally:
+            bridge.end()
+        failed = bridge.flush(batch, {k for k, v in statuses.items() if v == success})
+        for entry_id, error in failed.items():
+            statuses[entry_id] = retry
+            print(f"error handling an event of topic {request.topic!r}: {error}; the event "
+                  "is delivered again", file=sys.stderr, flush=True)
+        return appcallback_pb2.TopicEventBulkResponse(statuses=[
+            appcallback_pb2.TopicEventBulkResponseEntry(entry_id=k, status=v)
+            for k, v in statuses.items()])
+
+    # The App added its servicer when it was made; a registered method added again replaces
+    # the one of the same name (grpc's server keeps them in a dict), not the others.
+    def handler() -> Any:
+        return grpc.unary_unary_rpc_method_handler(
+            on_bulk, request_deserializer=appcallback_pb2.TopicEventBulkRequest.FromString,
+            response_serializer=appcallback_pb2.TopicEventBulkResponse.SerializeToString)
+
+    app._server.add_registered_method_handlers("dapr.proto.runtime.v1.AppCallback",
+                                               {"OnBulkTopicEvent": handler()})
+    app._server.add_registered_method_handlers("dapr.proto.runtime.v1.AppCallbackAlpha",
+                                               {"OnBulkTopicEventAlpha1": handler()})
+
+
+__all__ = ["BufferingBridge", "SendError", "declare", "install"]

@@ -1,0 +1,110 @@
+"""The runtime's bulk side (issue 14 items 1, 2): ``OnBulkTopicEvent`` served by the SDK's App
+with our handler, the function's ``ctx.send`` calls sent in one bulk publish per output to a
+real stand-in process, a failed send failing only its own events."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import grpc
+import requests
+from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
+from google.protobuf import empty_pb2
+
+from ofnotebook.backends.standin import StandIn
+from ofnotebook.context import component_name
+from ofnotebook.runtime import bulk, callbacks
+from ofnotebook.runtime.context import Component, FunctionContext
+from ofnotebook.runtime.loader import LoadedFunction
+from ofnotebook.sidecar import bulk as sidecar_bulk
+from ofnotebook.sidecar import cloudevents
+from tests.helpers import free_port, wait_for
+from tests.sidecar.support import EVENTS, SPEC
+
+SUCCESS = appcallback_pb2.TopicEventResponse.SUCCESS
+RETRY = appcallback_pb2.TopicEventResponse.RETRY
+
+
+def _outputs(standin: StandIn, after: int) -> list[Any]:
+    body = requests.get(f"{standin.base}/ofnotebook/events", params={"after": after},
+                        timeout=5).json()
+    return [e["data"] for e in body["events"] if e["kind"] == "out"]
+
+
+def _serve(function: Any) -> tuple[Any, int, list[Any]]:
+    """An SDK App serving ``function`` (shape ``f(ctx, data)``) on input ``in`` with bulk on."""
+    from dapr.ext.grpc import App
+
+    sent_to = Component(name="events", component_name=component_name(SPEC, EVENTS),
+                        component_type="pubsub.in-memory", topic="orders")
+    broken = Component(name="broken", component_name="not-registered",
+                       component_type="pubsub.in-memory", topic="orders")
+    source = Component(name="in", component_name="in-pubsub", component_type="pubsub.redis",
+                       topic="scores")
+    fctx = FunctionContext(name="f", version="v1", runtime="Async", port=free_port(),
+                           inputs={"in": source}, outputs={"events": sent_to, "broken": broken})
+    loaded = LoadedFunction(function=function, entry="f", signature="ctx_data", manifest={},
+                            sources={})
+    bridge = bulk.BufferingBridge(fctx)
+    app = App()
+    callbacks._register(app, loaded, fctx, bridge, "in", source)
+    bulk.declare(app, max_messages=64, max_await_ms=20)
+    bulk.install(app, bridge)
+    threading.Thread(target=app.run, kwargs={"app_port": fctx.port,
+                                              "listen_address": "127.0.0.1"},
+                     daemon=True).start()
+    return app, fctx.port, [bridge]
+
+
+def _request(value: Any) -> Any:
+    """The unary request the stand-in sends for ``value`` published as JSON."""
+    ce = cloudevents.new_cloud_event(app_id="producer", pubsub_name="in-pubsub", topic="scores",
+                                     data=json.dumps(value).encode(),
+                                     data_content_type="application/json")
+    return cloudevents.topic_event_request(ce, topic="scores", pubsub_name="in-pubsub")
+
+
+def _bulk(values: list[Any]) -> Any:
+    return sidecar_bulk.bulk_request([_request(v) for v in values], [{} for _ in values])
+
+
+def test_sends_of_a_bulk_call_go_in_bulk_and_a_failed_one_fails_only_its_event(
+        sdk_env: StandIn) -> None:
+    def score(ctx: Any, data: Any) -> None:
+        if data["n"] == 2:
+            raise ValueError("bad row")
+        ctx.send("broken" if data["n"] == 3 else "events", {"score": data["n"] * 10})
+        if data["n"] == 4:
+            ctx.send("events", {"score": 41})
+
+    app, port, (bridge,) = _serve(score)
+    mark = int(requests.get(f"{sdk_env.base}/ofnotebook/events", timeout=5).json()["last"])
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = appcallback_pb2_grpc.AppCallbackStub(channel)
+            subs = wait_for(lambda: stub.ListTopicSubscriptions(empty_pb2.Empty(), timeout=2),
+                            timeout=10, ignoring=(grpc.RpcError,)).subscriptions
+            assert [(s.topic, s.bulk_subscribe.enabled, s.bulk_subscribe.max_messages_count,
+                     s.bulk_subscribe.max_await_duration_ms) for s in subs] == [
+                ("scores", True, 64, 20)]
+            reply = stub.OnBulkTopicEvent(_bulk([{"n": i} for i in range(5)]), timeout=10,
+                                          metadata=[("pubsubname", "in-pubsub")])
+            statuses = {e.entry_id: e.status for e in reply.statuses}
+            assert statuses == {"0": SUCCESS, "1": SUCCESS, "2": RETRY, "3": RETRY,
+                                "4": SUCCESS}
+            # every send of the succeeded entries is out before the answer; none of the others
+            assert _outputs(sdk_env, mark) == [{"score": 0}, {"score": 10}, {"score": 40},
+                                               {"score": 41}]
+            alpha = appcallback_pb2_grpc.AppCallbackAlphaStub(channel)
+            again = alpha.OnBulkTopicEventAlpha1(_bulk([{"n": 5}]), timeout=10)
+            assert [e.status for e in again.statuses] == [SUCCESS]
+            assert _outputs(sdk_env, mark)[-1] == {"score": 50}
+            # unary: the send goes at once (and a failing one raises, so the event retries)
+            assert stub.OnTopicEvent(_request({"n": 3}), timeout=10).status == RETRY
+            assert stub.OnTopicEvent(_request({"n": 6}), timeout=10).status == SUCCESS
+            assert _outputs(sdk_env, mark)[-1] == {"score": 60}
+    finally:
+        app.stop()
+        bridge.close()
