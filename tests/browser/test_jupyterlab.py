@@ -254,6 +254,14 @@ LIVE_CELLS = [
     "    print('raised', type(error).__name__)",
     "import ofnotebook.view\n"
     "print('KERNELCURL=' + ofnotebook.view.curl_for(stream.last_invocation))",
+    "READY = os.path.abspath('ready')",
+    # fails until the test creates READY: its first event becomes a dead letter
+    "%%function jobs --input jobs=memory://live-jobs --output out=memory://live-done\n"
+    "def job(ctx, data):\n"
+    "    if not os.path.exists(READY):\n"
+    "        raise RuntimeError('not ready')\n"
+    "    ctx.send('out', data)",
+    "job.publish('jobs', {'job': 7})",
 ]
 
 #: In the page: whether the log pane's last line lies inside the pane's visible box.
@@ -339,13 +347,30 @@ def test_live_view_follows_folds_errors_copies_curl_and_keeps_its_port(lab: Lab,
             assert copy.get_attribute("data-curl") == kernel_curl
             assert kernel_curl.startswith("curl ") and "n=1&boom=1" in kernel_curl
 
-            # Redeploy keeps the port, and so the URL
+            # Redeploy keeps the port, and so the URL (a click reaches the kernel between
+            # cells: wait for the last one)
+            expect(page.locator(".jp-InputPrompt", has_text=f"[{len(LIVE_CELLS)}]:")
+                   ).to_have_count(1, timeout=60_000)
+            expect(page.locator(".jp-InputPrompt", has_text="[*]:")).to_have_count(0)
             url = view.locator("a.ofn-url").inner_text()
             view.locator("button", has_text="Redeploy").click()
             expect(view.locator(".ofn-status-deploying")).to_be_visible(timeout=10_000)
             expect(view.locator(".ofn-status-running")).to_be_visible(timeout=60_000)
             assert view.locator("a.ofn-url").inner_text() == url
             expect(view.locator(".ofn-error")).to_have_count(1)  # the invocation's, no other
+
+            # Replay re-delivers a dead letter: the event failed every attempt; once the
+            # function can handle it, the button publishes it again and it comes out
+            jobs = page.locator(".ofnotebook-view").filter(
+                has=page.locator(".ofn-name", has_text="jobs"))
+            jobs.locator(".lm-TabBar-tabLabel", has_text="Metrics").click()
+            replay = jobs.locator(".ofn-replay")
+            expect(replay).to_have_count(1, timeout=60_000)
+            expect(jobs.locator(".ofn-dead-letter")).to_contain_text('{"job": 7}')
+            (lab.root / "ready").write_text("")
+            replay.click()
+            jobs.locator(".lm-TabBar-tabLabel", has_text="Outputs").click()
+            expect(jobs.locator(".ofn-outputs")).to_contain_text('{"job": 7}', timeout=30_000)
 
             shots = {}
             for theme in ("light", "dark"):
