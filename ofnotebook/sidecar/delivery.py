@@ -76,10 +76,12 @@ BULK_IN_FLIGHT = 4
 
 
 class _Entry(NamedTuple):
-    """One event of a bulk call: its unary request (for retries), content type and data."""
+    """One event of a bulk call: its stored CloudEvent and route (a retry's unary request is
+    built from them), content type and data."""
 
     event: InboundEvent
-    request: Any
+    ce: dict[str, Any]
+    path: str
     content_type: str
     data: bytes
 
@@ -214,24 +216,28 @@ class Dispatcher:
         groups: dict[str, list[_Entry]] = {}
         for event in batch:
             try:
-                request, content_type, data = self._request(event)
+                ce, path = self._routed(event)
+                content_type = ce.get("datacontenttype")
+                content_type = content_type if isinstance(content_type, str) else ""
+                data = cloudevents._event_data(ce, content_type)  # as topic_event_request
             except ValueError:  # a bad envelope fails as it does unary, retried alone
                 self._pool.submit(self._deliver, event)
                 continue
             self._record_in(event, content_type, data)
-            if request is None:
+            if path is None:
                 self._give_up(event, "no route of the subscription matches the event", 0,
                               data, content_type)
                 self._slots.release()
                 continue
-            groups.setdefault(request.path, []).append(_Entry(event, request, content_type,
-                                                              data))
-        for entries in groups.values():
-            self._bulk_call(entries)
+            groups.setdefault(path, []).append(_Entry(event, ce, path, content_type, data))
+        for path, entries in groups.items():
+            self._bulk_call(path, entries)
 
-    def _bulk_call(self, entries: list[_Entry]) -> None:
-        request = bulk.bulk_request([e.request for e in entries],
-                                    [dict(e.event.metadata) for e in entries])
+    def _bulk_call(self, path: str, entries: list[_Entry]) -> None:
+        ep = self.endpoint
+        request = bulk.bulk_request([bulk.cloud_event_entry(e.ce, e.data) for e in entries],
+                                    [dict(e.event.metadata) for e in entries], topic=ep.topic,
+                                    pubsub_name=ep.component.name, path=path)
         hold_pause = BACKOFF_START
         while True:
             if self._closed.is_set():
@@ -258,7 +264,8 @@ class Dispatcher:
                             self._slots.release()
                         return
                     continue  # the app is back: this try did not count
-                outcome = "drop" if exc.code() == grpc.StatusCode.FAILED_PRECONDITION                     else "retry"
+                outcome = "drop" if exc.code() == grpc.StatusCode.FAILED_PRECONDITION \
+                    else "retry"
                 outcomes = [(outcome, f"{exc.code().name}: {exc.details()}")] * len(entries)
             break
         for e, (outcome, error) in zip(entries, outcomes):
@@ -299,7 +306,8 @@ class Dispatcher:
             if attempt:
                 self._closed.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
-            self._retry_loop(e.event, e.request, e.content_type, e.data, attempt, error, delay)
+            request = self._topic_request(e.ce, e.path)
+            self._retry_loop(e.event, request, e.content_type, e.data, attempt, error, delay)
         finally:
             self._slots.release()
 
@@ -346,6 +354,14 @@ class Dispatcher:
         if ep.kind == "bindings":
             return (appcallback_pb2.BindingEventRequest(name=ep.component.name, data=event.data,
                                                         metadata=event.metadata), "", event.data)
+        ce, path = self._routed(event)
+        request = self._topic_request(ce, path)
+        return (None if path is None else request), request.data_content_type, request.data
+
+    def _routed(self, event: InboundEvent) -> tuple[dict[str, Any], str | None]:
+        """The stored CloudEvent of a topic event (one built for a raw payload) and the path
+        its subscription's routes pick (None: none matches)."""
+        ep = self.endpoint
         try:
             ce = json.loads(event.data)
             if not isinstance(ce, dict) or "specversion" not in ce:
@@ -353,11 +369,12 @@ class Dispatcher:
         except ValueError:
             ce = cloudevents.from_raw_payload(data=event.data, topic=ep.topic,
                                               pubsub_name=ep.component.name)
-        path = route(ep.rules, ep.default_path, ce)
-        request = cloudevents.topic_event_request(ce, topic=ep.topic,
-                                                  pubsub_name=ep.component.name,
-                                                  path=path or "")
-        return (None if path is None else request), request.data_content_type, request.data
+        return ce, route(ep.rules, ep.default_path, ce)
+
+    def _topic_request(self, ce: dict[str, Any], path: str | None) -> Any:
+        ep = self.endpoint
+        return cloudevents.topic_event_request(ce, topic=ep.topic, pubsub_name=ep.component.name,
+                                               path=path or "")
 
     def _attempt(self, request: Any) -> tuple[str, str]:
         ep = self.endpoint

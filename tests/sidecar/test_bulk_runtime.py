@@ -67,7 +67,14 @@ def _request(value: Any) -> Any:
 
 
 def _bulk(values: list[Any]) -> Any:
-    return sidecar_bulk.bulk_request([_request(v) for v in values], [{} for _ in values])
+    entries = []
+    for value in values:
+        ce = cloudevents.new_cloud_event(app_id="producer", pubsub_name="in-pubsub",
+                                         topic="scores", data=json.dumps(value).encode(),
+                                         data_content_type="application/json")
+        entries.append(sidecar_bulk.cloud_event_entry(ce, json.dumps(value).encode()))
+    return sidecar_bulk.bulk_request(entries, [{} for _ in values], topic="scores",
+                                     pubsub_name="in-pubsub", path="")
 
 
 def test_sends_of_a_bulk_call_go_in_bulk_and_a_failed_one_fails_only_its_event(
