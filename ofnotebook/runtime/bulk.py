@@ -31,9 +31,18 @@ from typing import Any
 
 from .outputs import DaprBridge, SendError, encode
 
-#: Dapr's defaults for components without native bulk support (pubsub-bulk docs).
+#: What the runtime declares: Dapr's default count (pubsub-bulk docs), but a short wait, since
+#: daprd holds a batch up to ``maxAwaitDurationMs`` (default 1000) for it to fill; the local
+#: stand-in never waits (sidecar/bulk.py).
 MAX_MESSAGES = 100
-MAX_AWAIT_MS = 1000
+MAX_AWAIT_MS = 20
+#: Trailing metadata of a bulk answer: why each DROP entry was dropped, JSON
+#: ``{entry_id: reason}``; the stand-in reads it (sidecar/bulk.py's ``DROP_REASONS_KEY``).
+DROP_REASONS_KEY = "ofnotebook-drop-reasons"
+
+
+class _Never(Exception):
+    """Raised by nothing: what ``install`` catches as refused when it is given no class."""
 
 
 @dataclass
@@ -116,9 +125,14 @@ def declare(app: Any, max_messages: int = MAX_MESSAGES, max_await_ms: int = MAX_
             enabled=True, max_messages_count=max_messages, max_await_duration_ms=max_await_ms))
 
 
-def install(app: Any, bridge: BufferingBridge) -> None:
+def install(app: Any, bridge: BufferingBridge,
+            refused: type[Exception] | None = None) -> None:
     """Serve ``OnBulkTopicEvent`` (and its ``Alpha1`` name) on the SDK ``app`` with sends in
-    bulk; call before ``app.run``, which registers the servicer's methods."""
+    bulk; call before ``app.run``. A topic handler raising ``refused`` (``callbacks.Refused``:
+    no retry can cure the event) makes its entry DROP, its ``reason`` in the trailing metadata,
+    as a unary call's FAILED_PRECONDITION carries it."""
+    import json
+
     import grpc
     from dapr.ext.grpc import TopicEventResponse
     from dapr.proto.runtime.v1 import appcallback_pb2
@@ -126,6 +140,8 @@ def install(app: Any, bridge: BufferingBridge) -> None:
     servicer = app._servicer
     success = appcallback_pb2.TopicEventResponse.SUCCESS
     retry = appcallback_pb2.TopicEventResponse.RETRY
+    drop = appcallback_pb2.TopicEventResponse.DROP
+    cannot = refused or _Never
 
     def on_bulk(request: Any, context: Any) -> Any:
         cb = servicer._get_topic_callback(request.pubsub_name, request.topic, request.path)
@@ -137,6 +153,7 @@ def install(app: Any, bridge: BufferingBridge) -> None:
             else servicer._bulk_entry_subscription_message
         metadata = dict(context.invocation_metadata())
         statuses: dict[str, Any] = {}
+        reasons: dict[str, str] = {}
         batch = bridge.begin()
         try:
             for entry in request.entries:
@@ -145,6 +162,9 @@ def install(app: Any, bridge: BufferingBridge) -> None:
                     reply = cb(build(entry, request, metadata))
                     statuses[entry.entry_id] = reply.status.value \
                         if isinstance(reply, TopicEventResponse) else success
+                except cannot as exc:
+                    statuses[entry.entry_id] = drop
+                    reasons[entry.entry_id] = str(getattr(exc, "reason", exc))
                 except Exception:
                     statuses[entry.entry_id] = retry
         finally:
@@ -154,6 +174,8 @@ def install(app: Any, bridge: BufferingBridge) -> None:
             statuses[entry_id] = retry
             print(f"error handling an event of topic {request.topic!r}: {error}; the event "
                   "is delivered again", file=sys.stderr, flush=True)
+        if reasons:
+            context.set_trailing_metadata(((DROP_REASONS_KEY, json.dumps(reasons)),))
         return appcallback_pb2.TopicEventBulkResponse(statuses=[
             appcallback_pb2.TopicEventBulkResponseEntry(entry_id=k, status=v)
             for k, v in statuses.items()])

@@ -10,6 +10,11 @@ FAILED_PRECONDITION and the reason as details, for topics and bindings alike: th
 dead-letters it at once with that reason (``sidecar/delivery.py``), instead of retrying it into
 "the function raised; see its logs".
 
+Every topic subscription is declared ``bulkSubscribe`` and served in bulk too
+(``runtime/bulk.py``): many events a call, each entry through the same topic handler, the
+entries' pub/sub sends in one bulk publish per output before the answer; a refused entry is
+DROP with its reason.
+
 Every shape is served: ``f(ctx, data)`` and ``f(context)`` get an :class:`EventContext`;
 ``f(cloud_event)`` the delivered event as a ``cloudevents.http.CloudEvent`` (pub/sub arrives as
 a CloudEvent, a binding event is wrapped into one: runtime/events.py); ``f(event, context)``
@@ -27,6 +32,9 @@ import sys
 import traceback
 from typing import Any, Callable
 
+from .bulk import BufferingBridge
+from .bulk import declare as declare_bulk
+from .bulk import install as install_bulk
 from .context import Component, FunctionContext
 from .files import missing_file_hint
 from .loader import LoadedFunction
@@ -267,10 +275,12 @@ def serve_async(loaded: LoadedFunction, fctx: FunctionContext, host: str,
 
     if loaded.signature in EVENT_SHAPES:
         from . import events  # noqa: F401  (cloudevents, imported before the first event)
-    bridge = DaprBridge(fctx)
+    bridge = BufferingBridge(fctx)
     app = _app(App, os.environ.get("APP_API_TOKEN", ""))
     for name, comp in fctx.inputs.items():
         _register(app, loaded, fctx, bridge, name, comp)
+    declare_bulk(app)  # runtime/bulk.py: many events a call, their sends in bulk
+    install_bulk(app, bridge, Refused)
     app.register_health_check(lambda: None)
     print(f"ofnotebook runtime: serving {fctx.name} ({loaded.entry}, {loaded.signature}) "
           f"async on {host}:{fctx.port}, inputs: {', '.join(fctx.inputs) or 'none'}", flush=True)

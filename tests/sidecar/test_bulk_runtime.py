@@ -51,7 +51,7 @@ def _serve(function: Any) -> tuple[Any, int, list[Any]]:
     app = App()
     callbacks._register(app, loaded, fctx, bridge, "in", source)
     bulk.declare(app, max_messages=64, max_await_ms=20)
-    bulk.install(app, bridge)
+    bulk.install(app, bridge, callbacks.Refused)
     threading.Thread(target=app.run, kwargs={"app_port": fctx.port,
                                               "listen_address": "127.0.0.1"},
                      daemon=True).start()
@@ -112,6 +112,28 @@ def test_sends_of_a_bulk_call_go_in_bulk_and_a_failed_one_fails_only_its_event(
             assert stub.OnTopicEvent(_request({"n": 3}), timeout=10).status == RETRY
             assert stub.OnTopicEvent(_request({"n": 6}), timeout=10).status == SUCCESS
             assert _outputs(sdk_env, mark)[-1] == {"score": 60}
+    finally:
+        app.stop()
+        bridge.close()
+
+
+def test_a_refused_entry_is_dropped_with_its_reason_the_others_succeed(sdk_env: StandIn
+                                                                       ) -> None:
+    def score(ctx: Any, data: Any) -> None:
+        ctx.send("nope" if data["n"] == 1 else "events", data)
+
+    app, port, (bridge,) = _serve(score)
+    assert bulk.DROP_REASONS_KEY == sidecar_bulk.DROP_REASONS_KEY
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = appcallback_pb2_grpc.AppCallbackStub(channel)
+            wait_for(lambda: stub.ListTopicSubscriptions(empty_pb2.Empty(), timeout=2),
+                     timeout=10, ignoring=(grpc.RpcError,))
+            reply, call = stub.OnBulkTopicEvent.with_call(_bulk([{"n": i} for i in range(3)]),
+                                                          timeout=10)
+            outcomes = sidecar_bulk.entry_outcomes(reply, 3, call.trailing_metadata())
+            assert [o for o, _ in outcomes] == ["success", "drop", "success"]
+            assert "'nope'" in outcomes[1][1] and "not declared" in outcomes[1][1]
     finally:
         app.stop()
         bridge.close()
