@@ -226,6 +226,7 @@ def test_a_named_component_has_its_own_secret_and_secret_store(tmp_path: Path) -
     assert "kubectl create secret generic shared-cache-auth -n default --from-literal=" \
            "shared-cache.redisPassword='<redisPassword>'" in \
            (folder / "sec-named" / "README.md").read_text()
+    ofnotebook.stop("sec-named")  # frees the kernel-wide name for the other tests' definitions
 
 
 # -- the kubernetes target: a Secret object, replaced on redeploy, gone on stop ------------------
