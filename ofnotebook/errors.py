@@ -36,6 +36,10 @@ class OfnotebookError(Exception):
             import traceback
 
             return traceback.format_exception(type(self), self, self.__traceback__)
+        if getattr(self, "shown_in_view", False):  # the live view shows it all, folded
+            first = str(self).splitlines()[0] if str(self) else ""
+            return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {first} (details in the view "
+                    f"above)"]
         return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
 
 

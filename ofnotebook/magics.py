@@ -285,7 +285,10 @@ class FunctionMagics(Magics):
             components=args.component, target_options=_target_options(args),
             secret_env=secret_names))
         if not widgets_enabled():
-            handle = planned.deploy(on_event=TextProgress().on_phase)
+            from .viewparts import route_warnings
+
+            with route_warnings(lambda text: print(f"warning: {text}")):  # one line, no path
+                handle = planned.deploy(on_event=TextProgress().on_phase)
             self.shell.user_ns[pyname] = handle
             return handle
         self.shell.user_ns[pyname] = self._deploy_with_view(planned)
@@ -302,13 +305,11 @@ class FunctionMagics(Magics):
 
         view = FunctionView(planned.name, planned.runtime, planned.target)
         shown = display(view, display_id=True)
-        try:
-            handle = planned.deploy(on_event=view.on_phase)
-        except Exception as exc:  # shown in the view; the cell prints the short message too
-            view.fail(exc)
+        try:  # attaches the handle (display(handle) draws this view); warnings go to it
+            handle = view.deploy(planned)
+        except Exception:  # shown in the view (Redeploy retries the plan); the cell says so
             shown.update(view)
             raise
-        view.attach(handle)  # the handle's view from now on (display(handle) draws this one)
         shown.update(handle)
         return handle
 
@@ -338,6 +339,10 @@ class FunctionMagics(Magics):
         except _HelpShown:
             return None
         if args.command == "list":
+            if widgets_enabled():  # a live table: status, URL, rates, Stop and Logs per row
+                from .widget import function_table
+
+                return function_table(api.deployments())
             return _Listing(api.deployments())
         if args.command == "stop":
             if args.all == (args.name is not None):

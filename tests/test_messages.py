@@ -108,3 +108,17 @@ def test_get_state_names_the_stores_and_the_fix(local_backend: Any) -> None:
     assert str(excinfo.value) == ("Function 'twostates' has state stores 'a', 'b': name one, "
                                   "handle.get_state(key, store='a').")
     assert two.get_state("k", store="a") is None  # named: read, nothing stored yet
+
+
+def test_an_error_the_view_shows_is_one_line_in_the_cell() -> None:
+    """The live view shows a failed deploy's whole message (folded); the cell's report of
+    the same error is its first line, pointing there, so nothing is printed twice."""
+    from ofnotebook.errors import BuildError
+
+    error = BuildError("Step 9/10 RUN pip install failed: ERROR: No matching distribution\n"
+                       "line two\nline three")
+    assert error._render_traceback_() == ["\x1b[0;31mBuildError\x1b[0m: " + str(error)]
+    setattr(error, "shown_in_view", True)
+    assert error._render_traceback_() == [
+        "\x1b[0;31mBuildError\x1b[0m: Step 9/10 RUN pip install failed: ERROR: No matching "
+        "distribution (details in the view above)"]
