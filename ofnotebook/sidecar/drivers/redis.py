@@ -296,6 +296,8 @@ class _StreamConsumer:
         self.lock = threading.Lock()
         self.inflight: set[bytes] = set()  # delivered, not acked yet: never delivered twice
         self.unacked: set[bytes] = set()  # acks that failed while Redis was away
+        self.to_ack: list[bytes] = []  # acks waiting for the XACK on the wire to return
+        self.acking = False  # a thread is sending XACKs
         self.thread = threading.Thread(target=self._run, daemon=True,
                                        name=f"ofnotebook-redis-{driver.name}-{topic}")
 
@@ -396,19 +398,42 @@ class _StreamConsumer:
                 self.inflight.discard(entry_id)
 
     def ack(self, entry_id: bytes) -> None:
-        """XACK, called from the stand-in's thread; if Redis is away, retried on reconnect."""
+        """XACK, called from the stand-in's threads: acks that arrive while one XACK is on
+        the wire go together in the next (one round trip for many entries, as a bulk
+        delivery acks its entries at once); if Redis is away, retried on reconnect."""
         d = self.driver
         if d._stop.is_set():
             return  # left pending: the group's next consumer gets it again (at-least-once)
-        try:
-            d._client.xack(self.topic, self.group, entry_id)
-        except redis.exceptions.RedisError as exc:
-            log.warning("redis %s: XACK %r failed (%s); retrying later", d.name, entry_id, exc)
-            with self.lock:
-                self.unacked.add(entry_id)
-            return
         with self.lock:
-            self.inflight.discard(entry_id)
+            self.to_ack.append(entry_id)
+            if self.acking:
+                return  # the thread on the wire takes it with its next XACK
+            self.acking = True
+        ids: list[bytes] = []
+        try:
+            while True:
+                with self.lock:
+                    ids, self.to_ack = self.to_ack, []
+                    if not ids:
+                        self.acking = False
+                        return
+                try:
+                    d._client.xack(self.topic, self.group, *ids)
+                except redis.exceptions.RedisError as exc:
+                    log.warning("redis %s: XACK of %d entries failed (%s); retrying later",
+                                d.name, len(ids), exc)
+                    with self.lock:
+                        self.unacked.update(ids)
+                    continue
+                with self.lock:
+                    self.inflight.difference_update(ids)
+                ids = []
+        except BaseException:  # kept for the consumer loop's flush, never left un-acked
+            with self.lock:
+                self.acking = False
+                self.unacked.update(ids, self.to_ack)
+                self.to_ack = []
+            raise
 
     def _flush_acks(self) -> None:
         with self.lock:
