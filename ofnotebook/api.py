@@ -357,7 +357,22 @@ def stop(name: str | None = None, *, all: bool = False) -> list[str]:
     if name is not None and not all and not stopped:
         known = ", ".join(sorted(n for _, n in _handles)) or "none"
         raise OfnotebookError(f"No deployment named {name!r}; running: {known}.")
+    if all:
+        _release_idle()
     return stopped
+
+
+def _release_idle() -> None:
+    """After ``stop --all``: stop the warm standby runtime and, once no deployment of any
+    target uses it, the local Dapr stand-in; the next deploy starts both again."""
+    from .backends.standin import StandInUser, stop_standin
+
+    backends = active_backends()
+    for backend in backends:
+        backend.release_idle()
+    if not any(isinstance(d, StandInUser) and d.standin is not None and d.status != "stopped"
+               for b in backends for d in b.deployments()):
+        stop_standin()
 
 
 def get(name: str) -> FunctionHandle:

@@ -143,6 +143,9 @@ def ip() -> Iterator[Any]:
     shell.run_line_magic("load_ext", "ofnotebook")
     try:
         yield shell
-    finally:
-        shell.run_line_magic("function", "stop --all")
+    finally:  # each by name: stop --all would also stop the warm parts the next test uses
+        import ofnotebook
+
+        for name in {h.name for h in ofnotebook.deployments()}:
+            ofnotebook.stop(name)
         shell.run_line_magic("unload_ext", "ofnotebook")

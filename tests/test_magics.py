@@ -227,3 +227,24 @@ def test_load_ext_imports_no_heavy_packages() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_stop_all_leaves_a_clean_slate(ip: InteractiveShell) -> None:
+    """``%function stop --all`` also stops the warm standby runtime and the local Dapr
+    stand-in (issue 12 item 7); the next deploy starts both again."""
+    import psutil
+
+    from ofnotebook.backends.standin import current_standin
+    from tests.helpers import runtime_children
+
+    cell = "def relay(ctx, data):\n    return data\n"
+    ip.run_cell_magic("function", "clean-slate --input e=memory://e", cell)
+    standin = current_standin()
+    assert standin is not None and runtime_children()  # the function's and the standby's
+    ip.run_line_magic("function", "stop --all")
+    assert wait_for(lambda: not runtime_children(), timeout=10) is True
+    assert current_standin() is None
+    assert not psutil.pid_exists(standin.proc.pid) or \
+        psutil.Process(standin.proc.pid).status() == psutil.STATUS_ZOMBIE
+    again = ip.run_cell_magic("function", "clean-slate --input e=memory://e", cell)
+    assert again.status == "running" and current_standin() is not None

@@ -273,6 +273,10 @@ class Backend:
         """Stop every deployment and helper process of this backend."""
         raise NotImplementedError("The 'close' method must be implemented.")
 
+    def release_idle(self) -> None:
+        """Stop the helper processes kept warm for the next deploy (``%function stop --all``
+        leaves a clean slate; the next deploy starts them again). Most targets keep none."""
+
     def __enter__(self) -> "Backend":
         return self
 
