@@ -4,7 +4,7 @@ JupyterLab runs on 127.0.0.1 with a token, in a temp directory holding a copy of
 ``notebooks/quickstart.ipynb`` (outputs cleared). The test runs all cells from the Run menu and
 asserts what the rendered widget shows: the Running status, the invoke response and a log line
 (in the Logs tab, after clicking it). It saves screenshots; set ``SAVE_WIDGET_SCREENSHOT=PATH``
-to also write the view's screenshot there (how docs/widget.png is refreshed).
+to also write the view's screenshot there.
 
 Needs ``/usr/bin/chromium`` (Debian's package ``chromium``; .ci/run installs it). Elsewhere the
 test skips with that reason; under CI a missing browser fails it.
