@@ -27,7 +27,7 @@ from __future__ import annotations
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .outputs import DaprBridge, SendError, encode
 
@@ -125,12 +125,25 @@ def declare(app: Any, max_messages: int = MAX_MESSAGES, max_await_ms: int = MAX_
             enabled=True, max_messages_count=max_messages, max_await_duration_ms=max_await_ms))
 
 
-def install(app: Any, bridge: BufferingBridge,
-            refused: type[Exception] | None = None) -> None:
+def batch_settings(manifest: dict[str, Any]) -> tuple[int, int] | None:
+    """``(size, wait_ms)`` of a batch function (the manifest's ``batch``: ``{"size": N,
+    "waitMs": MS}``, from ``--batch N --batch-wait MS``), None for a function of one event."""
+    raw = manifest.get("batch") or {}
+    size = int(raw.get("size") or 0) if isinstance(raw, dict) else 0
+    return (size, int(raw.get("waitMs") or MAX_AWAIT_MS)) if size > 1 else None
+
+
+def install(app: Any, bridge: BufferingBridge, refused: type[Exception] | None = None,
+            batch: Callable[[Any, list[Any]], None] | None = None) -> None:
     """Serve ``OnBulkTopicEvent`` (and its ``Alpha1`` name) on the SDK ``app`` with sends in
     bulk; call before ``app.run``. A topic handler raising ``refused`` (``callbacks.Refused``:
     no retry can cure the event) makes its entry DROP, its ``reason`` in the trailing metadata,
-    as a unary call's FAILED_PRECONDITION carries it."""
+    as a unary call's FAILED_PRECONDITION carries it.
+
+    With ``batch`` (a batch function: ``batch(request, messages)`` runs it once on all the
+    entries), the entries succeed or fail together: a failing batch, or one whose sends failed,
+    is RETRY for every entry; each is then delivered again alone (a batch of one), so the
+    poisoned event fails its attempts and is dead-lettered while the others pass."""
     import json
 
     import grpc
@@ -152,12 +165,14 @@ def install(app: Any, bridge: BufferingBridge,
         build = servicer._bulk_entry_legacy_event if legacy \
             else servicer._bulk_entry_subscription_message
         metadata = dict(context.invocation_metadata())
+        if batch is not None:
+            return run_batch(request, build, metadata)
         statuses: dict[str, Any] = {}
         reasons: dict[str, str] = {}
-        batch = bridge.begin()
+        kept = bridge.begin()
         try:
             for entry in request.entries:
-                batch.entry = entry.entry_id
+                kept.entry = entry.entry_id
                 try:
                     reply = cb(build(entry, request, metadata))
                     statuses[entry.entry_id] = reply.status.value \
@@ -169,7 +184,7 @@ def install(app: Any, bridge: BufferingBridge,
                     statuses[entry.entry_id] = retry
         finally:
             bridge.end()
-        failed = bridge.flush(batch, {k for k, v in statuses.items() if v == success})
+        failed = bridge.flush(kept, {k for k, v in statuses.items() if v == success})
         for entry_id, error in failed.items():
             statuses[entry_id] = retry
             print(f"error handling an event of topic {request.topic!r}: {error}; the event "
@@ -179,6 +194,25 @@ def install(app: Any, bridge: BufferingBridge,
         return appcallback_pb2.TopicEventBulkResponse(statuses=[
             appcallback_pb2.TopicEventBulkResponseEntry(entry_id=k, status=v)
             for k, v in statuses.items()])
+
+    def run_batch(request: Any, build: Callable[..., Any], metadata: dict[str, str]) -> Any:
+        assert batch is not None
+        kept = bridge.begin()  # every send belongs to the whole batch (entry "")
+        try:
+            batch(request, [build(entry, request, metadata) for entry in request.entries])
+            failed = bridge.flush(kept, {""})
+        except Exception:
+            failed = {"": "the batch function raised; see its logs"}
+        finally:
+            bridge.end()
+        if failed:
+            print(f"error handling a batch of {len(request.entries)} events of topic "
+                  f"{request.topic!r}: {failed['']}; each is delivered again alone",
+                  file=sys.stderr, flush=True)
+        status = retry if failed else success
+        return appcallback_pb2.TopicEventBulkResponse(statuses=[
+            appcallback_pb2.TopicEventBulkResponseEntry(entry_id=entry.entry_id, status=status)
+            for entry in request.entries])
 
     # The App added its servicer when it was made; a registered method added again replaces
     # the one of the same name (grpc's server keeps them in a dict), not the others.

@@ -32,7 +32,7 @@ import sys
 import traceback
 from typing import Any, Callable
 
-from .bulk import BufferingBridge
+from .bulk import BufferingBridge, batch_settings
 from .bulk import declare as declare_bulk
 from .bulk import install as install_bulk
 from .context import Component, FunctionContext
@@ -181,6 +181,8 @@ def _topic_handler(loaded: LoadedFunction, fctx: FunctionContext, bridge: DaprBr
                    name: str) -> Callable[[Any], Any]:
     from dapr.ext.grpc import SubscriptionMessage, TopicEventResponse
 
+    batch = loaded.signature == "ctx_data" and batch_settings(loaded.manifest) is not None
+
     def handle(message: Any) -> Any:
         ctx = EventContext(fctx, bridge, name, topic_event=_legacy_event(message))
         try:
@@ -191,7 +193,7 @@ def _topic_handler(loaded: LoadedFunction, fctx: FunctionContext, bridge: DaprBr
 
                 return cloud_event_from_topic(message, data)
 
-            _invoke(loaded, ctx, data, cloud_event, message.topic())
+            _invoke(loaded, ctx, [data] if batch else data, cloud_event, message.topic())
         except Exception as exc:
             _failed(name, exc)
             return TopicEventResponse("retry")
@@ -200,6 +202,21 @@ def _topic_handler(loaded: LoadedFunction, fctx: FunctionContext, bridge: DaprBr
     # The SDK picks the modern SubscriptionMessage API from the annotation.
     handle.__annotations__ = {"message": SubscriptionMessage}
     return handle
+
+
+def _batch_runner(loaded: LoadedFunction, fctx: FunctionContext, bridge: DaprBridge
+                  ) -> Callable[[Any, list[Any]], None]:
+    """A batch function (``--batch N``) called once with the data of a bulk call's entries."""
+    def run(request: Any, messages: list[Any]) -> None:
+        name = next((n for n, c in fctx.inputs.items() if c.component_name ==
+                     request.pubsub_name and c.topic == request.topic), request.topic)
+        data = [m.data() if m.data() is not None else m.raw_data() for m in messages]
+        try:
+            _invoke(loaded, EventContext(fctx, bridge, name), data, lambda: None, request.topic)
+        except Exception as exc:
+            _failed(name, exc)
+            raise
+    return run
 
 
 def _refuse_interceptor() -> Any:
@@ -279,8 +296,10 @@ def serve_async(loaded: LoadedFunction, fctx: FunctionContext, host: str,
     app = _app(App, os.environ.get("APP_API_TOKEN", ""))
     for name, comp in fctx.inputs.items():
         _register(app, loaded, fctx, bridge, name, comp)
-    declare_bulk(app)  # runtime/bulk.py: many events a call, their sends in bulk
-    install_bulk(app, bridge, Refused)
+    # runtime/bulk.py: many events a call, their sends in bulk; a batch function's size too
+    batch = batch_settings(loaded.manifest) if loaded.signature == "ctx_data" else None
+    declare_bulk(app, *(batch or ()))
+    install_bulk(app, bridge, Refused, _batch_runner(loaded, fctx, bridge) if batch else None)
     app.register_health_check(lambda: None)
     print(f"ofnotebook runtime: serving {fctx.name} ({loaded.entry}, {loaded.signature}) "
           f"async on {host}:{fctx.port}, inputs: {', '.join(fctx.inputs) or 'none'}", flush=True)

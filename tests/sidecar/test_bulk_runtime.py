@@ -33,8 +33,10 @@ def _outputs(standin: StandIn, after: int) -> list[Any]:
     return [e["data"] for e in body["events"] if e["kind"] == "out"]
 
 
-def _serve(function: Any) -> tuple[Any, int, list[Any]]:
-    """An SDK App serving ``function`` (shape ``f(ctx, data)``) on input ``in`` with bulk on."""
+def _serve(function: Any, manifest: dict[str, Any] | None = None
+           ) -> tuple[Any, int, list[Any]]:
+    """An SDK App serving ``function`` (shape ``f(ctx, data)``) on input ``in`` with bulk on,
+    as ``callbacks.serve_async`` sets it up (``manifest``: a batch function's)."""
     from dapr.ext.grpc import App
 
     sent_to = Component(name="events", component_name=component_name(SPEC, EVENTS),
@@ -45,17 +47,27 @@ def _serve(function: Any) -> tuple[Any, int, list[Any]]:
                        topic="scores")
     fctx = FunctionContext(name="f", version="v1", runtime="Async", port=free_port(),
                            inputs={"in": source}, outputs={"events": sent_to, "broken": broken})
-    loaded = LoadedFunction(function=function, entry="f", signature="ctx_data", manifest={},
-                            sources={})
+    loaded = LoadedFunction(function=function, entry="f", signature="ctx_data",
+                            manifest=manifest or {}, sources={})
     bridge = bulk.BufferingBridge(fctx)
     app = App()
     callbacks._register(app, loaded, fctx, bridge, "in", source)
-    bulk.declare(app, max_messages=64, max_await_ms=20)
-    bulk.install(app, bridge, callbacks.Refused)
+    batch = bulk.batch_settings(loaded.manifest)
+    bulk.declare(app, *(batch or (64, 20)))
+    bulk.install(app, bridge, callbacks.Refused,
+                 callbacks._batch_runner(loaded, fctx, bridge) if batch else None)
     threading.Thread(target=app.run, kwargs={"app_port": fctx.port,
                                               "listen_address": "127.0.0.1"},
                      daemon=True).start()
     return app, fctx.port, [bridge]
+
+
+def _ready(channel: grpc.Channel) -> tuple[Any, list[Any]]:
+    """The AppCallback stub once the app answers, and its subscriptions."""
+    stub = appcallback_pb2_grpc.AppCallbackStub(channel)
+    answer = wait_for(lambda: stub.ListTopicSubscriptions(empty_pb2.Empty(), timeout=2),
+                      timeout=10, ignoring=(grpc.RpcError,))
+    return stub, list(answer.subscriptions)
 
 
 def _request(value: Any) -> Any:
@@ -90,9 +102,7 @@ def test_sends_of_a_bulk_call_go_in_bulk_and_a_failed_one_fails_only_its_event(
     mark = int(requests.get(f"{sdk_env.base}/ofnotebook/events", timeout=5).json()["last"])
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = appcallback_pb2_grpc.AppCallbackStub(channel)
-            subs = wait_for(lambda: stub.ListTopicSubscriptions(empty_pb2.Empty(), timeout=2),
-                            timeout=10, ignoring=(grpc.RpcError,)).subscriptions
+            stub, subs = _ready(channel)
             assert [(s.topic, s.bulk_subscribe.enabled, s.bulk_subscribe.max_messages_count,
                      s.bulk_subscribe.max_await_duration_ms) for s in subs] == [
                 ("scores", True, 64, 20)]
@@ -126,14 +136,47 @@ def test_a_refused_entry_is_dropped_with_its_reason_the_others_succeed(sdk_env: 
     assert bulk.DROP_REASONS_KEY == sidecar_bulk.DROP_REASONS_KEY
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = appcallback_pb2_grpc.AppCallbackStub(channel)
-            wait_for(lambda: stub.ListTopicSubscriptions(empty_pb2.Empty(), timeout=2),
-                     timeout=10, ignoring=(grpc.RpcError,))
+            stub, _subs = _ready(channel)
             reply, call = stub.OnBulkTopicEvent.with_call(_bulk([{"n": i} for i in range(3)]),
                                                           timeout=10)
             outcomes = sidecar_bulk.entry_outcomes(reply, 3, call.trailing_metadata())
             assert [o for o, _ in outcomes] == ["success", "drop", "success"]
             assert "'nope'" in outcomes[1][1] and "not declared" in outcomes[1][1]
+    finally:
+        app.stop()
+        bridge.close()
+
+
+def test_a_batch_function_gets_the_whole_bulk_call_and_a_failing_batch_retries_each_alone(
+        sdk_env: StandIn) -> None:
+    sizes: list[int] = []
+
+    def score(ctx: Any, events: list[Any]) -> None:
+        sizes.append(len(events))
+        if any(e["n"] == 13 for e in events):
+            raise ValueError("poisoned row")
+        for e in events:
+            ctx.send("events", {"batch": e["n"]})
+
+    app, port, (bridge,) = _serve(score, {"batch": {"size": 50, "waitMs": 5}})
+    mark = int(requests.get(f"{sdk_env.base}/ofnotebook/events", timeout=5).json()["last"])
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub, subs = _ready(channel)
+            assert [(s.bulk_subscribe.max_messages_count, s.bulk_subscribe.max_await_duration_ms)
+                    for s in subs] == [(50, 5)]
+            reply = stub.OnBulkTopicEvent(_bulk([{"n": i} for i in range(5)]), timeout=10)
+            assert [e.status for e in reply.statuses] == [SUCCESS] * 5 and sizes == [5]
+            assert _outputs(sdk_env, mark) == [{"batch": i} for i in range(5)]
+            failing = stub.OnBulkTopicEvent(_bulk([{"n": i} for i in range(10, 15)]),
+                                            timeout=10)
+            assert [e.status for e in failing.statuses] == [RETRY] * 5
+            assert len(_outputs(sdk_env, mark)) == 5  # no send of the failed batch went out
+            # the stand-in then delivers each alone: a batch of one
+            assert stub.OnTopicEvent(_request({"n": 13}), timeout=10).status == RETRY
+            assert stub.OnTopicEvent(_request({"n": 12}), timeout=10).status == SUCCESS
+            assert sizes[-2:] == [1, 1]
+            assert _outputs(sdk_env, mark)[-1] == {"batch": 12}
     finally:
         app.stop()
         bridge.close()
