@@ -130,13 +130,21 @@ class Dispatcher:
             if self._draining >= BULK_IN_FLIGHT:
                 return  # a busy drainer takes it with the next batch
             self._draining += 1
-        self._pool.submit(self._drain)
+        self._later(self._drain)
 
     def _deliver(self, event: InboundEvent) -> None:
         try:
             self._deliver_with_retries(event)
         finally:
             self._slots.release()
+
+    def _later(self, task: Any, *args: Any) -> None:
+        """Run ``task`` on the pool; inline once the pool is shut down (the input closed: the
+        task then ends at once, recording what it leaves), so no event is dropped unrecorded."""
+        try:
+            self._pool.submit(task, *args)
+        except RuntimeError:
+            task(*args)
 
     def _drain(self) -> None:
         """Deliver what is waiting, as it is: one event unary (it never waits for company),
@@ -158,7 +166,7 @@ class Dispatcher:
             except Exception:  # never lose the slots of a batch: deliver what is left unary
                 for event in batch:
                     if not event._acked.is_set():
-                        self._pool.submit(self._deliver, event)
+                        self._later(self._deliver, event)
 
     def _record_in(self, event: InboundEvent, content_type: str, data: bytes) -> None:
         ep = self.endpoint
@@ -221,7 +229,7 @@ class Dispatcher:
                 content_type = content_type if isinstance(content_type, str) else ""
                 data = cloudevents._event_data(ce, content_type)  # as topic_event_request
             except ValueError:  # a bad envelope fails as it does unary, retried alone
-                self._pool.submit(self._deliver, event)
+                self._later(self._deliver, event)
                 continue
             self._record_in(event, content_type, data)
             if path is None:
@@ -252,7 +260,7 @@ class Dispatcher:
                 if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                     self._bulk_off = True  # daprd 1.11 would DROP the batch; unary instead
                     for e in entries:
-                        self._pool.submit(self._unary_entry, e, 0, "")
+                        self._later(self._unary_entry, e, 0, "")
                     return
                 if connect_failure(exc):
                     hold_pause = self._hold(hold_pause)
@@ -295,7 +303,7 @@ class Dispatcher:
             self._give_up(e.event, error, 1, e.data, e.content_type)
         else:
             self.log.record(self.app.app_id, EVENT_RETRY, name=ep.name, attempt=1, error=error)
-            self._pool.submit(self._unary_entry, e, 1, error)
+            self._later(self._unary_entry, e, 1, error)
             return  # its slot is released when the retries end
         self._slots.release()
 
@@ -401,7 +409,9 @@ class Dispatcher:
 
     def close(self) -> None:
         self._closed.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # Bulk: events wait in the drainers' queue and retries are tasks of their own; let
+        # them run, as each ends at once when closed, recorded (``_left_at_close``), never lost.
+        self._pool.shutdown(wait=False, cancel_futures=self.bulk is None)
 
 
 _COMPARISON = re.compile(r"""\s*event\.([A-Za-z0-9_]+)\s*(==|!=)\s*(?:"([^"\\]*)"|'([^'\\]*)')\s*""")

@@ -37,6 +37,9 @@ class _App(appcallback_pb2_grpc.AppCallbackServicer):
         self.batches: list[list[bytes]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.bulk_gate = threading.Event()  # holds bulk calls only
+        self.bulk_gate.set()
+        self.bulk_waiting = 0
         self._seen: set[bytes] = set()
         self._lock = threading.Lock()
 
@@ -46,7 +49,7 @@ class _App(appcallback_pb2_grpc.AppCallbackServicer):
             self._seen.add(data)
         if data == b'"drop"':
             return DROP
-        if data == b'"flaky"' and first:
+        if data.startswith(b'"flaky') and first:
             return RETRY
         return SUCCESS
 
@@ -59,6 +62,9 @@ class _App(appcallback_pb2_grpc.AppCallbackServicer):
         if not self.bulk:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "no bulk here")
         self.gate.wait(10)
+        with self._lock:
+            self.bulk_waiting += 1
+        self.bulk_gate.wait(10)
         self.batches.append([e.cloud_event.data for e in request.entries])
         statuses, reasons = [], {}
         for entry in request.entries:
@@ -82,10 +88,10 @@ def _serve(servicer: Any) -> tuple[grpc.Server, int]:
 
 
 def _dispatcher(port: int, bulk: BulkSettings | None = BulkSettings(max_messages=50),
-                attempts: int = 4) -> tuple[Dispatcher, EventLog]:
+                attempts: int = 4, kind: str = "pubsub.redis") -> tuple[Dispatcher, EventLog]:
     app = App(app_id=f"app-{uid()}", port=port)
     endpoint = Endpoint(role=ROLE_INPUT, name="in", topic="orders", bulk=bulk,
-                        component=ComponentConfig(name="in-pubsub", type="pubsub.redis"))
+                        component=ComponentConfig(name="in-pubsub", type=kind))
     log = EventLog()
     return Dispatcher(app, endpoint, log, attempts), log
 
@@ -293,3 +299,28 @@ def test_a_bulk_entry_is_the_unary_request_of_the_same_event(extensions: dict[st
             entry.data) == (unary.id, unary.source, unary.type, unary.spec_version,
                             unary.data_content_type, unary.data)
     assert entry.extensions == unary.extensions
+
+
+def test_events_waiting_when_an_input_without_redelivery_closes_are_each_recorded() -> None:
+    """In-memory events exist only in the stand-in: closed while waiting for a batch (or
+    between retries), each is delivered or a dead letter saying why, none silently gone."""
+    servicer = _App()
+    servicer.bulk_gate.clear()
+    server, port = _serve(servicer)
+    dispatcher, log = _dispatcher(port, kind="pubsub.in-memory")
+    acks: list[Any] = []
+    try:
+        # bulk calls held at close answer RETRY: their entries' retries start after the close
+        for i in range(120):
+            dispatcher(_event(f"flaky{i}", acks))
+        wait_for(lambda: servicer.bulk_waiting >= 2, timeout=5)
+        dispatcher.close()
+        servicer.bulk_gate.set()
+        wait_for(lambda: len(acks) == 120, timeout=20,
+                 message=lambda: f"{len(acks)} of 120 settled")
+        letters = _records(log, EVENT_DEAD_LETTER)
+        assert len(_records(log, EVENT_DELIVERED)) + len(letters) == 120
+        assert any(len(batch) > 1 for batch in servicer.batches)
+        assert letters and all("does not redeliver" in letter["error"] for letter in letters)
+    finally:
+        server.stop(None)
