@@ -36,6 +36,8 @@ from .outputs import DaprBridge, SendError, encode
 #: stand-in never waits (sidecar/bulk.py).
 MAX_MESSAGES = 100
 MAX_AWAIT_MS = 20
+#: Subscription metadata of a batch function (sidecar/bulk.py's ``BATCH_KEY``).
+BATCH_KEY = "ofnotebook.batch"
 #: Trailing metadata of a bulk answer: why each DROP entry was dropped, JSON
 #: ``{entry_id: reason}``; the stand-in reads it (sidecar/bulk.py's ``DROP_REASONS_KEY``).
 DROP_REASONS_KEY = "ofnotebook-drop-reasons"
@@ -114,15 +116,18 @@ class BufferingBridge(DaprBridge):
         return failed
 
 
-def declare(app: Any, max_messages: int = MAX_MESSAGES, max_await_ms: int = MAX_AWAIT_MS
-            ) -> None:
+def declare(app: Any, max_messages: int = MAX_MESSAGES, max_await_ms: int = MAX_AWAIT_MS,
+            batch: bool = False) -> None:
     """Mark every topic subscription of the SDK ``app`` as bulk in ``ListTopicSubscriptions``
-    (``TopicSubscription.bulk_subscribe``), as daprd reads it."""
+    (``TopicSubscription.bulk_subscribe``), as daprd reads it; a batch function's also with
+    :data:`BATCH_KEY`, so the local stand-in waits ``max_await_ms`` for its batches to fill."""
     from dapr.proto.runtime.v1 import appcallback_pb2
 
     for sub in app._servicer._registered_topics:
         sub.bulk_subscribe.CopyFrom(appcallback_pb2.BulkSubscribeConfig(
             enabled=True, max_messages_count=max_messages, max_await_duration_ms=max_await_ms))
+        if batch:
+            sub.metadata[BATCH_KEY] = "true"
 
 
 def batch_settings(manifest: dict[str, Any]) -> tuple[int, int] | None:

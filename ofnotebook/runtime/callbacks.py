@@ -298,7 +298,10 @@ def serve_async(loaded: LoadedFunction, fctx: FunctionContext, host: str,
         _register(app, loaded, fctx, bridge, name, comp)
     # runtime/bulk.py: many events a call, their sends in bulk; a batch function's size too
     batch = batch_settings(loaded.manifest) if loaded.signature == "ctx_data" else None
-    declare_bulk(app, *(batch or ()))
+    if batch:
+        declare_bulk(app, max_messages=batch[0], max_await_ms=batch[1], batch=True)
+    else:
+        declare_bulk(app)
     install_bulk(app, bridge, Refused, _batch_runner(loaded, fctx, bridge) if batch else None)
     app.register_health_check(lambda: None)
     print(f"ofnotebook runtime: serving {fctx.name} ({loaded.entry}, {loaded.signature}) "

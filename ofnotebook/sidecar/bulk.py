@@ -29,6 +29,8 @@ from dapr.proto.runtime.v1 import appcallback_pb2
 #: CloudEvent keys that are attributes or data, not extensions (as ``topic_event_request``).
 EXTENSION_SKIPPED = frozenset(
     {"id", "source", "datacontenttype", "type", "specversion", "data", "data_base64"})
+#: Subscription metadata of a batch function (``--batch``): its batches wait to fill.
+BATCH_KEY = "ofnotebook.batch"
 #: Trailing metadata of a bulk answer: why each DROP entry was dropped (JSON object).
 DROP_REASONS_KEY = "ofnotebook-drop-reasons"
 #: Dapr's defaults for a component without native bulk support (pubsub-bulk docs).
@@ -38,10 +40,13 @@ DEFAULT_MAX_AWAIT_MS = 1000
 
 @dataclass(frozen=True)
 class BulkSettings:
-    """``bulkSubscribe`` of one subscription: at most ``max_messages`` events per call."""
+    """``bulkSubscribe`` of one subscription: at most ``max_messages`` events per call;
+    ``fill_ms``: how long the stand-in waits for a batch to fill (0, adaptive, unless the
+    subscription is a batch function's: :data:`BATCH_KEY` in its metadata)."""
 
     max_messages: int = DEFAULT_MAX_MESSAGES
     max_await_ms: int = DEFAULT_MAX_AWAIT_MS
+    fill_ms: int = 0
 
     @classmethod
     def from_subscription(cls, sub: Any) -> BulkSettings | None:
@@ -50,8 +55,10 @@ class BulkSettings:
         if not sub.HasField("bulk_subscribe") or not sub.bulk_subscribe.enabled:
             return None
         config = sub.bulk_subscribe
+        wait = config.max_await_duration_ms or DEFAULT_MAX_AWAIT_MS
         return cls(max_messages=config.max_messages_count or DEFAULT_MAX_MESSAGES,
-                   max_await_ms=config.max_await_duration_ms or DEFAULT_MAX_AWAIT_MS)
+                   max_await_ms=wait,
+                   fill_ms=wait if sub.metadata.get(BATCH_KEY) == "true" else 0)
 
 
 def cloud_event_entry(ce: Mapping[str, Any], data: bytes) -> Any:

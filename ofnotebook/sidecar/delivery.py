@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, NamedTuple
@@ -109,6 +110,7 @@ class Dispatcher:
         self._bulk_off = False  # the app implements neither bulk RPC: unary from then on
         self._waiting: deque[InboundEvent] = deque()
         self._waiting_lock = threading.Lock()
+        self._arrived = threading.Condition(self._waiting_lock)
         self._draining = 0
         room = width if self.bulk is None else BULK_IN_FLIGHT * self.bulk.max_messages
         self._slots = threading.BoundedSemaphore(room)
@@ -127,6 +129,7 @@ class Dispatcher:
             return
         with self._waiting_lock:
             self._waiting.append(event)
+            self._arrived.notify()
             if self._draining >= BULK_IN_FLIGHT:
                 return  # a busy drainer takes it with the next batch
             self._draining += 1
@@ -148,10 +151,20 @@ class Dispatcher:
 
     def _drain(self) -> None:
         """Deliver what is waiting, as it is: one event unary (it never waits for company),
-        more in one bulk call of at most ``maxMessagesCount``; until nothing waits."""
+        more in one bulk call of at most ``maxMessagesCount``; until nothing waits. Only a
+        batch function's subscription (``BulkSettings.fill_ms``) waits for a batch to fill."""
         assert self.bulk is not None
+        fill = self.bulk.fill_ms / 1000
         while True:
             with self._waiting_lock:
+                if fill and 0 < len(self._waiting) < self.bulk.max_messages:
+                    # a batch function's --batch-wait: up to that long for the batch to fill
+                    deadline = time.monotonic() + fill
+                    while len(self._waiting) < self.bulk.max_messages \
+                            and not self._closed.is_set():
+                        left = deadline - time.monotonic()
+                        if left <= 0 or not self._arrived.wait(left):
+                            break
                 count = min(len(self._waiting), self.bulk.max_messages)
                 if count == 0:
                     self._draining -= 1

@@ -324,3 +324,22 @@ def test_events_waiting_when_an_input_without_redelivery_closes_are_each_recorde
         assert letters and all("does not redeliver" in letter["error"] for letter in letters)
     finally:
         server.stop(None)
+
+
+def test_a_batch_functions_subscription_waits_for_its_batch_to_fill() -> None:
+    """``fill_ms`` (a batch function's --batch-wait): events arriving one by one, each well
+    within the wait of the previous, still go as one bulk call."""
+    servicer = _App()
+    server, port = _serve(servicer)
+    dispatcher, _log = _dispatcher(port, bulk=BulkSettings(max_messages=5, fill_ms=5000))
+    acks: list[Any] = []
+    try:
+        for i in range(5):
+            dispatcher(_event(i, acks))
+            if i == 0:
+                wait_for(lambda: dispatcher._draining == 1, timeout=5)
+        wait_for(lambda: len(acks) == 5, timeout=10)
+        assert servicer.batches == [[b"0", b"1", b"2", b"3", b"4"]] and servicer.unary == []
+    finally:
+        dispatcher.close()
+        server.stop(None)

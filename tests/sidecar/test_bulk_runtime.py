@@ -53,7 +53,7 @@ def _serve(function: Any, manifest: dict[str, Any] | None = None
     app = App()
     callbacks._register(app, loaded, fctx, bridge, "in", source)
     batch = bulk.batch_settings(loaded.manifest)
-    bulk.declare(app, *(batch or (64, 20)))
+    bulk.declare(app, *(batch or (64, 20)), batch=batch is not None)
     bulk.install(app, bridge, callbacks.Refused,
                  callbacks._batch_runner(loaded, fctx, bridge) if batch else None)
     threading.Thread(target=app.run, kwargs={"app_port": fctx.port,
@@ -106,6 +106,7 @@ def test_sends_of_a_bulk_call_go_in_bulk_and_a_failed_one_fails_only_its_event(
             assert [(s.topic, s.bulk_subscribe.enabled, s.bulk_subscribe.max_messages_count,
                      s.bulk_subscribe.max_await_duration_ms) for s in subs] == [
                 ("scores", True, 64, 20)]
+            assert sidecar_bulk.BulkSettings.from_subscription(subs[0]).fill_ms == 0
             reply = stub.OnBulkTopicEvent(_bulk([{"n": i} for i in range(5)]), timeout=10,
                                           metadata=[("pubsubname", "in-pubsub")])
             statuses = {e.entry_id: e.status for e in reply.statuses}
@@ -165,6 +166,8 @@ def test_a_batch_function_gets_the_whole_bulk_call_and_a_failing_batch_retries_e
             stub, subs = _ready(channel)
             assert [(s.bulk_subscribe.max_messages_count, s.bulk_subscribe.max_await_duration_ms)
                     for s in subs] == [(50, 5)]
+            assert sidecar_bulk.BulkSettings.from_subscription(subs[0]) == \
+                sidecar_bulk.BulkSettings(max_messages=50, max_await_ms=5, fill_ms=5)
             reply = stub.OnBulkTopicEvent(_bulk([{"n": i} for i in range(5)]), timeout=10)
             assert [e.status for e in reply.statuses] == [SUCCESS] * 5 and sizes == [5]
             assert _outputs(sdk_env, mark) == [{"batch": i} for i in range(5)]
