@@ -26,7 +26,7 @@ from .backends.base import PHASES, PhaseEvent
 from .handle import Invocation, preview
 from .viewmetrics import BAD, MUTED, OK, WARN, MetricsHistory
 from .viewparts import (FOLLOW_JS, JUMP_JS, RESTORE_JS, PRE, copy_button, curl_for,
-                        folded, pretty, summarize)
+                        folded, pretty, proxied_url, summarize)
 
 if TYPE_CHECKING:
     from .backends.events import OutputEvent
@@ -244,6 +244,10 @@ class ViewState:
         elif self.url.startswith("http"):
             where = (f' <a class="ofn-url" href="{esc(self.url)}" target="_blank">'
                      f'{esc(self.url)}</a>{copy_button("curl " + shlex.quote(self.url))}')
+            proxied = proxied_url(self.url)
+            if proxied:  # the way in from a browser on another machine
+                where += (f' <a class="ofn-proxied" href="{esc(proxied)}" target="_blank" '
+                          f'style="color:{MUTED}">via Jupyter: {esc(proxied)}</a>')
         else:
             where = f' <code class="ofn-url">{esc(self.url)}</code>' if self.url else ""
         return (f'<div class="ofn-header"><b class="ofn-name">{esc(self.name)}</b> '

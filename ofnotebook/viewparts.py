@@ -8,12 +8,16 @@ function of its arguments, tested without a widget.
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
+import importlib.util
 import json
+import os
 import shlex
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
+from urllib.parse import urlsplit
 
 from .errors import DeployError, RemoteFunctionError
 from .handle import Invocation
@@ -112,3 +116,28 @@ def copy_button(text: str) -> str:
             f'onclick="navigator.clipboard&amp;&amp;navigator.clipboard.writeText('
             f'this.dataset.curl);this.textContent=\'copied\'" style="font-size:85%;'
             f'cursor:pointer">copy as curl</button>')
+
+
+@functools.lru_cache(maxsize=1)
+def _has_server_proxy() -> bool:
+    """Whether jupyter-server-proxy is installed (asked once: the view redraws often)."""
+    return importlib.util.find_spec("jupyter_server_proxy") is not None
+
+
+def proxied_url(url: str, environ: Mapping[str, str] | None = None,
+                has_proxy: bool | None = None) -> str:
+    """The path through jupyter-server-proxy that reaches a local function's ``url`` from the
+    browser ("" where it does not apply). On a remote Jupyter server (JupyterHub's pods, a
+    shared server) the browser cannot open ``127.0.0.1``; with jupyter-server-proxy installed
+    the server forwards ``{base}proxy/{port}/`` to that port, on the page's own origin.
+    ``base`` is JupyterHub's ``JUPYTERHUB_SERVICE_PREFIX`` (``/user/NAME/``), else ``/``."""
+    environ = os.environ if environ is None else environ
+    if has_proxy is None:
+        has_proxy = _has_server_proxy()
+    parts = urlsplit(url)
+    if not has_proxy or parts.scheme != "http" or parts.hostname != "127.0.0.1" \
+            or not parts.port:
+        return ""
+    base = environ.get("JUPYTERHUB_SERVICE_PREFIX", "/") or "/"
+    base = base if base.endswith("/") else base + "/"
+    return f"{base}proxy/{parts.port}{parts.path or '/'}"

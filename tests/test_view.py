@@ -502,3 +502,36 @@ def test_function_list_table_and_compact_view(local_backend: Any) -> None:
     assert view.body_box.layout.display == "none"
     view.help.value = True
     assert view.help_text.layout.display is None and "%%function?" in view.help_text.value
+
+
+def test_a_proxied_url_where_jupyter_server_proxy_can_forward_the_port() -> None:
+    """On a remote Jupyter server the browser cannot open 127.0.0.1: with
+    jupyter-server-proxy installed the view also links the port through the server."""
+    from ofnotebook.viewparts import proxied_url
+
+    url = "http://127.0.0.1:8123/"
+    hub = {"JUPYTERHUB_SERVICE_PREFIX": "/user/ada/"}
+    assert proxied_url(url, hub, has_proxy=True) == "/user/ada/proxy/8123/"
+    assert proxied_url(url, {}, has_proxy=True) == "/proxy/8123/"
+    assert proxied_url("http://127.0.0.1:8123/api", {"JUPYTERHUB_SERVICE_PREFIX": "/u/b"},
+                       has_proxy=True) == "/u/b/proxy/8123/api"
+    assert proxied_url(url, hub, has_proxy=False) == ""  # nothing would forward it
+    assert proxied_url("grpc://127.0.0.1:8123", hub, has_proxy=True) == ""
+    assert proxied_url("http://10.0.0.5:8080/", hub, has_proxy=True) == ""  # not ours
+    import importlib.util
+
+    installed = importlib.util.find_spec("jupyter_server_proxy") is not None
+    assert bool(proxied_url(url, hub)) == installed  # the real installation decides
+
+
+def test_the_header_links_the_proxied_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ofnotebook import viewparts
+    from ofnotebook.view import ViewState
+
+    state = ViewState("greet", "sync", "local")
+    state.set_status("running", "http://127.0.0.1:8123/")
+    assert ("proxy/8123" in state.header_html()) == viewparts._has_server_proxy()
+    monkeypatch.setattr(viewparts, "_has_server_proxy", lambda: True)  # as where installed
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
+    assert 'href="/user/ada/proxy/8123/"' in state.header_html()
+    assert "via Jupyter: /user/ada/proxy/8123/" in state.header_html()
