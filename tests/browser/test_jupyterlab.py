@@ -80,6 +80,13 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         yield server
 
 
+def report_failure(page: Any, lab: Any, tmp_path: Path) -> None:
+    """What a failed browser test leaves to read: a full-page screenshot and JupyterLab's log."""
+    failed = tmp_path / "failure.png"
+    page.screenshot(path=str(failed), full_page=True)
+    print(f"screenshot of the failure: {failed}\nJupyterLab log:\n{lab.log.read_text()}")
+
+
 @contextlib.contextmanager
 def start_lab(tmp_path: Path) -> Iterator[Lab]:
     """JupyterLab on 127.0.0.1 in ``tmp_path/lab`` with a copy of the quickstart (outputs
@@ -220,9 +227,7 @@ def test_quickstart_view_in_jupyterlab(lab: Lab, tmp_path: Path) -> None:
             if os.environ.get("SAVE_WIDGET_SCREENSHOT"):
                 shutil.copy(shot, os.environ["SAVE_WIDGET_SCREENSHOT"])
         except Exception:
-            failed = tmp_path / "failure.png"
-            page.screenshot(path=str(failed), full_page=True)
-            print(f"screenshot of the failure: {failed}\nJupyterLab log:\n{lab.log.read_text()}")
+            report_failure(page, lab, tmp_path)
             raise
         finally:
             browser.close()
@@ -389,9 +394,7 @@ def test_live_view_follows_folds_errors_copies_curl_and_keeps_its_port(lab: Lab,
                 for theme, shot in shots.items():
                     shutil.copy(shot, Path(target) / shot.name)
         except Exception:
-            failed = tmp_path / "failure.png"
-            page.screenshot(path=str(failed), full_page=True)
-            print(f"screenshot of the failure: {failed}\nJupyterLab log:\n{lab.log.read_text()}")
+            report_failure(page, lab, tmp_path)
             raise
         finally:
             browser.close()
