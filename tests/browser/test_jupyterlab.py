@@ -80,6 +80,19 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         yield server
 
 
+#: Installs a MutationObserver that sets ``window.__ofnSawDeploying`` once the view named by
+#: its argument shows the "deploying" status, however briefly.
+SAW_DEPLOYING_JS = """(name) => {
+  window.__ofnSawDeploying = false;
+  const seen = () => [...document.querySelectorAll('.ofnotebook-view')].some(v =>
+      [...v.querySelectorAll('.ofn-name')].some(n => n.textContent.trim() === name)
+      && v.querySelector('.ofn-status-deploying'));
+  new MutationObserver(() => { if (seen()) window.__ofnSawDeploying = true; })
+      .observe(document.body, {subtree: true, childList: true, characterData: true,
+                               attributes: true});
+}"""
+
+
 def report_failure(page: Any, lab: Any, tmp_path: Path) -> None:
     """What a failed browser test leaves to read: a full-page screenshot and JupyterLab's log."""
     failed = tmp_path / "failure.png"
@@ -358,8 +371,11 @@ def test_live_view_follows_folds_errors_copies_curl_and_keeps_its_port(lab: Lab,
                    ).to_have_count(1, timeout=60_000)
             expect(page.locator(".jp-InputPrompt", has_text="[*]:")).to_have_count(0)
             url = view.locator("a.ofn-url").inner_text()
+            # an unchanged redeploy is "deploying" for a few ms, maybe never painted or polled:
+            # record every DOM state it passes through instead
+            page.evaluate(SAW_DEPLOYING_JS, "streamer")
             view.locator("button", has_text="Redeploy").click()
-            expect(view.locator(".ofn-status-deploying")).to_be_visible(timeout=10_000)
+            page.wait_for_function("() => window.__ofnSawDeploying === true", timeout=10_000)
             expect(view.locator(".ofn-status-running")).to_be_visible(timeout=60_000)
             assert view.locator("a.ofn-url").inner_text() == url
             expect(view.locator(".ofn-error")).to_have_count(1)  # the invocation's, no other
