@@ -108,7 +108,7 @@ class Dispatcher:
         #: bulkSubscribe of a pub/sub input; an ordered input stays unary (acks in order).
         self.bulk = endpoint.bulk if endpoint.kind == "pubsub" and not ordered else None
         self._bulk_off = False  # the app implements neither bulk RPC: unary from then on
-        self._waiting: deque[InboundEvent] = deque()
+        self._waiting: deque[_Entry] = deque()  # parsed and recorded as in
         self._waiting_lock = threading.Lock()
         self._arrived = threading.Condition(self._waiting_lock)
         self._draining = 0
@@ -127,13 +127,37 @@ class Dispatcher:
         if self.bulk is None:
             self._pool.submit(self._deliver, event)
             return
+        entry = self._prepare(event)
+        if entry is None:
+            return
         with self._waiting_lock:
-            self._waiting.append(event)
+            self._waiting.append(entry)
             self._arrived.notify()
             if self._draining >= BULK_IN_FLIGHT:
                 return  # a busy drainer takes it with the next batch
             self._draining += 1
         self._later(self._drain)
+
+    def _prepare(self, event: InboundEvent) -> _Entry | None:
+        """A bulk input's event as it arrives: routed, parsed and recorded as in *now*, so an
+        event that waits for a call slot is counted (in, not yet settled: lost if the
+        stand-in dies). None when it is already on its way: no route (a dead letter) or an
+        envelope the bulk path cannot read (delivered unary, which fails it as it should)."""
+        try:
+            ce, path = self._routed(event)
+            content_type = ce.get("datacontenttype")
+            content_type = content_type if isinstance(content_type, str) else ""
+            data = cloudevents._event_data(ce, content_type)  # as topic_event_request
+        except ValueError:
+            self._later(self._deliver, event)
+            return None
+        self._record_in(event, content_type, data)
+        if path is None:
+            self._give_up(event, "no route of the subscription matches the event", 0, data,
+                          content_type)
+            self._slots.release()
+            return None
+        return _Entry(event, ce, path, content_type, data)
 
     def _deliver(self, event: InboundEvent) -> None:
         try:
@@ -171,15 +195,15 @@ class Dispatcher:
                     return
                 batch = [self._waiting.popleft() for _ in range(count)]
             if len(batch) == 1 or self._bulk_off:
-                for event in batch:
-                    self._deliver(event)
+                for entry in batch:
+                    self._unary_entry(entry, 0, "")
                 continue
             try:
                 self._deliver_bulk(batch)
             except Exception:  # never lose the slots of a batch: deliver what is left unary
-                for event in batch:
-                    if not event._acked.is_set():
-                        self._later(self._deliver, event)
+                for entry in batch:
+                    if not entry.event._acked.is_set():
+                        self._later(self._unary_entry, entry, 0, "")
 
     def _record_in(self, event: InboundEvent, content_type: str, data: bytes) -> None:
         ep = self.endpoint
@@ -231,26 +255,12 @@ class Dispatcher:
         self._give_up(event, error, attempt, data, content_type)
 
     # -- bulk -----------------------------------------------------------------------------------
-    def _deliver_bulk(self, batch: list[InboundEvent]) -> None:
+    def _deliver_bulk(self, batch: list[_Entry]) -> None:
         """One ``OnBulkTopicEvent`` per route path of ``batch``; each entry then settled by its
         own status, as the unary attempt's outcome would settle it."""
         groups: dict[str, list[_Entry]] = {}
-        for event in batch:
-            try:
-                ce, path = self._routed(event)
-                content_type = ce.get("datacontenttype")
-                content_type = content_type if isinstance(content_type, str) else ""
-                data = cloudevents._event_data(ce, content_type)  # as topic_event_request
-            except ValueError:  # a bad envelope fails as it does unary, retried alone
-                self._later(self._deliver, event)
-                continue
-            self._record_in(event, content_type, data)
-            if path is None:
-                self._give_up(event, "no route of the subscription matches the event", 0,
-                              data, content_type)
-                self._slots.release()
-                continue
-            groups.setdefault(path, []).append(_Entry(event, ce, path, content_type, data))
+        for entry in batch:
+            groups.setdefault(entry.path, []).append(entry)
         for path, entries in groups.items():
             self._bulk_call(path, entries)
 

@@ -24,6 +24,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from .apps import App, Endpoint
+from .bulk import BulkSettings
 from .delivery import DEFAULT_ATTEMPTS, Dispatcher, rule_error
 from .drivers import ComponentConfig, ComponentError, Driver, create_driver
 from .eventlog import EventLog
@@ -215,6 +216,7 @@ class Registry:
             if declared is not None:
                 declared.dead_letter_topic = sub.dead_letter_topic or declared.dead_letter_topic
                 declared.default_path, declared.rules = sub.routes.default, rules
+                declared.bulk = BulkSettings.from_subscription(sub)
                 continue
             config = self._known_component(sub.pubsub_name, app)
             if config is None or not config.type.startswith("pubsub."):
@@ -236,7 +238,8 @@ class Registry:
                           component=replace(config, metadata=metadata), topic=sub.topic,
                           dead_letter_topic=sub.dead_letter_topic
                           or config.metadata.get(DEAD_LETTER_KEY, ""),
-                          default_path=sub.routes.default, rules=rules, discovered=True)
+                          default_path=sub.routes.default, rules=rules, discovered=True,
+                          bulk=BulkSettings.from_subscription(sub))
             started.append(self._start_driver(ep))
             app.endpoints.append(ep)
         return warnings
