@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 from ..package import Package
 from .events import EventTracker
@@ -194,6 +194,17 @@ class Deployment:
         ``input_name`` as a test event, through its broker where it has one."""
         raise NotImplementedError("The 'publish' method must be implemented (raise "
                                   "UnsupportedError when the target cannot).")
+
+    def publish_many(self, input_name: str, items: Sequence[tuple[bytes, str]]
+                     ) -> list[tuple[int, str]]:
+        """Deliver many ``(data, content_type)`` test events into ``input_name``, in order,
+        and return the ``(index, error)`` of those that failed (the others were sent). A
+        target with a bulk path (the local stand-in: one request, one broker round trip)
+        overrides it; this one publishes one by one, so it reaches (or refuses) exactly
+        what ``publish`` does, and raises at the first failure."""
+        for data, content_type in items:
+            self.publish(input_name, data, content_type)
+        return []
 
     def read_state(self, store: str, key: str) -> dict[str, Any]:
         """Read ``key`` from state store ``store``: ``{"data": value, ...}``."""

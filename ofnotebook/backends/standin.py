@@ -25,14 +25,15 @@ import subprocess
 import threading
 import time
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .. import config
 from ..context import component_name
 from ..errors import DeployError, InvocationError, OfnotebookError
 from ..sidecar.protocol import (API_TOKEN_ENV, APP_GRPC, APP_HTTP, APP_NONE, APP_TOKEN_ENV,
-                                ROLE_COMPONENT, ROLE_INPUT, ROLE_OUTPUT, ROLE_STATE,
-                                STANDIN_KEY_ENV, TOKEN_HEADER, app_token, callback_token)
+                                FRAMES_CONTENT_TYPE, INPUTS_MANY_PATH, ROLE_COMPONENT,
+                                ROLE_INPUT, ROLE_OUTPUT, ROLE_STATE, STANDIN_KEY_ENV,
+                                TOKEN_HEADER, app_token, callback_token, pack_frames)
 from ..spec import FunctionSpec
 from . import standin_process
 from .processes import Backoff
@@ -309,6 +310,14 @@ class StandIn:
         self._call("POST", f"/ofnotebook/apps/{app_id}/inputs/{input_name}", data=data,
                    headers={"Content-Type": content_type})
 
+    def inject_many(self, app_id: str, input_name: str, items: Sequence[tuple[bytes, str]]
+                    ) -> list[tuple[int, str]]:
+        """Many test events in one request (framed, not JSON); the failed ``(index, error)``."""
+        answer = self._call("POST", INPUTS_MANY_PATH.format(app_id=app_id, name=input_name),
+                            data=pack_frames(items),
+                            headers={"Content-Type": FRAMES_CONTENT_TYPE}).json()
+        return [(int(index), str(error)) for index, error in answer["failed"]]
+
     def read_state(self, app_id: str, store: str, key: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/ofnotebook/apps/{app_id}/states/{store}/{key}").json())
 
@@ -440,7 +449,7 @@ class StandInUser:
     """For deployments whose function talks Dapr through the kernel's local stand-in: its
     events tracker, test events, state reads, and leaving the stand-in when stopped. Mixed in
     before :class:`~.base.Deployment`, it implements the contract's ``publish``,
-    ``read_state`` and ``events``."""
+    ``publish_many``, ``read_state`` and ``events``."""
 
     name: str
     standin: StandIn | None = None
@@ -481,6 +490,13 @@ class StandInUser:
     def publish(self, input_name: str, data: bytes, content_type: str) -> None:
         try:
             self._need_standin().inject(self.name, input_name, data, content_type)
+        except DeployError as exc:
+            raise InvocationError(str(exc), function_name=self.name) from None
+
+    def publish_many(self, input_name: str, items: Sequence[tuple[bytes, str]]
+                     ) -> list[tuple[int, str]]:
+        try:
+            return self._need_standin().inject_many(self.name, input_name, items)
         except DeployError as exc:
             raise InvocationError(str(exc), function_name=self.name) from None
 

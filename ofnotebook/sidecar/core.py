@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from . import cloudevents
 from .apps import App, Endpoint
 from .drivers import ComponentConfig, ComponentError
-from .drivers.base import STATE_OPERATIONS, StateOperation
+from .drivers.base import STATE_OPERATIONS, Driver, StateOperation
 from .errors import (ERROR_STATUS, DaprError, NotRegisteredError, component_not_found,
                      error_status)
 from .eventlog import EventLog, payload_view
@@ -54,8 +54,12 @@ class DaprCore:
         self.log: EventLog = registry.log
         self.key = key  # protocol.STANDIN_KEY_ENV: the key of the per-app tokens
         self.invoker = Invoker(registry)
-        self.injector = Injector(registry, lambda app, ep, topic, data, ct: self._publish(
-            app, ep, topic, data, ct, {}, source="ofnotebook"))
+        self.injector = Injector(
+            registry,
+            lambda app, ep, topic, data, ct: self._publish(app, ep, topic, data, ct, {},
+                                                           source="ofnotebook"),
+            lambda app, ep, items: self._publish_many(
+                app, ep, ep.topic, [(data, ct, {}) for data, ct in items], source="ofnotebook"))
 
     # -- lookups ------------------------------------------------------------------------------
     def caller(self, token: str | None) -> str | None:
@@ -143,29 +147,78 @@ class DaprCore:
 
     def _publish(self, app: App, ep: Endpoint, topic: str, data: bytes, content_type: str,
                  metadata: Mapping[str, str], source: str | None = None) -> None:
-        if ep.kind != "pubsub" or ep.driver is None:
-            raise ComponentError(f"{ep.component.name!r} is a {ep.component.type} component, "
-                                 f"not a pub/sub component")
+        driver = self._pubsub_driver(ep)
         topic = topic or ep.topic
         try:
-            if cloudevents.is_raw_payload(metadata):
-                body = data
-            else:
-                ce = cloudevents.new_cloud_event(app_id=source or app.app_id,
-                                                 pubsub_name=ep.component.name, topic=topic,
-                                                 data=data,
-                                                 data_content_type=content_type or None,
-                                                 metadata=metadata)
-                body = cloudevents.to_bytes(ce)
-            ep.driver.publish(topic, body, metadata)
+            driver.publish(topic, self._event_body(app, ep, topic, data, content_type,
+                                                   metadata, source), metadata)
         except (ComponentError, ValueError) as exc:
             self.log.record(app.app_id, EVENT_ERROR, name=ep.name, error=str(exc))
             if isinstance(exc, ComponentError):
                 raise
             raise ComponentError(f"publishing to {ep.component.name!r}: {exc}") from exc
         if ep.role in (ROLE_OUTPUT, ROLE_COMPONENT):  # a publish the function's code made
-            self.log.record(app.app_id, EVENT_OUT, name=ep.name, component=ep.component.name,
-                            type=ep.component.type, topic=topic, content_type=content_type,
+            self._record_out(app, ep, topic, [(data, content_type)])
+
+    def _publish_many(self, app: App, ep: Endpoint, topic: str,
+                      entries: Sequence[tuple[bytes, str, Mapping[str, str]]],
+                      source: str | None = None) -> list[tuple[int, str]]:
+        """``(data, content_type, metadata)`` entries published as ``_publish`` would, each
+        its own CloudEvent, in one ``Driver.publish_many`` (one broker round trip where the
+        driver batches); returns the failed ``(index, error)``, each also an ``error`` record
+        as a failed ``_publish`` is. A driver that fails as a whole (closed, wrong kind)
+        fails every entry."""
+        driver = self._pubsub_driver(ep)
+        topic = topic or ep.topic
+        failed: dict[int, str] = {}
+        bodies: list[tuple[bytes, Mapping[str, str]]] = []
+        sent: list[int] = []  # the entry index of each body
+        for index, (data, content_type, metadata) in enumerate(entries):
+            try:
+                bodies.append((self._event_body(app, ep, topic, data, content_type, metadata,
+                                                source), metadata))
+                sent.append(index)
+            except ValueError as exc:
+                failed[index] = f"publishing to {ep.component.name!r}: {exc}"
+        if bodies:
+            try:
+                for position, refused in driver.publish_many(topic, bodies):
+                    failed[sent[position]] = str(refused)
+            except ComponentError as exc:
+                failed.update((index, str(exc)) for index in sent)
+        for index in sorted(failed):
+            self.log.record(app.app_id, EVENT_ERROR, name=ep.name, error=failed[index])
+        if ep.role in (ROLE_OUTPUT, ROLE_COMPONENT):  # publishes the function's code made
+            self._record_out(app, ep, topic, [(entries[i][0], entries[i][1]) for i in sent
+                                              if i not in failed])
+        return sorted(failed.items())
+
+    @staticmethod
+    def _pubsub_driver(ep: Endpoint) -> Driver:
+        if ep.kind != "pubsub" or ep.driver is None:
+            raise ComponentError(f"{ep.component.name!r} is a {ep.component.type} component, "
+                                 f"not a pub/sub component")
+        return ep.driver
+
+    @staticmethod
+    def _event_body(app: App, ep: Endpoint, topic: str, data: bytes, content_type: str,
+                    metadata: Mapping[str, str], source: str | None) -> bytes:
+        """What goes into the broker for one publish: the CloudEvent daprd would build, or
+        ``data`` itself under ``rawPayload``; ``ValueError`` for metadata daprd refuses."""
+        if cloudevents.is_raw_payload(metadata):
+            return data
+        return cloudevents.to_bytes(cloudevents.new_cloud_event(
+            app_id=source or app.app_id, pubsub_name=ep.component.name, topic=topic,
+            data=data, data_content_type=content_type or None, metadata=metadata))
+
+    def _record_out(self, app: App, ep: Endpoint, topic: str,
+                    sent: Sequence[tuple[bytes, str]]) -> None:
+        """One ``out`` record per published event: the kernel counts and shows each. The
+        fields every record of the batch shares are made once."""
+        shared = {"name": ep.name, "component": ep.component.name, "type": ep.component.type,
+                  "topic": topic}
+        for data, content_type in sent:
+            self.log.record(app.app_id, EVENT_OUT, **shared, content_type=content_type,
                             **payload_view(data, content_type))
 
     def get_state(self, store: str, key: str) -> tuple[bytes | None, str]:
@@ -228,9 +281,10 @@ class DaprCore:
                      entries: Sequence[tuple[str, bytes, str, Mapping[str, str]]],
                      metadata: Mapping[str, str]) -> list[tuple[str, str]]:
         """``BulkPublishEvent``: ``(entry_id, event, content_type, metadata)`` entries, each
-        published as ``PublishEvent`` would (entry metadata over the request's), as daprd's
-        default bulk publisher does for brokers without a bulk API. Returns the failed
-        ``(entry_id, error)``; raises when an entry id is missing or repeated."""
+        published as ``PublishEvent`` would (entry metadata over the request's), in one
+        ``Driver.publish_many`` (one broker round trip where the driver batches; daprd's
+        default bulk publisher publishes one by one). Returns the failed ``(entry_id,
+        error)``; raises when an entry id is missing or repeated."""
         app, ep = self.find(pubsub, "pubsub")
         seen: set[str] = set()
         for entry_id, _event, _ct, _md in entries:
@@ -240,14 +294,10 @@ class DaprCore:
                                 code="INVALID_ARGUMENT", status=400,
                                 error_code="ERR_PUBSUB_EVENTS_SER")
             seen.add(entry_id)
-        failed = []
-        for entry_id, event, content_type, entry_metadata in entries:
-            try:
-                self._publish(app, ep, topic, event, content_type,
-                              {**metadata, **entry_metadata})
-            except ComponentError as exc:
-                failed.append((entry_id, str(exc)))
-        return failed
+        failed = self._publish_many(app, ep, topic, [
+            (event, content_type, {**metadata, **entry_metadata})
+            for _entry_id, event, content_type, entry_metadata in entries])
+        return [(entries[index][0], error) for index, error in failed]
 
     # -- secrets ------------------------------------------------------------------------------
     def _secret_store(self, store: str) -> Endpoint:
@@ -327,6 +377,12 @@ class DaprCore:
 
     def inject(self, app_id: str, input_name: str, data: bytes, content_type: str) -> None:
         self.injector.inject(self.app(app_id), input_name, data, content_type)
+
+    def inject_many(self, app_id: str, input_name: str, items: Sequence[tuple[bytes, str]]
+                    ) -> list[tuple[int, str]]:
+        """``handle.publish_many``: many test events into one input; the failed ``(index,
+        error)`` (``protocol.INPUTS_MANY_PATH``)."""
+        return self.injector.inject_many(self.app(app_id), input_name, items)
 
     def read_state(self, app_id: str, name: str, key: str) -> dict[str, Any]:
         """A state value of one app's store, as the notebook shows it."""

@@ -25,8 +25,9 @@ from . import unimplemented
 from .core import CALLER, DaprCore
 from .errors import ERROR_STATUS, DaprError, error_body, error_status
 from .eventlog import payload_view
-from .protocol import (APPS_PATH, EVENTS_PATH, INPUTS_PATH, STATES_PATH, STATS_PATH,
-                       TOKEN_HEADER, authorized)
+from .protocol import (APPS_PATH, EVENTS_PATH, FRAMES_CONTENT_TYPE, INPUTS_MANY_PATH,
+                       INPUTS_PATH, STATES_PATH, STATS_PATH, TOKEN_HEADER, authorized,
+                       unpack_frames)
 
 _ALL_VERBS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH"]
 #: Response headers of an invoked app that are the hop's own.
@@ -270,6 +271,23 @@ def create_http_app(core: DaprCore, token: str | None) -> Flask:
     def _inject(app_id: str, name: str) -> Any:
         core.inject(app_id, name, request.get_data(), request.content_type or "")
         return Response(status=202)
+
+    @app.post(_rule(INPUTS_MANY_PATH))
+    def _inject_many(app_id: str, name: str) -> Any:
+        """``handle.publish_many``'s chunk: framed events (``protocol.pack_frames``), all
+        read before any is sent; 200 with the failed ``[index, error]`` pairs."""
+        if (request.content_type or "").split(";")[0] != FRAMES_CONTENT_TYPE:
+            raise DaprError(f"the body must be {FRAMES_CONTENT_TYPE} (protocol.pack_frames), "
+                            f"not {request.content_type or 'untyped'}", code="INVALID_ARGUMENT",
+                            status=415, error_code="ERR_MALFORMED_REQUEST")
+        try:
+            items = unpack_frames(request.get_data())
+        except ValueError as exc:
+            raise DaprError(f"the framed body is malformed: {exc}; nothing was sent",
+                            code="INVALID_ARGUMENT", status=400,
+                            error_code="ERR_MALFORMED_REQUEST") from None
+        failed = core.inject_many(app_id, name, items)
+        return {"sent": len(items) - len(failed), "failed": failed}
 
     @app.get(_rule(STATES_PATH))
     def _read_state(app_id: str, name: str, key: str) -> Any:

@@ -1,40 +1,71 @@
 """Test events from the notebook into a function's input, through the real broker where there
-is one, as a producer would send them."""
+is one, as a producer would send them: one (``inject``) or many in one call (``inject_many``,
+``handle.publish_many``), which a pub/sub input publishes in bulk (one broker round trip)."""
 
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from typing import Callable, Sequence
 
 from .apps import App, Endpoint
 from .drivers import ComponentConfig, ComponentError, Driver, create_driver
 from .drivers.base import InboundEvent
 from .registry import Registry
-from .protocol import ROLE_INPUT
+from .protocol import ROLE_INPUT, no_input_message
 
 # Bindings that write where they read: the input's own driver produces the test event.
 _SELF_PRODUCING = ("in-memory", "mqtt3", "mqtt", "rabbitmq")
+
+#: ``publish_many(app, endpoint, [(data, content_type), ...])`` -> the failed ``(index,
+#: error)``: the core's bulk publish path.
+PublishMany = Callable[[App, Endpoint, Sequence[tuple[bytes, str]]], list[tuple[int, str]]]
 
 
 class Injector:
     """Feeds ``POST protocol.INPUTS_PATH``; keeps one producer per Kafka input binding."""
 
     def __init__(self, registry: Registry,
-                 publish: Callable[[App, Endpoint, str, bytes, str], None]) -> None:
+                 publish: Callable[[App, Endpoint, str, bytes, str], None],
+                 publish_many: PublishMany) -> None:
         self.registry = registry
         self._publish = publish  # the core's publish path: a pub/sub test event is a CloudEvent
+        self._publish_many = publish_many
         self._producers: dict[str, Driver] = {}
         self._lock = threading.Lock()
 
-    def inject(self, app: App, input_name: str, data: bytes, content_type: str) -> None:
+    def _input(self, app: App, input_name: str) -> Endpoint:
         ep = app.endpoint(ROLE_INPUT, input_name)
         if ep is None or ep.driver is None:
-            declared = ", ".join(e.name for e in app.inputs()) or "none"
-            raise ComponentError(f"{app.app_id!r} has no input {input_name!r} "
-                                 f"(inputs: {declared})")
+            raise ComponentError(no_input_message(app.app_id, input_name,
+                                                  (e.name for e in app.inputs())))
+        return ep
+
+    def inject(self, app: App, input_name: str, data: bytes, content_type: str) -> None:
+        ep = self._input(app, input_name)
         if ep.kind == "pubsub":
             self._publish(app, ep, ep.topic, data, content_type)
             return
+        self._produce(app, ep, data)
+
+    def inject_many(self, app: App, input_name: str, items: Sequence[tuple[bytes, str]]
+                    ) -> list[tuple[int, str]]:
+        """Every ``(data, content_type)`` item into the input, in order; returns the failed
+        ``(index, error)``. The input is checked before any item goes. A pub/sub input gets
+        them in one bulk publish (one broker round trip where the driver batches); a binding
+        has no bulk write in Dapr, so its producer is called item by item."""
+        ep = self._input(app, input_name)
+        if ep.kind == "pubsub":
+            return self._publish_many(app, ep, items)
+        failed = []
+        for index, (data, _content_type) in enumerate(items):
+            try:
+                self._produce(app, ep, data)
+            except ComponentError as exc:
+                failed.append((index, str(exc)))
+        return failed
+
+    def _produce(self, app: App, ep: Endpoint, data: bytes) -> None:
+        """A binding input's test event: through its broker, or straight to delivery."""
         producer = self._producer(ep)
         if producer is not None:
             producer.invoke("create", data, {})

@@ -18,6 +18,9 @@ without dependencies that the kernel side may import as well.
 * Each function also gets ``APP_TOKEN_ENV`` (Dapr's ``APP_API_TOKEN``), :func:`callback_token`:
   the stand-in sends it as ``TOKEN_HEADER`` on every AppCallback call, and the runtime refuses
   calls without it, so a function's callback port answers the stand-in only.
+* ``POST INPUTS_MANY_PATH`` takes many test events in one request (``handle.publish_many``):
+  a body of :data:`FRAMES_CONTENT_TYPE`, made by :func:`pack_frames`; the answer is
+  ``{"sent": n, "failed": [[index, error], ...]}``, the index counting from the body's first.
 * ``GET EVENTS_PATH?after=&wait=&app=`` answers ``{"events": [...], "last": seq}``; each record
   has ``seq``, ``time``, ``app`` and ``kind`` (one of ``EVENT_KINDS``) plus fields by kind.
   Payloads appear as ``data`` plus ``encoding`` (one of ``ENCODINGS``).
@@ -25,7 +28,8 @@ without dependencies that the kernel side may import as well.
 
 from __future__ import annotations
 
-from typing import Final
+import struct
+from typing import Final, Iterable
 
 # -- event log: the ``kind`` of each record ----------------------------------------------------
 EVENT_REGISTERED: Final = "registered"  # an app's components are up: port, components
@@ -62,11 +66,61 @@ COMPONENT_KEYS: Final = ("role", "name", "componentName", "type", "version", "me
 # Paths are ``str.format`` templates: APPS_PATH.format(app_id="f").
 APPS_PATH: Final = "/ofnotebook/apps/{app_id}"  # PUT register, DELETE unregister
 INPUTS_PATH: Final = "/ofnotebook/apps/{app_id}/inputs/{name}"  # POST a test event
+INPUTS_MANY_PATH: Final = INPUTS_PATH + "/many"  # POST many, framed (pack_frames)
 STATES_PATH: Final = "/ofnotebook/apps/{app_id}/states/{name}/{key}"  # GET a state value
 EVENTS_PATH: Final = "/ofnotebook/events"  # GET, long poll
 STATS_PATH: Final = "/ofnotebook/stats"  # GET apps, counts per app and kind, pid
 READY_KEYS: Final = ("http", "grpc", "pid")
 TOKEN_HEADER: Final = "dapr-api-token"
+
+# -- many test events in one body (INPUTS_MANY_PATH) -------------------------------------------
+FRAMES_CONTENT_TYPE: Final = "application/x-ofnotebook-frames"
+#: Each frame: payload length (u32), content type length (u16), the content type, the payload.
+#: Measured against a JSON list of base64 (benchmarks/bench_publish.py): no base64 of either
+#: side, no JSON parse of the list, the payloads sliced straight out of the body.
+_FRAME: Final = struct.Struct(">IH")
+
+
+def pack_frames(items: Iterable[tuple[bytes, str]]) -> bytes:
+    """``(payload, content_type)`` items as one :data:`FRAMES_CONTENT_TYPE` body."""
+    parts: list[bytes] = []
+    pack = _FRAME.pack
+    for payload, content_type in items:
+        kind = content_type.encode()
+        parts += (pack(len(payload), len(kind)), kind, payload)
+    return b"".join(parts)
+
+
+def unpack_frames(body: bytes) -> list[tuple[bytes, str]]:
+    """The items of a :func:`pack_frames` body; ``ValueError`` naming the frame for one that
+    is cut short (a truncated or foreign body), before any item is used."""
+    items: list[tuple[bytes, str]] = []
+    offset, end, head, unpack = 0, len(body), _FRAME.size, _FRAME.unpack_from
+    kinds: dict[bytes, str] = {}  # a body has few content types: decode each once
+    while offset < end:
+        if offset + head > end:
+            raise ValueError(f"frame {len(items)} is cut short at byte {offset} of {end}")
+        size, kind_size = unpack(body, offset)
+        start = offset + head + kind_size
+        offset = start + size
+        if offset > end:
+            raise ValueError(f"frame {len(items)} is cut short: it needs {offset} bytes of "
+                             f"{end}")
+        raw_kind = body[start - kind_size:start]
+        kind = kinds.get(raw_kind)
+        if kind is None:
+            kind = kinds[raw_kind] = raw_kind.decode()
+        items.append((body[start:offset], kind))
+    return items
+
+
+def no_input_message(app_id: str, name: str, declared: Iterable[str]) -> str:
+    """The one message for a test event sent to an input the app does not declare, said
+    the same by the stand-in (``publish``) and the kernel (``publish_many`` checks before
+    it sends anything)."""
+    listed = ", ".join(declared) or "none"
+    return f"{app_id!r} has no input {name!r} (inputs: {listed})"
+
 
 # -- how the stand-in calls an app (the registration's ``appProtocol``) -------------------
 APP_GRPC: Final = "grpc"  # the AppCallback service (async functions, dapr.ext.grpc apps)

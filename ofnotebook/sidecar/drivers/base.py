@@ -8,6 +8,9 @@ metadata). The stand-in calls:
 * ``invoke(operation, data, metadata)`` for output bindings (``InvokeBinding``);
 * ``publish(topic, data, metadata)`` for pub/sub (``PublishEvent``): ``data`` is the complete
   CloudEvent JSON (bytes) the stand-in built, stored in the broker as-is, as daprd does;
+  ``publish_many(topic, entries)`` for many at once (``BulkPublishEvent``, test events of
+  ``handle.publish_many``): one broker round trip where the broker allows it (the default
+  publishes one by one), and the failures entry by entry;
 * ``subscribe(topic, deliver)`` for pub/sub inputs and ``read(deliver)`` for input bindings:
   start a consumer (a daemon thread, or the client's own loop) that calls ``deliver(event)``
   for every message. ``deliver`` is non-blocking: it queues the event and returns; it may block
@@ -136,15 +139,21 @@ class DeliveryPump:
     blocks while that many events wait: back-pressure for a consumer loop that may block."""
 
     def __init__(self, name: str, maxsize: int = 0) -> None:
-        self._queue: queue.Queue[tuple[Deliver, InboundEvent]] = queue.Queue(maxsize)
+        # Each item is a batch (one event, or the events of one bulk publish: one wake-up).
+        self._queue: queue.Queue[tuple[Deliver, Sequence[InboundEvent]]] = queue.Queue(maxsize)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def put(self, deliver: Deliver, event: InboundEvent) -> None:
+        self.put_many(deliver, (event,))
+
+    def put_many(self, deliver: Deliver, events: Sequence[InboundEvent]) -> None:
+        """Queue ``events`` for ``deliver``, in order, as one item: one queue operation and
+        one wake-up of the pump's thread for a whole batch (``maxsize`` counts batches)."""
         while not self._stopped.is_set():
             try:
-                self._queue.put((deliver, event), timeout=0.2)
+                self._queue.put((deliver, events), timeout=0.2)
                 return
             except queue.Full:
                 continue
@@ -152,15 +161,16 @@ class DeliveryPump:
     def _run(self) -> None:
         while not self._stopped.is_set():
             try:
-                deliver, event = self._queue.get(timeout=0.2)
+                deliver, events = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            if self._stopped.is_set():
-                return
-            try:
-                deliver(event)
-            except Exception:  # one bad event must not stop the consumer
-                _log.exception("delivering a message failed")
+            for event in events:
+                if self._stopped.is_set():
+                    return
+                try:
+                    deliver(event)
+                except Exception:  # one bad event must not stop the consumer
+                    _log.exception("delivering a message failed")
 
     def close(self, timeout: float = 1.0) -> None:
         self._stopped.set()
@@ -256,13 +266,17 @@ class Driver:
     def _hand_off(self, deliver: Deliver, event: InboundEvent) -> None:
         """Give ``event`` to ``deliver`` on this driver's ``DeliveryPump``, never on the caller's
         thread. After close the event is dropped unacknowledged (the broker keeps it)."""
+        self._hand_off_many(deliver, (event,))
+
+    def _hand_off_many(self, deliver: Deliver, events: Sequence[InboundEvent]) -> None:
+        """``_hand_off`` for many events at once, in order, with one wake-up of the pump."""
         with self._pump_lock:
             if self._lifecycle == "closed":
                 return
             pump = self._pump
             if pump is None:
                 pump = self._pump = DeliveryPump(f"deliver-{self.name}", self._pump_size)
-        pump.put(deliver, event)
+        pump.put_many(deliver, events)
 
     # -- routing ------------------------------------------------------------------------------
     def _unsupported(self, what: str) -> ComponentError:
@@ -283,6 +297,14 @@ class Driver:
     def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
         self._route("publish")
         self._publish(topic, data, metadata)
+
+    def publish_many(self, topic: str, entries: Sequence[tuple[bytes, Mapping[str, str]]]
+                     ) -> list[tuple[int, ComponentError]]:
+        """Publish ``(data, metadata)`` entries to ``topic``, in order; returns the failed
+        ``(index, error)`` (an entry the broker refused fails alone, the others stay sent).
+        A driver that cannot publish at all (wrong kind, not started) raises instead."""
+        self._route("publish")
+        return self._publish_many(topic, entries) if entries else []
 
     def subscribe(self, topic: str, deliver: Deliver) -> None:
         self._route("subscribe")
@@ -330,6 +352,18 @@ class Driver:
 
     def _publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
         raise NotImplementedError
+
+    def _publish_many(self, topic: str, entries: Sequence[tuple[bytes, Mapping[str, str]]]
+                      ) -> list[tuple[int, ComponentError]]:
+        """One ``_publish`` per entry (a broker without a batch API); a driver whose broker
+        takes a batch in one round trip overrides it."""
+        failed = []
+        for index, (data, metadata) in enumerate(entries):
+            try:
+                self._publish(topic, data, metadata)
+            except ComponentError as exc:
+                failed.append((index, exc))
+        return failed
 
     def _subscribe(self, topic: str, deliver: Deliver) -> None:
         raise NotImplementedError

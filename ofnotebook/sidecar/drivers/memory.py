@@ -1,7 +1,9 @@
 """In-memory pub/sub, bindings and state inside the stand-in: no broker needed.
 
 A publish hands the event to each subscriber's ``DeliveryPump`` and returns: one app's slow
-handler never blocks another app's ``PublishEvent`` (the pump holds what a broker would).
+handler never blocks another app's ``PublishEvent`` (the pump holds what a broker would). A
+bulk publish (``publish_many``) takes the bus lock once and hands each subscriber the whole
+batch as one item of its pump (one wake-up).
 
 Components with the same ``bus`` metadata (``memory://BUS/topic``; default ``default``) share
 topics and state, so one function's in-memory output reaches another function's in-memory
@@ -10,18 +12,27 @@ input, as two functions sharing a broker would. ``bindings.in-memory`` exists on
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from .base import ComponentConfig, Deliver, Driver, EtagMismatch, InboundEvent, StateOperation
+from .base import (ComponentConfig, ComponentError, Deliver, Driver, EtagMismatch, InboundEvent,
+                   StateOperation)
+
+
+@dataclass(eq=False)  # removed by identity at close
+class _Subscriber:
+    """A consumer of a topic: its events go through its own driver's pump."""
+
+    driver: Driver
+    deliver: Deliver
 
 
 class _Bus:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.subscribers: dict[str, list[Deliver]] = defaultdict(list)
+        self.subscribers: dict[str, list[_Subscriber]] = defaultdict(list)
         self.state: dict[str, tuple[bytes, int]] = {}
 
 
@@ -34,19 +45,20 @@ class MemoryDriver(Driver):
     def __init__(self, component: ComponentConfig) -> None:
         super().__init__(component)
         self.bus = _BUSES[component.get("bus", "default")]
-        self._mine: list[tuple[str, Deliver]] = []
+        self._mine: list[tuple[str, _Subscriber]] = []
 
     def _emit(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
         with self.bus.lock:
             targets = list(self.bus.subscribers.get(topic, ()))
-        for deliver in targets:
-            deliver(InboundEvent(data=data, metadata=dict(metadata), topic=topic))
+        for sub in targets:
+            sub.driver._hand_off(sub.deliver, InboundEvent(data=data, metadata=dict(metadata),
+                                                           topic=topic))
 
     def _join(self, topic: str, deliver: Deliver) -> None:
-        handler = functools.partial(self._hand_off, deliver)
+        sub = _Subscriber(self, deliver)
         with self.bus.lock:
-            self.bus.subscribers[topic].append(handler)
-        self._mine.append((topic, handler))
+            self.bus.subscribers[topic].append(sub)
+        self._mine.append((topic, sub))
 
     # bindings: the topic is the binding's ``topic`` metadata, else its name
     def _binding_topic(self) -> str:
@@ -62,6 +74,18 @@ class MemoryDriver(Driver):
 
     def _publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
         self._emit(topic, data, metadata)
+
+    def _publish_many(self, topic: str, entries: Sequence[tuple[bytes, Mapping[str, str]]]
+                      ) -> list[tuple[int, ComponentError]]:
+        """The bus lock once, one pump item per subscriber; an in-memory publish never fails
+        an entry. Each subscriber gets its own events (each is acknowledged on its own)."""
+        with self.bus.lock:
+            targets = list(self.bus.subscribers.get(topic, ()))
+        for sub in targets:
+            sub.driver._hand_off_many(sub.deliver, [
+                InboundEvent(data=data, metadata=dict(metadata), topic=topic)
+                for data, metadata in entries])
+        return []
 
     def _subscribe(self, topic: str, deliver: Deliver) -> None:
         self._join(topic, deliver)
@@ -97,7 +121,7 @@ class MemoryDriver(Driver):
 
     def _close(self) -> None:
         with self.bus.lock:
-            for topic, deliver in self._mine:
-                if deliver in self.bus.subscribers.get(topic, []):
-                    self.bus.subscribers[topic].remove(deliver)
+            for topic, sub in self._mine:
+                if sub in self.bus.subscribers.get(topic, []):
+                    self.bus.subscribers[topic].remove(sub)
         self._mine.clear()
