@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import random
 import shutil
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Any, Iterator
 
@@ -17,7 +19,7 @@ import pytest
 from ofnotebook.sidecar.drivers.base import ComponentConfig, ComponentError, InboundEvent
 from ofnotebook.sidecar.drivers import Driver
 from tests.sidecar.conformance import BrokerConformance, RedeliveryConformance, Send
-from tests.sidecar.support import close_all, free_port, get, needs_broker, uid, wait_port
+from tests.sidecar.support import close_all, free_port, get, needs_broker, nothing, uid, wait_port
 
 nats = pytest.importorskip("nats")
 
@@ -150,6 +152,40 @@ def test_unacked_event_is_redelivered_after_ack_wait_and_restart(server: Server)
     third.subscribe(topic, got.put)
     with pytest.raises(queue.Empty):
         got.get(timeout=1.5)  # acknowledged: never again, even after ackWait
+
+
+@pytest.mark.parametrize("policy", ["explicit", "all"])
+def test_acks_out_of_order_then_a_restart_brings_back_only_what_is_unacked(
+        server: Server, policy: str) -> None:
+    """Acks from 8 threads in any order (as the Dispatcher sends them) leave the loop in
+    groups. Explicit: each message is acked alone, so after a restart only the one never acked
+    (m37) comes back. AckAll acks everything up to a sequence, so the driver never sends one
+    past m37 (still in the app): m37 and all after it come back, none before it."""
+    topic, durable = server.topic(), f"d-{uid()}"
+    md = {"durableName": durable, "ackWait": "1s", "ackPolicy": policy}
+    first = server.make(**md)
+    for n in range(100):
+        first.publish(topic, b"m%d" % n, {})
+    got: queue.Queue[InboundEvent] = queue.Queue()
+    first.subscribe(topic, got.put)
+    received = [get(got) for _ in range(100)]
+    assert [e.data for e in received] == [b"m%d" % n for n in range(100)]
+    acked = [e for e in received if e.data != b"m37"]
+    random.Random(14).shuffle(acked)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(InboundEvent.ack, acked))
+    time.sleep(0.2)  # the loop sends the acks
+    first.close()
+
+    second = server.make(**md)
+    again: queue.Queue[InboundEvent] = queue.Queue()
+    second.subscribe(topic, again.put)
+    expected = [b"m37"] if policy == "explicit" else [b"m%d" % n for n in range(37, 100)]
+    back = [get(again) for _ in expected]
+    assert [e.data for e in back] == expected
+    nothing(again, 0.5)
+    for event in back:
+        event.ack()
 
 
 def test_deliver_policy_new_skips_older_messages(server: Server) -> None:

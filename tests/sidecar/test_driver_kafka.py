@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 import pytest
@@ -12,6 +14,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from ofnotebook.sidecar.drivers.base import ComponentConfig, ComponentError, InboundEvent
 from ofnotebook.sidecar.drivers import Driver
+from ofnotebook.sidecar.drivers import kafka
 from ofnotebook.sidecar.drivers.kafka import KafkaDriver
 from tests.sidecar.conformance import BrokerConformance, RedeliveryConformance, Send
 from tests.sidecar.kafka_broker import TansuBroker
@@ -42,6 +45,26 @@ def make_driver(kafka_broker: TansuBroker) -> Iterator[Make]:  # noqa: F811
 
 def take(events: queue.Queue[InboundEvent], count: int, timeout: float = 10) -> list[InboundEvent]:
     return [events.get(timeout=timeout) for _ in range(count)]
+
+
+def publish_and_read(make_driver: Make, group: str, topic: str, count: int, prefix: bytes
+                     ) -> tuple[KafkaDriver, list[InboundEvent]]:
+    """A member of ``group`` that published ``count`` records and read them all, unacked."""
+    first = make_driver(consumerGroup=group, initialOffset="oldest")
+    for n in range(count):
+        first.publish(topic, prefix + b"%d" % n, {})
+    events: queue.Queue[InboundEvent] = queue.Queue()
+    first.subscribe(topic, events.put)
+    received = take(events, count)
+    assert [e.data for e in received] == [prefix + b"%d" % n for n in range(count)]
+    return first, received
+
+
+def read_again(make_driver: Make, group: str, topic: str) -> queue.Queue[InboundEvent]:
+    """The group's next member (after a restart), subscribed to ``topic`` from its offsets."""
+    again: queue.Queue[InboundEvent] = queue.Queue()
+    make_driver(consumerGroup=group, initialOffset="oldest").subscribe(topic, again.put)
+    return again
 
 
 def assert_quiet(events: queue.Queue[InboundEvent], wait: float = 0.5) -> None:
@@ -115,21 +138,13 @@ def test_pubsub_publish_subscribe_round_trip(make_driver: Make) -> None:
 
 
 def test_unacked_messages_come_again_after_restart_acked_ones_do_not(make_driver: Make) -> None:
-    first = make_driver(consumerGroup="workers", initialOffset="oldest")
-    for n in range(5):
-        first.publish("jobs", b"job-%d" % n, {})
-    events: queue.Queue[InboundEvent] = queue.Queue()
-    first.subscribe("jobs", events.put)
-    received = take(events, 5)
-    assert [e.data for e in received] == [b"job-%d" % n for n in range(5)]
+    first, received = publish_and_read(make_driver, "workers", "jobs", 5, b"job-")
     for event in received[:3]:  # in order, as the stand-in acknowledges an ordered driver
         event.ack()
     first.close()
     received[3].ack()  # too late: the consumer is gone, so nothing is committed for it
 
-    second = make_driver(consumerGroup="workers", initialOffset="oldest")
-    again: queue.Queue[InboundEvent] = queue.Queue()
-    second.subscribe("jobs", again.put)
+    again = read_again(make_driver, "workers", "jobs")
     redelivered = take(again, 2)
     assert [e.data for e in redelivered] == [b"job-3", b"job-4"]
     assert_quiet(again)
@@ -147,9 +162,7 @@ def test_an_ack_after_a_gap_waits_for_the_gap(make_driver: Make) -> None:
     s2.ack()
     first.close()
 
-    second = make_driver(consumerGroup="gap", initialOffset="oldest")
-    again: queue.Queue[InboundEvent] = queue.Queue()
-    second.subscribe("steps", again.put)
+    again = read_again(make_driver, "gap", "steps")
     assert [e.data for e in take(again, 2)] == [b"s1", b"s2"]
 
 
@@ -184,7 +197,7 @@ def test_a_stuck_handler_neither_stalls_the_consumer_nor_keeps_the_group(make_dr
         release.wait(20)
 
     first = make_driver(consumerGroup="slow", initialOffset="oldest")
-    for n in range(150):  # more than the backlog that pauses fetching
+    for n in range(150):  # held by the pump behind the stuck one
         first.publish("work", b"w%d" % n, {})
     first.subscribe("work", stuck)
     while not seen:
@@ -205,7 +218,9 @@ def test_a_stuck_handler_neither_stalls_the_consumer_nor_keeps_the_group(make_dr
     release.set()
 
 
-def test_backlog_pauses_and_resumes_without_loss_or_duplicates(make_driver: Make) -> None:
+def test_backlog_pauses_and_resumes_without_loss_or_duplicates(
+        make_driver: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kafka, "BACKLOG", 64)  # pause after 64 (1000 in use: fewer to publish)
     driver = make_driver(initialOffset="oldest")
     gate = threading.Event()
     got: list[bytes] = []
@@ -224,6 +239,23 @@ def test_backlog_pauses_and_resumes_without_loss_or_duplicates(make_driver: Make
     while len(got) < 200 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert got == [b"b%d" % n for n in range(200)]
+
+
+def test_acks_out_of_order_from_many_threads_commit_up_to_the_first_gap(make_driver: Make,
+                                                                       ) -> None:
+    """Acks arrive as the Dispatcher sends them: from several threads, in any order. The
+    commit moves to the lowest offset still unacked (one commit per poll, not per ack), so
+    after a death exactly that offset and what follows it come again, nothing below it."""
+    first, received = publish_and_read(make_driver, "scrambled", "many", 300, b"m")
+    order = received[:137] + received[138:]
+    random.Random(14).shuffle(order)  # m137 is never acked
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(InboundEvent.ack, order))
+    first.close()  # commits what the acks recorded last
+
+    again = read_again(make_driver, "scrambled", "many")
+    assert [e.data for e in take(again, 163)] == [b"m%d" % n for n in range(137, 300)]
+    assert_quiet(again)
 
 
 @pytest.mark.parametrize(("metadata", "message"), [

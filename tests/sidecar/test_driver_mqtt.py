@@ -13,6 +13,7 @@ import pytest
 
 from ofnotebook.sidecar.drivers.base import ComponentConfig, ComponentError, InboundEvent
 from ofnotebook.sidecar.drivers import Driver
+from tests.sidecar.ack_order import receive_acking_scrambled
 from tests.sidecar.conformance import BrokerConformance, RedeliveryConformance, Send
 from tests.sidecar.support import close_all, free_port, get, needs_broker, uid, wait_port
 
@@ -143,6 +144,31 @@ def test_unacked_message_is_redelivered_after_restart(drivers: list[MqttDriver],
     third, got = consume()
     with pytest.raises(queue.Empty):
         got.get(timeout=0.5)
+
+
+def test_acks_out_of_order_then_a_restart_brings_back_only_the_unacked(
+        drivers: list[MqttDriver]) -> None:
+    """PUBACKs from 8 threads in any order, as the Dispatcher acks: the broker keeps only its
+    in-flight window (Mosquitto: 20) unacked, so acking while receiving lets all 60 through
+    although m23 is never acked; after a restart the session gives back m23 alone."""
+    topic, cid = f"ofn/{uid()}", f"c-{uid()}"
+    producer = _make(drivers, "pubsub.mqtt3", consumerID=f"p-{uid()}")
+    got: queue.Queue[InboundEvent] = queue.Queue()
+    first = _make(drivers, "pubsub.mqtt3", consumerID=cid)
+    first.subscribe(topic, got.put)
+    for n in range(60):
+        producer.publish(topic, b"m%d" % n, {})
+    received = receive_acking_scrambled(got, 60, keep=b"m23")
+    assert sorted(e.data for e in received) == sorted(b"m%d" % n for n in range(60))
+    time.sleep(0.2)  # let the PUBACKs reach the broker
+    first.close()
+
+    again: queue.Queue[InboundEvent] = queue.Queue()
+    second = _make(drivers, "pubsub.mqtt3", consumerID=cid)
+    second.subscribe(topic, again.put)
+    assert get(again).data == b"m23"
+    with pytest.raises(queue.Empty):
+        again.get(timeout=0.5)
 
 
 def test_unsupported_calls_raise(drivers: list[MqttDriver]) -> None:

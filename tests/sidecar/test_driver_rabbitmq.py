@@ -12,6 +12,7 @@ import pytest
 
 from ofnotebook.sidecar.drivers.base import ComponentConfig, ComponentError, InboundEvent
 from ofnotebook.sidecar.drivers import Driver
+from tests.sidecar.ack_order import receive_acking_scrambled
 from tests.sidecar.conformance import BrokerConformance, RedeliveryConformance, Send
 from tests.sidecar.support import close_all, get, needs_broker, uid
 
@@ -152,6 +153,31 @@ def test_pubsub_unacked_message_is_redelivered_after_restart(broker: Broker) -> 
     time.sleep(0.2)
     second.close()
     assert broker.message_count(f"{cid}-{topic}") == 0
+
+
+def test_acks_out_of_order_go_grouped_and_only_the_unacked_come_back(broker: Broker) -> None:
+    """Acks from 8 threads in any order (as the Dispatcher sends them) go as multiple acks up to
+    the first gap; with prefetchCount 20 the one never acked (m150) must not starve the window:
+    the acks behind it go one by one, so all 200 arrive. After a restart only m150 comes back."""
+    cid = f"c-{uid()}"
+    topic = broker.topic(cid)
+    md = {"consumerID": cid, "deletedWhenUnused": "false", "prefetchCount": "20"}
+    pub = broker.make("pubsub.rabbitmq", **md)
+    got: queue.Queue[InboundEvent] = queue.Queue()
+    first = broker.make("pubsub.rabbitmq", **md)
+    first.subscribe(topic, got.put)
+    for n in range(200):
+        pub.publish(topic, b"m%d" % n, {})
+    received = receive_acking_scrambled(got, 200, keep=b"m150")
+    assert sorted(e.data for e in received) == sorted(b"m%d" % n for n in range(200))
+    first.close()
+
+    second = broker.make("pubsub.rabbitmq", **md)
+    again: queue.Queue[InboundEvent] = queue.Queue()
+    second.subscribe(topic, again.put)
+    assert get(again).data == b"m150"
+    with pytest.raises(queue.Empty):
+        again.get(timeout=0.5)
 
 
 def test_binding_unacked_message_is_redelivered_after_restart(broker: Broker) -> None:

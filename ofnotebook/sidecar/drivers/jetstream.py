@@ -14,7 +14,10 @@ stream must already exist, and fails otherwise. Locally, when no stream covers t
 so that a notebook needs no ``nats stream add`` first.
 
 nats-py is asyncio: each driver runs one event loop in a daemon thread and the Driver methods
-hand coroutines to it with ``run_coroutine_threadsafe``.
+hand coroutines to it with ``run_coroutine_threadsafe``. Acks from the stand-in's threads reach
+the loop in groups (``_Acks``), and none waits for the server's reply (nats-py's ``ack``, as
+daprd's). With ``ackPolicy: all`` only the highest consumer sequence below which every message
+is acked goes out, as that ack covers all before it.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime
+import functools
 import json
 import logging
 import re
 import threading
-from typing import Any, Coroutine, Mapping, TypeVar
+from typing import Any, Callable, Coroutine, Mapping, TypeVar
 
 from ..golang import is_truthy, metadata_duration, metadata_durations
+from .acks import AckWindow
 from .base import ComponentConfig, ComponentError, Deliver, Driver, InboundEvent
 
 import nats
@@ -49,6 +54,67 @@ def _seconds(key: str, value: str) -> float:
     except ValueError:
         raise ComponentError(f"metadata {key!r} must be a duration such as 30s (got {value!r})"
                              ) from None
+
+
+class _Acks:
+    """One subscription's acks, sent from the event loop in groups: the acks that arrive while
+    one hand-over to the loop waits go with it (one wake-up and one task for many; nats-py
+    buffers the publishes, so they leave together). With ``ackPolicy: all`` an ack covers every
+    message up to its consumer sequence, so only the highest sequence below which all are
+    acked is sent (``AckWindow``): never one still in the app."""
+
+    def __init__(self, driver: JetStreamDriver, loop: asyncio.AbstractEventLoop,
+                 ack_all: bool) -> None:
+        self.driver, self.loop, self.ack_all = driver, loop, ack_all
+        self.lock = threading.Lock()
+        self.ready: list[Any] = []  # explicit: acked messages to send
+        self.window = AckWindow()  # ack_all: consumer sequences delivered, in order
+        self.waiting: dict[int, Any] = {}  # ack_all: sequence -> message not yet covered
+        self.scheduled = False
+
+    def delivered(self, msg: Any) -> Callable[[], None]:
+        """On the loop, as ``msg`` arrives: its ``InboundEvent`` ack."""
+        if not self.ack_all:
+            return functools.partial(self.ack, msg, 0)
+        seq = msg.metadata.sequence.consumer
+        with self.lock:
+            self.window.add(seq)
+            self.waiting[seq] = msg
+        return functools.partial(self.ack, msg, seq)
+
+    def ack(self, msg: Any, seq: int) -> None:
+        """From the stand-in's threads."""
+        with self.lock:
+            if self.ack_all:
+                self.window.ack(seq)
+            else:
+                self.ready.append(msg)
+            if self.scheduled:
+                return
+            self.scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._flush)
+        except RuntimeError:  # loop closed: redelivered after ackWait
+            log.debug("JetStream ack of %s after close", self.driver.name)
+
+    def _flush(self) -> None:
+        with self.lock:
+            self.scheduled = False
+            send, self.ready = self.ready, []
+            top = self.window.advance() if self.ack_all else None
+            if top is not None:
+                send = [self.waiting[top]]
+                for seq in [s for s in self.waiting if s <= top]:
+                    del self.waiting[seq]
+        if send:
+            self.loop.create_task(self._send(send))
+
+    async def _send(self, messages: list[Any]) -> None:
+        for msg in messages:
+            try:
+                await msg.ack()
+            except nats.errors.Error as exc:  # disconnected: redelivered after ackWait
+                log.debug("JetStream ack of %s failed: %r", self.driver.name, exc)
 
 
 class JetStreamDriver(Driver):
@@ -226,15 +292,14 @@ class JetStreamDriver(Driver):
         manual = cfg.ack_policy != api.AckPolicy.NONE
         loop = self._started(self._loop)
 
-        async def on_msg(msg: Any) -> None:
-            def ack() -> None:  # the coroutine is made on the loop: none is left unawaited
-                try:
-                    loop.call_soon_threadsafe(lambda: loop.create_task(msg.ack()))
-                except RuntimeError:  # loop closed: redelivered after ackWait
-                    log.debug("JetStream ack of %s after close", self.name)
+        acks = _Acks(self, loop, cfg.ack_policy == api.AckPolicy.ALL)
 
+        async def on_msg(msg: Any) -> None:
+            ack = None
+            if manual:
+                ack = acks.delivered(msg)
             self._hand_off(deliver, InboundEvent(data=msg.data, metadata={"Topic": msg.subject},
-                                                 topic=topic, _ack=ack if manual else None))
+                                                 topic=topic, _ack=ack))
 
         async def bind() -> None:
             cfg.deliver_subject = self._nc.new_inbox()

@@ -22,6 +22,14 @@ group's next consumer. ``subscribe()``/``read()`` return once the group has assi
 With ``initialOffset=newest`` the first assignment commits its start position, so a later
 rebalance cannot skip what was published after they returned. Events reach ``deliver`` through a
 ``DeliveryPump``; fetching pauses while the pump's backlog is long, so poll() never blocks.
+
+At speed (issue 14): the poll thread takes what librdkafka has fetched in batches
+(``consume``, up to ``FETCH_BATCH``; when nothing waits, ``poll`` returns on the first record, so
+an isolated event does not wait for a batch to fill). Acks may come in any order: each moves
+its partition's mark to the lowest offset still unacked (``AckWindow``), and the poll thread
+commits the marks that moved, asynchronously, once per round (one commit for every ack since the
+last). ``publish_many`` produces all its records and flushes once: librdkafka sends them as one
+batch per partition.
 """
 
 from __future__ import annotations
@@ -29,12 +37,13 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from ..golang import metadata_duration
+from .acks import AckWindow
 from .base import ComponentConfig, ComponentError, Deliver, Driver, InboundEvent
 
 log = logging.getLogger(__name__)
@@ -45,7 +54,11 @@ KEY_NAMES = ("partitionKey", "__key", "key")
 CONNECT_TIMEOUT = 3.0  # s: how long start() waits for the broker's metadata
 PRODUCE_TIMEOUT_MS = 5000  # librdkafka gives up on a record after this
 JOIN_TIMEOUT = 15.0  # s: how long subscribe()/read() wait for the group's assignment
-BACKLOG = 64  # events waiting for deliver() before fetching pauses
+#: Events handed over that deliver() has not returned from, before fetching pauses. A pause
+#: drops what librdkafka prefetched for the partition (resume fetches it again), so it must be
+#: rare: above what the Dispatcher keeps in flight (4 bulk calls x 100 entries).
+BACKLOG = 1000
+FETCH_BATCH = 500  # messages taken from librdkafka's queue per consume() call
 SESSION_MS, HEARTBEAT_MS = 2000, 300  # fast joins on tansu (see the module docstring)
 
 
@@ -92,7 +105,7 @@ class KafkaDriver(Driver):
         self._handlers: dict[str, Deliver] = {}
         self._wanted = self._applied = self._assigned_version = 0
         self._topics: set[str] = set()
-        self._pending: dict[tuple[str, int], set[int]] = {}
+        self._pending: dict[tuple[str, int], AckWindow] = {}
         self._next: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
         self._to_commit: dict[tuple[str, int], int] = {}
@@ -188,19 +201,45 @@ class KafkaDriver(Driver):
 
     def _produce(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
         """Produce one record and wait for the broker, so the caller learns of a failure."""
+        failed = self._produce_all(topic, [(data, metadata)])
+        if failed:
+            raise failed[0][1]
+
+    def _publish_many(self, topic: str, entries: Sequence[tuple[bytes, Mapping[str, str]]]
+                      ) -> list[tuple[int, ComponentError]]:
+        """Many records in one produce batch and one flush (librdkafka sends them together)."""
+        return self._produce_all(topic, entries)
+
+    def _produce_all(self, topic: str, entries: Sequence[tuple[bytes, Mapping[str, str]]]
+                     ) -> list[tuple[int, ComponentError]]:
+        """Produce every entry, then flush once and wait for the broker's answers; returns
+        the entries that failed, each with its reason."""
         producer = self._started(self._producer)
         self._ensure_topic(topic)
-        key = next((str(metadata[k]) for k in KEY_NAMES if metadata.get(k)), None)
-        headers: list[tuple[str, str | bytes | None]] = [
-            (str(k), str(v).encode()) for k, v in metadata.items()]
-        outcome: list[KafkaError | None] = []
-        producer.produce(topic, value=None if data == b"null" else data, key=key,
-                         headers=headers or None, on_delivery=lambda err, _msg: outcome.append(err))
+        outcomes: dict[int, str] = {}
+        for index, (data, metadata) in enumerate(entries):
+            key = next((str(metadata[k]) for k in KEY_NAMES if metadata.get(k)), None)
+            headers: list[tuple[str, str | bytes | None]] = [
+                (str(k), str(v).encode()) for k, v in metadata.items()]
+
+            def done(err: KafkaError | None, _msg: Message, index: int = index) -> None:
+                outcomes[index] = err.str() if err is not None else ""
+
+            for _attempt in range(2):
+                try:
+                    producer.produce(topic, value=None if data == b"null" else data, key=key,
+                                     headers=headers or None, on_delivery=done)
+                    break
+                except BufferError:  # librdkafka's queue is full: send what waits, then retry
+                    producer.flush(PRODUCE_TIMEOUT_MS / 1000 + 1)
+                except KafkaException as exc:  # e.g. a record over message.max.bytes
+                    outcomes[index] = exc.args[0].str()
+                    break
         producer.flush(PRODUCE_TIMEOUT_MS / 1000 + 1)
-        if not outcome or outcome[0] is not None:
-            reason = outcome[0].str() if outcome and outcome[0] is not None else "timed out"
-            raise ComponentError(f"component {self.name!r}: publishing to Kafka topic {topic!r} at "
-                                 f"{self._brokers} failed: {reason}")
+        return [(index, ComponentError(
+            f"component {self.name!r}: publishing to Kafka topic {topic!r} at {self._brokers} "
+            f"failed: {outcomes.get(index, 'timed out') or 'timed out'}"))
+            for index in range(len(entries)) if outcomes.get(index) != ""]
 
     def _ensure_topic(self, topic: str) -> None:
         """Create a missing topic explicitly: a consumer of a missing topic only gets errors."""
@@ -263,17 +302,21 @@ class KafkaDriver(Driver):
                     consumer.subscribe(topics, on_assign=self._on_assign)
                 self._commit(consumer, asynchronous=True)
                 self._flow(consumer)
-                msg = consumer.poll(0.1)
-                if msg is None:
-                    continue
-                error = msg.error()
-                if error is not None:
-                    if error.code() not in self._errors_seen:
-                        log.warning("kafka component %r: %s", self.name, error.str())
-                    self._errors_seen.add(error.code())
-                    continue
-                self._errors_seen.clear()
-                self._dispatch(msg)
+                # A batch of what is fetched already, else wait for one message: a batch call
+                # would wait its whole timeout for the batch to fill (an isolated event too).
+                batch = [] if self._paused else consumer.consume(FETCH_BATCH, 0)
+                if not batch:
+                    one = consumer.poll(0.1)
+                    batch = [one] if one is not None else []
+                for msg in batch:
+                    error = msg.error()
+                    if error is not None:
+                        if error.code() not in self._errors_seen:
+                            log.warning("kafka component %r: %s", self.name, error.str())
+                        self._errors_seen.add(error.code())
+                        continue
+                    self._errors_seen.clear()
+                    self._dispatch(msg)
         except Exception:  # noqa: BLE001 - a daemon thread: report, then close below
             log.exception("kafka component %r: the consumer loop failed", self.name)
         finally:
@@ -344,7 +387,7 @@ class KafkaDriver(Driver):
             if offset < self._next.get(tp, -1):
                 return  # handed over before a rebalance and still pending: do not duplicate it
             self._next[tp] = offset + 1
-            self._pending.setdefault(tp, set()).add(offset)
+            self._pending.setdefault(tp, AckWindow()).add(offset)
             deliver = self._handlers[topic]
             self._backlog += 1
         metadata: dict[str, str] = {}
@@ -375,9 +418,13 @@ class KafkaDriver(Driver):
         """Record ``tp``'s lowest offset still waiting for its ack; the poll thread commits it
         within ~0.1 s, and ``close()`` commits what is left."""
         with self._lock:
-            pending = self._pending.get(tp, set())
-            pending.discard(offset)
-            mark = min(pending) if pending else self._next.get(tp, offset + 1)
+            window = self._pending.get(tp)
+            lowest = None
+            if window is not None:
+                window.ack(offset)
+                window.advance()
+                lowest = window.lowest()
+            mark = self._next.get(tp, offset + 1) if lowest is None else lowest
             if mark > self._committed.get(tp, -1):
                 self._committed[tp] = self._to_commit[tp] = mark
 
