@@ -165,6 +165,51 @@ def go_json(value: Any, *, keep_numbers: bool = False) -> str:
     after daprd's ``json.Unmarshal``. ``keep_numbers`` writes parsed numbers as written, as the
     publisher side does (it decodes with ``UseNumber``).
     """
+    if _plain(value, keep_numbers):
+        return _go_escape(json.dumps(value, sort_keys=True, separators=(",", ":"),
+                                     ensure_ascii=False))
+    return _go_json(value, keep_numbers)
+
+
+#: Integers a float64 holds exactly: written as Python writes them, they are Go's text too.
+_EXACT_INT = 2**53
+
+
+def _plain(value: Any, keep_numbers: bool) -> bool:
+    """Whether ``value`` holds only what Python's C encoder writes as Go does (``str`` keys,
+    strings, booleans, null, integers Go writes alike): then :func:`go_json` is one
+    ``json.dumps`` and a pass of escapes over its text, not a walk in Python. Events are
+    almost always such values; floats take the walk (Go's float formatting is its own)."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return keep_numbers or -_EXACT_INT <= value <= _EXACT_INT
+    if kind is dict:
+        return all(type(k) is str and _plain(v, keep_numbers) for k, v in value.items())
+    if kind is list:
+        return all(_plain(v, keep_numbers) for v in value)
+    return False
+
+
+def _go_escape(encoded: str) -> str:
+    """Go's escapes over JSON text: ``<``, ``>``, ``&``, U+2028/9 and lone surrogates can
+    only occur inside its strings, so replacing them in the whole text is replacing them in
+    each string."""
+    if _SURROGATE.search(encoded):
+        encoded = replace_surrogates(encoded)
+    for char, escape in _GO_ESCAPES:
+        if char in encoded:
+            encoded = encoded.replace(char, escape)
+    return encoded
+
+
+_GO_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+               ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
+
+
+def _go_json(value: Any, keep_numbers: bool) -> str:
+    """The walk: every value Go's encoder writes in a way of its own (floats, GoNumber)."""
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
     if isinstance(value, str):
@@ -178,9 +223,9 @@ def go_json(value: Any, *, keep_numbers: bool = False) -> str:
     if isinstance(value, Mapping):
         items = sorted(((str(k), v) for k, v in value.items()), key=lambda item: item[0])
         return "{" + ",".join(
-            f"{_go_string(k)}:{go_json(v, keep_numbers=keep_numbers)}" for k, v in items) + "}"
+            f"{_go_string(k)}:{_go_json(v, keep_numbers)}" for k, v in items) + "}"
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(go_json(v, keep_numbers=keep_numbers) for v in value) + "]"
+        return "[" + ",".join(_go_json(v, keep_numbers) for v in value) + "]"
     raise TypeError(f"json: unsupported type: {type(value).__name__}")
 
 
@@ -190,11 +235,7 @@ def replace_surrogates(text: str) -> str:
 
 
 def _go_string(text: str) -> str:
-    encoded = json.dumps(replace_surrogates(text), ensure_ascii=False)
-    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
-        encoded = encoded.replace(char, escape)
-    return encoded
+    return _go_escape(json.dumps(text, ensure_ascii=False))
 
 
 def _go_float(number: float) -> str:

@@ -265,6 +265,27 @@ def test_keys_sorted_output_compact_and_html_escaped() -> None:
                               '"b":[1,{"y":true,"z":null}]}')
 
 
+@pytest.mark.parametrize("keep_numbers", [False, True])
+def test_plain_values_take_one_dumps_and_give_the_walks_bytes(keep_numbers: bool) -> None:
+    """The fast path (one C ``json.dumps`` and escapes over its text) against the walk, on
+    values that take it: surrogates, every escape, keys needing order, exact and inexact
+    integers, nesting."""
+    from ofnotebook.sidecar.golang import _go_json, _plain
+
+    values = [
+        {"z": 1, "a": [True, None, "x"], "é": {"<": "&>", "b": "\u2028\u2029"}},
+        {"k": "lone \ud800 surrogate", "\udfff": "key"}, "\n\t\x00\x7f\"\\",
+        [2**53, -2**53, 0, -1], {"B": {}, "A": [], "a": [[], {}]}, "",
+    ]
+    for value in values:
+        assert _plain(value, keep_numbers), value
+        assert go_json(value, keep_numbers=keep_numbers) == _go_json(value, keep_numbers)
+    # floats, big integers (unless kept as written), tuples and odd keys take the walk
+    assert not _plain({"x": 1.0}, keep_numbers) and not _plain((1,), keep_numbers)
+    assert not _plain({1: "a"}, keep_numbers)
+    assert _plain(2**53 + 1, keep_numbers) is keep_numbers
+
+
 def test_non_ascii_is_written_as_utf8() -> None:
     assert go_json({"k": "é€"}) == '{"k":"é€"}'
 
