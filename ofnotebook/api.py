@@ -11,6 +11,7 @@ it never calls back up into this module.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import sys
 import time
@@ -30,10 +31,56 @@ from .includes import collect as collect_includes, warnings as include_warnings
 from .manifests import check_settings
 from .package import package as build_package
 from .request import DeployRequest
-from .spec import (FunctionSpec, derive_name, looks_secret, parse_env, validate_name,
-                   validate_version)
+from .spec import (BatchSpec, FunctionSpec, derive_name, looks_secret, parse_env,
+                   validate_name, validate_version)
 
 _handles: dict[tuple[str, str], FunctionHandle] = {}
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Request(DeployRequest):
+    """A :class:`DeployRequest` with ``deploy``'s ``batch`` and ``batch_wait_ms`` (``--batch
+    N --batch-wait MS``), kept with the rest so a redeploy batches the same way."""
+
+    batch: int | None = None
+    batch_wait_ms: int | None = None
+
+
+def batch_of(request: DeployRequest) -> BatchSpec | None:
+    """The :class:`BatchSpec` ``request`` asks for (raises ``ConfigError`` for a bad value, or
+    ``batch_wait_ms`` without ``batch``); None for a function of one event at a time."""
+    size, wait = getattr(request, "batch", None), getattr(request, "batch_wait_ms", None)
+    if size is None:
+        if wait is not None:
+            raise ConfigError(f"--batch-wait {wait} is how long a batch waits to fill, but "
+                              f"no --batch N was given; add one (--batch 100 --batch-wait "
+                              f"{wait}, batch=100), or drop --batch-wait.", key="batch_wait_ms")
+        return None
+    return BatchSpec(size=size) if wait is None else BatchSpec(size=size, wait_ms=wait)
+
+
+def _check_batch_shape(fn: Callable[..., Any], runtime: str, signature: str | None,
+                       batch: BatchSpec) -> None:
+    """A batch function is called ``f(ctx, events)`` (the ``ctx_data`` shape, ``async def``
+    too): any other shape would get a list where it expects one event, or no list at all."""
+    from .runtime.shapes import CALLS, ShapeError, detect, unwrap
+
+    name = getattr(fn, "__name__", "f")
+    try:
+        shape: str | None = detect(fn, runtime, signature)
+    except (ShapeError, TypeError, ValueError):
+        shape = None
+    if shape == "ctx_data":
+        return
+    try:
+        written = f"{name}{inspect.signature(unwrap(fn))}"
+    except (TypeError, ValueError):
+        written = f"{name}(...)"
+    found = f"{CALLS[shape]}, the {shape} shape" if shape else "not a shape it can call"
+    raise ConfigError(f"--batch {batch.size} calls the function as f(ctx, events), with a list "
+                      f"of up to {batch.size} events, but {written} is {found}; write it as "
+                      f"def {name}(ctx, events) (the context, then the list), or deploy it "
+                      f"without --batch.", key="batch")
 
 
 @dataclass(frozen=True)
@@ -75,7 +122,7 @@ class Plan:
             components=named.callable_components(own, (*inputs, *outputs, *states)),
             entry=request.entry or str(getattr(self.function, "__name__", "")),
             env=parse_env(request.env), requirements=request.requirements,
-            secret_env=tuple(dict.fromkeys(request.secret_env)),
+            secret_env=tuple(dict.fromkeys(request.secret_env)), batch=batch_of(request),
             version=request.version if request.version is not None else DEFAULT_VERSION)
 
     def deploy(self, on_event: EventSink | None = None) -> FunctionHandle:
@@ -187,10 +234,15 @@ def plan(fn: Callable[..., Any], request: DeployRequest) -> Plan:
             "An async function runs only when an input triggers it, and this one has none; "
             "give one (--input NAME=URI, inputs={'NAME': 'URI'}), or use runtime 'sync' for a "
             "function called over HTTP.", key="runtime")
-    return Plan(function=fn, request=request, backend=backend,
-                target=backend.name or type(backend).__name__,
-                name=request.name or derive_name(getattr(fn, "__name__", "function")),
-                runtime=runtime)
+    planned = Plan(function=fn, request=request, backend=backend,
+                   target=backend.name or type(backend).__name__,
+                   name=request.name or derive_name(getattr(fn, "__name__", "function")),
+                   runtime=runtime)
+    batch = batch_of(request)
+    if batch is not None:  # every refusal of --batch here, before a view shows the deploy
+        planned.spec()  # a sync function, a binding input
+        _check_batch_shape(fn, runtime, request.signature, batch)
+    return planned
 
 
 _ITEMS_FIX = "a mapping {'NAME': 'URI'} or a list of 'NAME=URI' strings"
@@ -247,7 +299,8 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
            states: Any = None, base_image: str | None = None,
            signature: str | None = None, include: Iterable[str] = (),
            components: Any = None, target_options: Mapping[str, Any] | None = None,
-           secret_env: Iterable[str] = (),
+           secret_env: Iterable[str] = (), batch: int | None = None,
+           batch_wait_ms: int | None = None,
            on_event: EventSink | None = None) -> FunctionHandle:
     """Deploy ``fn`` and return a :class:`FunctionHandle` once it is ready.
 
@@ -273,7 +326,9 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
     at deploy and never written: the process or container environment, a Kubernetes Secret
     ``<name>-env`` on the cluster, a ``secretKeyRef`` and its ``kubectl create secret``
     command in the yaml bundle; a ``VAR=SECRET:KEY`` item references an existing Secret
-    instead (``target_options={'secrets': ...}``). Raises an
+    instead (``target_options={'secrets': ...}``). ``batch=N`` calls ``fn(ctx, events)`` with
+    lists of up to N events of its pub/sub inputs (one bulk delivery), ``batch_wait_ms`` the
+    longest a partial batch waits to fill (default 20; docs/bulk.md). Raises an
     :class:`~ofnotebook.errors.OfnotebookError` and leaves nothing running when any step
     fails.
     """
@@ -285,13 +340,13 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
         given = dict(target_options or {})
         given["secrets"] = [*_as_items(given.get("secrets")), *references]
         target_options = given
-    request = DeployRequest(name=name, runtime=runtime, target=target, entry=entry, env=env,
-                            requirements=tuple(requirements), port=port, version=version,
-                            inputs=inputs, outputs=outputs, states=states,
-                            base_image=base_image, signature=signature,
-                            include=tuple(include) if not isinstance(include, str) else (include,),
-                            components=components, target_options=target_options,
-                            secret_env=names)
+    request = Request(name=name, runtime=runtime, target=target, entry=entry, env=env,
+                      requirements=tuple(requirements), port=port, version=version,
+                      inputs=inputs, outputs=outputs, states=states, base_image=base_image,
+                      signature=signature,
+                      include=tuple(include) if not isinstance(include, str) else (include,),
+                      components=components, target_options=target_options,
+                      secret_env=names, batch=batch, batch_wait_ms=batch_wait_ms)
     return plan(fn, request).deploy(on_event)
 
 

@@ -26,7 +26,6 @@ from .errors import CaptureError, ConfigError, OfnotebookError
 from .handle import FunctionHandle
 from .magic_options import (join_continuations, refuse_duplicates as refuse_duplicates,
                             refuse_split_schedule, split_line, target_options)
-from .request import DeployRequest
 from .view import TextProgress, widgets_enabled
 
 if TYPE_CHECKING:
@@ -120,6 +119,13 @@ class FunctionMagics(Magics):
     @argument("--include", nargs="+", default=[], metavar="PATH",
               help="Files or folders (relative to the notebook) the function reads: packaged "
                    "at the same relative path, the working directory on every target.")
+    @argument("--batch", type=int, default=None, metavar="N",
+              help="Call the function as f(ctx, events) with lists of up to N events of its "
+                   "pub/sub inputs (one bulk delivery; 1-1000), e.g. to score them in one "
+                   "vectorised call.")
+    @argument("--batch-wait", type=int, default=None, metavar="MS",
+              help="How long a partial batch waits to fill (1-10000 ms, default 20; needs "
+                   "--batch).")
     @argument("--component", action="append", default=[], metavar="NAME=URI",
               help="A Dapr component with exactly this name (inputs, outputs and states may "
                    "use it as NAME=@COMPONENT; the Dapr SDK may call it by name). Repeatable.")
@@ -186,13 +192,13 @@ class FunctionMagics(Magics):
         if isinstance(fn, FunctionHandle):  # a re-run over an existing handle; never a
             fn = fn.__wrapped__              # decorator's wrapper (functions_framework's)
         _use_notebook_components(args, self.shell.user_ns)
-        planned = api.plan(fn, DeployRequest(
+        planned = api.plan(fn, api.Request(
             name=args.name, runtime=args.runtime, target=args.target, entry=pyname,
             env=args.env, requirements=args.requirements, port=args.port,
             version=args.version, inputs=args.input, outputs=args.output, states=args.state,
             base_image=args.base_image, signature=args.signature, include=args.include,
             components=args.component, target_options=target_options(args),
-            secret_env=secret_names))
+            secret_env=secret_names, batch=args.batch, batch_wait_ms=args.batch_wait))
         if not widgets_enabled():
             from .viewparts import route_warnings
 

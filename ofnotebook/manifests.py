@@ -114,6 +114,12 @@ def check_settings(spec: FunctionSpec, options: ClusterOptions) -> None:
         raise ConfigError(f"--keda-trigger scales asynchronous functions; {spec.name!r} is "
                           f"synchronous, and Knative scales it by its requests: use "
                           f"--min-replicas/--max-replicas.", key="keda_triggers")
+    if spec.batch is not None and options.dapr_mode == "standalone":
+        raise ConfigError(f"--batch needs Dapr in sidecar mode on a cluster: in standalone "
+                          f"mode OpenFunction's dapr-proxy subscribes for {spec.name!r} and "
+                          f"forwards one event at a time, so every batch would be of one. "
+                          f"Drop --dapr-mode standalone (a batch function defaults to "
+                          f"sidecar) or use --dapr-mode sidecar.", key="dapr_mode")
 
 
 def function_manifest(spec: FunctionSpec, image: str, options: ClusterOptions | None = None,
@@ -179,6 +185,14 @@ def _dapr_annotations(mode: str) -> dict[str, str]:
     return {"openfunction.io/enable-dapr": "true", "openfunction.io/dapr-service-mode": mode}
 
 
+def dapr_mode(spec: FunctionSpec, options: ClusterOptions) -> str | None:
+    """The Dapr mode to write: the one given, else sidecar for a batch function (its own
+    daprd reads the runtime's ``bulkSubscribe`` from ``ListTopicSubscriptions``, while
+    standalone mode's dapr-proxy subscribes without it and forwards single events), else
+    none (OpenFunction's default, standalone)."""
+    return options.dapr_mode or ("sidecar" if spec.batch is not None else None)
+
+
 def _serving_v1beta2(spec: FunctionSpec, options: ClusterOptions,
                      container: dict[str, Any]) -> dict[str, Any]:
     """v1beta2 ``serving``: the Dapr mode always explicit (reference §8), named components
@@ -187,7 +201,7 @@ def _serving_v1beta2(spec: FunctionSpec, options: ClusterOptions,
     ``outputName`` where they differ from the component's."""
     serving: dict[str, Any] = {}
     if spec.uses_components:
-        serving["annotations"] = _dapr_annotations(options.dapr_mode or "standalone")
+        serving["annotations"] = _dapr_annotations(dapr_mode(spec, options) or "standalone")
     if spec.runtime == "async":
         serving["workloadType"] = "Deployment"  # otherwise "Running" is reported at once
     serving["template"] = {"containers": [container]}
@@ -334,11 +348,12 @@ def _serving_v1beta1(spec: FunctionSpec, options: ClusterOptions,
     async function's replica counts in ``keda.scaledObject`` (converted to
     ``scaleOptions.min/maxReplicas``), and a ``scaledObject`` in any case (its presence makes
     the converted Function a Deployment, else it reports Running at once). The Dapr mode is
-    written only when given: OpenFunction enables Dapr for a Function with components and
-    defaults to standalone (reference §4.1)."""
+    written only when given (or sidecar for a batch function, :func:`dapr_mode`): OpenFunction
+    enables Dapr for a Function with components and defaults to standalone (reference §4.1)."""
     serving: dict[str, Any] = {"runtime": "async" if spec.runtime == "async" else "knative"}
-    if options.dapr_mode and spec.uses_components:
-        serving["annotations"] = _dapr_annotations(options.dapr_mode)
+    mode = dapr_mode(spec, options)
+    if mode and spec.uses_components:
+        serving["annotations"] = _dapr_annotations(mode)
     scale: dict[str, Any] = {}
     if spec.runtime == "async":
         scaled = _scaled_object(options, replicas=True) or {"workloadType": "Deployment"}

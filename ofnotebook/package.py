@@ -86,7 +86,9 @@ class Package:
 
 
 def manifest_for(capture: Capture, spec: FunctionSpec) -> dict[str, object]:
-    return {
+    """The package's ``function/manifest.json``: what the runtime reads in the process or the
+    image (``batch`` only for a batch function, so other packages keep their digest)."""
+    manifest: dict[str, object] = {
         "format": 1,
         "name": spec.name,
         "runtime": spec.runtime,
@@ -100,6 +102,9 @@ def manifest_for(capture: Capture, spec: FunctionSpec) -> dict[str, object]:
         "globals": [{"name": g.name, "type": g.type_name, "size": g.size, "by": g.by,
                      "owner": g.owner} for g in capture.globals],
     }
+    if spec.batch is not None:
+        manifest["batch"] = spec.batch.manifest()
+    return manifest
 
 
 def build_files(capture: Capture, spec: FunctionSpec, *, base_image: str | None = None,

@@ -1,7 +1,8 @@
 """What to deploy, independent of where: :class:`FunctionSpec` and its component specs.
 
 Specs are frozen, keyword-only dataclasses so that a spec can be hashed, compared and put into
-a package digest; they import no other ofnotebook layer.
+a package digest; they import no other ofnotebook layer (but the runtime's constants, the
+contract both sides share).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Iterable, Mapping
 
 from .config import DEFAULT_PORT, DEFAULT_RUNTIME, DEFAULT_VERSION
 from .errors import ConfigError
+from .runtime.bulk import MAX_AWAIT_MS
 
 RUNTIMES = ("sync", "async")
 
@@ -32,6 +34,22 @@ _SECRET_NAME_RE = re.compile(r"PASSWORD|TOKEN|SECRET|_KEY$", re.IGNORECASE)
 _CREDENTIAL_KEY_RE = re.compile(r"password|secret|token", re.IGNORECASE)
 #: a URI's ``user:password@`` and a connection string's ``password=``
 _CREDENTIAL_VALUE_RE = re.compile(r"://[^:/@\s]+:[^@\s]+@|password=\S", re.IGNORECASE)
+#: ``--batch N``: Dapr's ``bulkSubscribe.maxMessagesCount`` is an int32 with no documented
+#: maximum, but a whole batch travels in one gRPC message (4 MB by default, daprd's and the
+#: runtime's limit), so ofnotebook caps it where 1 KB events still fit.
+MAX_BATCH = 1000
+#: ``--batch-wait MS`` (``maxAwaitDurationMs``): at most 10 s, under the brokers' redelivery
+#: timeouts (Dapr's Redis Streams ``processingTimeout`` is 15 s), so an event waiting for its
+#: batch is not handed out again meanwhile. 0 is not a wait daprd can be told: an unset
+#: (zero) field means its default, 1000 ms.
+MAX_BATCH_WAIT_MS = 10_000
+#: The wait when ``--batch-wait`` is not given (the runtime's own default; short, since daprd
+#: holds every partial batch that long).
+DEFAULT_BATCH_WAIT_MS = MAX_AWAIT_MS
+#: A pub/sub URI for the input bindings that have one: bindings have no bulk delivery.
+_PUBSUB_FORM = {"bindings.kafka": "pubsub+kafka://HOST:PORT/TOPIC",
+                "bindings.mqtt3": "pubsub+mqtt://HOST:PORT/TOPIC",
+                "bindings.rabbitmq": "amqp://USER:PASS@HOST:PORT/TOPIC (a topic, not a queue)"}
 
 
 def looks_secret(env_name: str) -> bool:
@@ -121,6 +139,41 @@ class ComponentSpec:
         return self.type.split(".", 1)[0]
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchSpec:
+    """``--batch N --batch-wait MS``: the function is called as ``f(ctx, events)`` with up to
+    ``size`` events at once, a partial batch waiting up to ``wait_ms`` to fill. Written into
+    the package manifest as ``batch: {size, waitMs}``, which the runtime declares as its
+    subscriptions' ``bulkSubscribe`` (runtime/bulk.py), on every target."""
+
+    size: int
+    wait_ms: int = DEFAULT_BATCH_WAIT_MS
+
+    def __post_init__(self) -> None:
+        if not _whole(self.size) or not 1 <= self.size <= MAX_BATCH:
+            raise ConfigError(
+                f"--batch {self.size!r} is not a batch size; give a whole number of events from "
+                f"1 to {MAX_BATCH} (one batch is one gRPC message), such as --batch 100 "
+                f"(batch=100).", key="batch")
+        if not _whole(self.wait_ms) or not 1 <= self.wait_ms <= MAX_BATCH_WAIT_MS:
+            raise ConfigError(
+                f"--batch-wait {self.wait_ms!r} is not a wait; give the milliseconds a partial "
+                f"batch may wait to fill, from 1 to {MAX_BATCH_WAIT_MS} (0 would read as unset, "
+                f"and daprd then waits its default 1000 ms), such as --batch-wait 50 "
+                f"(batch_wait_ms=50).", key="batch_wait_ms")
+
+    def manifest(self) -> dict[str, int]:
+        """The package manifest's ``batch`` (what runtime/bulk.py's ``batch_settings`` reads)."""
+        return {"size": self.size, "waitMs": self.wait_ms}
+
+    def __str__(self) -> str:
+        return f"batch {self.size} (wait {self.wait_ms} ms)"
+
+
 @dataclass(frozen=True, kw_only=True)
 class FunctionSpec:
     """Everything about a deployment except the code: name, runtime, env, ports, components."""
@@ -143,6 +196,8 @@ class FunctionSpec:
     #: ``--secret-env NAME``: variables whose values the target gets at deploy, in memory
     #: (the process or container environment, a Kubernetes Secret); only the names are here.
     secret_env: tuple[str, ...] = ()
+    #: ``--batch N``: called with lists of events (pub/sub inputs only); None: one at a time.
+    batch: BatchSpec | None = None
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -167,6 +222,28 @@ class FunctionSpec:
             raise ConfigError(
                 f"{', '.join(both)} is given both as --env and as --secret-env; keep only "
                 f"--secret-env {both[0]} (its value stays out of every file).", key="env")
+        if self.batch is not None:
+            self._check_batch()
+
+    def _check_batch(self) -> None:
+        """A batch is what one bulk delivery of a pub/sub topic carries: a sync function has
+        none, and an input binding has no bulk delivery in Dapr (it would only ever get
+        batches of one), so both are refused rather than silently unbatched."""
+        if self.runtime != "async":
+            raise ConfigError(
+                f"--batch: {self.name!r} is a synchronous function, called over HTTP one request "
+                f"at a time; batches come from pub/sub inputs: give one (--input "
+                f"events=redis://127.0.0.1:6379/events), or deploy it without --batch.",
+                key="batch")
+        for c in self.inputs:
+            if c.kind != "pubsub":
+                form = _PUBSUB_FORM.get(c.type)
+                fix = (f"take it as a pub/sub topic (--input {c.name}={form})" if form else
+                       f"deploy {c.name!r} as another function, without --batch")
+                raise ConfigError(
+                    f"--batch: input {c.name!r} is a Dapr input binding ({c.type}), and "
+                    f"bindings have no bulk delivery, so the function would only ever get "
+                    f"batches of one; {fix}.", key="batch")
 
     @property
     def env_dict(self) -> dict[str, str]:

@@ -195,12 +195,69 @@ def test_a_derived_name_never_starts_with_a_digit() -> None:
     assert derive_name("_9lives") == "fn-9lives"
 
 
+BATCH_SOURCE = "def f(ctx, events):\n    return None\n"
+MEMORY = {"inputs": {"events": "memory://events"}}
+#: ``batch=N`` (``--batch N``): the source, the arguments, the words of the refusal.
+BATCH_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
+    (BATCH_SOURCE, {"batch": 0, **MEMORY}, ["--batch 0", "from 1 to 1000", "--batch 100"]),
+    (BATCH_SOURCE, {"batch": 1001, **MEMORY}, ["--batch 1001", "from 1 to 1000"]),
+    (BATCH_SOURCE, {"batch": "100", **MEMORY}, ["--batch '100'", "whole number"]),
+    (BATCH_SOURCE, {"batch": True, **MEMORY}, ["--batch True", "whole number"]),
+    (BATCH_SOURCE, {"batch": 10, "batch_wait_ms": 0, **MEMORY},
+     ["--batch-wait 0", "from 1 to 10000", "default 1000 ms"]),
+    (BATCH_SOURCE, {"batch": 10, "batch_wait_ms": 10_001, **MEMORY},
+     ["--batch-wait 10001", "from 1 to 10000"]),
+    (BATCH_SOURCE, {"batch": 10, "batch_wait_ms": 2.5, **MEMORY}, ["--batch-wait 2.5"]),
+    (BATCH_SOURCE, {"batch_wait_ms": 50, **MEMORY},
+     ["--batch-wait 50", "no --batch N was given", "--batch 100 --batch-wait 50"]),
+    (BATCH_SOURCE, {"batch": 10}, ["synchronous", "batches come from pub/sub inputs",
+                                   "--input events=redis://"]),
+    (BATCH_SOURCE, {"batch": 10, "inputs": {"logs": "kafka://127.0.0.1:9092/logs"}},
+     ["input 'logs' is a Dapr input binding (bindings.kafka)", "batches of one",
+      "--input logs=pubsub+kafka://HOST:PORT/TOPIC"]),
+    (BATCH_SOURCE, {"batch": 10, "inputs": {"tick": "cron://@every 1s"}},
+     ["'tick' is a Dapr input binding (bindings.cron)", "another function, without --batch"]),
+    ("def f(data):\n    return None\n", {"batch": 10, **MEMORY},
+     ["calls the function as f(ctx, events)", "f(data) is f(request), the request shape",
+      "def f(ctx, events)"]),
+    ("def f():\n    return None\n", {"batch": 10, **MEMORY}, ["f() is f(), the noarg shape"]),
+    ("def f(ctx):\n    return None\n", {"batch": 10, **MEMORY},
+     ["f(ctx) is f(context), the context shape"]),
+    ("def f(event, context):\n    return None\n", {"batch": 10, **MEMORY},
+     ["the background shape", "def f(ctx, events)"]),
+    ("def f(ctx, data, extra):\n    return None\n", {"batch": 10, **MEMORY},
+     ["f(ctx, data, extra) is not a shape it can call", "def f(ctx, events)"]),
+    (BATCH_SOURCE, {"batch": 10, "target": "yaml", "target_options": {"dapr_mode":
+                                                                       "standalone"}, **MEMORY},
+     ["--batch needs Dapr in sidecar mode", "dapr-proxy", "--dapr-mode sidecar"]),
+]
+
+
+@pytest.mark.parametrize(("source", "kwargs", "words"), BATCH_CASES,
+                         ids=[f"{s.split(':')[0]}-{k}"[:70] for s, k, _ in BATCH_CASES])
+def test_a_batch_function_that_cannot_be_batched_is_refused_before_anything_runs(
+        source: str, kwargs: dict[str, Any], words: list[str], tmp_path: Any,
+        monkeypatch: pytest.MonkeyPatch, assert_nothing_left: Callable[[], None]) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as excinfo:
+        ofnotebook.deploy(make_function(source), "batcher", **kwargs)
+    for word in words:
+        assert word in message_of(excinfo)
+    assert_nothing_left()
+    assert list(tmp_path.iterdir()) == []
+
+
 MAGIC_CASES: list[tuple[str, list[str]]] = [
     ("1abc", ["'1abc'", "starting with a letter"]),
     ("ok-name --version v1.", ["'v1.'", "label value"]),
     ("ok-name --runtime async", ["has none", "--input NAME=URI"]),
     ("ok-name --output o=redis://127.0.0.1:abc/t", ["port must be a number 1-65535"]),
     ("ok-name --state s=redis:/host", ["needs two slashes", "redis://host"]),
+    ("ok-name --batch 0 --input e=memory://e", ["--batch 0", "from 1 to 1000"]),
+    ("ok-name --batch-wait 50 --input e=memory://e", ["no --batch N was given"]),
+    ("ok-name --batch 10 --batch-wait 0 --input e=memory://e", ["--batch-wait 0"]),
+    ("ok-name --batch 10 --input e=memory://e", ["calls the function as f(ctx, events)"]),
+    ("ok-name --batch 10", ["synchronous"]),
 ]
 
 

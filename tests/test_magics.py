@@ -178,6 +178,11 @@ def test_a_quoted_expanded_value_with_spaces_is_one_argument(ip: InteractiveShel
      "Unbalanced quote in the %%function line"),
     ("--port abc", ConfigError, "--port: invalid int value: 'abc'; see %%function\\?"),
     ("--no-such-option", ConfigError, "unrecognized arguments: --no-such-option"),
+    ("--batch 5 --batch 6 --input e=memory://e", ConfigError,
+     r"--batch is given 2 times \(5, 6\); it takes one value"),
+    ("--batch 5 --batch-wait 9 --batch-wait=10 --input e=memory://e", ConfigError,
+     r"--batch-wait is given 2 times \(9, 10\)"),
+    ("--batch ten --input e=memory://e", ConfigError, "--batch: invalid int value: 'ten'"),
 ])
 def test_a_bad_magic_line_is_one_message_and_nothing_runs(ip: InteractiveShell, line: str,
                                                           error: type, message: str) -> None:
@@ -248,3 +253,22 @@ def test_stop_all_leaves_a_clean_slate(ip: InteractiveShell) -> None:
         psutil.Process(standin.proc.pid).status() == psutil.STATUS_ZOMBIE
     again = ip.run_cell_magic("function", "clean-slate --input e=memory://e", cell)
     assert again.status == "running" and current_standin() is not None
+
+
+def test_a_batch_function_from_the_magic_line(ip: InteractiveShell) -> None:
+    """``--batch N --batch-wait MS`` reach the package manifest and stay with the handle's
+    request, so a redeploy batches the same way."""
+    import json
+
+    cell = "def score(ctx, events):\n    ctx.send('sizes', len(events))\n"
+    handle = ip.run_cell_magic("function", "scorer --batch 5 --batch-wait 30 "
+                               "--input events=memory://magic-batch "
+                               "--output sizes=memory://magic-batch-out", cell)
+    manifest = json.loads((handle.package.path / "function" / "manifest.json").read_text())
+    assert manifest["batch"] == {"size": 5, "waitMs": 30}
+    assert (handle.request.batch, handle.request.batch_wait_ms) == (5, 30)
+    for i in range(12):
+        handle.publish("events", i)
+    sizes = wait_for(lambda: (lambda s: s if sum(s) == 12 else None)(
+        [o.data for o in handle.outputs]), 10, lambda: f"outputs: {handle.outputs}")
+    assert max(sizes) <= 5

@@ -135,7 +135,8 @@ def batch_settings(manifest: dict[str, Any]) -> tuple[int, int] | None:
     "waitMs": MS}``, from ``--batch N --batch-wait MS``), None for a function of one event."""
     raw = manifest.get("batch") or {}
     size = int(raw.get("size") or 0) if isinstance(raw, dict) else 0
-    return (size, int(raw.get("waitMs") or MAX_AWAIT_MS)) if size > 1 else None
+    # --batch 1 is still a batch function: it gets lists (of one), as its code expects
+    return (size, int(raw.get("waitMs") or MAX_AWAIT_MS)) if size >= 1 else None
 
 
 def install(app: Any, bridge: BufferingBridge, refused: type[Exception] | None = None,
