@@ -101,6 +101,19 @@ def test_a_poisoned_event_in_a_batch_ends_as_the_only_dead_letter(local_backend:
     assert "a poisoned event in a batch of 1" in logs
 
 
+def test_batch_one_still_hands_the_function_lists(local_backend: Any) -> None:
+    """``--batch 1`` is a batch function too: its code indexes a list, so it gets one."""
+    fn = make_function("def f(ctx, events):\n"
+                       "    ctx.send('out', [type(events).__name__, len(events)])\n")
+    topic = f"batch-one-{uid()}"
+    handle = ofnotebook.deploy(fn, "batch-one", target=local_backend, batch=1,
+                               inputs={"events": f"memory://{topic}"},
+                               outputs={"out": f"memory://{topic}-out"})
+    for i in range(5):
+        handle.publish("events", i)
+    assert [o.data for o in handle.wait_for_outputs(5, timeout=10)] == [["list", 1]] * 5
+
+
 def test_an_async_batch_function_is_accepted_and_a_redeploy_keeps_the_batch(
         tmp_path: Any) -> None:
     fn = make_function("async def f(ctx, events):\n    return None\n")
