@@ -134,3 +134,19 @@ def test_events_redis_refuses_are_named_per_item(on_redis: tuple[Any, Any, str])
                                               r"'events' \(item 0: .*WRONGTYPE"):
         handle.publish_many("events", [{"i": i} for i in range(5)])
     wait_for(lambda: handle.stats["errors"] == 5, 10, lambda: f"stats: {handle.stats}")
+
+
+@pytest.mark.parametrize("kind", ["pubsub+kafka", "kafka"])
+def test_an_ordered_input_gets_them_in_order(kind: str, local_backend: Any,
+                                             kafka_broker: Any) -> None:
+    """Kafka acknowledges in order, so its input delivers one event at a time: what
+    ``publish_many`` sent arrives in the order given, through a pub/sub input (the core's
+    bulk path) and through a binding input (its producer, item by item)."""
+    topic = f"ofn-many-{uid()}"
+    handle = ofnotebook.deploy(
+        make_function(ECHO, name="echo"), f"many-{kind.replace('+', '-')}",
+        target=local_backend,
+        inputs={"events": f"{kind}://{kafka_broker.bootstrap}/{topic}?initialOffset=oldest"},
+        outputs={"seen": f"memory://o-out-{uid()}"})
+    assert handle.publish_many("events", ({"i": i} for i in range(150))) == 150
+    assert [o.data for o in handle.wait_for_outputs(150, 30)] == list(range(150))
