@@ -150,3 +150,19 @@ def test_an_ordered_input_gets_them_in_order(kind: str, local_backend: Any,
         outputs={"seen": f"memory://o-out-{uid()}"})
     assert handle.publish_many("events", ({"i": i} for i in range(150))) == 150
     assert [o.data for o in handle.wait_for_outputs(150, 30)] == list(range(150))
+
+
+def test_a_target_without_test_events_refuses_as_publish_does(tmp_path: Any) -> None:
+    """The yaml target runs nothing: ``publish_many`` refuses with ``publish``'s own message
+    (the contract's default goes through ``publish``)."""
+    from ofnotebook.backends.gitops import YamlBackend
+    from ofnotebook.errors import UnsupportedError
+
+    handle = ofnotebook.deploy(make_function(ECHO, name="echo"), "no-publish-many",
+                               target=YamlBackend(tmp_path),
+                               inputs={"logs": "kafka://kafka.default.svc:9092/logs?group=g"})
+    with pytest.raises(UnsupportedError) as one:
+        handle.publish("logs", {"i": 0})
+    with pytest.raises(UnsupportedError) as many:
+        handle.publish_many("logs", [{"i": 0}, {"i": 1}])
+    assert str(many.value) == str(one.value)

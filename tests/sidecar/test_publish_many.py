@@ -20,7 +20,8 @@ from ofnotebook.sidecar.protocol import (FRAMES_CONTENT_TYPE, INPUTS_MANY_PATH, 
                                          unpack_frames)
 from ofnotebook.spec import ComponentSpec, FunctionSpec
 from tests.helpers import free_port, wait_for
-from tests.sidecar.support import get, needs_broker, nothing, uid, wait_port
+from ofnotebook.context import component_name
+from tests.sidecar.support import EVENTS, SPEC, get, needs_broker, nothing, uid, wait_port
 
 
 def test_frames_round_trip_and_a_cut_body_is_refused_whole() -> None:
@@ -165,8 +166,6 @@ def test_bulk_publish_event_reports_refused_entries_by_id(sdk_env: StandIn,
     from dapr.clients import DaprClient
     from dapr.clients.exceptions import DaprGrpcError
 
-    from ofnotebook.context import component_name
-
     topic, raw = stream
     spec = FunctionSpec(name="redis-user", outputs=(ComponentSpec(
         name="bus", type="pubsub.redis", metadata=(("redisHost", "127.0.0.1:6379"),),
@@ -214,3 +213,23 @@ def test_framed_test_events_reach_an_input_and_a_bad_body_sends_nothing(
 
     wait_for(lambda: len(arrived()) >= 2, 5, lambda: f"arrived: {arrived()}")
     assert arrived() == [{"n": 1}, "two"]
+
+
+def test_one_refused_entry_of_a_bulk_publish_fails_alone(standin: StandIn) -> None:
+    """HTTP bulk publish with one entry whose ``rawPayload`` is no boolean (daprd refuses
+    it): only that entry fails, by its id and daprd's reason; the others are published, each
+    with its own ``out`` record, in order, and the refused one is an ``error`` record."""
+    pubsub = component_name(SPEC, EVENTS)
+    entries = [{"entryId": f"e{i}", "event": {"n": i}, "contentType": "application/json"}
+               for i in range(5)]
+    entries[2]["metadata"] = {"rawPayload": "maybe"}
+    answer = requests.post(f"{standin.base}/v1.0/publish/bulk/{pubsub}/orders", json=entries,
+                           timeout=5)
+    assert answer.status_code == 500
+    failed = answer.json()["failedEntries"]
+    assert [f["entryId"] for f in failed] == ["e2"]
+    assert "rawPayload value must be a valid boolean" in failed[0]["error"]
+    events = requests.get(f"{standin.base}/ofnotebook/events",
+                          params={"after": "0", "app": "sdk-user"}, timeout=5).json()["events"]
+    assert [e["data"] for e in events if e["kind"] == "out"] == [{"n": n} for n in (0, 1, 3, 4)]
+    assert [e["kind"] for e in events].count("error") == 1
