@@ -37,19 +37,10 @@ from .spec import (BatchSpec, FunctionSpec, derive_name, looks_secret, parse_env
 _handles: dict[tuple[str, str], FunctionHandle] = {}
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
-class Request(DeployRequest):
-    """A :class:`DeployRequest` with ``deploy``'s ``batch`` and ``batch_wait_ms`` (``--batch
-    N --batch-wait MS``), kept with the rest so a redeploy batches the same way."""
-
-    batch: int | None = None
-    batch_wait_ms: int | None = None
-
-
 def batch_of(request: DeployRequest) -> BatchSpec | None:
     """The :class:`BatchSpec` ``request`` asks for (raises ``ConfigError`` for a bad value, or
     ``batch_wait_ms`` without ``batch``); None for a function of one event at a time."""
-    size, wait = getattr(request, "batch", None), getattr(request, "batch_wait_ms", None)
+    size, wait = request.batch, request.batch_wait_ms
     if size is None:
         if wait is not None:
             raise ConfigError(f"--batch-wait {wait} is how long a batch waits to fill, but "
@@ -340,7 +331,7 @@ def deploy(fn: Callable[..., Any], name: str | None = None, *, runtime: str | No
         given = dict(target_options or {})
         given["secrets"] = [*_as_items(given.get("secrets")), *references]
         target_options = given
-    request = Request(name=name, runtime=runtime, target=target, entry=entry, env=env,
+    request = DeployRequest(name=name, runtime=runtime, target=target, entry=entry, env=env,
                       requirements=tuple(requirements), port=port, version=version,
                       inputs=inputs, outputs=outputs, states=states, base_image=base_image,
                       signature=signature,

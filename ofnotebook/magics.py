@@ -26,6 +26,7 @@ from .errors import CaptureError, ConfigError, OfnotebookError
 from .handle import FunctionHandle
 from .magic_options import (join_continuations, refuse_duplicates as refuse_duplicates,
                             refuse_split_schedule, split_line, target_options)
+from .request import DeployRequest
 from .view import TextProgress, widgets_enabled
 
 if TYPE_CHECKING:
@@ -192,7 +193,7 @@ class FunctionMagics(Magics):
         if isinstance(fn, FunctionHandle):  # a re-run over an existing handle; never a
             fn = fn.__wrapped__              # decorator's wrapper (functions_framework's)
         _use_notebook_components(args, self.shell.user_ns)
-        planned = api.plan(fn, api.Request(
+        planned = api.plan(fn, DeployRequest(
             name=args.name, runtime=args.runtime, target=args.target, entry=pyname,
             env=args.env, requirements=args.requirements, port=args.port,
             version=args.version, inputs=args.input, outputs=args.output, states=args.state,

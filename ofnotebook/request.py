@@ -54,6 +54,9 @@ class DeployRequest:
     target_options: Mapping[str, Any] | None = None
     #: ``--secret-env NAME``: names only; the values are read again at each deploy
     secret_env: tuple[str, ...] = ()
+    #: ``--batch N --batch-wait MS``: ``fn(ctx, events)`` with lists of up to N events
+    batch: int | None = None
+    batch_wait_ms: int | None = None
 
     def __post_init__(self) -> None:
         for field in ("env", "inputs", "outputs", "states", "components", "target_options"):

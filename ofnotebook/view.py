@@ -384,8 +384,10 @@ def _wiring(spec: Any) -> str:
         return ", ".join(f"{c.name} ({c.type}{'/' + c.topic if c.topic else ''})"
                          for c in items)
     ins, outs = side(spec.inputs), side(spec.outputs)
+    batch = getattr(spec, "batch", None)
     return " → ".join(part for part in (f"in: {ins}" if ins else "",
-                                        f"out: {outs}" if outs else "") if part)
+                                        f"out: {outs}" if outs else "") if part) + (
+        f" · {batch}" if batch else "")
 
 
 class TextProgress:

@@ -15,6 +15,7 @@ from ofnotebook import api
 from ofnotebook.backends.gitops import write_function
 from ofnotebook.manifests import ClusterOptions, function_manifest, validate
 from ofnotebook.request import DeployRequest
+from ofnotebook.view import ViewState
 from tests.helpers import make_function, uid, wait_for
 
 #: A logistic model over four features, scored for the whole batch in one call (plain Python:
@@ -48,6 +49,9 @@ def test_a_batch_function_scores_whole_batches_and_each_send_reaches_the_output(
                                outputs={"scores": f"memory://{topic}-out"})
     assert json.loads((handle.package.path / "function" / "manifest.json").read_text()
                       )["batch"] == {"size": 10, "waitMs": 50}
+    state = ViewState(handle.name, handle.runtime, handle.target)
+    state.attach(handle)  # the live view's header says how the function is fed
+    assert state.wiring.endswith(" · batch 10 (wait 50 ms)"), state.wiring
 
     def burst(start: int) -> None:  # three producers at once, 20 events each
         for i in range(start, start + 20):
@@ -117,7 +121,7 @@ def test_batch_one_still_hands_the_function_lists(local_backend: Any) -> None:
 def test_an_async_batch_function_is_accepted_and_a_redeploy_keeps_the_batch(
         tmp_path: Any) -> None:
     fn = make_function("async def f(ctx, events):\n    return None\n")
-    request = api.Request(name="async-batch", target="yaml", inputs=["e=memory://e"],
+    request = DeployRequest(name="async-batch", target="yaml", inputs=["e=memory://e"],
                           batch=5, target_options={"folder": str(tmp_path)})
     planned = api.plan(fn, request)
     assert str(planned.spec().batch) == "batch 5 (wait 20 ms)"
@@ -127,7 +131,7 @@ def test_an_async_batch_function_is_accepted_and_a_redeploy_keeps_the_batch(
 
 def _batch_spec(**batch: Any) -> Any:
     fn = make_function("def f(ctx, events):\n    return None\n")
-    return api.plan(fn, api.Request(name="scorer", target="yaml",
+    return api.plan(fn, DeployRequest(name="scorer", target="yaml",
                                     inputs=["events=redis://redis.default.svc:6379/events"],
                                     **batch)).spec()
 
