@@ -27,7 +27,7 @@ from __future__ import annotations
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .outputs import DaprBridge, SendError, encode
 
@@ -114,6 +114,16 @@ class BufferingBridge(DaprBridge):
                     failed.setdefault(owner, f"sending to output {output!r} ({pubsub!r}) "
                                       f"failed: {error}")
         return failed
+
+
+#: The function's environment variable that turns bulk subscriptions off (``off``).
+BULK_ENV = "OFNOTEBOOK_BULK"
+
+
+def bulk_wanted(environ: Mapping[str, str]) -> bool:
+    """Whether the function declares bulk subscriptions: yes unless ``OFNOTEBOOK_BULK`` is
+    ``off`` (or ``0``/``false``/``no``)."""
+    return environ.get(BULK_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
 
 
 def declare(app: Any, max_messages: int = MAX_MESSAGES, max_await_ms: int = MAX_AWAIT_MS,

@@ -30,9 +30,9 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from .bulk import BufferingBridge, batch_settings
+from .bulk import BufferingBridge, batch_settings, bulk_wanted
 from .bulk import declare as declare_bulk
 from .bulk import install as install_bulk
 from .context import Component, FunctionContext
@@ -283,6 +283,19 @@ def _app(app_class: Any, token: str) -> Any:
                      interceptors=[*interceptors, _refuse_interceptor()], options=options)
 
 
+def declare_subscriptions(app: Any, loaded: LoadedFunction, environ: Mapping[str, str]
+                          ) -> None:
+    """runtime/bulk.py: every topic subscription bulk (many events a call, their sends in
+    bulk), a batch function's with its size and wait; none with ``OFNOTEBOOK_BULK=off`` in
+    the function's environment (``--env OFNOTEBOOK_BULK=off``: one event a call, daprd never
+    waits for a batch to fill), except a batch function's, which needs its lists."""
+    batch = batch_settings(loaded.manifest) if loaded.signature == "ctx_data" else None
+    if batch:
+        declare_bulk(app, max_messages=batch[0], max_await_ms=batch[1], batch=True)
+    elif bulk_wanted(environ):
+        declare_bulk(app)
+
+
 def serve_async(loaded: LoadedFunction, fctx: FunctionContext, host: str,
                 release: Callable[[], None] | None = None) -> None:
     """Register every input and serve AppCallback on ``fctx.port`` until stopped;
@@ -296,12 +309,8 @@ def serve_async(loaded: LoadedFunction, fctx: FunctionContext, host: str,
     app = _app(App, os.environ.get("APP_API_TOKEN", ""))
     for name, comp in fctx.inputs.items():
         _register(app, loaded, fctx, bridge, name, comp)
-    # runtime/bulk.py: many events a call, their sends in bulk; a batch function's size too
+    declare_subscriptions(app, loaded, os.environ)
     batch = batch_settings(loaded.manifest) if loaded.signature == "ctx_data" else None
-    if batch:
-        declare_bulk(app, max_messages=batch[0], max_await_ms=batch[1], batch=True)
-    else:
-        declare_bulk(app)
     install_bulk(app, bridge, Refused, _batch_runner(loaded, fctx, bridge) if batch else None)
     app.register_health_check(lambda: None)
     print(f"ofnotebook runtime: serving {fctx.name} ({loaded.entry}, {loaded.signature}) "

@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 import grpc
+import pytest
 import requests
 from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
 from google.protobuf import empty_pb2
@@ -33,10 +34,11 @@ def _outputs(standin: StandIn, after: int) -> list[Any]:
     return [e["data"] for e in body["events"] if e["kind"] == "out"]
 
 
-def _serve(function: Any, manifest: dict[str, Any] | None = None
-           ) -> tuple[Any, int, list[Any]]:
-    """An SDK App serving ``function`` (shape ``f(ctx, data)``) on input ``in`` with bulk on,
-    as ``callbacks.serve_async`` sets it up (``manifest``: a batch function's)."""
+def _serve(function: Any, manifest: dict[str, Any] | None = None,
+           environ: dict[str, str] | None = None) -> tuple[Any, int, list[Any]]:
+    """An SDK App serving ``function`` (shape ``f(ctx, data)``) on input ``in``, declared as
+    ``callbacks.serve_async`` declares it (``manifest``: a batch function's; ``environ``: the
+    function's environment)."""
     from dapr.ext.grpc import App
 
     sent_to = Component(name="events", component_name=component_name(SPEC, EVENTS),
@@ -52,8 +54,8 @@ def _serve(function: Any, manifest: dict[str, Any] | None = None
     bridge = bulk.BufferingBridge(fctx)
     app = App()
     callbacks._register(app, loaded, fctx, bridge, "in", source)
+    callbacks.declare_subscriptions(app, loaded, environ or {})
     batch = bulk.batch_settings(loaded.manifest)
-    bulk.declare(app, *(batch or (64, 20)), batch=batch is not None)
     bulk.install(app, bridge, callbacks.Refused,
                  callbacks._batch_runner(loaded, fctx, bridge) if batch else None)
     threading.Thread(target=app.run, kwargs={"app_port": fctx.port,
@@ -105,7 +107,7 @@ def test_sends_of_a_bulk_call_go_in_bulk_and_a_failed_one_fails_only_its_event(
             stub, subs = _ready(channel)
             assert [(s.topic, s.bulk_subscribe.enabled, s.bulk_subscribe.max_messages_count,
                      s.bulk_subscribe.max_await_duration_ms) for s in subs] == [
-                ("scores", True, 64, 20)]
+                ("scores", True, bulk.MAX_MESSAGES, bulk.MAX_AWAIT_MS)]
             assert sidecar_bulk.BulkSettings.from_subscription(subs[0]).fill_ms == 0
             reply = stub.OnBulkTopicEvent(_bulk([{"n": i} for i in range(5)]), timeout=10,
                                           metadata=[("pubsubname", "in-pubsub")])
@@ -126,6 +128,24 @@ def test_sends_of_a_bulk_call_go_in_bulk_and_a_failed_one_fails_only_its_event(
     finally:
         app.stop()
         bridge.close()
+
+
+@pytest.mark.parametrize("value", ["off", "0", "False"])
+def test_bulk_off_in_the_environment_declares_one_event_a_call_but_not_for_batches(
+        value: str) -> None:
+    for manifest, bulk_on in (({}, False), ({"batch": {"size": 5, "waitMs": 10}}, True)):
+        app, port, (bridge,) = _serve(lambda ctx, data: None, manifest,
+                                      {"OFNOTEBOOK_BULK": value})
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                _stub, subs = _ready(channel)
+                assert [s.bulk_subscribe.enabled for s in subs] == [bulk_on], manifest
+                # and the stand-in reads it so: unary delivery unless it is a batch function
+                assert (sidecar_bulk.BulkSettings.from_subscription(subs[0]) is not None) \
+                    is bulk_on
+        finally:
+            app.stop()
+            bridge.close()
 
 
 def test_a_refused_entry_is_dropped_with_its_reason_the_others_succeed(sdk_env: StandIn
