@@ -188,6 +188,21 @@ def test_acks_out_of_order_then_a_restart_brings_back_only_what_is_unacked(
         event.ack()
 
 
+def test_publish_many_arrives_in_order_and_deduplicates(server: Server) -> None:
+    topic = server.topic()
+    driver = server.make()
+    twice = _event("twice")
+    entries = [(_event(n), {}) for n in range(50)] + [(twice, {}), (twice, {})]
+    assert driver.publish_many(topic, entries) == []  # the stream is created first
+    got: queue.Queue[InboundEvent] = queue.Queue()
+    driver.subscribe(topic, got.put)
+    received = [get(got) for _ in range(51)]
+    assert [e.data for e in received] == [data for data, _md in entries[:51]]
+    nothing(got, 0.3)
+    for event in received:
+        event.ack()
+
+
 def test_deliver_policy_new_skips_older_messages(server: Server) -> None:
     topic = server.topic()
     driver = server.make(deliverPolicy="new")

@@ -220,7 +220,10 @@ def test_a_stuck_handler_neither_stalls_the_consumer_nor_keeps_the_group(make_dr
 
 def test_backlog_pauses_and_resumes_without_loss_or_duplicates(
         make_driver: Make, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kafka, "BACKLOG", 64)  # pause after 64 (1000 in use: fewer to publish)
+    # Pause at 128 (2 x BACKLOG), reached at once: each poll while the backlog is full brings
+    # at most one record, and it waits HOLD for the backlog to drain first.
+    monkeypatch.setattr(kafka, "BACKLOG", 64)
+    monkeypatch.setattr(kafka, "HOLD", 0.001)
     driver = make_driver(initialOffset="oldest")
     gate = threading.Event()
     got: list[bytes] = []
@@ -233,7 +236,10 @@ def test_backlog_pauses_and_resumes_without_loss_or_duplicates(
     for n in range(200):
         driver.publish("burst", b"b%d" % n, {})
     driver.subscribe("burst", slow)
-    time.sleep(0.5)  # the pump's backlog fills up and fetching pauses
+    deadline = time.monotonic() + 5
+    while not driver._paused and time.monotonic() < deadline:  # the backlog fills up
+        time.sleep(0.02)
+    assert driver._paused
     gate.set()
     deadline = time.monotonic() + 10
     while len(got) < 200 and time.monotonic() < deadline:
@@ -256,6 +262,21 @@ def test_acks_out_of_order_from_many_threads_commit_up_to_the_first_gap(make_dri
     again = read_again(make_driver, "scrambled", "many")
     assert [e.data for e in take(again, 163)] == [b"m%d" % n for n in range(137, 300)]
     assert_quiet(again)
+
+
+def test_publish_many_is_one_batch_and_fails_entry_by_entry(make_driver: Make) -> None:
+    """One produce batch and one flush; a record librdkafka refuses (over message.max.bytes)
+    fails alone, naming why, and the others arrive in order with their keys and headers."""
+    driver = make_driver(initialOffset="oldest")
+    entries = [(b"a", {"partitionKey": "k"}), (b"x" * 2_000_000, {}), (b"b", {"h": "1"})]
+    failed = driver.publish_many("batch", entries)
+    assert [index for index, _error in failed] == [1]
+    assert "too large" in str(failed[0][1]).lower()
+    events: queue.Queue[InboundEvent] = queue.Queue()
+    driver.subscribe("batch", events.put)
+    a, b = take(events, 2)
+    assert (a.data, a.metadata["__key"], b.data, b.metadata["h"]) == (b"a", "k", b"b", "1")
+    assert_quiet(events)
 
 
 @pytest.mark.parametrize(("metadata", "message"), [

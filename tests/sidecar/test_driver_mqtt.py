@@ -171,6 +171,28 @@ def test_acks_out_of_order_then_a_restart_brings_back_only_the_unacked(
         again.get(timeout=0.5)
 
 
+def test_publish_many_arrives_in_order_with_retain_per_entry(drivers: list[MqttDriver]) -> None:
+    topic = f"ofn/{uid()}"
+    driver = _make(drivers, "pubsub.mqtt3", consumerID=f"c-{uid()}")
+    got: queue.Queue[InboundEvent] = queue.Queue()
+    driver.subscribe(topic, got.put)
+    entries = [(b"m%d" % n, {}) for n in range(150)]  # more than paho's default in-flight 20
+    assert driver.publish_many(topic, entries) == []
+    received = []
+    for _ in range(150):  # acked as they come: Mosquitto sends 20 unacked at most
+        received.append(get(got))
+        received[-1].ack()
+    assert [e.data for e in received] == [data for data, _md in entries]
+    late = _make(drivers, "pubsub.mqtt3", consumerID=f"c-{uid()}")
+    assert late.publish_many(topic, [(b"kept", {"retain": "true"}), (b"not", {})]) == []
+    retained: queue.Queue[InboundEvent] = queue.Queue()
+    late.subscribe(topic, retained.put)  # after the publish: only the retained one comes
+    event = get(retained)
+    assert (event.data, event.metadata) == (b"kept", {"retained": "true"})
+    event.ack()
+    late.publish(topic, b"", {"retain": "true"})  # clears the retained message
+
+
 def test_unsupported_calls_raise(drivers: list[MqttDriver]) -> None:
     binding = _make(drivers, "bindings.mqtt3", topic=f"ofn/{uid()}", consumerID=f"c-{uid()}")
     pubsub = _make(drivers, "pubsub.mqtt3")

@@ -180,6 +180,22 @@ def test_acks_out_of_order_go_grouped_and_only_the_unacked_come_back(broker: Bro
         again.get(timeout=0.5)
 
 
+def test_publish_many_arrives_in_order(broker: Broker) -> None:
+    cid = f"c-{uid()}"
+    topic = broker.topic(cid)
+    driver = broker.make("pubsub.rabbitmq", consumerID=cid,
+                         publishMessagePropertiesToMetadata="true")
+    got: queue.Queue[InboundEvent] = queue.Queue()
+    driver.subscribe(topic, got.put)
+    entries = [(b"m%d" % n, {"messageId": f"id-{n}"}) for n in range(50)]
+    assert driver.publish_many(topic, entries) == []
+    received = [get(got) for _ in range(50)]
+    assert [(e.data, e.metadata["messageid"]) for e in received] == [
+        (data, md["messageId"]) for data, md in entries]
+    for event in received:
+        event.ack()
+
+
 def test_binding_unacked_message_is_redelivered_after_restart(broker: Broker) -> None:
     queue_name = f"ofn-{uid()}"
     writer = broker.make("bindings.rabbitmq", queueName=queue_name)

@@ -30,7 +30,7 @@ import json
 import logging
 import re
 import threading
-from typing import Any, Callable, Coroutine, Mapping, TypeVar
+from typing import Any, Callable, Coroutine, Mapping, Sequence, TypeVar
 
 from ..golang import is_truthy, metadata_duration, metadata_durations
 from .acks import AckWindow
@@ -54,6 +54,18 @@ def _seconds(key: str, value: str) -> float:
     except ValueError:
         raise ComponentError(f"metadata {key!r} must be a duration such as 30s (got {value!r})"
                              ) from None
+
+
+def _dedupe(data: bytes) -> dict[str, str] | None:
+    """The CloudEvent ``id`` as ``Nats-Msg-Id`` (JetStream deduplication, as daprd); none for
+    data that is not a CloudEvent."""
+    try:
+        event = json.loads(data)
+    except ValueError:
+        return None
+    if isinstance(event, dict) and isinstance(event.get("id"), str) and event["id"]:
+        return {"Nats-Msg-Id": event["id"]}
+    return None
 
 
 class _Acks:
@@ -273,19 +285,24 @@ class JetStreamDriver(Driver):
         self._run(self._connect(), CONNECT_WAIT + 2)
 
     def _publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
-        headers = None
-        try:
-            event = json.loads(data)
-            if isinstance(event, dict) and isinstance(event.get("id"), str) and event["id"]:
-                headers = {"Nats-Msg-Id": event["id"]}
-        except ValueError:
-            pass  # not a CloudEvent: no deduplication, as daprd
+        failed = self._publish_many(topic, [(data, metadata)])
+        if failed:
+            raise failed[0][1]
 
-        async def send() -> None:
+    def _publish_many(self, topic: str, entries: Sequence[tuple[bytes, Mapping[str, str]]]
+                      ) -> list[tuple[int, ComponentError]]:
+        """Every entry's publish at once on the loop (written in order on the one connection,
+        the server's acks awaited together: one round trip rather than one per entry)."""
+        async def send() -> list[BaseException | None]:
             await self._stream_for(topic)
-            await self._js.publish(topic, data, headers=headers)
+            return await asyncio.gather(*(self._js.publish(topic, data, headers=_dedupe(data))
+                                          for data, _metadata in entries),
+                                        return_exceptions=True)
 
-        self._run(send())
+        return [(index, ComponentError(f"component {self.name!r}: publishing to JetStream "
+                                       f"subject {topic!r} failed: {outcome!r}"))
+                for index, outcome in enumerate(self._run(send()))
+                if isinstance(outcome, BaseException)]
 
     def _subscribe(self, topic: str, deliver: Deliver) -> None:
         cfg = self._consumer_config(topic)

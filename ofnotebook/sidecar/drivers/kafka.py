@@ -54,11 +54,11 @@ KEY_NAMES = ("partitionKey", "__key", "key")
 CONNECT_TIMEOUT = 3.0  # s: how long start() waits for the broker's metadata
 PRODUCE_TIMEOUT_MS = 5000  # librdkafka gives up on a record after this
 JOIN_TIMEOUT = 15.0  # s: how long subscribe()/read() wait for the group's assignment
-#: Events handed over that deliver() has not returned from, before fetching pauses. A pause
-#: drops what librdkafka prefetched for the partition (resume fetches it again), so it must be
-#: rare: above what the Dispatcher keeps in flight (4 bulk calls x 100 entries).
+#: Events handed over that deliver() has not returned from, above what the Dispatcher keeps in
+#: flight (4 bulk calls x 100 entries): past it the poll thread waits for deliveries (see _flow).
 BACKLOG = 1000
 FETCH_BATCH = 500  # messages taken from librdkafka's queue per consume() call
+HOLD = 0.1  # s: the longest the poll thread waits for a full backlog to drain before a poll
 SESSION_MS, HEARTBEAT_MS = 2000, 300  # fast joins on tansu (see the module docstring)
 
 
@@ -102,6 +102,7 @@ class KafkaDriver(Driver):
         # confluent-kafka 2.16 a commit() from another thread blocks while poll() loops.
         self._lock = threading.Lock()
         self._assigned = threading.Condition(self._lock)
+        self._drained = threading.Condition(self._lock)  # the backlog fell to half
         self._handlers: dict[str, Deliver] = {}
         self._wanted = self._applied = self._assigned_version = 0
         self._topics: set[str] = set()
@@ -171,6 +172,7 @@ class KafkaDriver(Driver):
         self._stop.set()
         with self._lock:
             self._assigned.notify_all()
+            self._drained.notify_all()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(self._time_left(0.5))
@@ -301,13 +303,15 @@ class KafkaDriver(Driver):
                         topics, self._applied = sorted(self._handlers), self._wanted
                     consumer.subscribe(topics, on_assign=self._on_assign)
                 self._commit(consumer, asynchronous=True)
-                self._flow(consumer)
+                room = self._flow(consumer)
                 # A batch of what is fetched already, else wait for one message: a batch call
                 # would wait its whole timeout for the batch to fill (an isolated event too).
-                batch = [] if self._paused else consumer.consume(FETCH_BATCH, 0)
+                # With no room, poll only for the callbacks (rebalance, commits, errors).
+                batch = consumer.consume(min(FETCH_BATCH, room), 0) if room > 0 else []
                 if not batch:
-                    one = consumer.poll(0.1)
+                    one = consumer.poll(0.1 if room > 0 else 0)
                     batch = [one] if one is not None else []
+                ready: dict[str, list[InboundEvent]] = {}  # by topic: one hand-over each
                 for msg in batch:
                     error = msg.error()
                     if error is not None:
@@ -316,7 +320,12 @@ class KafkaDriver(Driver):
                         self._errors_seen.add(error.code())
                         continue
                     self._errors_seen.clear()
-                    self._dispatch(msg)
+                    event = self._event(msg)
+                    if event is not None:
+                        ready.setdefault(event.topic, []).append(event)
+                for topic, events in ready.items():
+                    self._hand_off_many(functools.partial(self._deliver, self._handlers[topic]),
+                                        events)
         except Exception:  # noqa: BLE001 - a daemon thread: report, then close below
             log.exception("kafka component %r: the consumer loop failed", self.name)
         finally:
@@ -341,14 +350,26 @@ class KafkaDriver(Driver):
         except KafkaException as exc:  # not fatal: those messages are redelivered later
             log.warning("kafka component %r: offset commit failed: %s", self.name, exc)
 
-    def _flow(self, consumer: Consumer) -> None:
-        """Back-pressure without blocking poll(): pause fetching while the backlog is long."""
-        if not self._paused and self._backlog >= BACKLOG:
+    def _flow(self, consumer: Consumer) -> int:
+        """Back-pressure without blocking poll(); returns how many records may be taken now.
+
+        librdkafka's pause drops what it prefetched for the partition and resume fetches it
+        again (~0.25 s on tansu: cycling at every full backlog capped the driver at ~1,500
+        events/s), so a full backlog first waits for deliveries, up to ``HOLD`` between polls
+        (callbacks, and at most one record each). Only when the handler stalls long enough for
+        those to reach twice ``BACKLOG`` are the partitions paused, until half is left."""
+        with self._lock:
+            if self._backlog >= BACKLOG and not self._paused:
+                self._drained.wait_for(
+                    lambda: self._backlog <= BACKLOG // 2 or self._stop.is_set(), HOLD)
+            backlog = self._backlog
+        if not self._paused and backlog >= 2 * BACKLOG:
             consumer.pause(consumer.assignment())
             self._paused = True
-        elif self._paused and self._backlog <= BACKLOG // 2:
+        elif self._paused and backlog <= BACKLOG // 2:
             consumer.resume(consumer.assignment())
             self._paused = False
+        return 0 if self._paused else BACKLOG - backlog
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Start at the committed offset; with none, pin the ``initialOffset`` position by
@@ -377,7 +398,8 @@ class KafkaDriver(Driver):
             self._assigned.notify_all()
         self._paused = False  # a new assignment fetches; _flow pauses it again if need be
 
-    def _dispatch(self, msg: Message) -> None:
+    def _event(self, msg: Message) -> InboundEvent | None:
+        """The event of ``msg``, counted in the backlog; None if it was handed over already."""
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         if topic is None or partition is None or offset is None:  # only error events lack them
             raise RuntimeError(f"a Kafka message without topic, partition or offset: {topic!r}, "
@@ -385,10 +407,9 @@ class KafkaDriver(Driver):
         tp = (topic, partition)
         with self._lock:
             if offset < self._next.get(tp, -1):
-                return  # handed over before a rebalance and still pending: do not duplicate it
+                return None  # handed over before a rebalance and still pending: not again
             self._next[tp] = offset + 1
             self._pending.setdefault(tp, AckWindow()).add(offset)
-            deliver = self._handlers[topic]
             self._backlog += 1
         metadata: dict[str, str] = {}
         key = msg.key()
@@ -401,9 +422,8 @@ class KafkaDriver(Driver):
         for name, header in headers.items() if isinstance(headers, dict) else headers:
             metadata[name] = _text(header)
         value = msg.value()
-        event = InboundEvent(data=b"null" if value is None else value, metadata=metadata,
-                             topic=topic, _ack=lambda: self._ack(tp, offset))
-        self._hand_off(functools.partial(self._deliver, deliver), event)
+        return InboundEvent(data=b"null" if value is None else value, metadata=metadata,
+                            topic=topic, _ack=lambda: self._ack(tp, offset))
 
     def _deliver(self, deliver: Deliver, event: InboundEvent) -> None:
         """On the pump's thread: the stand-in's deliver() blocks while an ordered event is in
@@ -413,6 +433,8 @@ class KafkaDriver(Driver):
         finally:
             with self._lock:
                 self._backlog -= 1
+                if self._backlog == BACKLOG // 2:
+                    self._drained.notify_all()
 
     def _ack(self, tp: tuple[str, int], offset: int) -> None:
         """Record ``tp``'s lowest offset still waiting for its ack; the poll thread commits it

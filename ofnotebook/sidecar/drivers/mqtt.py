@@ -11,6 +11,15 @@
 Messages are acknowledged by hand (paho ``manual_ack``): the PUBACK goes out only when the
 stand-in calls ``event.ack()``, so with a persistent session (``cleanSession: false``, daprd's
 default) a message not acknowledged is redelivered when the consumer connects again.
+
+At speed (issue 14): the PUBACKs go in the order the Dispatcher acks, which is not the order
+the messages came; MQTT 3.1.1 (4.6, MQTT-4.6.0-2) asks a client for arrival order, but
+Mosquitto matches a PUBACK by its packet id, and holding acks back for order would let one slow
+message stop the stream. The broker bounds what it sends unacknowledged (Mosquitto's
+``max_inflight_messages``, default 20); 3.1.1 has no Receive Maximum for a client to ask for
+more (MQTT 5 has), so 20 are in flight: above the Dispatcher's 10 unary deliveries, below a
+bulk call's 100. ``publish_many`` queues every message, then waits for the PUBACKs together
+(``MAX_INFLIGHT`` on the wire).
 """
 
 from __future__ import annotations
@@ -18,7 +27,8 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-from typing import Any, Mapping
+import time
+from typing import Any, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 from ..golang import is_truthy
@@ -30,6 +40,7 @@ log = logging.getLogger(__name__)
 
 WAIT = 10.0  # seconds for CONNACK, SUBACK and PUBACK (daprd: 10-20 s)
 BACKLOG = 1000  # pub/sub messages kept until a subscription for their topic arrives
+MAX_INFLIGHT = 100  # our QoS 1/2 publishes on the wire at once (paho's default: 20)
 
 # Client IDs held by live drivers of this process: a second driver with the same ID would make
 # the broker disconnect the first one, in a loop (one driver per endpoint in the stand-in).
@@ -59,6 +70,7 @@ class _Client:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = lambda _c, _u, msg: self._guard(on_message, msg)
+        self.client.max_inflight_messages_set(MAX_INFLIGHT)
         self.subs: dict[str, int] = {}
         self._lock = threading.Lock()
         self._answered = threading.Event()
@@ -135,16 +147,38 @@ class _Client:
                                  f"{topic!r} failed: {why}")
 
     def publish(self, topic: str, data: bytes, qos: int, retain: bool) -> None:
-        try:
-            info = self.client.publish(topic, data, qos=qos, retain=retain)
-            info.wait_for_publish(WAIT)
-            ok = info.is_published()
-        except (RuntimeError, ValueError) as exc:
-            raise ComponentError(f"component {self.driver.name!r}: publishing to MQTT topic "
-                                 f"{topic!r} failed: {exc}") from exc
-        if not ok:
-            raise ComponentError(f"component {self.driver.name!r}: no PUBACK from the broker for "
-                                 f"topic {topic!r} within {WAIT:.0f}s")
+        failed = self.publish_many(topic, [data], qos, retain)
+        if failed:
+            raise failed[0][1]
+
+    def publish_many(self, topic: str, datas: Sequence[bytes], qos: int, retain: bool
+                     ) -> list[tuple[int, ComponentError]]:
+        """Queue every message, then wait for their PUBACKs together (paho keeps
+        ``MAX_INFLIGHT`` on the wire), rather than one round trip each."""
+        failed: list[tuple[int, ComponentError]] = []
+        sent: list[tuple[int, Any]] = []
+        for index, data in enumerate(datas):
+            try:
+                sent.append((index, self.client.publish(topic, data, qos=qos, retain=retain)))
+            except (RuntimeError, ValueError) as exc:
+                failed.append((index, ComponentError(
+                    f"component {self.driver.name!r}: publishing to MQTT topic {topic!r} "
+                    f"failed: {exc}")))
+        deadline = time.monotonic() + WAIT
+        for index, info in sent:
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+                ok = info.is_published()
+            except (RuntimeError, ValueError) as exc:
+                failed.append((index, ComponentError(
+                    f"component {self.driver.name!r}: publishing to MQTT topic {topic!r} "
+                    f"failed: {exc}")))
+                continue
+            if not ok:
+                failed.append((index, ComponentError(
+                    f"component {self.driver.name!r}: no PUBACK from the broker for topic "
+                    f"{topic!r} within {WAIT:.0f}s")))
+        return sorted(failed, key=lambda item: item[0])
 
     def ack(self, mid: int, qos: int) -> None:
         try:
@@ -246,6 +280,21 @@ class MqttDriver(Driver):
             raise ComponentError(f"component {self.name!r}: topic name is empty")
         retain = is_truthy(metadata["retain"]) if metadata.get("retain") else self.retain
         self._connected().publish(topic, data, self.qos, retain)
+
+    def _publish_many(self, topic: str, entries: Sequence[tuple[bytes, Mapping[str, str]]]
+                      ) -> list[tuple[int, ComponentError]]:
+        if not topic:
+            raise ComponentError(f"component {self.name!r}: topic name is empty")
+        failed: list[tuple[int, ComponentError]] = []
+        by_retain: dict[bool, list[int]] = {}
+        for index, (_data, metadata) in enumerate(entries):
+            retain = is_truthy(metadata["retain"]) if metadata.get("retain") else self.retain
+            by_retain.setdefault(retain, []).append(index)
+        for retain, indexes in by_retain.items():
+            refused = self._connected().publish_many(
+                topic, [entries[i][0] for i in indexes], self.qos, retain)
+            failed += [(indexes[i], error) for i, error in refused]
+        return sorted(failed, key=lambda item: item[0])
 
     def _subscribe(self, topic: str, deliver: Deliver) -> None:
         client = self._connected()

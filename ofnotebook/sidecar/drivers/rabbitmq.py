@@ -29,7 +29,7 @@ import functools
 import logging
 import ssl
 import threading
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import quote, quote_plus, urlsplit
 
 from ..golang import parse_bool
@@ -353,18 +353,34 @@ class RabbitMQDriver(Driver):
             priority=int(priority) if priority.isdigit() else None, **extra)
 
     def _publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
-        props = self._properties(
-            metadata, delivery_mode=self.delivery_mode or None,
-            message_id=_find(metadata, "messageId") or None,
-            correlation_id=_find(metadata, "correlationId") or None,
-            type=_find(metadata, "type") or None)
+        failed = self._publish_many(topic, [(data, metadata)])
+        if failed:
+            raise failed[0][1]
 
-        def send() -> None:
-            ch = self._publisher()
-            self._exchange(ch, topic, self.kind, self.durable)
-            ch.basic_publish(topic, metadata.get("routingKey", ""), data, props)
+    def _publish_many(self, topic: str, entries: Sequence[tuple[bytes, Mapping[str, str]]]
+                      ) -> list[tuple[int, ComponentError]]:
+        """All entries in one hand-over to the I/O thread (one wake-up, the frames written
+        together; with ``publisherConfirm`` each still waits for its confirm)."""
+        def send() -> list[tuple[int, ComponentError]]:
+            failed: list[tuple[int, ComponentError]] = []
+            for index, (data, metadata) in enumerate(entries):
+                props = self._properties(
+                    metadata, delivery_mode=self.delivery_mode or None,
+                    message_id=_find(metadata, "messageId") or None,
+                    correlation_id=_find(metadata, "correlationId") or None,
+                    type=_find(metadata, "type") or None)
+                try:
+                    ch = self._publisher()
+                    self._exchange(ch, topic, self.kind, self.durable)
+                    ch.basic_publish(topic, metadata.get("routingKey", ""), data, props)
+                except pika.exceptions.AMQPError as exc:  # a closed channel opens again next
+                    self._pub = None
+                    failed.append((index, ComponentError(
+                        f"component {self.name!r}: publishing to RabbitMQ exchange {topic!r} "
+                        f"failed: {exc!r}")))
+            return failed
 
-        self._call(send)
+        return self._call(send)
 
     def _subscribe(self, topic: str, deliver: Deliver) -> None:
         self._call(lambda: self._consume(topic, deliver))
