@@ -13,7 +13,11 @@ against ``handle.publish_many``, into the local stand-in, in memory and on Redis
    event, so runs do not overlap, and that time is given too ("delivered", events/s from the
    first publish to the last delivery seen here). Configurations are interleaved; medians
    of ``--reps``.
-2. The framing of one chunk, in this process: ``pack_frames`` + ``unpack_frames`` against a
+2. Memory: ``publish_many`` of a generator of ``--generator-events`` events into the in-memory
+   input; the RSS of this process (the kernel) sampled every 50 ms, before and at its peak,
+   and of the stand-in after. The kernel holds one chunk at a time, so its peak must not grow
+   with N.
+3. The framing of one chunk, in this process: ``pack_frames`` + ``unpack_frames`` against a
    JSON list of base64 strings (the obvious alternative), us an event, 1,000 events of the
    benchmark's payload.
 
@@ -92,6 +96,36 @@ def many(chunk: int) -> Callable[[Any, int], None]:
     return produce
 
 
+def rss_mb(pid: int) -> float:
+    import psutil
+
+    return float(psutil.Process(pid).memory_info().rss / 2**20)
+
+
+def generator_memory(handle: Any, count: int) -> dict[str, float]:
+    """RSS of this process before and at its peak while ``count`` events go from a
+    generator, and the events/s."""
+    import threading
+
+    from ofnotebook.backends.standin import get_standin
+
+    handle_module.PUBLISH_CHUNK = 1000
+    me, peak, done = os.getpid(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], rss_mb(me))
+
+    before = rss_mb(me)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    result = run(handle, count, lambda h, n: h.publish_many("in", (event(i) for i in range(n))))
+    done.set()
+    sampler.join()
+    return {"events": count, "kernel_before_mb": before, "kernel_peak_mb": peak[0],
+            "standin_after_mb": rss_mb(get_standin().proc.pid), **result}
+
+
 def framing_us(count: int = 1000, reps: int = 20) -> dict[str, float]:
     items = [encode(event(i)) for i in range(count)]
 
@@ -120,6 +154,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--chunks", default="100,1000,5000")
     parser.add_argument("--redis", default="127.0.0.1:6379")
+    parser.add_argument("--generator-events", type=int, default=200000)
     args = parser.parse_args()
     chunks = [int(c) for c in args.chunks.split(",")]
     from ofnotebook.backends.local import LocalBackend
@@ -153,6 +188,8 @@ def main() -> None:
                 print(f"rep {rep + 1} {transport} {label}: {result['produce_per_s']:,.0f} "
                       f"events/s in, {result['delivered_per_s']:,.0f} delivered",
                       file=sys.stderr)
+        memory = generator_memory(handles["memory"], args.generator_events) \
+            if args.generator_events else {}
         framing = framing_us()
     finally:
         backend.close()
@@ -172,6 +209,7 @@ def main() -> None:
             "delivered_median": statistics.median(r["delivered_per_s"] for r in rs)}
             for name, rs in runs.items()},
         "framing_us_per_event": framing,
+        "generator_memory": memory,
     }
     out = Path(__file__).resolve().parent / "results" / "publish.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
@@ -181,6 +219,11 @@ def main() -> None:
         runs_text = ", ".join(f"{v:,}" for v in r["produce_runs"])
         print(f"| {name} | {r['produce_median']:,.0f} | {runs_text} | "
               f"{r['delivered_median']:,.0f} |")
+    if memory:
+        print(f"\n{memory['events']:,} events from a generator: {memory['produce_per_s']:,.0f} "
+              f"events/s in; kernel RSS {memory['kernel_before_mb']:.0f} MB before, peak "
+              f"{memory['kernel_peak_mb']:.0f} MB; stand-in after "
+              f"{memory['standin_after_mb']:.0f} MB")
     print(f"\nframing of 1,000 events, us an event: frames {framing['frames']:.2f}, "
           f"JSON list of base64 {framing['json_base64']:.2f}")
 

@@ -146,7 +146,8 @@ def test_redis_out_of_memory_mid_batch_fails_the_entries_past_it(
     port, raw = small_redis
     driver = _redis_driver(drivers, port)
     raw.config_set("maxmemory", int(raw.info("memory")["used_memory"]) + 256 * 1024)
-    entries: list[tuple[bytes, dict[str, str]]] = [(b"x" * 4096, {}) for _ in range(300)]  # ~1.2 MB: past the limit mid-batch
+    # ~1.2 MB: past the limit part way through
+    entries: list[tuple[bytes, dict[str, str]]] = [(b"x" * 4096, {}) for _ in range(300)]
     failed = driver.publish_many("t", entries)
     indexes = [index for index, _exc in failed]
     assert 0 < len(indexes) < len(entries)
