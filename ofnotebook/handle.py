@@ -42,9 +42,10 @@ PREVIEW_CHARS = 120
 BODY_CHARS = 2000
 #: ``publish_many`` sends its items in chunks of this many (or of PUBLISH_CHUNK_BYTES of
 #: payloads, whichever comes first), one request each: the kernel holds one chunk at a time,
-#: whatever the iterable's length. Measured (benchmarks/bench_publish.py, in memory, a function
-#: consuming): 1,000 sends 4,958 events/s (``publish``: 332; chunks of 100: 4,106); 5,000 sends
-#: faster but delivery stays ~4,400/s either way, so a bigger chunk only piles up in the broker.
+#: whatever the iterable's length. Measured (benchmarks/bench_publish.py, results/publish.json:
+#: in memory, a function consuming): 1,000 sends 6,972 events/s (``publish``: 292; chunks of
+#: 100: 4,174); 5,000 sends faster (11,845) but delivery stays ~5,300/s either way, so a bigger
+#: chunk only piles events up in the broker, for 5x the kernel's memory.
 PUBLISH_CHUNK = 1000
 PUBLISH_CHUNK_BYTES = 4 << 20
 _session_local = threading.local()
