@@ -13,6 +13,13 @@ from .drivers.base import InboundEvent
 from .registry import Registry
 from .protocol import ROLE_INPUT, no_input_message
 
+#: Events of one in-memory input that may wait in the stand-in when a notebook's producer
+#: is answered (two ``publish_many`` chunks: delivery never runs dry in between).
+BACKLOG = 2000
+BACKLOG_WAIT = 10.0  # s: a stuck function slows the producer down, never hangs it
+#: The component types whose events wait in the stand-in, not in a broker.
+IN_MEMORY_TYPES = ("pubsub.in-memory", "bindings.in-memory")
+
 # Bindings that write where they read: the input's own driver produces the test event.
 _SELF_PRODUCING = ("in-memory", "mqtt3", "mqtt", "rabbitmq")
 
@@ -44,8 +51,9 @@ class Injector:
         ep = self._input(app, input_name)
         if ep.kind == "pubsub":
             self._publish(app, ep, ep.topic, data, content_type)
-            return
-        self._produce(app, ep, data)
+        else:
+            self._produce(app, ep, data)
+        self._hold_back(ep)
 
     def inject_many(self, app: App, input_name: str, items: Sequence[tuple[bytes, str]]
                     ) -> list[tuple[int, str]]:
@@ -55,14 +63,26 @@ class Injector:
         has no bulk write in Dapr, so its producer is called item by item."""
         ep = self._input(app, input_name)
         if ep.kind == "pubsub":
-            return self._publish_many(app, ep, items)
-        failed = []
-        for index, (data, _content_type) in enumerate(items):
-            try:
-                self._produce(app, ep, data)
-            except ComponentError as exc:
-                failed.append((index, str(exc)))
+            failed = self._publish_many(app, ep, items)
+        else:
+            failed = []
+            for index, (data, _content_type) in enumerate(items):
+                try:
+                    self._produce(app, ep, data)
+                except ComponentError as exc:
+                    failed.append((index, str(exc)))
+        self._hold_back(ep)
         return failed
+
+    @staticmethod
+    def _hold_back(ep: Endpoint) -> None:
+        """The in-memory bus has no broker to keep a backlog: its events wait in the
+        stand-in. Answer the notebook's producer only once at most :data:`BACKLOG` of this
+        input's events wait (at most :data:`BACKLOG_WAIT` s), so ``publish_many`` of a million
+        events runs at delivery speed in bounded memory. Functions' own sends never wait
+        here (a function publishing to its own input must not block on itself)."""
+        if ep.component.type in IN_MEMORY_TYPES and ep.driver is not None:
+            ep.driver.wait_for_room(BACKLOG, BACKLOG_WAIT)
 
     def _produce(self, app: App, ep: Endpoint, data: bytes) -> None:
         """A binding input's test event: through its broker, or straight to delivery."""

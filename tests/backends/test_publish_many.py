@@ -5,6 +5,7 @@ the input's broker in bulk, through the real stand-in process and real runtime p
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any, Iterator
 
 import pytest
@@ -43,6 +44,41 @@ def test_every_event_of_a_generator_reaches_the_function_in_memory(local_backend
     kept = [o.data for o in handle.outputs]  # the last MAX_OUTPUTS of them
     assert len(kept) == min(2500, MAX_OUTPUTS) and len(set(kept)) == len(kept)
     assert set(kept) <= set(range(2500))
+
+
+GATED = """
+def gated(ctx, data):
+    import os, time
+    while not os.path.exists(GATE):
+        time.sleep(0.01)
+"""
+
+
+def test_a_producer_faster_than_delivery_is_held_to_a_bounded_backlog(local_backend: Any,
+                                                                      tmp_path: Any) -> None:
+    """The in-memory bus has no broker to keep what delivery has not taken yet: a chunk of
+    ``publish_many`` is answered only once at most ``inject.BACKLOG`` events of the input
+    wait in the stand-in, so a million events cost the stand-in a bounded backlog, not the
+    million. Here the function holds every event until a file appears: the producer waits
+    (it would have returned at once), then goes on at delivery speed."""
+    from ofnotebook.sidecar.inject import BACKLOG
+
+    gate = tmp_path / "open"
+    handle = ofnotebook.deploy(make_function(GATED, {"GATE": str(gate)}, name="gated"),
+                               "many-gated", target=local_backend,
+                               inputs={"events": f"memory://g-{uid()}"})
+    total = BACKLOG + 2000
+    producer = threading.Thread(target=handle.publish_many,
+                                args=("events", ({"i": i} for i in range(total))))
+    producer.start()
+    producer.join(1.5)
+    assert producer.is_alive(), "publish_many returned while the function took nothing"
+    held = handle.stats["events_in"]  # what the dispatcher took: its bulk slots at most
+    assert 0 < held < total, handle.stats
+    gate.touch()
+    producer.join(30)
+    assert not producer.is_alive()
+    wait_for(lambda: handle.stats["delivered"] == total, 30, lambda: f"stats: {handle.stats}")
 
 
 def test_str_and_bytes_items_keep_their_content_types(local_backend: Any) -> None:

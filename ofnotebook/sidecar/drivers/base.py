@@ -142,6 +142,8 @@ class DeliveryPump:
         # Each item is a batch (one event, or the events of one bulk publish: one wake-up).
         self._queue: queue.Queue[tuple[Deliver, Sequence[InboundEvent]]] = queue.Queue(maxsize)
         self._stopped = threading.Event()
+        self._pending = 0  # events put and not yet handed to ``deliver`` (nor dropped)
+        self._drained = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -151,6 +153,8 @@ class DeliveryPump:
     def put_many(self, deliver: Deliver, events: Sequence[InboundEvent]) -> None:
         """Queue ``events`` for ``deliver``, in order, as one item: one queue operation and
         one wake-up of the pump's thread for a whole batch (``maxsize`` counts batches)."""
+        with self._drained:
+            self._pending += len(events)
         while not self._stopped.is_set():
             try:
                 self._queue.put((deliver, events), timeout=0.2)
@@ -158,22 +162,41 @@ class DeliveryPump:
             except queue.Full:
                 continue
 
+    def wait_for_room(self, limit: int, timeout: float) -> bool:
+        """Block while more than ``limit`` events wait in this pump, at most ``timeout``
+        seconds; whether there is room. A producer that can outrun delivery (the notebook's
+        ``publish_many`` into the in-memory bus, which has no broker to hold a backlog) is
+        held back by it, so the stand-in holds a bounded backlog, not the producer's all."""
+        with self._drained:
+            return self._drained.wait_for(
+                lambda: self._pending <= limit or self._stopped.is_set(), timeout)
+
+    def _delivered(self, count: int = 1) -> None:
+        with self._drained:
+            self._pending -= count
+            self._drained.notify_all()
+
     def _run(self) -> None:
         while not self._stopped.is_set():
             try:
                 deliver, events = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            for event in events:
+            for index, event in enumerate(events):
                 if self._stopped.is_set():
+                    self._delivered(len(events) - index)
                     return
                 try:
                     deliver(event)
                 except Exception:  # one bad event must not stop the consumer
                     _log.exception("delivering a message failed")
+                finally:
+                    self._delivered()
 
     def close(self, timeout: float = 1.0) -> None:
         self._stopped.set()
+        with self._drained:
+            self._drained.notify_all()
         self._thread.join(timeout)
 
 
@@ -277,6 +300,11 @@ class Driver:
             if pump is None:
                 pump = self._pump = DeliveryPump(f"deliver-{self.name}", self._pump_size)
         pump.put_many(deliver, events)
+
+    def wait_for_room(self, limit: int, timeout: float) -> bool:
+        """:meth:`DeliveryPump.wait_for_room` of this driver's pump (True when it has none)."""
+        pump = self._pump
+        return True if pump is None else pump.wait_for_room(limit, timeout)
 
     # -- routing ------------------------------------------------------------------------------
     def _unsupported(self, what: str) -> ComponentError:
