@@ -40,7 +40,11 @@ from .processes import Backoff
 from .events import STANDIN_RESTART, EventTracker
 
 _log = logging.getLogger("ofnotebook.standin")
-FOLLOW_LINGER = 0.01  # s; an isolated event is still seen at once
+#: After a poll that brought at least FOLLOW_BUSY records (load), wait FOLLOW_LINGER before
+#: the next, so each poll gathers a batch; after a smaller one poll again at once, so an
+#: isolated event's output (which follows its ``in`` record by a few ms) is seen at once.
+FOLLOW_LINGER = 0.01  # s
+FOLLOW_BUSY = 50
 #: A stand-in that died is started again up to RESTART_ATTEMPTS times, RESTART_PAUSE s apart
 #: (then more); a call made meanwhile waits for it, and for the apps' registrations, at most
 #: the start timeout per attempt plus RESTART_REGISTER_WAIT s.
@@ -378,7 +382,7 @@ class StandIn:
                             callback(event)
                         except Exception:  # a broken view must not stop the stream
                             pass
-            if events:  # under load, gather a batch per poll rather than one poll per event
+            if len(events) >= FOLLOW_BUSY:  # under load: a batch per poll, not an event
                 self._closed.wait(FOLLOW_LINGER)
 
     @property
