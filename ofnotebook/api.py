@@ -411,7 +411,8 @@ def stop(name: str | None = None, *, all: bool = False) -> list[str]:
 def _release_idle() -> None:
     """After ``stop --all``: stop the warm standby runtime and, once no deployment of any
     target uses it, the local Dapr stand-in; the next deploy starts both again."""
-    from .backends.standin import StandInUser, stop_standin
+    from .backends.standin import stop_standin
+    from .backends.standin_user import StandInUser
 
     backends = active_backends()
     for backend in backends:

@@ -26,7 +26,8 @@ from .base import (FAILED, RUNNING, STOPPED, BufferedDeployment, LogBuffer, Phas
                    PhaseRecorder, TrackedBackend, stream_lines)
 from . import reaper, standin_warnings
 from .reaper import LABEL_FUNCTION, LABEL_SESSION, SESSION
-from .standin import StandIn, StandInUser, get_standin
+from .standin import StandIn, get_standin
+from .standin_user import StandInUser
 
 if TYPE_CHECKING:
     import docker

@@ -18,7 +18,8 @@ from ..errors import DeployError
 from ..package import Package
 from .base import FAILED, RESTARTING, RUNNING, STOPPED, BufferedDeployment
 from .processes import Backoff, RuntimeProcess, kernel_exiting
-from .standin import StandIn, StandInUser
+from .standin import StandIn
+from .standin_user import StandInUser
 
 
 class Restarter(Protocol):
