@@ -8,13 +8,18 @@ the current one) against the driver in the working tree, interleaved, median of 
 
 1. N messages are put in the broker first (a raw client, not timed);
 2. a started driver subscribes; its ``deliver`` is the Dispatcher's shape: ``unary`` keeps 10
-   events in flight (1 for an ``ordered`` driver), each acked by a pool thread; ``bulk`` keeps
-   4 x 100 in flight, acked by 4 threads a batch at a time, as a bulk call's entries are;
+   events in flight (1 for an ``ordered`` driver: Kafka), each acked by a pool thread; ``bulk``
+   (not for an ordered driver) keeps 4 x 100 in flight, acked by 4 threads a batch at a time,
+   as a bulk call's entries are;
 3. events/s = N / (first delivery -> N-th ``ack()`` returned), and this process's CPU time per
    event from ``subscribe`` to then (the driver, its client library, the acking threads: less
    swayed by other load on the machine than events/s). Then the driver is closed and a second
    one reads the same subscription: ``again`` counts what came back within a second (every ack
    must have reached the broker: 0 expected; for MQTT a session resumes it).
+
+4. publishing: N entries to a topic nobody reads, in chunks of ``PUBLISH_CHUNK`` (the kernel's
+   ``handle.publish_many`` chunk), through the driver's ``publish_many`` against the base
+   class's default (one ``publish`` per entry, what every driver did before), same run.
 
 Writes benchmarks/results/drivers.json. Nothing here is a test. Only 127.0.0.1 is used.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib.util
 import json
 import statistics
@@ -46,6 +52,7 @@ BEFORE = "6525273"
 DRIVERS = {"kafka": "KafkaDriver", "jetstream": "JetStreamDriver", "rabbitmq": "RabbitMQDriver",
            "mqtt": "MqttDriver"}
 UNARY, BULK, BULK_CALLS = 10, 100, 4  # delivery.DELIVERY_CONCURRENCY, maxMessagesCount, calls
+PUBLISH_CHUNK = 1000  # handle.PUBLISH_CHUNK
 
 
 def driver_class(name: str, rev: str | None) -> type[Driver]:
@@ -109,6 +116,7 @@ class Consumer:
 class Rig:
     """One broker's set-up: make a component, preload N messages, subscribe."""
 
+    name = ""  # the driver module
     type_ = "pubsub.x"
 
     def metadata(self, group: str) -> dict[str, str]:
@@ -127,6 +135,7 @@ class Rig:
 
 
 class KafkaRig(Rig):
+    name = "kafka"
     type_ = "pubsub.kafka"
 
     def __init__(self) -> None:
@@ -154,6 +163,7 @@ class KafkaRig(Rig):
 
 
 class JetStreamRig(Rig):
+    name = "jetstream"
     type_ = "pubsub.jetstream"
     URL = "nats://127.0.0.1:4222"
 
@@ -184,6 +194,7 @@ class JetStreamRig(Rig):
 
 
 class RabbitRig(Rig):
+    name = "rabbitmq"
     type_ = "pubsub.rabbitmq"
     URL = "amqp://guest:guest@127.0.0.1:5672"
 
@@ -216,6 +227,7 @@ class RabbitRig(Rig):
 class MqttRig(Rig):
     """Mosquitto queues at most max_queued_messages (1000) for an offline session: N <= 1000."""
 
+    name = "mqtt"
     type_ = "pubsub.mqtt3"
 
     def metadata(self, group: str) -> dict[str, str]:
@@ -276,6 +288,31 @@ def run_once(rig: Rig, cls: type[Driver], mode: str, count: int) -> dict[str, fl
             "cpu_us_per_event": cpu / count * 1e6, "again": len(again.seen)}
 
 
+def publish_rates(rig: Rig, count: int, reps: int) -> dict[str, int]:
+    """Entries/s of ``publish_many`` (the driver's) against ``Driver._publish_many`` (one by
+    one), interleaved, median of ``reps``."""
+    cls = driver_class(type(rig).name, None)
+    rates: dict[str, list[float]] = {"one_by_one": [], "publish_many": []}
+    for _rep in range(reps):
+        for label in rates:
+            group = f"p{uuid.uuid4().hex[:8]}"
+            topic = f"bench.{group}"
+            driver = rig.make(cls, group)
+            many = driver._publish_many if label == "publish_many" else functools.partial(
+                Driver._publish_many, driver)
+            entries: list[tuple[bytes, dict[str, str]]] = [(b"m%d" % n, {}) for n in range(count)]
+            try:
+                driver.publish(topic, b"first", {})  # the topic (stream, exchange) exists
+                began = time.perf_counter()
+                for start in range(0, count, PUBLISH_CHUNK):
+                    assert not many(topic, entries[start:start + PUBLISH_CHUNK])
+                rates[label].append(count / (time.perf_counter() - began))
+            finally:
+                driver.close()
+                rig.cleanup(topic, group)
+    return {f"{label}_per_s": round(statistics.median(r)) for label, r in rates.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--before", default=BEFORE, help="git revision of the old drivers")
@@ -292,8 +329,11 @@ def main() -> None:
         versions = {"before": driver_class(name, args.before), "after": driver_class(name, None)}
         runs: dict[str, list[dict[str, float]]] = {}
         try:
+            published = publish_rates(rig, count, args.reps)
+            # An ordered driver's events go one at a time (no bulk): its bulk run is the same.
+            modes = ("unary",) if versions["after"].ordered else ("unary", "bulk")
             for _rep in range(args.reps):
-                for mode in ("unary", "bulk"):
+                for mode in modes:
                     for label, cls in versions.items():
                         runs.setdefault(f"{label}/{mode}", []).append(
                             run_once(rig, cls, mode, count))
@@ -305,9 +345,12 @@ def main() -> None:
                          "cpu_us_per_event": round(statistics.median(
                              r["cpu_us_per_event"] for r in rs)),
                          "again": max(r["again"] for r in rs)} for key, rs in runs.items()}
-        results["drivers"][name] = {"events": count, **figures}
-        print(name, json.dumps(figures), flush=True)
+        results["drivers"][name] = {"events": count, **figures, "publish": published}
+        print(name, json.dumps(figures), json.dumps(published), flush=True)
     out = ROOT / "benchmarks" / "results" / "drivers.json"
+    if out.exists() and set(args.only.split(",")) != set(DRIVERS):  # keep the other drivers'
+        kept = json.loads(out.read_text()).get("drivers", {})
+        results["drivers"] = {**kept, **results["drivers"]}
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written {out}")
 

@@ -19,7 +19,8 @@ is acked (never past one still in the app: at-least-once stays exact). Acks beyo
 for it; once they are half the prefetch window they go one by one, so a slow message cannot
 starve the window, and closing sends them all. Without ``prefetchCount`` the window is
 ``PREFETCH`` (daprd: unlimited), above what the Dispatcher keeps in flight (4 bulk calls of 100
-entries), so a long queue is not pulled into the stand-in's memory at once; ``0`` is unlimited.
+entries) and the acks a gap holds, so a long queue is not pulled into the stand-in's memory at
+once; ``0`` is unlimited.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 WAIT = 10.0
 KINDS = ("fanout", "topic", "direct", "headers")
-PREFETCH = 512  # unacked messages per consumer when prefetchCount is not set
+#: Unacked messages per consumer when prefetchCount is not set: the Dispatcher's 400 in flight
+#: (4 bulk calls x 100) plus the acks a gap may hold back (half the window) still leave room.
+PREFETCH = 1024
 
 
 def _bool(value: str, default: bool) -> bool:
