@@ -88,6 +88,8 @@ def _duration_ms(text: str, key: str) -> int:
 class KafkaDriver(Driver):
     """One Kafka component: a producer, and one consumer-group member for every topic it reads."""
 
+    #: Delivery order: a partition's records reach the app one at a time, as daprd's consumer
+    #: (sequential per partition). Not needed for the acks: ``AckWindow`` takes any order.
     ordered = True
 
     def __init__(self, component: ComponentConfig) -> None:
