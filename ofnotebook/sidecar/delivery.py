@@ -105,16 +105,19 @@ class Dispatcher:
         self.app, self.endpoint, self.log, self.attempts = app, endpoint, log, attempts
         ordered = bool(endpoint.driver and endpoint.driver.ordered)
         width = 1 if ordered else DELIVERY_CONCURRENCY
-        #: bulkSubscribe of a pub/sub input; an ordered input stays unary (acks in order).
-        self.bulk = endpoint.bulk if endpoint.kind == "pubsub" and not ordered else None
+        #: bulkSubscribe of a pub/sub input. An ordered input (Kafka: a partition's records in
+        #: order, as daprd's consumer) gets one call in flight, unary or bulk: a batch keeps
+        #: their order, as daprd's Kafka bulk subscriber does; a retried entry goes after.
+        self.bulk = endpoint.bulk if endpoint.kind == "pubsub" else None
+        self._in_flight = 1 if ordered else BULK_IN_FLIGHT
         self._bulk_off = False  # the app implements neither bulk RPC: unary from then on
         self._waiting: deque[_Entry] = deque()  # parsed and recorded as in
         self._waiting_lock = threading.Lock()
         self._arrived = threading.Condition(self._waiting_lock)
         self._draining = 0
-        room = width if self.bulk is None else BULK_IN_FLIGHT * self.bulk.max_messages
+        room = width if self.bulk is None else self._in_flight * self.bulk.max_messages
         self._slots = threading.BoundedSemaphore(room)
-        workers = width if self.bulk is None else BULK_IN_FLIGHT + width
+        workers = width if self.bulk is None else self._in_flight + width
         self._pool = ThreadPoolExecutor(max_workers=workers,
                                         thread_name_prefix=f"deliver-{endpoint.name}")
         self._closed = threading.Event()
@@ -133,7 +136,7 @@ class Dispatcher:
         with self._waiting_lock:
             self._waiting.append(entry)
             self._arrived.notify()
-            if self._draining >= BULK_IN_FLIGHT:
+            if self._draining >= self._in_flight:
                 return  # a busy drainer takes it with the next batch
             self._draining += 1
         self._later(self._drain)

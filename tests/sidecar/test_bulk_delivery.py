@@ -17,6 +17,7 @@ from ofnotebook.sidecar.apps import App, Endpoint
 from ofnotebook.sidecar.bulk import DROP_REASONS_KEY, BulkSettings
 from ofnotebook.sidecar.delivery import Dispatcher
 from ofnotebook.sidecar.drivers.base import ComponentConfig, InboundEvent
+from ofnotebook.sidecar.drivers.memory import MemoryDriver
 from ofnotebook.sidecar.eventlog import EventLog
 from ofnotebook.sidecar.protocol import EVENT_DEAD_LETTER, EVENT_DELIVERED, ROLE_INPUT
 from tests.helpers import uid, wait_for
@@ -42,6 +43,18 @@ class _App(appcallback_pb2_grpc.AppCallbackServicer):
         self.bulk_waiting = 0
         self._seen: set[bytes] = set()
         self._lock = threading.Lock()
+        self.calls: list[list[bytes]] = []  # every call's data, unary or bulk, as answered
+        self.in_flight = self.most_in_flight = 0
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+
+    def _leave(self, data: list[bytes]) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.calls.append(data)
 
     def _status(self, data: bytes) -> int:
         with self._lock:
@@ -54,8 +67,10 @@ class _App(appcallback_pb2_grpc.AppCallbackServicer):
         return SUCCESS
 
     def OnTopicEvent(self, request: Any, context: Any) -> Any:
+        self._enter()
         self.gate.wait(10)
         self.unary.append(request.data)
+        self._leave([request.data])
         return appcallback_pb2.TopicEventResponse(status=self._status(request.data))
 
     def OnBulkTopicEvent(self, request: Any, context: Any) -> Any:
@@ -65,7 +80,9 @@ class _App(appcallback_pb2_grpc.AppCallbackServicer):
         with self._lock:
             self.bulk_waiting += 1
         self.bulk_gate.wait(10)
+        self._enter()
         self.batches.append([e.cloud_event.data for e in request.entries])
+        self._leave(self.batches[-1])
         statuses, reasons = [], {}
         for entry in request.entries:
             if entry.cloud_event.data == b'"nostatus"':
@@ -87,11 +104,20 @@ def _serve(servicer: Any) -> tuple[grpc.Server, int]:
     return server, port
 
 
+class _OrderedDriver(MemoryDriver):
+    """A driver whose broker wants a partition's records in order (as Kafka's)."""
+
+    ordered = True
+
+
 def _dispatcher(port: int, bulk: BulkSettings | None = BulkSettings(max_messages=50),
-                attempts: int = 4, kind: str = "pubsub.redis") -> tuple[Dispatcher, EventLog]:
+                attempts: int = 4, kind: str = "pubsub.redis", ordered: bool = False
+                ) -> tuple[Dispatcher, EventLog]:
     app = App(app_id=f"app-{uid()}", port=port)
+    component = ComponentConfig(name="in-pubsub", type=kind)
     endpoint = Endpoint(role=ROLE_INPUT, name="in", topic="orders", bulk=bulk,
-                        component=ComponentConfig(name="in-pubsub", type=kind))
+                        component=component,
+                        driver=_OrderedDriver(component) if ordered else None)
     log = EventLog()
     return Dispatcher(app, endpoint, log, attempts), log
 
@@ -141,6 +167,32 @@ def test_a_burst_goes_in_bulk_calls_each_event_acked_once() -> None:
         delivered = sum(len(b) for b in servicer.batches) + len(servicer.unary)
         assert delivered == 300
         assert len(_records(log, EVENT_DELIVERED)) == 300
+    finally:
+        dispatcher.close()
+        server.stop(None)
+
+
+def test_an_ordered_input_gets_bulk_calls_one_at_a_time_in_order() -> None:
+    """Kafka's records of a partition reach the app in order (daprd's consumer is sequential
+    per partition, its bulk subscriber too): one call in flight, unary or bulk, each batch in
+    the order read, so the app sees every event in order."""
+    servicer = _App()
+    servicer.gate.clear()
+    server, port = _serve(servicer)
+    dispatcher, _log = _dispatcher(port, ordered=True)
+    acks: list[Any] = []
+    try:
+        feeder = threading.Thread(target=lambda: [dispatcher(_event(i, acks))
+                                                  for i in range(200)])
+        feeder.start()
+        wait_for(lambda: len(dispatcher._waiting) >= 40, timeout=10)  # room: one call of 50
+        servicer.gate.set()
+        feeder.join(10)
+        wait_for(lambda: len(acks) == 200, timeout=20)
+        assert servicer.most_in_flight == 1
+        assert max(len(b) for b in servicer.batches) > 1, servicer.calls
+        seen = [int(data) for call in servicer.calls for data in call]
+        assert seen == list(range(200)) and acks == list(range(200))
     finally:
         dispatcher.close()
         server.stop(None)
