@@ -205,7 +205,7 @@ class Dispatcher:
                 self._deliver_bulk(batch)
             except Exception:  # never lose the slots of a batch: deliver what is left unary
                 for entry in batch:
-                    if not entry.event._acked.is_set():
+                    if not entry.event.acked:
                         self._later(self._unary_entry, entry, 0, "")
 
     def _record_in(self, event: InboundEvent, content_type: str, data: bytes) -> None:
