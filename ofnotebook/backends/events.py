@@ -6,7 +6,14 @@ read.
 Lost events: the in-memory bus lives inside the stand-in process, so when that process dies
 the events it held (in, neither delivered nor dead-lettered) are gone; a broker that keeps
 messages redelivers them instead. :meth:`EventTracker.mark_lost` counts them, per input, at
-the time of death; :attr:`EventTracker.lost` is their total."""
+the time of death; :attr:`EventTracker.lost` is their total.
+
+Missed records: the stand-in's event log is bounded (about a second of a busy async chain), so
+a kernel that falls further behind (a cell holding the GIL, a slow view) misses records. The
+stand-in then answers with the exact counts as of a point (``protocol.EVENTS_PATH``) and
+:meth:`EventTracker.resync` takes them: counts, ``total_outputs`` and the per-input counts of
+the lost count are exact again, only the rows of the records missed (outputs, dead letters)
+are gone, and listeners get one ``RESYNC`` record saying how many were missed."""
 
 from __future__ import annotations
 
@@ -21,6 +28,8 @@ MAX_OUTPUTS = 1000
 IN_MEMORY_TYPES = ("pubsub.in-memory", "bindings.in-memory")
 #: The record a tracker gets when its stand-in was restarted (``lost``: events lost then).
 STANDIN_RESTART = "standin-restart"
+#: The record listeners get when the tracker skipped records it never saw (``missed``: how many).
+RESYNC = "resync"
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,10 @@ class EventTracker:
         self.standin_restarts = 0
         self._inputs: collections.Counter[tuple[str, str]] = collections.Counter()
         self._in_memory: set[str] = set()  # the names of the inputs on the in-memory bus
+        # What the current stand-in process reported (its counts start at 0 after a restart):
+        # a resync compares the process's own counts with these, not with the totals.
+        self._process: collections.Counter[str] = collections.Counter()
+        self._process_inputs: collections.Counter[tuple[str, str]] = collections.Counter()
         self._cond = threading.Condition()
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
 
@@ -74,8 +87,10 @@ class EventTracker:
         kind = event.get("kind", "")
         with self._cond:
             self.counts[kind] += 1
+            self._process[kind] += 1
             if kind in ("in", "delivered", "dead-letter"):
                 self._inputs[(event.get("name", ""), kind)] += 1
+                self._process_inputs[(event.get("name", ""), kind)] += 1
                 if kind == "in" and event.get("type") in IN_MEMORY_TYPES:
                     self._in_memory.add(event.get("name", ""))
             elif kind == STANDIN_RESTART:
@@ -104,8 +119,42 @@ class EventTracker:
                 if pending > 0:
                     self._inputs[(name, "lost")] += pending
                     lost += pending
+            self._process.clear()  # the next process counts from 0
+            self._process_inputs.clear()
         self({"kind": STANDIN_RESTART, "time": time.time(), "lost": lost})
         return lost
+
+    def resync(self, counts: dict[str, int], inputs: dict[str, dict[str, int]] | None = None,
+               types: dict[str, str] | None = None) -> int:
+        """Take the stand-in's exact cumulative counts of this app (per kind; per input name
+        and kind; each input's component type) after records fell off its log unseen; returns
+        how many records were missed. No count goes down (a count the tracker already has is
+        kept); the records after the resync point are then counted as usual. Listeners get a
+        ``RESYNC`` record with ``missed`` when any was."""
+        with self._cond:
+            missed = 0
+            for kind, n in counts.items():
+                gap = int(n) - self._process[kind]
+                if gap > 0:
+                    missed += gap
+                    self._process[kind] += gap
+                    self.counts[kind] += gap
+                    if kind == "out":
+                        self.total_outputs += gap
+            for name, kinds in (inputs or {}).items():
+                for kind, n in kinds.items():
+                    gap = int(n) - self._process_inputs[(name, kind)]
+                    if gap > 0:
+                        self._process_inputs[(name, kind)] += gap
+                        self._inputs[(name, kind)] += gap
+            self._in_memory.update(name for name, type_ in (types or {}).items()
+                                   if type_ in IN_MEMORY_TYPES)
+            self._cond.notify_all()
+            listeners = list(self._listeners) if missed else []
+        record = {"kind": RESYNC, "time": time.time(), "missed": missed}
+        for listener in listeners:
+            listener(record)
+        return missed
 
     def listen(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         with self._cond:

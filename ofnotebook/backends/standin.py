@@ -37,7 +37,7 @@ from ..sidecar.protocol import (API_TOKEN_ENV, APP_GRPC, APP_HTTP, APP_NONE, APP
 from ..spec import FunctionSpec
 from . import standin_process
 from .processes import Backoff
-from .events import EventTracker
+from .events import RESYNC, EventTracker
 
 _log = logging.getLogger("ofnotebook.standin")
 #: After a poll that brought at least FOLLOW_BUSY records (load), wait FOLLOW_LINGER before
@@ -367,12 +367,17 @@ class StandIn:
                 self._closed.wait(0.2)
                 continue
             events = body.get("events", [])
+            resync = body.get("resync")
             with self._dispatching:
                 with self._lock:
                     if epoch != self._epoch:
                         continue  # answered by a process that died since: its seqs are void
+                    if resync:
+                        self.last_seq = max(self.last_seq, int(resync["seq"]))
                     for event in events:
                         self.last_seq = max(self.last_seq, int(event["seq"]))
+                if resync:  # fell behind the log: exact counts first, then the newest records
+                    self._resync(resync)
                 for event in events:
                     with self._lock:
                         tracker = self._trackers.get(event["app"])
@@ -384,6 +389,24 @@ class StandIn:
                             pass
             if len(events) >= FOLLOW_BUSY:  # under load: a batch per poll, not an event
                 self._closed.wait(FOLLOW_LINGER)
+
+    def _resync(self, resync: dict[str, Any]) -> None:
+        """Hand each app's exact counts (``protocol.EVENTS_PATH``) to its tracker, and a
+        ``RESYNC`` record of how many of its records were missed to its subscribers."""
+        for app_id, entry in resync.get("apps", {}).items():
+            with self._lock:
+                tracker = self._trackers.get(app_id)
+                callbacks = list(self._subscribers.get(app_id, ()))
+            missed = tracker.resync(entry.get("counts", {}), entry.get("inputs"),
+                                    entry.get("types")) if tracker else 0
+            if not missed:
+                continue
+            record = {"kind": RESYNC, "app": app_id, "time": time.time(), "missed": missed}
+            for callback in callbacks:
+                try:
+                    callback(record)
+                except Exception:  # a broken view must not stop the stream
+                    pass
 
     @property
     def restarting(self) -> bool:

@@ -26,11 +26,26 @@ from .. import config
 from ..errors import ConfigError
 from .apps import set_callback_key
 from .core import DaprCore
-from .eventlog import EventLog
+from .eventlog import DEFAULT_SIZE, EventLog
 from .httpapi import create_http_app
-from .protocol import API_TOKEN_ENV, STANDIN_KEY_ENV
+from .protocol import API_TOKEN_ENV, EVENT_LOG_SIZE_ENV, STANDIN_KEY_ENV
 from .registry import Registry
 from .server import make_grpc_server
+
+
+def _log_size(parser: argparse.ArgumentParser) -> int:
+    """``EVENT_LOG_SIZE_ENV`` (tests make the log tiny to make the kernel fall behind)."""
+    raw = os.environ.get(EVENT_LOG_SIZE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if size < 1:
+        parser.error(f"{EVENT_LOG_SIZE_ENV}={raw!r} is not a positive number of records; set "
+                     f"it to one (default {DEFAULT_SIZE}) or unset it")
+    return size
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
                      f"token: set {API_TOKEN_ENV} in its environment (the kernel does)")
     key = os.environ.pop(STANDIN_KEY_ENV, "")
     set_callback_key(key)
-    core = DaprCore(Registry(EventLog(), attempts=attempts), key=key)
+    core = DaprCore(Registry(EventLog(_log_size(parser)), attempts=attempts), key=key)
     try:
         http_sock = socket.create_server(("127.0.0.1", args.http_port), backlog=128)
     except OSError as exc:

@@ -401,8 +401,13 @@ class DaprCore:
         return {"key": key, "etag": etag, **payload_view(data)}
 
     def events(self, after: int, wait: float, app_id: str | None) -> dict[str, Any]:
-        return {"events": self.log.since(after, min(wait, 30.0), app_id),
-                "last": self.log.last_seq}
+        """The long poll's answer (``protocol.EVENTS_PATH``), with ``resync`` when the poller
+        fell behind by more than the log keeps."""
+        events, last, resync = self.log.poll(after, min(wait, 30.0), app_id)
+        body: dict[str, Any] = {"events": events, "last": last}
+        if resync is not None:
+            body["resync"] = resync
+        return body
 
     def stats(self) -> dict[str, Any]:
         return {"apps": sorted(self.registry.apps), "counts": self.log.counts(),

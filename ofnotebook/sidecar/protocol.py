@@ -23,7 +23,16 @@ without dependencies that the kernel side may import as well.
   ``{"sent": n, "failed": [[index, error], ...]}``, the index counting from the body's first.
 * ``GET EVENTS_PATH?after=&wait=&app=`` answers ``{"events": [...], "last": seq}``; each record
   has ``seq``, ``time``, ``app`` and ``kind`` (one of ``EVENT_KINDS``) plus fields by kind.
-  Payloads appear as ``data`` plus ``encoding`` (one of ``ENCODINGS``).
+  Payloads appear as ``data`` plus ``encoding`` (one of ``ENCODINGS``). When records after
+  ``after`` fell off the bounded log before the poller saw them (it fell behind by more than
+  ``EVENT_LOG_SIZE_ENV`` records), the answer has the newest records and ``"resync": {"seq":
+  S, "missed": N, "apps": {app: {"counts": {kind: n}, "inputs": {name: {kind: n}}, "types":
+  {name: type}}}}``: the exact cumulative counts of the process as of seq ``S`` (the record
+  before the first one returned; ``inputs`` for the kinds ``in``, ``delivered``,
+  ``dead-letter``; ``types`` each input's component type), read under the log's lock with
+  the records; ``N`` records were skipped. The poller takes those counts, then counts the
+  records returned on top of them.
+* ``GET STATS_PATH`` answers ``{"apps": [...], "counts": {app: {kind: n}}, "pid": pid}``.
 """
 
 from __future__ import annotations
@@ -71,6 +80,8 @@ STATES_PATH: Final = "/ofnotebook/apps/{app_id}/states/{name}/{key}"  # GET a st
 EVENTS_PATH: Final = "/ofnotebook/events"  # GET, long poll
 STATS_PATH: Final = "/ofnotebook/stats"  # GET apps, counts per app and kind, pid
 READY_KEYS: Final = ("http", "grpc", "pid")
+#: The stand-in's event log size (records; default ``eventlog.DEFAULT_SIZE``), read at start.
+EVENT_LOG_SIZE_ENV: Final = "OFNOTEBOOK_EVENT_LOG_SIZE"
 TOKEN_HEADER: Final = "dapr-api-token"
 
 # -- many test events in one body (INPUTS_MANY_PATH) -------------------------------------------
