@@ -348,7 +348,8 @@ def report(results: dict[str, Any], brokers: list[str]) -> None:
     for label in r0:
         print(f"| RSS {label}, at start -> after the runs | {r0[label]:.0f} -> "
               f"{r1[label]:.0f} MB | <= 80 MB |")
-    for sample in results.get("million", [])[::3] + results.get("million", [])[-1:]:
+    samples = results.get("million", [])
+    for sample in [s for k, s in enumerate(samples) if k % 3 == 0 or k == len(samples) - 1]:
         print(f"| RSS after {sample['events']:,} events, stand-in / runtime | "
               f"{sample['standin_mb']:.0f} / {sample['runtime_mb']:.0f} MB | <= 80 MB, flat |")
     if "kill" in results:
