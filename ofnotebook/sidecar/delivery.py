@@ -58,6 +58,10 @@ from .eventlog import EventLog, payload_view
 from .protocol import EVENT_DEAD_LETTER, EVENT_DELIVERED, EVENT_IN, EVENT_RETRY
 
 DEFAULT_ATTEMPTS = 8
+#: What building an event's AppCallback request raises for an envelope it cannot carry (bad
+#: data_base64, a number protobuf's Struct cannot hold): the event is dead-lettered, never left
+#: unacknowledged (an ack window would stall behind it).
+UNDELIVERABLE = (ValueError, OverflowError)
 BACKOFF_START = 0.05
 BACKOFF_MAX = 2.0
 #: Longest pause between two tries of an event held for an unreachable app: short, so an app
@@ -154,7 +158,7 @@ class Dispatcher:
             content_type = ce.get("datacontenttype")
             content_type = content_type if isinstance(content_type, str) else ""
             data = cloudevents._event_data(ce, content_type)  # as topic_event_request
-        except ValueError:
+        except UNDELIVERABLE:  # unary, where it is recorded and dead-lettered
             self._later(self._deliver, event)
             return None
         self._record_in(event, content_type, data)
@@ -180,6 +184,14 @@ class Dispatcher:
             task(*args)
 
     def _drain(self) -> None:
+        try:
+            self._drain_waiting()
+        except BaseException:  # never leave a drainer counted that is gone
+            with self._waiting_lock:
+                self._draining -= 1
+            raise
+
+    def _drain_waiting(self) -> None:
         """Deliver what is waiting, as it is: one event unary (it never waits for company),
         more in one bulk call of at most ``maxMessagesCount``; until nothing waits. Only a
         batch function's subscription (``BulkSettings.fill_ms``) waits for a batch to fill."""
@@ -218,7 +230,12 @@ class Dispatcher:
                         **payload_view(data, content_type))
 
     def _deliver_with_retries(self, event: InboundEvent) -> None:
-        request, content_type, data = self._request(event)
+        try:
+            request, content_type, data = self._request(event)
+        except UNDELIVERABLE as exc:  # a bad envelope: recorded and dead-lettered, acked
+            self._record_in(event, "", event.data)
+            self._give_up(event, f"the event cannot be delivered: {exc}", 0, event.data, "")
+            return
         self._record_in(event, content_type, data)
         if request is None:
             self._give_up(event, "no route of the subscription matches the event", 0, data,
@@ -272,9 +289,15 @@ class Dispatcher:
 
     def _bulk_call(self, path: str, entries: list[_Entry]) -> None:
         ep = self.endpoint
-        request = bulk.bulk_request([bulk.cloud_event_entry(e.ce, e.data) for e in entries],
-                                    [dict(e.event.metadata) for e in entries], topic=ep.topic,
-                                    pubsub_name=ep.component.name, path=path)
+        try:
+            request = bulk.bulk_request([bulk.cloud_event_entry(e.ce, e.data) for e in entries],
+                                        [dict(e.event.metadata) for e in entries],
+                                        topic=ep.topic, pubsub_name=ep.component.name,
+                                        path=path)
+        except UNDELIVERABLE:  # one bad entry: each alone, where the bad one is given up
+            for e in entries:
+                self._later(self._unary_entry, e, 0, "")
+            return
         hold_pause = BACKOFF_START
         while True:
             if self._closed.is_set():
@@ -304,6 +327,8 @@ class Dispatcher:
                 outcome = "drop" if exc.code() == grpc.StatusCode.FAILED_PRECONDITION \
                     else "retry"
                 outcomes = [(outcome, f"{exc.code().name}: {exc.details()}")] * len(entries)
+            except Exception as exc:  # e.g. the channel closed by an unregister: a retry each
+                outcomes = [("retry", f"{type(exc).__name__}: {exc}")] * len(entries)
             break
         for e, (outcome, error) in zip(entries, outcomes):
             self._settle(e, outcome, error)
@@ -343,7 +368,12 @@ class Dispatcher:
             if attempt:
                 self._closed.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
-            request = self._topic_request(e.ce, e.path)
+            try:
+                request = self._topic_request(e.ce, e.path)
+            except UNDELIVERABLE as exc:
+                self._give_up(e.event, f"the event cannot be delivered: {exc}", attempt,
+                              e.data, e.content_type)
+                return
             self._retry_loop(e.event, request, e.content_type, e.data, attempt, error, delay)
         finally:
             self._slots.release()

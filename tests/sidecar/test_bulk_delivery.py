@@ -198,6 +198,44 @@ def test_an_ordered_input_gets_bulk_calls_one_at_a_time_in_order() -> None:
         server.stop(None)
 
 
+@pytest.mark.parametrize("bad", [
+    {"data_base64": "!! not base64"},  # ValueError building the request
+    {"data": {"n": 1}, "seq": int("1" * 400)},  # OverflowError: protobuf's Struct cannot hold it
+])
+def test_an_undeliverable_envelope_is_a_dead_letter_and_the_input_goes_on(
+        bad: dict[str, Any]) -> None:
+    """An event whose AppCallback request cannot be built is recorded, dead-lettered and
+    acknowledged, alone or in a batch; it neither stops the input's drainer nor stays
+    unacknowledged (an ack window would stall behind it)."""
+    servicer = _App()
+    servicer.gate.clear()
+    server, port = _serve(servicer)
+    dispatcher, log = _dispatcher(port, ordered=True)  # one drainer: one stuck would stop all
+    acks: list[Any] = []
+    envelope = {"specversion": "1.0", "id": "bad", "type": "t", "source": "s",
+                "datacontenttype": "application/json", **bad}
+    try:
+        dispatcher(InboundEvent(data=json.dumps(envelope).encode(),
+                                _ack=lambda: acks.append("bad")))  # alone
+        feeder = threading.Thread(target=lambda: [dispatcher(_event(i, acks))
+                                                  for i in range(30)])
+        feeder.start()
+        wait_for(lambda: "bad" in acks, timeout=10)
+        dispatcher(InboundEvent(data=json.dumps(envelope).encode(),
+                                _ack=lambda: acks.append("bad")))  # among others
+        servicer.gate.set()
+        feeder.join(10)
+        wait_for(lambda: len(acks) == 32, timeout=20)
+        assert sorted(a for a in acks if a != "bad") == list(range(30))
+        dead = _records(log, EVENT_DEAD_LETTER)
+        assert len(dead) == 2 and all("cannot be delivered" in d["error"] for d in dead), dead
+        dispatcher(_event(99, acks))  # still delivering
+        wait_for(lambda: 99 in acks, timeout=10)
+    finally:
+        dispatcher.close()
+        server.stop(None)
+
+
 def test_each_entry_is_settled_by_its_own_status() -> None:
     servicer = _App()
     servicer.gate.clear()

@@ -310,8 +310,8 @@ class KafkaDriver(Driver):
                 # would wait its whole timeout for the batch to fill (an isolated event too).
                 # With no room, poll only for the callbacks (rebalance, commits, errors).
                 batch = consumer.consume(min(FETCH_BATCH, room), 0) if room > 0 else []
-                if not batch:
-                    one = consumer.poll(0.1 if room > 0 else 0)
+                if not batch:  # paused: nothing comes, so wait (HOLD) rather than spin
+                    one = consumer.poll(0.1 if room > 0 else HOLD if self._paused else 0)
                     batch = [one] if one is not None else []
                 ready: dict[str, list[InboundEvent]] = {}  # by topic: one hand-over each
                 for msg in batch:
