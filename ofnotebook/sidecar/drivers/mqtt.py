@@ -286,15 +286,17 @@ class MqttDriver(Driver):
         if not topic:
             raise ComponentError(f"component {self.name!r}: topic name is empty")
         failed: list[tuple[int, ComponentError]] = []
-        by_retain: dict[bool, list[int]] = {}
+        runs: list[tuple[bool, list[int]]] = []  # consecutive entries of one retain: in order
         for index, (_data, metadata) in enumerate(entries):
             retain = is_truthy(metadata["retain"]) if metadata.get("retain") else self.retain
-            by_retain.setdefault(retain, []).append(index)
-        for retain, indexes in by_retain.items():
+            if not runs or runs[-1][0] != retain:
+                runs.append((retain, []))
+            runs[-1][1].append(index)
+        for retain, indexes in runs:
             refused = self._connected().publish_many(
                 topic, [entries[i][0] for i in indexes], self.qos, retain)
             failed += [(indexes[i], error) for i, error in refused]
-        return sorted(failed, key=lambda item: item[0])
+        return failed
 
     def _subscribe(self, topic: str, deliver: Deliver) -> None:
         client = self._connected()
