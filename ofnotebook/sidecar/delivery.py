@@ -125,11 +125,8 @@ class Dispatcher:
         self._pool = ThreadPoolExecutor(max_workers=workers,
                                         thread_name_prefix=f"deliver-{endpoint.name}")
         self._closed = threading.Event()
-        #: Events the driver handed in (the notebook's MQTT producer paces itself on it).
-        self.arrived = 0
 
     def __call__(self, event: InboundEvent) -> None:
-        self.arrived += 1  # one caller: the driver's pump
         self._slots.acquire()  # back-pressure on the driver's consumer
         if self._closed.is_set():
             self._slots.release()

@@ -5,11 +5,9 @@ is one, as a producer would send them: one (``inject``) or many in one call (``i
 from __future__ import annotations
 
 import threading
-import time
 from typing import Callable, Sequence
 
 from .apps import App, Endpoint
-from .delivery import Dispatcher
 from .drivers import ComponentConfig, ComponentError, Driver, create_driver
 from .drivers.base import InboundEvent
 from .registry import Registry
@@ -19,8 +17,6 @@ from .protocol import ROLE_INPUT, no_input_message
 #: is answered (two ``publish_many`` chunks: delivery never runs dry in between).
 BACKLOG = 2000
 BACKLOG_WAIT = 10.0  # s: a stuck function slows the producer down, never hangs it
-#: MQTT events of one ``publish_many`` in transit at once (see ``Injector._wait_arrived``).
-MQTT_AHEAD = 400
 #: The component types whose events wait in the stand-in, not in a broker.
 IN_MEMORY_TYPES = ("pubsub.in-memory", "bindings.in-memory")
 
@@ -66,37 +62,17 @@ class Injector:
         them in one bulk publish (one broker round trip where the driver batches); a binding
         has no bulk write in Dapr, so its producer is called item by item."""
         ep = self._input(app, input_name)
-        paced = "mqtt" in ep.component.type
-        step = MQTT_AHEAD if paced else max(len(items), 1)
-        dispatcher = self.registry.dispatcher(app.app_id, ep) if paced else None
-        failed: list[tuple[int, str]] = []
-        for first in range(0, len(items), step):
-            part, arrived = items[first:first + step], dispatcher.arrived if dispatcher else 0
-            refused: list[tuple[int, str]] = []
-            if ep.kind == "pubsub":
-                refused = [(first + i, e) for i, e in self._publish_many(app, ep, part)]
-            else:
-                for index, (data, _content_type) in enumerate(part, first):
-                    try:
-                        self._produce(app, ep, data)
-                    except ComponentError as exc:
-                        refused.append((index, str(exc)))
-            failed += refused
-            if dispatcher is not None:
-                self._wait_arrived(dispatcher, arrived + len(part) - len(refused))
+        if ep.kind == "pubsub":
+            failed = self._publish_many(app, ep, items)
+        else:
+            failed = []
+            for index, (data, _content_type) in enumerate(items):
+                try:
+                    self._produce(app, ep, data)
+                except ComponentError as exc:
+                    failed.append((index, str(exc)))
         self._hold_back(ep)
         return failed
-
-    @staticmethod
-    def _wait_arrived(dispatcher: Dispatcher, count: int) -> None:
-        """MQTT: Mosquitto queues at most ``max_queued_messages`` (1,000 by default) QoS 1
-        messages for a client and drops the rest, so a notebook's burst into a consumer that
-        falls behind loses events (measured: 833 of 3,000). ``publish_many`` into an MQTT
-        input therefore sends :data:`MQTT_AHEAD` at a time, each once the ones before reached
-        the stand-in (at most :data:`BACKLOG_WAIT` s)."""
-        deadline = time.monotonic() + BACKLOG_WAIT
-        while dispatcher.arrived < count and time.monotonic() < deadline:
-            time.sleep(0.005)
 
     @staticmethod
     def _hold_back(ep: Endpoint) -> None:

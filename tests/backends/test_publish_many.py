@@ -15,7 +15,6 @@ from ofnotebook import handle as handle_module
 from ofnotebook.backends.events import MAX_OUTPUTS
 from ofnotebook.errors import InvocationError
 from tests.helpers import make_function, uid, wait_for
-from tests.sidecar.support import needs_broker
 
 ECHO = """
 def echo(ctx, data):
@@ -80,31 +79,6 @@ def test_a_producer_faster_than_delivery_is_held_to_a_bounded_backlog(local_back
     producer.join(30)
     assert not producer.is_alive()
     wait_for(lambda: handle.stats["delivered"] == total, 30, lambda: f"stats: {handle.stats}")
-
-
-@needs_broker("Mosquitto")
-def test_a_burst_into_mqtt_is_paced_so_mosquitto_drops_nothing(local_backend: Any,
-                                                                tmp_path: Any) -> None:
-    """Mosquitto queues at most 1,000 QoS 1 messages for a client that falls behind and drops
-    the rest (``max_queued_messages``): a 1,500-event burst into a function that takes
-    nothing lost 480 before. The stand-in sends ``MQTT_AHEAD`` at a time, each once the
-    ones before arrived: the producer waits while the function is held, and then every
-    event arrives."""
-    gate = tmp_path / "open"
-    handle = ofnotebook.deploy(make_function(GATED, {"GATE": str(gate)}, name="gated"),
-                               "many-mqtt", target=local_backend,
-                               inputs={"events": f"pubsub+mqtt://127.0.0.1:1883/pm-{uid()}"})
-    total = 1500
-    producer = threading.Thread(target=handle.publish_many,
-                                args=("events", ({"i": i} for i in range(total))))
-    producer.start()
-    producer.join(1.5)
-    assert producer.is_alive(), "publish_many sent the whole burst to a consumer held up"
-    gate.touch()
-    producer.join(60)
-    assert not producer.is_alive()
-    wait_for(lambda: handle.stats["delivered"] == total, 30, lambda: f"stats: {handle.stats}")
-    assert handle.stats["events_in"] == total
 
 
 def test_str_and_bytes_items_keep_their_content_types(local_backend: Any) -> None:
